@@ -1,0 +1,1 @@
+"""Self-hosted voicemail for contact centers."""

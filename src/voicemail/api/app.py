@@ -1,0 +1,85 @@
+"""The FastAPI application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from voicemail.api import health
+from voicemail.api.errors import install_error_handlers
+from voicemail.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
+from voicemail.db.migrate import upgrade
+from voicemail.jobs.worker import Worker
+from voicemail.media import routes as media_routes
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+from voicemail.voicemails import routes as voicemail_routes
+
+log = logging.getLogger(__name__)
+
+# Multipart framing and the text fields around the file.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, run_worker: bool | None = None
+) -> FastAPI:
+    """Build the app. The runtime (DB, storage, model) is made in the lifespan unless given.
+
+    ``run_worker`` defaults to the settings: an in-process worker on the embedded SQLite
+    install, none when the database is shared by separate worker processes.
+    """
+    with_worker = settings.runs_embedded_worker if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or Runtime.build(settings)
+        if settings.is_sqlite:
+            upgrade(settings.resolved_database_url)
+        app.state.runtime = rt
+        stop = threading.Event()
+        thread: threading.Thread | None = None
+        if with_worker:
+            worker = rt.worker()
+            thread = threading.Thread(
+                target=_run_worker, args=(rt, worker, stop), name="voicemail-worker", daemon=True
+            )
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            rt.wake_worker.set()
+            if thread is not None:
+                thread.join(timeout=settings.job_lease_seconds)
+            if runtime is None:
+                rt.close()
+
+    app = FastAPI(
+        title="Voicemail",
+        summary="Self-hosted contact-center voicemail with a Kore-compatible API",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for prefix in ("/api", "/api/1.1"):
+        app.include_router(voicemail_routes.router, prefix=prefix)
+    app.include_router(media_routes.router, prefix="/api")
+    app.include_router(health.router)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+    )
+    app.add_middleware(AccessLogMiddleware)
+    return app
+
+
+def _run_worker(runtime: Runtime, worker: Worker, stop: threading.Event) -> None:
+    try:
+        runtime.transcriber.ready()  # load the model now, not on the first caller's voicemail
+    except Exception:
+        log.exception("speech model not available; jobs will fail until it is")
+    worker.run(stop)

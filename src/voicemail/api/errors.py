@@ -1,0 +1,61 @@
+"""One place that turns failures into Kore's envelope: ``{"errors": [{"msg", "code"}]}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from voicemail.errors import VoicemailError
+
+log = logging.getLogger(__name__)
+
+_HTTP_MESSAGES = {
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+}
+
+
+def error_response(
+    status: int, message: str, code: int | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"msg": message, "code": code if code is not None else status}]},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("query", "body"))
+    return f"Invalid parameter {where}: {first.get('msg', 'invalid')}".strip()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VoicemailError)
+    async def _expected(_request: Request, exc: VoicemailError) -> JSONResponse:
+        return error_response(exc.status_code, exc.message, exc.error_code, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) and exc.detail else None
+        default = _HTTP_MESSAGES.get(exc.status_code, "Request failed")
+        return error_response(exc.status_code, message or default, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, _validation_message(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "unhandled error",
+            exc_info=(type(exc), exc, exc.__traceback__),
+            extra={"path": request.url.path},
+        )
+        return error_response(500, "Internal error; the request was not completed")

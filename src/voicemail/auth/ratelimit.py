@@ -1,0 +1,25 @@
+"""Per-account request limits (a moving one-minute window), with the `limits` library."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
+
+from voicemail.errors import RateLimited
+
+
+class AccountRateLimiter:
+    def __init__(self, storage: Storage | None = None) -> None:
+        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+
+    def hit(self, account_id: str, *, per_minute: int, bucket: str) -> None:
+        """Count one request; raise ``RateLimited`` with a Retry-After when over the limit."""
+        item = RateLimitItemPerMinute(per_minute)
+        if self._limiter.hit(item, bucket, account_id):
+            return
+        stats = self._limiter.get_window_stats(item, bucket, account_id)
+        raise RateLimited(math.ceil(stats.reset_time - time.time()))

@@ -1,0 +1,156 @@
+"""Apps (client id + secret), scope grants per (app, bot), and request authentication."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from voicemail import ids
+from voicemail.auth.replay import ReplayGuard
+from voicemail.auth.tokens import read_app_id, verify_token
+from voicemail.db.base import utcnow
+from voicemail.db.models import Account, App, Bot, ScopeGrant
+from voicemail.errors import BadRequest, Forbidden, InvalidCredentials, NotFound, TokenRejected
+from voicemail.security import SecretBox, new_client_secret
+
+SCOPE_FETCH = "SmartAssist Voicemail"
+SCOPE_DEPOSIT = "Voicemail Deposit"
+SCOPE_DELETE = "Delete Recordings"
+KNOWN_SCOPES = (SCOPE_FETCH, SCOPE_DEPOSIT, SCOPE_DELETE)
+
+
+@dataclass(frozen=True)
+class CreatedApp:
+    app: App
+    client_secret: str  # shown once, at creation or rotation
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the app, the bot named in the URL, and the account billed for limits."""
+
+    app_id: str
+    bot: Bot
+    account: Account
+
+
+def _check_scopes(scopes: Sequence[str]) -> list[str]:
+    unknown = [scope for scope in scopes if scope not in KNOWN_SCOPES]
+    if unknown:
+        raise BadRequest(
+            f"Unknown scope {unknown[0]!r}; known scopes: {', '.join(KNOWN_SCOPES)}"
+        )
+    return list(dict.fromkeys(scopes))
+
+
+def get_app(session: Session, *, app_id: str) -> App:
+    app = session.get(App, app_id)
+    if app is None:
+        raise NotFound(f"No app {app_id}")
+    return app
+
+
+def create_app(
+    session: Session, *, box: SecretBox, name: str, bot_id: str, scopes: Sequence[str]
+) -> CreatedApp:
+    bot = session.get(Bot, bot_id)
+    if bot is None:
+        raise NotFound(f"No bot {bot_id}")
+    if not name.strip():
+        raise BadRequest("App name must not be empty")
+    secret = new_client_secret()
+    app = App(
+        id=ids.new_id(ids.APP),
+        account_id=bot.account_id,
+        name=name.strip(),
+        secret_ciphertext=box.encrypt(secret),
+        enforce_jti=False,
+    )
+    session.add(app)
+    for scope in _check_scopes(scopes):
+        app.grants.append(ScopeGrant(bot_id=bot.id, scope=scope))
+    session.flush()
+    return CreatedApp(app=app, client_secret=secret)
+
+
+def list_apps(session: Session) -> Sequence[App]:
+    return session.scalars(select(App).order_by(App.created_at)).all()
+
+
+def grant_scopes(session: Session, *, app_id: str, bot_id: str, scopes: Sequence[str]) -> App:
+    app = get_app(session, app_id=app_id)
+    bot = session.get(Bot, bot_id)
+    if bot is None:
+        raise NotFound(f"No bot {bot_id}")
+    if bot.account_id != app.account_id:
+        raise Forbidden("An app can only hold scopes on bots of its own account")
+    held = {(grant.bot_id, grant.scope) for grant in app.grants}
+    for scope in _check_scopes(scopes):
+        if (bot_id, scope) not in held:
+            app.grants.append(ScopeGrant(bot_id=bot_id, scope=scope))
+    session.flush()
+    return app
+
+
+def revoke_scopes(session: Session, *, app_id: str, bot_id: str, scopes: Sequence[str]) -> App:
+    app = get_app(session, app_id=app_id)
+    revoked = set(_check_scopes(scopes))
+    app.grants = [g for g in app.grants if not (g.bot_id == bot_id and g.scope in revoked)]
+    session.flush()
+    return app
+
+
+def rotate_secret(session: Session, *, box: SecretBox, app_id: str) -> CreatedApp:
+    app = get_app(session, app_id=app_id)
+    secret = new_client_secret()
+    app.secret_ciphertext = box.encrypt(secret)
+    app.secret_rotated_at = utcnow()
+    session.flush()
+    return CreatedApp(app=app, client_secret=secret)
+
+
+def set_enforce_jti(session: Session, *, app_id: str, enabled: bool) -> App:
+    app = get_app(session, app_id=app_id)
+    app.enforce_jti = enabled
+    session.flush()
+    return app
+
+
+def authenticate(
+    session: Session,
+    *,
+    box: SecretBox,
+    replay_guard: ReplayGuard,
+    token: str | None,
+    bot_id: str,
+    scope: str,
+    leeway: int,
+) -> Caller:
+    """Check the token and that its app holds ``scope`` on ``bot_id``.
+
+    Unknown apps and bad signatures give the same 401 as a missing token, so a caller cannot
+    probe which client ids exist. A missing scope, or a bot that does not exist, gives 403.
+    """
+    if token is None:
+        raise InvalidCredentials()
+    app = session.get(App, read_app_id(token))
+    if app is None:
+        raise InvalidCredentials()
+    now = time.time()
+    claims = verify_token(
+        token, box.decrypt(app.secret_ciphertext), enforce_jti=app.enforce_jti, leeway=leeway,
+        now=now,
+    )
+    if app.enforce_jti:
+        assert claims.jti is not None and claims.exp is not None
+        if not replay_guard.first_use(app.id, claims.jti, claims.exp + leeway, now):
+            raise TokenRejected("JTI has already been used: this token was replayed")
+    held = any(g.bot_id == bot_id and g.scope == scope for g in app.grants)
+    bot = session.get(Bot, bot_id) if held else None
+    if bot is None or bot.account_id != app.account_id:
+        raise Forbidden(f"The app does not have the '{scope}' scope on this bot")
+    return Caller(app_id=app.id, bot=bot, account=bot.account)

@@ -1,0 +1,387 @@
+"""The ``voicemail`` command: serve, worker, migrations, and admin tasks.
+
+Admin commands call the same service functions as the HTTP API, in one transaction each.
+With ``--json`` they print one JSON object on stdout, for scripts; otherwise a Rich table.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import jwt
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from voicemail.audio import AudioLimits, decode_recording
+from voicemail.auth import service as auth
+from voicemail.bots import service as bots
+from voicemail.db.migrate import upgrade
+from voicemail.errors import VoicemailError
+from voicemail.logs import configure_logging
+from voicemail.media import service as media
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+from voicemail.voicemails import kore
+from voicemail.voicemails import service as voicemails
+
+app = typer.Typer(no_args_is_help=True, help="Self-hosted contact-center voicemail.")
+db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
+bots_app = typer.Typer(no_args_is_help=True, help="Bots (st-…), which own voicemails.")
+apps_app = typer.Typer(no_args_is_help=True, help="API apps (cs-…) and their scopes.")
+media_app = typer.Typer(no_args_is_help=True, help="Signed media URLs.")
+app.add_typer(db_app, name="db")
+app.add_typer(bots_app, name="bots")
+app.add_typer(apps_app, name="apps")
+app.add_typer(media_app, name="media")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+BotOpt = Annotated[str, typer.Option("--bot", help="Bot id, st-<uuid>.")]
+ScopeOpt = Annotated[
+    list[str],
+    typer.Option("--scope", help=f"API scope; repeatable. One of: {', '.join(auth.KNOWN_SCOPES)}."),
+]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "VOICEMAIL_" + "_".join(str(p) for p in first["loc"]).upper() if first["loc"] else ""
+        fail(f"invalid setting {name}: {first['msg']}".replace("setting : ", "settings: "))
+
+
+@contextmanager
+def runtime_for_cli() -> Iterator[Runtime]:
+    settings = load_settings()
+    configure_logging("WARNING", settings.log_format)
+    runtime = Runtime.build(settings)
+    try:
+        if settings.is_sqlite:
+            upgrade(settings.resolved_database_url)
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def run_in_transaction(action: Callable[[Runtime, Any], T]) -> T:
+    with runtime_for_cli() as runtime:
+        try:
+            with runtime.sessions.begin() as session:
+                return action(runtime, session)
+        except VoicemailError as exc:
+            fail(exc.message)
+        except ValueError as exc:
+            fail(str(exc))
+
+
+def emit(as_json: bool, payload: dict[str, Any], table: Table | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(payload) + "\n")
+    elif table is not None:
+        out.print(table)
+    else:
+        for key, value in payload.items():
+            out.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+# Processes ------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    worker: Annotated[
+        bool | None,
+        typer.Option("--worker/--no-worker", help="Run a transcription worker in-process."),
+    ] = None,
+) -> None:
+    """Run the API (and, on the embedded SQLite default, a worker)."""
+    import uvicorn
+
+    from voicemail.api.app import create_app
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.is_sqlite:
+        upgrade_hint = "run `voicemail db upgrade` first if the schema is not current"
+        err.print(f"database is not SQLite: {upgrade_hint}")
+    if "public_url" not in settings.model_fields_set:
+        # Media links must point at where we actually listen.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
+    application = create_app(settings, run_worker=worker)
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run a standalone transcription worker. SIGTERM finishes the current job, then exits."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = Runtime.build(settings)
+    if settings.is_sqlite:
+        upgrade(settings.resolved_database_url)
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stop.set()
+        runtime.wake_worker.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    runtime.transcriber.ready()
+    try:
+        runtime.worker().run(stop)
+    finally:
+        runtime.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations up to the latest."""
+    settings = load_settings()
+    configure_logging("WARNING", settings.log_format)
+    upgrade(settings.resolved_database_url)
+    out.print("database is up to date")
+
+
+# Bots ----------------------------------------------------------------------------------
+
+
+@bots_app.command("create")
+def bots_create(
+    name: str,
+    account: Annotated[str | None, typer.Option(help="Account id (default account if absent).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a bot; prints its botId."""
+    bot = run_in_transaction(
+        lambda rt, s: bots.create_bot(s, name=name, account_id=account)
+    )
+    emit(as_json, {"botId": bot.id, "name": bot.name, "accountId": bot.account_id})
+
+
+@bots_app.command("list")
+def bots_list(as_json: JsonOpt = False) -> None:
+    """List bots."""
+    rows = run_in_transaction(lambda rt, s: list(bots.list_bots(s)))
+    payload = {"bots": [{"botId": b.id, "name": b.name, "accountId": b.account_id} for b in rows]}
+    table = Table("botId", "name", "accountId", title="Bots")
+    for bot in rows:
+        table.add_row(bot.id, bot.name, bot.account_id)
+    emit(as_json, payload, table)
+
+
+# Apps ----------------------------------------------------------------------------------
+
+
+def _app_json(app_row: Any) -> dict[str, Any]:
+    return {
+        "clientId": app_row.id,
+        "name": app_row.name,
+        "enforceJti": app_row.enforce_jti,
+        "scopes": [{"botId": g.bot_id, "scope": g.scope} for g in app_row.grants],
+    }
+
+
+@apps_app.command("create")
+def apps_create(
+    name: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False
+) -> None:
+    """Create an app with scopes on a bot; prints its clientId and clientSecret (once)."""
+    created = run_in_transaction(
+        lambda rt, s: auth.create_app(s, box=rt.box, name=name, bot_id=bot, scopes=scope)
+    )
+    emit(as_json, {"clientId": created.app.id, "clientSecret": created.client_secret})
+
+
+@apps_app.command("list")
+def apps_list(as_json: JsonOpt = False) -> None:
+    """List apps and their scopes (never their secrets)."""
+    rows = run_in_transaction(lambda rt, s: [_app_json(a) for a in auth.list_apps(s)])
+    table = Table("clientId", "name", "enforceJti", "scopes", title="Apps")
+    for row in rows:
+        scopes = "\n".join(f"{g['scope']} @ {g['botId']}" for g in row["scopes"])
+        table.add_row(row["clientId"], row["name"], str(row["enforceJti"]), scopes)
+    emit(as_json, {"apps": rows}, table)
+
+
+@apps_app.command("grant")
+def apps_grant(app_id: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
+    """Grant scopes on a bot to an app."""
+    row = run_in_transaction(
+        lambda rt, s: _app_json(auth.grant_scopes(s, app_id=app_id, bot_id=bot, scopes=scope))
+    )
+    emit(as_json, row)
+
+
+@apps_app.command("revoke")
+def apps_revoke(app_id: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
+    """Revoke scopes on a bot from an app."""
+    row = run_in_transaction(
+        lambda rt, s: _app_json(auth.revoke_scopes(s, app_id=app_id, bot_id=bot, scopes=scope))
+    )
+    emit(as_json, row)
+
+
+@apps_app.command("rotate-secret")
+def apps_rotate_secret(app_id: str, as_json: JsonOpt = False) -> None:
+    """Issue a new client secret; tokens signed with the old one stop working."""
+    created = run_in_transaction(lambda rt, s: auth.rotate_secret(s, box=rt.box, app_id=app_id))
+    emit(as_json, {"clientId": created.app.id, "clientSecret": created.client_secret})
+
+
+@apps_app.command("enforce-jti")
+def apps_enforce_jti(
+    app_id: str,
+    enabled: Annotated[bool, typer.Option("--on/--off", help="Require jti + exp ≤ 1 h.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Require a one-time jti (and an exp at most one hour ahead) on the app's tokens."""
+    row = run_in_transaction(
+        lambda rt, s: _app_json(auth.set_enforce_jti(s, app_id=app_id, enabled=enabled))
+    )
+    emit(as_json, row)
+
+
+@apps_app.command("token")
+def apps_token(
+    client_id: Annotated[str, typer.Option("--client-id", help="The app's clientId.")],
+    client_secret: Annotated[str, typer.Option("--client-secret", envvar="VOICEMAIL_CLIENT_SECRET")],
+    expires_in: Annotated[int | None, typer.Option(help="Add exp this many seconds ahead.")] = None,
+    jti: Annotated[bool, typer.Option("--jti", help="Add a random jti.")] = False,
+    algorithm: Annotated[str, typer.Option(help="HS256 or HS512.")] = "HS256",
+) -> None:
+    """Print a JWT for an app, as an integration would sign it (for curl and testing)."""
+    import uuid
+
+    if algorithm not in ("HS256", "HS512"):
+        fail("algorithm must be HS256 or HS512")
+    claims: dict[str, Any] = {"appId": client_id}
+    if expires_in is not None:
+        claims["exp"] = int(time.time()) + expires_in
+    if jti:
+        claims["jti"] = uuid.uuid4().hex
+    sys.stdout.write(jwt.encode(claims, client_secret, algorithm=algorithm) + "\n")
+
+
+# Voicemails ----------------------------------------------------------------------------
+
+
+@app.command()
+def deposit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    bot: BotOpt,
+    session: Annotated[str | None, typer.Option("--session", help="24-hex session id.")] = None,
+    caller: Annotated[str | None, typer.Option("--from", help="Caller number.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Dialled number.")] = None,
+    language: Annotated[str | None, typer.Option(help="Language hint, e.g. en.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deposit a recording for a bot, as the voice gateway would."""
+    with runtime_for_cli() as runtime:
+        settings = runtime.settings
+        try:
+            with runtime.sessions() as db:
+                bots.get_bot(db, bot_id=bot)
+            session_id = voicemails.check_session_id(session, generate=True)
+            language = voicemails.check_language(language)
+            work = settings.data_dir / "tmp"
+            work.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=work) as scratch:
+                source = Path(scratch) / "upload"
+                shutil.copyfile(file, source)
+                audio = decode_recording(
+                    source,
+                    AudioLimits(
+                        settings.min_duration_seconds,
+                        settings.max_duration_seconds,
+                        settings.max_upload_bytes,
+                    ),
+                    work_dir=Path(scratch),
+                )
+                result = voicemails.deposit(
+                    runtime.sessions,
+                    storage=runtime.storage,
+                    bot_id=bot,
+                    session_id=session_id,
+                    audio=audio,
+                    caller_from=caller,
+                    caller_to=to,
+                    language=language,
+                    max_attempts=settings.job_max_attempts,
+                )
+        except VoicemailError as exc:
+            fail(exc.message)
+    emit(
+        as_json,
+        {
+            "sessionId": session_id,
+            "fileName": kore.file_name(result.voicemail),
+            "durationSeconds": round(result.voicemail.duration_seconds, 3),
+            "duplicate": not result.created,
+        },
+    )
+
+
+@app.command()
+def fetch(
+    bot: BotOpt,
+    session: Annotated[str, typer.Option("--session", help="24-hex session id.")],
+    transcription: Annotated[bool, typer.Option("--transcription/--no-transcription")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print what the Kore-compatible fetch API answers for a session."""
+
+    def action(rt: Runtime, db: Any) -> dict[str, Any]:
+        bots.get_bot(db, bot_id=bot)
+        return voicemails.fetch(
+            db,
+            signer=rt.signer,
+            bot_id=bot,
+            session_id=voicemails.check_session_id(session, generate=False),
+            transcription=transcription,
+        )
+
+    body = run_in_transaction(action)
+    table = Table("fileName", "transcript", "lang", title=f"Session {session}: {body['status']}")
+    texts = {d["fileName"]: d for d in body["transcriptions"]}
+    for recording in body["voicemail_recording"]:
+        doc = texts.get(recording["fileName"])
+        text = doc["components"][0]["data"]["text"] if doc else body.get("transcriptionStatus", "")
+        table.add_row(recording["fileName"], text, doc["lang"] if doc else "")
+    emit(as_json, body, table)
+
+
+@media_app.command("revoke-all")
+def media_revoke_all(as_json: JsonOpt = False) -> None:
+    """Invalidate every media URL issued so far (URLs minted afterwards work)."""
+    epoch = run_in_transaction(lambda rt, s: media.revoke_all(s))
+    emit(as_json, {"revoked": True, "epoch": epoch})
+
+
+def main() -> None:
+    app()

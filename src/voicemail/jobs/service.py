@@ -1,0 +1,115 @@
+"""Job rows: enqueue, claim with a lease, complete, fail with backoff.
+
+Claiming is safe with many workers: on PostgreSQL the candidate row is locked with
+``FOR UPDATE SKIP LOCKED``; on SQLite every transaction begins IMMEDIATE, so claims are
+serialised. A worker that dies keeps its job only until its lease runs out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from voicemail.db.base import utcnow
+from voicemail.db.models import Job
+
+QUEUED = "queued"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+MAX_ERROR_LENGTH = 2000
+
+
+def enqueue(
+    session: Session, *, kind: str, voicemail_id: str | None, max_attempts: int
+) -> Job:
+    job = Job(kind=kind, voicemail_id=voicemail_id, status=QUEUED, max_attempts=max_attempts)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def retry_delay(attempts: int, base_seconds: float) -> float:
+    """Exponential backoff: base, 2×base, 4×base… after the 1st, 2nd, 3rd failure."""
+    return base_seconds * (2 ** max(0, attempts - 1))
+
+
+def is_retryable(job: Job) -> bool:
+    return job.status == FAILED and job.attempts < job.max_attempts
+
+
+def claim_next_job(
+    session: Session, *, worker_id: str, lease_seconds: float, now: datetime | None = None
+) -> Job | None:
+    now = now or utcnow()
+    claimable = or_(
+        and_(
+            Job.status.in_((QUEUED, FAILED)),
+            Job.attempts < Job.max_attempts,
+            Job.run_after <= now,
+        ),
+        and_(Job.status == RUNNING, Job.leased_until < now),
+    )
+    query = select(Job).where(claimable).order_by(Job.run_after, Job.id).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    while True:
+        job = session.scalars(query).first()
+        if job is None:
+            return None
+        if job.status == RUNNING and job.attempts >= job.max_attempts:
+            # Its worker died on the last attempt: give up instead of looping forever.
+            job.status = FAILED
+            job.last_error = f"worker {job.worker_id} stopped before finishing (lease expired)"
+            job.leased_until = None
+            job.finished_at = now
+            session.flush()
+            continue
+        job.status = RUNNING
+        job.attempts += 1
+        job.worker_id = worker_id
+        job.leased_until = now + timedelta(seconds=lease_seconds)
+        session.flush()
+        return job
+
+
+def _owned(job_id: int, worker_id: str) -> list[object]:
+    return [Job.id == job_id, Job.status == RUNNING, Job.worker_id == worker_id]
+
+
+def complete_job(session: Session, *, job_id: int, worker_id: str) -> bool:
+    """Mark done; False when the lease was lost (another worker owns the job now)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(*_owned(job_id, worker_id))
+        .values(status=COMPLETED, leased_until=None, finished_at=now, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fail_job(
+    session: Session, *, job_id: int, worker_id: str, error: str, retry_base_seconds: float
+) -> bool:
+    """Record the failure; the job is claimed again after a backoff while attempts remain."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != RUNNING or job.worker_id != worker_id:
+        return False
+    now = utcnow()
+    job.status = FAILED
+    job.last_error = error[:MAX_ERROR_LENGTH]
+    job.leased_until = None
+    job.updated_at = now
+    if job.attempts < job.max_attempts:
+        job.run_after = now + timedelta(seconds=retry_delay(job.attempts, retry_base_seconds))
+    else:
+        job.finished_at = now
+    session.flush()
+    return True
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {status: count for status, count in rows}

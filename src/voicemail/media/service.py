@@ -1,0 +1,74 @@
+"""Minting and checking media URLs; the service-wide revocation epoch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from voicemail.db.models import ServiceState, Voicemail
+from voicemail.errors import Forbidden, NotFound
+from voicemail.media.signing import MediaLocation, sign_media_url, verify_media_signature
+
+EPOCH_KEY = "media_revocation_epoch"
+
+
+def current_epoch(session: Session) -> int:
+    state = session.get(ServiceState, EPOCH_KEY)
+    return int(state.value) if state else 0
+
+
+def revoke_all(session: Session) -> int:
+    """Invalidate every media URL issued so far; URLs minted afterwards work. Returns the epoch."""
+    state = session.get(ServiceState, EPOCH_KEY, with_for_update=True)
+    if state is None:
+        state = ServiceState(key=EPOCH_KEY, value="1")
+        session.add(state)
+    else:
+        state.value = str(int(state.value) + 1)
+    session.flush()
+    return int(state.value)
+
+
+@dataclass(frozen=True)
+class MediaSigner:
+    key: bytes
+    environment: str
+    base_url: str
+    ttl_seconds: int
+
+    def location(self, voicemail: Voicemail) -> MediaLocation:
+        return MediaLocation.for_recording(
+            self.environment,
+            voicemail.bot.account_id,
+            voicemail.bot_id,
+            voicemail.id,
+            voicemail.created_at,
+        )
+
+    def url_for(self, voicemail: Voicemail, *, epoch: int) -> str:
+        return sign_media_url(
+            self.location(voicemail),
+            key=self.key,
+            epoch=epoch,
+            base_url=self.base_url,
+            expires=int(time.time()) + self.ttl_seconds,
+        )
+
+
+def resolve_media(
+    session: Session, *, signer: MediaSigner, location: MediaLocation, e: str, n: str, s: str
+) -> Voicemail:
+    """The voicemail a signed URL points at, or Forbidden/NotFound."""
+    verify_media_signature(
+        location, key=signer.key, epoch=current_epoch(session), e=e, n=n, s=s,
+        now=int(time.time()),
+    )
+    voicemail = session.get(Voicemail, location.file_id)
+    if voicemail is None:
+        raise NotFound("No such recording")
+    if signer.location(voicemail) != location:
+        # A correctly signed URL always matches; a mismatch means the row moved or was forged.
+        raise Forbidden("Invalid media URL")
+    return voicemail

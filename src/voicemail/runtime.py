@@ -1,0 +1,96 @@
+"""Everything a process needs, built once from settings: database, storage, model, keys."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from voicemail.auth.ratelimit import AccountRateLimiter
+from voicemail.auth.replay import MemoryReplayGuard, ReplayGuard
+from voicemail.db.engine import make_engine, make_sessionmaker
+from voicemail.jobs.worker import Worker
+from voicemail.media.service import MediaSigner
+from voicemail.security import SecretBox, derive_key
+from voicemail.settings import Settings
+from voicemail.storage import LocalStorage, Storage
+from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
+from voicemail.voicemails.service import TRANSCRIBE
+from voicemail.voicemails.tasks import transcribe_voicemail
+
+
+def build_transcriber(settings: Settings) -> Transcriber:
+    return WhisperTranscriber(
+        model_dir_resolver=partial(
+            resolve_model_dir,
+            str(settings.asr_model) if settings.asr_model else None,
+            settings.model_cache_dir,
+        ),
+        device=settings.asr_device,
+        compute_type=settings.asr_compute_type,
+        cpu_threads=settings.asr_threads,
+        beam_size=settings.asr_beam_size,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    storage: Storage
+    transcriber: Transcriber
+    box: SecretBox
+    signer: MediaSigner
+    replay_guard: ReplayGuard = field(default_factory=MemoryReplayGuard)
+    rate_limiter: AccountRateLimiter = field(default_factory=AccountRateLimiter)
+    wake_worker: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        storage: Storage | None = None,
+        transcriber: Transcriber | None = None,
+    ) -> Runtime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url)
+        master = settings.master_key()
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            storage=storage or LocalStorage(settings.recordings_dir),
+            transcriber=transcriber or build_transcriber(settings),
+            box=SecretBox(master),
+            signer=MediaSigner(
+                key=derive_key(master, "media-urls"),
+                environment=settings.media_environment,
+                base_url=settings.public_url,
+                ttl_seconds=settings.media_url_ttl_seconds,
+            ),
+        )
+
+    def worker(self) -> Worker:
+        return Worker(
+            sessions=self.sessions,
+            handlers={
+                TRANSCRIBE: partial(
+                    transcribe_voicemail,
+                    sessions=self.sessions,
+                    storage=self.storage,
+                    transcriber=self.transcriber,
+                )
+            },
+            lease_seconds=self.settings.job_lease_seconds,
+            retry_base_seconds=self.settings.job_retry_base_seconds,
+            poll_seconds=self.settings.worker_poll_seconds,
+            wake=self.wake_worker,
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,150 @@
+"""Settings: one class, read from ``VOICEMAIL_*`` environment variables (and ``.env``).
+
+Built once at start-up and passed down (``create_app(settings)``, ``Worker(settings)``);
+nothing reads settings from a module global.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SIGNING_KEY_FILE = "signing.key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VOICEMAIL_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Path("./voicemail-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite under data_dir"
+    )
+    storage_url: str | None = Field(
+        default=None, description="A folder for recordings; default data_dir/recordings"
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL put in media links"
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="Master key for media URL signatures and app-secret encryption; "
+        "generated into data_dir when not given",
+    )
+
+    # Media
+    media_url_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+    media_environment: str = Field(default="PROD", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+
+    # API limits
+    rate_limit_per_minute: int = Field(default=60, ge=1)
+    deposit_rate_limit_per_minute: int = Field(default=600, ge=1)
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+
+    # Deposit limits
+    min_duration_seconds: float = Field(default=1.0, gt=0)
+    max_duration_seconds: float = Field(default=600.0, gt=0)
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+    # Speech recognition
+    asr_model: Path | None = Field(
+        default=None, description="A CTranslate2 Whisper folder; default: the packaged base model"
+    )
+    asr_device: Literal["cpu", "cuda", "auto"] = "cpu"
+    asr_compute_type: str = "int8"
+    asr_threads: int = Field(default=0, ge=0, description="0 means one per CPU core")
+    asr_beam_size: int = Field(default=1, ge=1, le=10)
+    model_cache_dir: Path = Field(
+        default_factory=lambda: Path(
+            os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+        )
+        / "voicemail"
+    )
+
+    # Jobs
+    job_lease_seconds: int = Field(default=300, ge=5)
+    job_max_attempts: int = Field(default=3, ge=1, le=20)
+    job_retry_base_seconds: float = Field(default=10.0, ge=0)
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    embedded_worker: bool | None = Field(
+        default=None, description="Run a worker inside `serve`; default: only on SQLite"
+    )
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url_supported(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("file://"):
+            raise ValueError("must be a folder path or a file:// URL")
+        return value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _durations_consistent(self) -> Settings:
+        if self.min_duration_seconds >= self.max_duration_seconds:
+            raise ValueError("min_duration_seconds must be below max_duration_seconds")
+        return self
+
+    # Derived values ---------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'voicemail.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def recordings_dir(self) -> Path:
+        if self.storage_url:
+            return Path(self.storage_url.removeprefix("file://"))
+        return self.data_dir / "recordings"
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        return self.is_sqlite if self.embedded_worker is None else self.embedded_worker
+
+    def master_key(self) -> bytes:
+        """The signing key: given, or generated once and kept in ``data_dir``."""
+        if self.signing_key is not None:
+            return self.signing_key.get_secret_value().encode()
+        path = self.data_dir / SIGNING_KEY_FILE
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # O_EXCL: if two processes start at once, one creates and the other reads.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+        key = path.read_text().strip()
+        if len(key) < 32:
+            raise ValueError(f"{SIGNING_KEY_FILE} in the data folder is too short or empty")
+        return key.encode()

@@ -1,0 +1,35 @@
+"""Local speech recognition: Whisper through faster-whisper, with hallucination guards."""
+
+from voicemail.transcription.engine import (
+    FakeCall,
+    FakeTranscriber,
+    Segment,
+    Transcriber,
+    Transcript,
+    WhisperTranscriber,
+    Word,
+)
+from voicemail.transcription.model import (
+    PACKAGED_MODEL_NAME,
+    PACKAGED_MODEL_SHA256,
+    ModelUnavailable,
+    ensure_packaged_model,
+    resolve_model_dir,
+    validate_model_dir,
+)
+
+__all__ = [
+    "PACKAGED_MODEL_NAME",
+    "PACKAGED_MODEL_SHA256",
+    "FakeCall",
+    "FakeTranscriber",
+    "ModelUnavailable",
+    "Segment",
+    "Transcriber",
+    "Transcript",
+    "WhisperTranscriber",
+    "Word",
+    "ensure_packaged_model",
+    "resolve_model_dir",
+    "validate_model_dir",
+]

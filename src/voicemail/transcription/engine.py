@@ -1,0 +1,391 @@
+"""Speech to text: the ``Transcriber`` interface, the faster-whisper engine and a fake.
+
+``WhisperTranscriber`` runs Whisper locally through faster-whisper (CTranslate2). Its
+pipeline for one recording:
+
+1. decode to 16 kHz mono float (PyAV; an undecodable file is ``BadAudio``);
+2. Silero voice activity detection (bundled with faster-whisper, no download). No speech
+   at all gives an empty ``no_speech`` transcript without loading or running Whisper;
+3. Whisper on the speech regions (``vad_filter=True``), word timings on, each 30 s window
+   decoded without the previous window's text as a prompt (a wrong window cannot drag the
+   next one into the same loop);
+4. the hallucination guards of :mod:`voicemail.transcription.guards`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from voicemail.errors import BadAudio
+from voicemail.transcription.guards import apply_guards, rms_dbfs
+from voicemail.transcription.model import ModelUnavailable, validate_model_dir
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000  # what Whisper and Silero VAD take
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+
+
+@dataclass
+class Transcript:
+    """One recording's transcription.
+
+    ``text`` is "" and ``no_speech`` True when nothing was said (or nothing survived the
+    hallucination guards); then ``language`` is the requested language or None and
+    ``language_probability`` None. With a requested language the probability is 1.0.
+    Word texts carry no surrounding spaces; times are seconds from the recording's start.
+    """
+
+    text: str
+    language: str | None
+    language_probability: float | None
+    words: list[Word]
+    segments: list[Segment]
+    no_speech: bool
+    duration_seconds: float
+    model: str
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    def transcribe(self, audio_path: Path, *, language: str | None = None) -> Transcript:
+        """Transcribe a recording; ``language`` (ISO 639-1, e.g. "en") skips detection."""
+        ...
+
+    def ready(self) -> bool:
+        """True when the model is loaded (or loads now); False when it cannot be."""
+        ...
+
+
+def default_cpu_threads() -> int:
+    """CPUs this process may run on (the affinity mask, which containers narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class WhisperTranscriber:
+    """Whisper through faster-whisper, the model loaded once on first use."""
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        model_dir_resolver: Callable[[], Path] | None = None,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int = 0,
+        beam_size: int = 1,
+        vad_filter: bool = True,
+        model_name: str | None = None,
+    ) -> None:
+        """Give ``model_dir`` (a CTranslate2 Whisper folder) or ``model_dir_resolver``
+        (called on first use, e.g. ``partial(resolve_model_dir, None, cache_dir)``).
+
+        ``cpu_threads`` 0 means one per available CPU. ``vad_filter`` False is for
+        diagnostics only (it lets Whisper see silence; the other guards still apply).
+        """
+        if (model_dir is None) == (model_dir_resolver is None):
+            raise TypeError("give exactly one of model_dir and model_dir_resolver")
+        if beam_size < 1:
+            raise ValueError("beam_size must be at least 1")
+        if cpu_threads < 0:
+            raise ValueError("cpu_threads must be 0 (one per CPU) or more")
+        self._model_dir = model_dir
+        self._resolver = model_dir_resolver
+        self.device = device
+        self.compute_type = compute_type
+        self.cpu_threads = cpu_threads or default_cpu_threads()
+        self.beam_size = beam_size
+        self.vad_filter = vad_filter
+        self._model_name = model_name
+        self._resolved_dir: Path | None = None
+        self._model: Any = None  # faster_whisper.WhisperModel, untyped
+        self._lock = threading.Lock()
+        self.load_seconds: float | None = None
+
+    # -- model -------------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        """What goes in ``Transcript.model``: the model folder's name unless given."""
+        if self._model_name is not None:
+            return self._model_name
+        try:
+            return self._resolve_dir().name
+        except ModelUnavailable:
+            return "whisper"
+
+    def _resolve_dir(self) -> Path:
+        """The model folder, resolved (and for the packaged model assembled) once."""
+        if self._resolved_dir is None:
+            if self._resolver is not None:
+                self._resolved_dir = self._resolver()
+            else:
+                assert self._model_dir is not None
+                self._resolved_dir = validate_model_dir(self._model_dir)
+        return self._resolved_dir
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load the model now (once; concurrent callers wait for the first)."""
+        self._get_model()
+
+    def ready(self) -> bool:
+        """Load the model if need be; False (never an exception) when it cannot be."""
+        try:
+            self._get_model()
+        except ModelUnavailable as exc:
+            log.warning("speech model not available: %s", exc.message)
+            return False
+        return True
+
+    def _get_model(self) -> Any:
+        model = self._model
+        if model is not None:
+            return model
+        with self._lock:
+            if self._model is None:
+                self._model = self._load_model()
+            return self._model
+
+    def _load_model(self) -> Any:
+        model_dir = self._resolve_dir()
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise ModelUnavailable(f"faster-whisper is not installed: {exc}") from exc
+        started = time.perf_counter()
+        try:
+            model = WhisperModel(
+                str(model_dir),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelUnavailable(f"cannot load the Whisper model in {model_dir}: {exc}") from exc
+        self.load_seconds = time.perf_counter() - started
+        log.info(
+            "speech model loaded",
+            extra={
+                "model": model_dir.name,
+                "device": self.device,
+                "compute_type": self.compute_type,
+                "cpu_threads": self.cpu_threads,
+                "seconds": round(self.load_seconds, 3),
+            },
+        )
+        return model
+
+    # -- transcription -----------------------------------------------------------------
+
+    def transcribe(self, audio_path: Path, *, language: str | None = None) -> Transcript:
+        audio = decode_audio_file(audio_path)
+        duration = audio.shape[0] / SAMPLE_RATE
+
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        vad_options = VadOptions()
+        if self.vad_filter and not get_speech_timestamps(audio, vad_options):
+            # (a) Nothing a voice-activity detector calls speech: nothing for Whisper to hear,
+            # and nothing it could add but an invented caption.
+            return self._empty(duration, language)
+
+        model = self._get_model()
+        raw_segments, info = model.transcribe(
+            audio,
+            language=language,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            vad_filter=self.vad_filter,
+            vad_parameters=vad_options if self.vad_filter else None,
+            condition_on_previous_text=False,
+        )
+        segments: list[Segment] = []
+        words: list[list[Word]] = []
+        for raw in raw_segments:  # a lazy generator: the decoding happens here
+            segments.append(
+                Segment(
+                    start=float(raw.start),
+                    end=float(raw.end),
+                    text=str(raw.text),
+                    avg_logprob=float(raw.avg_logprob),
+                    no_speech_prob=float(raw.no_speech_prob),
+                    compression_ratio=float(raw.compression_ratio),
+                )
+            )
+            words.append(
+                [
+                    Word(
+                        word=str(w.word),
+                        start=float(w.start),
+                        end=float(w.end),
+                        probability=float(w.probability),
+                    )
+                    for w in (raw.words or [])
+                ]
+            )
+
+        def energy(start: float, end: float) -> float:
+            return rms_dbfs(audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
+
+        guarded = apply_guards(segments, words, energy=energy)
+        for segment, reason in guarded.dropped:
+            log.info(
+                "transcript segment dropped",
+                extra={
+                    "reason": reason,
+                    "start": round(segment.start, 2),
+                    "end": round(segment.end, 2),
+                    "no_speech_prob": round(segment.no_speech_prob, 3),
+                    "avg_logprob": round(segment.avg_logprob, 3),
+                    "compression_ratio": round(segment.compression_ratio, 2),
+                },
+            )
+        text = guarded.text
+        if not text:
+            return self._empty(duration, language)
+        return Transcript(
+            text=text,
+            language=str(info.language),
+            language_probability=float(info.language_probability),
+            words=[
+                Word(w.word.strip(), round(w.start, 3), round(w.end, 3), w.probability)
+                for w in guarded.all_words
+                if w.word.strip()
+            ],
+            segments=guarded.segments,
+            no_speech=False,
+            duration_seconds=duration,
+            model=self.model_name,
+        )
+
+    def _empty(self, duration: float, language: str | None) -> Transcript:
+        return Transcript(
+            text="",
+            language=language,
+            language_probability=None,
+            words=[],
+            segments=[],
+            no_speech=True,
+            duration_seconds=duration,
+            model=self.model_name,
+        )
+
+
+def decode_audio_file(path: Path) -> npt.NDArray[np.float32]:
+    """16 kHz mono float32 samples of an audio file; ``BadAudio`` when undecodable."""
+    import av.error
+    from faster_whisper.audio import decode_audio
+
+    try:
+        audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+    except FileNotFoundError:
+        raise
+    except (av.error.FFmpegError, IndexError, ValueError) as exc:
+        raise BadAudio(f"cannot decode the recording: {exc}") from exc
+    return np.asarray(audio, dtype=np.float32)
+
+
+# -- a fake for tests elsewhere --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    audio_path: Path
+    language: str | None
+
+
+@dataclass
+class FakeTranscriber:
+    """An in-memory Transcriber: returns ``text`` (words spaced 0.4 s apart), or raises.
+
+    ``error`` is raised on every call, or only on the first ``fail_times`` calls when that
+    is set (to exercise retries). ``text`` "" gives a ``no_speech`` transcript. Calls are
+    recorded in ``calls``. Attributes may be changed between calls.
+    """
+
+    text: str = "Hello, please call me back."
+    language: str | None = "en"
+    language_probability: float = 0.99
+    error: BaseException | None = None
+    fail_times: int | None = None
+    is_ready: bool = True
+    duration_seconds: float = 3.0
+    model: str = "fake-whisper"
+    calls: list[FakeCall] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def transcribe(self, audio_path: Path, *, language: str | None = None) -> Transcript:
+        with self._lock:
+            self.calls.append(FakeCall(Path(audio_path), language))
+            attempt = len(self.calls)
+        if self.error is not None and (self.fail_times is None or attempt <= self.fail_times):
+            raise self.error
+        text = self.text.strip()
+        if not text:
+            return Transcript(
+                text="",
+                language=language,
+                language_probability=None,
+                words=[],
+                segments=[],
+                no_speech=True,
+                duration_seconds=self.duration_seconds,
+                model=self.model,
+            )
+        tokens = text.split()
+        words = [
+            Word(token, round(0.4 * i, 3), round(0.4 * i + 0.35, 3), 0.9)
+            for i, token in enumerate(tokens)
+        ]
+        return Transcript(
+            text=text,
+            language=language or self.language,
+            language_probability=1.0 if language else self.language_probability,
+            words=words,
+            segments=[Segment(0.0, words[-1].end, text, -0.2, 0.01, 1.2)],
+            no_speech=False,
+            duration_seconds=self.duration_seconds,
+            model=self.model,
+        )
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+    @property
+    def call_count(self) -> int:
+        return len(self.calls)

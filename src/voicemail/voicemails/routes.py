@@ -1,0 +1,220 @@
+"""The Kore-compatible public voicemail API: fetch (GET) and deposit (POST)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from voicemail.api.deps import RuntimeDep, SessionDep, TokenDep
+from voicemail.audio import AudioLimits, decode_recording
+from voicemail.auth import service as auth
+from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from voicemail.runtime import Runtime
+from voicemail.voicemails import kore, service
+from voicemail.voicemails.schemas import DepositAccepted, FetchResponse
+
+router = APIRouter(tags=["voicemail"])
+
+BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")]
+_TRUE = {"true", "1"}
+_FALSE = {"false", "0"}
+
+
+def parse_flag(value: str | None, name: str) -> bool:
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise BadRequest(f"'{name}' must be true or false")
+
+
+@router.get(
+    "/public/bot/{botId}/voicemail",
+    response_model=FetchResponse,
+    summary="Fetch Voicemail Recording (Kore-compatible)",
+)
+def fetch_voicemail(
+    bot_id: BotId,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    token: TokenDep,
+    session_id: Annotated[str | None, Query(alias="sessionId")] = None,
+    transcription: Annotated[str | None, Query(description="true or false")] = None,
+    words: Annotated[str | None, Query(description="true adds word timings (ours)")] = None,
+) -> JSONResponse:
+    caller = auth.authenticate(
+        session,
+        box=runtime.box,
+        replay_guard=runtime.replay_guard,
+        token=token,
+        bot_id=bot_id,
+        scope=auth.SCOPE_FETCH,
+        leeway=runtime.settings.jwt_leeway_seconds,
+    )
+    runtime.rate_limiter.hit(
+        caller.account.id,
+        per_minute=caller.account.rate_limit_per_minute or runtime.settings.rate_limit_per_minute,
+        bucket="public-api",
+    )
+    body = service.fetch(
+        session,
+        signer=runtime.signer,
+        bot_id=bot_id,
+        session_id=service.check_session_id(session_id, generate=False),
+        transcription=parse_flag(transcription, "transcription"),
+        include_words=parse_flag(words, "words"),
+    )
+    # JSONResponse directly: the key "voicemail recording" (with a space) must survive as is.
+    return JSONResponse(body)
+
+
+def _authenticate_deposit(runtime: Runtime, token: str | None, bot_id: str) -> None:
+    with runtime.sessions.begin() as session:
+        caller = auth.authenticate(
+            session,
+            box=runtime.box,
+            replay_guard=runtime.replay_guard,
+            token=token,
+            bot_id=bot_id,
+            scope=auth.SCOPE_DEPOSIT,
+            leeway=runtime.settings.jwt_leeway_seconds,
+        )
+        runtime.rate_limiter.hit(
+            caller.account.id,
+            per_minute=runtime.settings.deposit_rate_limit_per_minute,
+            bucket="deposit",
+        )
+
+
+def _form_text(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"'{name}' must be a text field")
+    return value
+
+
+_DEPOSIT_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "sessionId": {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"},
+                        "from": {"type": "string"},
+                        "to": {"type": "string"},
+                        "language": {"type": "string", "example": "en"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/public/bot/{botId}/voicemail",
+    status_code=202,
+    response_model=DepositAccepted,
+    summary="Deposit a voicemail recording (multipart upload)",
+    openapi_extra=_DEPOSIT_FORM,
+)
+async def deposit_voicemail(
+    bot_id: BotId, request: Request, runtime: RuntimeDep, token: TokenDep
+) -> JSONResponse:
+    await run_in_threadpool(_authenticate_deposit, runtime, token, bot_id)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise UnsupportedMediaType(
+            "Upload the recording as multipart/form-data with the audio in a 'file' field"
+        )
+    settings = runtime.settings
+    async with request.form(max_files=1, max_fields=16) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("Missing 'file': attach the recording as a file field named 'file'")
+        session_id = service.check_session_id(_form_text(form, "sessionId"), generate=True)
+        language = service.check_language(_form_text(form, "language"))
+        caller_from = _form_text(form, "from")
+        caller_to = _form_text(form, "to")
+        if upload.size is not None and upload.size > settings.max_upload_bytes:
+            raise PayloadTooLarge(_too_large(settings.max_upload_bytes))
+        result = await run_in_threadpool(
+            _decode_and_deposit,
+            runtime,
+            upload,
+            bot_id=bot_id,
+            session_id=session_id,
+            caller_from=caller_from,
+            caller_to=caller_to,
+            language=language,
+        )
+    if result.created:
+        runtime.wake_worker.set()
+    body = DepositAccepted(
+        status="accepted",
+        sessionId=session_id,
+        fileName=kore.file_name(result.voicemail),
+        durationSeconds=round(result.voicemail.duration_seconds, 3),
+        duplicate=not result.created,
+    )
+    return JSONResponse(body.model_dump(), status_code=202)
+
+
+def _too_large(limit: int) -> str:
+    return f"The recording is larger than the {limit // (1024 * 1024)} MB limit"
+
+
+def _decode_and_deposit(
+    runtime: Runtime,
+    upload: UploadFile,
+    *,
+    bot_id: str,
+    session_id: str,
+    caller_from: str | None,
+    caller_to: str | None,
+    language: str | None,
+) -> service.Deposited:
+    settings = runtime.settings
+    work_dir = settings.data_dir / "tmp"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+        source = Path(scratch) / "upload"
+        with source.open("wb") as out:
+            upload.file.seek(0)
+            shutil.copyfileobj(upload.file, out, 1024 * 1024)
+        audio = decode_recording(
+            source,
+            AudioLimits(
+                min_seconds=settings.min_duration_seconds,
+                max_seconds=settings.max_duration_seconds,
+                max_bytes=settings.max_upload_bytes,
+            ),
+            work_dir=Path(scratch),
+        )
+        return service.deposit(
+            runtime.sessions,
+            storage=runtime.storage,
+            bot_id=bot_id,
+            session_id=session_id,
+            audio=audio,
+            caller_from=caller_from,
+            caller_to=caller_to,
+            language=language,
+            max_attempts=settings.job_max_attempts,
+        )

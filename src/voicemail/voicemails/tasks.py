@@ -1,0 +1,83 @@
+"""Background work on voicemails: transcription."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from voicemail.db.models import Transcript, Voicemail
+from voicemail.jobs import service as jobs
+from voicemail.jobs.worker import ClaimedJob, LeaseLost
+from voicemail.storage import Storage
+from voicemail.transcription import Transcriber
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def local_copy(storage: Storage, key: str) -> Iterator[Path]:
+    """A filesystem path to the object: the file itself, or a temporary download."""
+    path = storage.local_path(key)
+    if path is not None:
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(suffix=".wav") as handle:
+        handle.write(storage.read_bytes(key))
+        handle.flush()
+        yield Path(handle.name)
+
+
+def transcribe_voicemail(
+    job: ClaimedJob,
+    *,
+    sessions: sessionmaker[Session],
+    storage: Storage,
+    transcriber: Transcriber,
+) -> None:
+    with sessions() as session:
+        voicemail = session.get(Voicemail, job.voicemail_id) if job.voicemail_id else None
+        done = voicemail is None or voicemail.transcript is not None
+        key = voicemail.storage_key if voicemail else ""
+        language = voicemail.language_hint if voicemail else None
+    if done:  # deleted meanwhile, or already transcribed by a worker that lost its lease
+        with sessions.begin() as session:
+            jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id)
+        return
+
+    started = time.perf_counter()
+    with local_copy(storage, key) as path:
+        result = transcriber.transcribe(path, language=language)
+    elapsed = time.perf_counter() - started
+
+    with sessions.begin() as session:
+        if not jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id):
+            raise LeaseLost()
+        if session.get(Transcript, job.voicemail_id) is None:
+            session.add(
+                Transcript(
+                    voicemail_id=job.voicemail_id,
+                    text=result.text,
+                    language=result.language,
+                    language_probability=result.language_probability,
+                    no_speech=result.no_speech,
+                    words=[asdict(word) for word in result.words],
+                    model=result.model,
+                    processing_seconds=elapsed,
+                )
+            )
+    log.info(
+        "voicemail transcribed",
+        extra={
+            "voicemail_id": job.voicemail_id,
+            "seconds": round(elapsed, 3),
+            "audio_seconds": round(result.duration_seconds, 3),
+            "no_speech": result.no_speech,
+        },
+    )

@@ -1,0 +1,107 @@
+"""Fixtures shared by the integration tests: a migrated database, the app, and credentials."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from voicemail.api.app import create_app
+from voicemail.auth import service as auth
+from voicemail.bots import service as bots
+from voicemail.db.migrate import upgrade
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+from voicemail.transcription import FakeTranscriber
+
+
+@dataclass
+class Credentials:
+    bot_id: str
+    account_id: str
+    client_id: str
+    client_secret: str
+
+    def token(self, **claims: object) -> str:
+        return jwt.encode({"appId": self.client_id, **claims}, self.client_secret, "HS256")
+
+    def headers(self, **claims: object) -> dict[str, str]:
+        return {"auth": self.token(**claims)}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        database_url=os.environ.get("VOICEMAIL_TEST_DATABASE_URL") or None,
+        signing_key="test-signing-key-" + "x" * 32,
+        public_url="http://testserver",
+        worker_poll_seconds=0.05,
+        job_retry_base_seconds=0,
+    )
+
+
+@pytest.fixture
+def transcriber() -> FakeTranscriber:
+    return FakeTranscriber(text="Hello, please call me back.", language="en")
+
+
+@pytest.fixture
+def runtime(settings: Settings, transcriber: FakeTranscriber) -> Iterator[Runtime]:
+    rt = Runtime.build(settings, transcriber=transcriber)
+    upgrade(settings.resolved_database_url)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(settings: Settings, runtime: Runtime) -> Iterator[TestClient]:
+    app = create_app(settings, runtime=runtime, run_worker=False)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def make_credentials(runtime: Runtime, scopes: list[str] | None = None) -> Credentials:
+    with runtime.sessions.begin() as session:
+        bot = bots.create_bot(session, name="Support line")
+        created = auth.create_app(
+            session,
+            box=runtime.box,
+            name="CRM",
+            bot_id=bot.id,
+            scopes=scopes if scopes is not None else [auth.SCOPE_FETCH, auth.SCOPE_DEPOSIT],
+        )
+        return Credentials(bot.id, bot.account_id, created.app.id, created.client_secret)
+
+
+@pytest.fixture
+def creds(runtime: Runtime) -> Credentials:
+    return make_credentials(runtime)
+
+
+def shared_audio_dir() -> Path:
+    path = Path(
+        os.environ.get("VOICEMAIL_TEST_AUDIO_DIR")
+        or Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+    )
+    if not (path / "manifest.tsv").is_file():
+        pytest.skip(f"shared speech clips not found at {path}; set VOICEMAIL_TEST_AUDIO_DIR")
+    return path
+
+
+@pytest.fixture
+def speech_clip() -> Path:
+    """A real 8 kHz µ-law telephone recording (4.6 s)."""
+    return shared_audio_dir() / "telephone" / "ast_followme_status.wav"
+
+
+@pytest.fixture
+def speech_clips() -> list[Path]:
+    folder = shared_audio_dir() / "telephone"
+    return [folder / name for name in ("ast_vm-intro.wav", "ast_queue-youarenext.wav")]
