@@ -174,13 +174,13 @@ def db_upgrade() -> None:
 @bots_app.command("create")
 def bots_create(
     name: str,
-    account: Annotated[str | None, typer.Option(help="Account id (default account if absent).")] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Account id (default account if absent).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a bot; prints its botId."""
-    bot = run_in_transaction(
-        lambda rt, s: bots.create_bot(s, name=name, account_id=account)
-    )
+    bot = run_in_transaction(lambda rt, s: bots.create_bot(s, name=name, account_id=account))
     emit(as_json, {"botId": bot.id, "name": bot.name, "accountId": bot.account_id})
 
 
@@ -208,9 +208,7 @@ def _app_json(app_row: Any) -> dict[str, Any]:
 
 
 @apps_app.command("create")
-def apps_create(
-    name: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False
-) -> None:
+def apps_create(name: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
     """Create an app with scopes on a bot; prints its clientId and clientSecret (once)."""
     created = run_in_transaction(
         lambda rt, s: auth.create_app(s, box=rt.box, name=name, bot_id=bot, scopes=scope)
@@ -270,7 +268,9 @@ def apps_enforce_jti(
 @apps_app.command("token")
 def apps_token(
     client_id: Annotated[str, typer.Option("--client-id", help="The app's clientId.")],
-    client_secret: Annotated[str, typer.Option("--client-secret", envvar="VOICEMAIL_CLIENT_SECRET")],
+    client_secret: Annotated[
+        str, typer.Option("--client-secret", envvar="VOICEMAIL_CLIENT_SECRET")
+    ],
     expires_in: Annotated[int | None, typer.Option(help="Add exp this many seconds ahead.")] = None,
     jti: Annotated[bool, typer.Option("--jti", help="Add a random jti.")] = False,
     algorithm: Annotated[str, typer.Option(help="HS256 or HS512.")] = "HS256",

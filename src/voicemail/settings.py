@@ -61,10 +61,9 @@ class Settings(BaseSettings):
     asr_threads: int = Field(default=0, ge=0, description="0 means one per CPU core")
     asr_beam_size: int = Field(default=1, ge=1, le=10)
     model_cache_dir: Path = Field(
-        default_factory=lambda: Path(
-            os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "voicemail"
         )
-        / "voicemail"
     )
 
     # Jobs

@@ -50,7 +50,9 @@ def test_signature_is_base64_of_json_string_with_dollar_padding() -> None:
 
 def test_kore_sample_signature_shape_decodes() -> None:
     # From Kore's published sample, with its "xxxx" mask replaced by a plausible tail.
-    sample_inner = base64.b64encode(json.dumps("WXzK4tSZpkVn2bpjM5NJ/FMQkVeXTBorzQLyY6H7dqc=").encode())
+    sample_inner = base64.b64encode(
+        json.dumps("WXzK4tSZpkVn2bpjM5NJ/FMQkVeXTBorzQLyY6H7dqc=").encode()
+    )
     assert len(decode_signature(sample_inner.decode().replace("=", "$"))) == 32
 
 
@@ -113,8 +115,14 @@ def test_expired_is_refused_with_its_own_message() -> None:
     ],
 )
 def test_parse_rejects_malformed_segments(segment: str, value: str) -> None:
-    parts = {"env": "UAT", "org": ORG, "bot": BOT, "year": "2025", "day": "10-02-2025",
-             "file": f"{FILE}.wav"}
+    parts = {
+        "env": "UAT",
+        "org": ORG,
+        "bot": BOT,
+        "year": "2025",
+        "day": "10-02-2025",
+        "file": f"{FILE}.wav",
+    }
     parts[segment] = value
     with pytest.raises(Forbidden):
         MediaLocation.parse(**parts)

@@ -43,29 +43,50 @@ def test_alg_none_is_refused() -> None:
 def test_expired_and_not_yet_valid() -> None:
     now = time.time()
     with pytest.raises(InvalidCredentials):
-        verify_token(token({"appId": APP, "exp": int(now) - 100}), SECRET, enforce_jti=False,
-                     leeway=30, now=now)
+        verify_token(
+            token({"appId": APP, "exp": int(now) - 100}),
+            SECRET,
+            enforce_jti=False,
+            leeway=30,
+            now=now,
+        )
     with pytest.raises(InvalidCredentials):
-        verify_token(token({"appId": APP, "nbf": int(now) + 100}), SECRET, enforce_jti=False,
-                     leeway=30, now=now)
+        verify_token(
+            token({"appId": APP, "nbf": int(now) + 100}),
+            SECRET,
+            enforce_jti=False,
+            leeway=30,
+            now=now,
+        )
     # inside the leeway: accepted
-    verify_token(token({"appId": APP, "exp": int(now) - 5}), SECRET, enforce_jti=False,
-                 leeway=30, now=now)
+    verify_token(
+        token({"appId": APP, "exp": int(now) - 5}), SECRET, enforce_jti=False, leeway=30, now=now
+    )
 
 
 def test_enforced_jti_rules() -> None:
     now = time.time()
     with pytest.raises(TokenRejected, match="jti"):
-        verify_token(token({"appId": APP, "exp": int(now) + 60}), SECRET, enforce_jti=True,
-                     leeway=0, now=now)
+        verify_token(
+            token({"appId": APP, "exp": int(now) + 60}), SECRET, enforce_jti=True, leeway=0, now=now
+        )
     with pytest.raises(TokenRejected, match="exp"):
-        verify_token(token({"appId": APP, "jti": "1"}), SECRET, enforce_jti=True, leeway=0,
-                     now=now)
+        verify_token(token({"appId": APP, "jti": "1"}), SECRET, enforce_jti=True, leeway=0, now=now)
     with pytest.raises(TokenRejected, match="one hour"):
-        verify_token(token({"appId": APP, "jti": "1", "exp": int(now) + 7200}), SECRET,
-                     enforce_jti=True, leeway=0, now=now)
-    ok = verify_token(token({"appId": APP, "jti": "1", "exp": int(now) + 600}), SECRET,
-                      enforce_jti=True, leeway=0, now=now)
+        verify_token(
+            token({"appId": APP, "jti": "1", "exp": int(now) + 7200}),
+            SECRET,
+            enforce_jti=True,
+            leeway=0,
+            now=now,
+        )
+    ok = verify_token(
+        token({"appId": APP, "jti": "1", "exp": int(now) + 600}),
+        SECRET,
+        enforce_jti=True,
+        leeway=0,
+        now=now,
+    )
     assert ok.jti == "1"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +22,7 @@ _HTTP_MESSAGES = {
 
 
 def error_response(
-    status: int, message: str, code: int | None = None, headers: dict[str, str] | None = None
+    status: int, message: str, code: int | None = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
         {"errors": [{"msg": message, "code": code if code is not None else status}]},

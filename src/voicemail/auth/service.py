@@ -41,9 +41,7 @@ class Caller:
 def _check_scopes(scopes: Sequence[str]) -> list[str]:
     unknown = [scope for scope in scopes if scope not in KNOWN_SCOPES]
     if unknown:
-        raise BadRequest(
-            f"Unknown scope {unknown[0]!r}; known scopes: {', '.join(KNOWN_SCOPES)}"
-        )
+        raise BadRequest(f"Unknown scope {unknown[0]!r}; known scopes: {', '.join(KNOWN_SCOPES)}")
     return list(dict.fromkeys(scopes))
 
 
@@ -142,7 +140,10 @@ def authenticate(
         raise InvalidCredentials()
     now = time.time()
     claims = verify_token(
-        token, box.decrypt(app.secret_ciphertext), enforce_jti=app.enforce_jti, leeway=leeway,
+        token,
+        box.decrypt(app.secret_ciphertext),
+        enforce_jti=app.enforce_jti,
+        leeway=leeway,
         now=now,
     )
     if app.enforce_jti:

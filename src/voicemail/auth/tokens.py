@@ -1,4 +1,4 @@
-"""JWT checks for Kore-style app tokens: ``{"appId": "cs-…"}`` signed HS256/HS512 with the secret."""
+"""JWT checks for Kore-style app tokens: `{"appId": "cs-…"}`, HS256/HS512 with the secret."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ def alembic_config(database_url: str) -> Config:
     # Alembic's ini interpolation treats % specially; URLs may contain %-escapes.
     config.set_main_option("sqlalchemy.url", normalize_url(database_url).replace("%", "%%"))
     config.set_main_option(
-        "file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d-%%(rev)s_%%(slug)s"
+        "file_template",
+        "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d-%%(rev)s_%%(slug)s",
     )
     return config
 

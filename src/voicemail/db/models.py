@@ -1,4 +1,4 @@
-"""Tables. IDs are Kore-shaped strings (``o-…``, ``st-…``, ``cs-…``, ``f-…``) where Kore shows them."""
+"""Tables. IDs are Kore-shaped (`o-…`, `st-…`, `cs-…`, `f-…`) where Kore shows them."""
 
 from __future__ import annotations
 

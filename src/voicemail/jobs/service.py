@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from voicemail.db.base import utcnow
 from voicemail.db.models import Job
@@ -22,9 +23,7 @@ FAILED = "failed"
 MAX_ERROR_LENGTH = 2000
 
 
-def enqueue(
-    session: Session, *, kind: str, voicemail_id: str | None, max_attempts: int
-) -> Job:
+def enqueue(session: Session, *, kind: str, voicemail_id: str | None, max_attempts: int) -> Job:
     job = Job(kind=kind, voicemail_id=voicemail_id, status=QUEUED, max_attempts=max_attempts)
     session.add(job)
     session.flush()
@@ -33,7 +32,7 @@ def enqueue(
 
 def retry_delay(attempts: int, base_seconds: float) -> float:
     """Exponential backoff: base, 2×base, 4×base… after the 1st, 2nd, 3rd failure."""
-    return base_seconds * (2 ** max(0, attempts - 1))
+    return float(base_seconds * 2 ** max(0, attempts - 1))
 
 
 def is_retryable(job: Job) -> bool:
@@ -75,7 +74,7 @@ def claim_next_job(
         return job
 
 
-def _owned(job_id: int, worker_id: str) -> list[object]:
+def _owned(job_id: int, worker_id: str) -> list[ColumnElement[bool]]:
     return [Job.id == job_id, Job.status == RUNNING, Job.worker_id == worker_id]
 
 

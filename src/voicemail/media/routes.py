@@ -75,15 +75,20 @@ def get_media(
         if not path.is_file():
             raise NotFound("The recording is no longer available")
         return FileResponse(
-            path, media_type=AUDIO_WAV, filename=filename, content_disposition_type="inline",
+            path,
+            media_type=AUDIO_WAV,
+            filename=filename,
+            content_disposition_type="inline",
             headers=headers,
         )
     try:
         size = storage.size(voicemail.storage_key)
         wanted = _byte_range(request.headers.get("range"), size)
         start, end = wanted or (0, size - 1)
-        body = b"" if request.method == "HEAD" else storage.read_bytes(
-            voicemail.storage_key, start, end
+        body = (
+            b""
+            if request.method == "HEAD"
+            else storage.read_bytes(voicemail.storage_key, start, end)
         )
     except ObjectNotFound as exc:
         raise NotFound("The recording is no longer available") from exc

@@ -62,7 +62,12 @@ def resolve_media(
 ) -> Voicemail:
     """The voicemail a signed URL points at, or Forbidden/NotFound."""
     verify_media_signature(
-        location, key=signer.key, epoch=current_epoch(session), e=e, n=n, s=s,
+        location,
+        key=signer.key,
+        epoch=current_epoch(session),
+        e=e,
+        n=n,
+        s=s,
         now=int(time.time()),
     )
     voicemail = session.get(Voicemail, location.file_id)

@@ -45,7 +45,9 @@ class MediaLocation:
     file: str  # f-<uuid>.wav
 
     @classmethod
-    def for_recording(cls, env: str, org: str, bot: str, file_id: str, created: datetime) -> MediaLocation:
+    def for_recording(
+        cls, env: str, org: str, bot: str, file_id: str, created: datetime
+    ) -> MediaLocation:
         return cls(env, org, bot, f"{created:%Y}", f"{created:%d-%m-%Y}", f"{file_id}.wav")
 
     @classmethod

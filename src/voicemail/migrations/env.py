@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
+from voicemail.db import models  # noqa: F401  (registers the tables)
+from voicemail.db.base import Base
 from voicemail.db.engine import make_engine
-from voicemail.db.models import Base
 
 target_metadata = Base.metadata
 

@@ -75,7 +75,9 @@ def storage_key(bot: Bot, file_id: str, when: Any) -> str:
     return f"{bot.account_id}/{bot.id}/{when:%Y}/{when:%d-%m-%Y}/{file_id}.wav"
 
 
-def _find_duplicate(session: Session, *, bot_id: str, session_id: str, sha: str) -> Voicemail | None:
+def _find_duplicate(
+    session: Session, *, bot_id: str, session_id: str, sha: str
+) -> Voicemail | None:
     return session.scalars(
         select(Voicemail)
         .join(CallSession, Voicemail.session_pk == CallSession.id)
@@ -127,8 +129,11 @@ def deposit(
             ).first()
             if call is None:
                 call = CallSession(
-                    bot_id=bot_id, session_id=session_id, caller_from=caller_from,
-                    caller_to=caller_to, created_at=now,
+                    bot_id=bot_id,
+                    session_id=session_id,
+                    caller_from=caller_from,
+                    caller_to=caller_to,
+                    created_at=now,
                 )
                 session.add(call)
                 session.flush()
@@ -225,10 +230,8 @@ def fetch(
             "voicemail_recording": [],
             "transcriptions": [],
         }
-    if any(vm.status == RECEIVING for vm in voicemails):
-        status = "media_in_progress"
-    else:
-        status = "success"
+    receiving = any(vm.status == RECEIVING for vm in voicemails)
+    status = "media_in_progress" if receiving else "success"
     epoch = current_epoch(session)
     recordings = [
         kore.recording_entry(vm, signer.url_for(vm, epoch=epoch))

@@ -1,0 +1,5 @@
+"""`python -m voicemail` runs the CLI."""
+
+from voicemail.cli import main
+
+main()
