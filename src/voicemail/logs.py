@@ -33,6 +33,7 @@ def _redact(value: Any) -> Any:
 def redact_processor(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
+    event_dict.pop("color_message", None)  # uvicorn's ANSI-coloured duplicate of "event"
     return {
         key: REDACTED if SECRET_KEYS.search(key) and key != "event" else _redact(value)
         for key, value in event_dict.items()

@@ -42,9 +42,12 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-@router.api_route(
-    "/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day}/{file}",
-    methods=["GET", "HEAD"],
+MEDIA_PATH = "/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day}/{file}"
+
+
+@router.head(MEDIA_PATH, include_in_schema=False)
+@router.get(
+    MEDIA_PATH,
     summary="Signed voicemail recording (supports Range)",
     response_class=Response,
     responses={200: {"content": {AUDIO_WAV: {}}}, 206: {"content": {AUDIO_WAV: {}}}},

@@ -1,0 +1,48 @@
+"""Health, readiness, OpenAPI, and the error envelope outside the public API."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from voicemail.transcription import FakeTranscriber
+
+
+def test_healthz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_checks_database_storage_and_model(
+    client: TestClient, transcriber: FakeTranscriber
+) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "model": "ok"}
+
+    transcriber.is_ready = False
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["checks"]["model"] == "not ready"
+
+
+def test_openapi_documents_the_public_api(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    fetch = paths["/api/public/bot/{botId}/voicemail"]
+    assert {"get", "post"} <= set(fetch)
+    assert "/api/1.1/public/bot/{botId}/voicemail" in paths
+    assert "multipart/form-data" in fetch["post"]["requestBody"]["content"]
+    media = "/api/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day}/{file}"
+    assert media in paths
+
+
+def test_unknown_route_is_404_in_kore_envelope(client: TestClient) -> None:
+    response = client.get("/api/public/nothing-here")
+    assert response.status_code == 404
+    assert response.json() == {"errors": [{"msg": "Not Found", "code": 404}]}
+
+
+def test_responses_carry_a_request_id(client: TestClient) -> None:
+    assert len(client.get("/healthz").headers["x-request-id"]) == 16
+    echoed = client.get("/healthz", headers={"X-Request-ID": "gateway-42"})
+    assert echoed.headers["x-request-id"] == "gateway-42"
