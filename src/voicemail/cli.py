@@ -309,7 +309,7 @@ def deposit(
                 bots.get_bot(db, bot_id=bot)
             session_id = voicemails.check_session_id(session, generate=True)
             language = voicemails.check_language(language)
-            work = settings.data_dir / "tmp"
+            work = settings.scratch_dir
             work.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=work) as scratch:
                 source = Path(scratch) / "upload"

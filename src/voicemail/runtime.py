@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +23,25 @@ from voicemail.storage import LocalStorage, Storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
 from voicemail.voicemails.service import TRANSCRIBE
 from voicemail.voicemails.tasks import transcribe_voicemail
+
+# Scratch folders of uploads in progress; one left this long belongs to a killed process.
+STALE_SCRATCH_SECONDS = 3600
+
+
+def sweep_scratch(folder: Path, *, older_than: float = STALE_SCRATCH_SECONDS) -> int:
+    """Remove upload scratch folders left behind by a process that was killed mid-upload."""
+    removed = 0
+    if not folder.is_dir():
+        return removed
+    cutoff = time.time() - older_than
+    for entry in folder.iterdir():
+        if entry.stat().st_mtime < cutoff:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def build_transcriber(settings: Settings) -> Transcriber:
@@ -58,6 +80,7 @@ class Runtime:
         transcriber: Transcriber | None = None,
     ) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        sweep_scratch(settings.scratch_dir)
         engine = make_engine(settings.resolved_database_url)
         master = settings.master_key()
         return cls(

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         return self.data_dir / "recordings"
 
     @property
+    def scratch_dir(self) -> Path:
+        """Uploads being decoded; never served, swept of leftovers at start."""
+        return self.data_dir / "tmp"
+
+    @property
     def runs_embedded_worker(self) -> bool:
         return self.is_sqlite if self.embedded_worker is None else self.embedded_worker
 

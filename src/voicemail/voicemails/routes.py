@@ -192,7 +192,7 @@ def _decode_and_deposit(
     language: str | None,
 ) -> service.Deposited:
     settings = runtime.settings
-    work_dir = settings.data_dir / "tmp"
+    work_dir = settings.scratch_dir
     work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
         source = Path(scratch) / "upload"
