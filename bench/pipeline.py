@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support import audio_dir, read_manifest  # noqa: E402
-from voicemail.settings import Settings  # noqa: E402
+
 from voicemail.runtime import build_transcriber  # noqa: E402
+from voicemail.settings import Settings  # noqa: E402
 
 # Polling fast would steal CPU from the model; the moment the transcript became available
 # is read from its `createdOn` (server wall clock, same machine) instead.
@@ -94,8 +95,8 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.2)
             bot = cli(env, home, "bots", "create", "bench")["botId"]
-            app = cli(env, home, "apps", "create", "bench", "--bot", bot,
-                      "--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit")  # fmt: skip
+            scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
+            app = cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
             headers = {"auth": jwt.encode({"appId": app["clientId"]}, app["clientSecret"])}
             counter = 0
             for audio_set in sets:

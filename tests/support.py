@@ -35,7 +35,29 @@ MANIFEST = "manifest.tsv"
 
 SETS = ("telephone", "original")
 
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 _DIGITS_TO_WORDS = {str(number): word for number, word in enumerate(NUMBER_WORDS)}
 
 _NOT_WORD_RE = re.compile(r"[^\w']+|_")

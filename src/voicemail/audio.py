@@ -37,7 +37,7 @@ from av.audio.resampler import AudioResampler
 
 from voicemail.errors import BadAudio, PayloadTooLarge
 
-__all__ = ["AudioLimits", "DecodedAudio", "decode_recording"]
+__all__ = ["AudioLimits", "DecodedAudio", "decode_recording", "format_bytes"]
 
 ACCEPTED_FORMATS = "WAV (PCM, µ-law or A-law), MP3, OGG (Opus or Vorbis), FLAC or M4A (AAC)"
 
@@ -91,7 +91,7 @@ def decode_recording(source: Path, limits: AudioLimits, *, work_dir: Path) -> De
     if size > limits.max_bytes:
         raise PayloadTooLarge(
             f"The recording is too large: {size:,} bytes; the maximum is "
-            f"{_format_bytes(limits.max_bytes)}."
+            f"{format_bytes(limits.max_bytes)}."
         )
 
     fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix=".wav", dir=work_dir)
@@ -345,7 +345,7 @@ def _format_limit(seconds: float) -> str:
     return text
 
 
-def _format_bytes(size: int) -> str:
+def format_bytes(size: int) -> str:
     """52428800 -> "50 MB (52,428,800 bytes)"; small sizes in bytes only."""
     mib = size / (1024 * 1024)
     if mib < 1:

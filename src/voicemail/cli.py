@@ -22,7 +22,8 @@ import jwt
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from voicemail.audio import AudioLimits, decode_recording
 from voicemail.auth import service as auth
@@ -46,9 +47,11 @@ app.add_typer(bots_app, name="bots")
 app.add_typer(apps_app, name="apps")
 app.add_typer(media_app, name="media")
 
-out = Console()
-err = Console(stderr=True)
+# No markup: names, ids and messages are printed as given ("[x]" in a name is not a style).
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 T = TypeVar("T")
+ID_WIDTH = len("st-") + 36  # a bot or app id: a prefix and a UUID
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 BotOpt = Annotated[str, typer.Option("--bot", help="Bot id, st-<uuid>.")]
@@ -59,7 +62,7 @@ ScopeOpt = Annotated[
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(Text.assemble(("error:", "red"), f" {message}"), highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -103,7 +106,12 @@ def emit(as_json: bool, payload: dict[str, Any], table: Table | None = None) -> 
         out.print(table)
     else:
         for key, value in payload.items():
-            out.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+            out.print(Text.assemble((key, "bold"), f": {value}"), highlight=False)
+
+
+def id_column(header: str) -> Column:
+    """A column of ids, never cut short in a narrow terminal: ids are there to be copied."""
+    return Column(header, no_wrap=True, min_width=ID_WIDTH)
 
 
 # Processes ------------------------------------------------------------------------------
@@ -189,7 +197,7 @@ def bots_list(as_json: JsonOpt = False) -> None:
     """List bots."""
     rows = run_in_transaction(lambda rt, s: list(bots.list_bots(s)))
     payload = {"bots": [{"botId": b.id, "name": b.name, "accountId": b.account_id} for b in rows]}
-    table = Table("botId", "name", "accountId", title="Bots")
+    table = Table(id_column("botId"), "name", Column("accountId", overflow="fold"), title="Bots")
     for bot in rows:
         table.add_row(bot.id, bot.name, bot.account_id)
     emit(as_json, payload, table)
@@ -220,7 +228,9 @@ def apps_create(name: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = Fals
 def apps_list(as_json: JsonOpt = False) -> None:
     """List apps and their scopes (never their secrets)."""
     rows = run_in_transaction(lambda rt, s: [_app_json(a) for a in auth.list_apps(s)])
-    table = Table("clientId", "name", "enforceJti", "scopes", title="Apps")
+    table = Table(
+        id_column("clientId"), "name", "enforceJti", Column("scopes", overflow="fold"), title="Apps"
+    )
     for row in rows:
         scopes = "\n".join(f"{g['scope']} @ {g['botId']}" for g in row["scopes"])
         table.add_row(row["clientId"], row["name"], str(row["enforceJti"]), scopes)

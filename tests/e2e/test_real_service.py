@@ -72,9 +72,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         pytest.skip(missing_audio_reason())
     home = tmp_path_factory.mktemp("service")
     port = free_port()
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith("VOICEMAIL_")
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VOICEMAIL_")}
     env["VOICEMAIL_DATA_DIR"] = str(home / "voicemail-data")
     # The test polls for transcripts faster than Kore's 60 requests a minute allow.
     env["VOICEMAIL_RATE_LIMIT_PER_MINUTE"] = "10000"
@@ -134,9 +132,7 @@ def wait_for_transcripts(
         time.sleep(0.25)
 
 
-def test_deposit_transcribe_fetch_real_speech(
-    service: Service, app_token: tuple[str, str]
-) -> None:
+def test_deposit_transcribe_fetch_real_speech(service: Service, app_token: tuple[str, str]) -> None:
     bot, token = app_token
     root = audio_dir()
     assert root is not None

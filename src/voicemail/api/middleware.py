@@ -11,6 +11,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voicemail.audio import format_bytes
+
 log = logging.getLogger("voicemail.access")
 
 
@@ -65,7 +67,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"The request is larger than the {self.max_bytes // (1024 * 1024)} MB limit"
+        message = f"The request is larger than the {format_bytes(self.max_bytes)} limit"
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await _reject(send, message)

@@ -31,6 +31,10 @@ _SEGMENT_RE = {
 }
 
 
+# ASCII digits only: str.isdigit() also accepts "²" (which int() then refuses) and others.
+_NUMBER_RE = re.compile(r"[0-9]{1,12}")
+
+
 class MediaExpired(Forbidden):
     pass
 
@@ -99,7 +103,7 @@ def verify_media_signature(
     location: MediaLocation, *, key: bytes, epoch: int, e: str, n: str, s: str, now: int
 ) -> None:
     """Raise ``Forbidden`` (or ``MediaExpired``) unless the URL was signed by us, unrevoked."""
-    if not (e.isdigit() and n.isdigit() and len(e) <= 12 and len(n) <= 12):
+    if not (_NUMBER_RE.fullmatch(e) and _NUMBER_RE.fullmatch(n)):
         raise Forbidden("Invalid media URL")
     expected = _digest(key, epoch, location.path, int(e), int(n))
     if not hmac.compare_digest(expected, decode_signature(s)):

@@ -58,8 +58,8 @@ class Transcript:
     """One recording's transcription.
 
     ``text`` is "" and ``no_speech`` True when nothing was said (or nothing survived the
-    hallucination guards); then ``language`` is the requested language or None and
-    ``language_probability`` None. With a requested language the probability is 1.0.
+    hallucination guards); then ``language`` and ``language_probability`` are None. With
+    a usable language hint the language is the hint's and the probability 1.0.
     Word texts carry no surrounding spaces; times are seconds from the recording's start.
     """
 
@@ -76,7 +76,7 @@ class Transcript:
 @runtime_checkable
 class Transcriber(Protocol):
     def transcribe(self, audio_path: Path, *, language: str | None = None) -> Transcript:
-        """Transcribe a recording; ``language`` (ISO 639-1, e.g. "en") skips detection."""
+        """Transcribe a recording; a ``language`` hint ("en", "en-US") skips detection."""
         ...
 
     def ready(self) -> bool:
@@ -131,6 +131,7 @@ class WhisperTranscriber:
         self._model: Any = None  # faster_whisper.WhisperModel, untyped
         self._lock = threading.Lock()
         self.load_seconds: float | None = None
+        self._last_failure: str | None = None
 
     # -- model -------------------------------------------------------------------------
 
@@ -167,7 +168,9 @@ class WhisperTranscriber:
         try:
             self._get_model()
         except ModelUnavailable as exc:
-            log.warning("speech model not available: %s", exc.message)
+            if exc.message != self._last_failure:  # health checks poll: say it once
+                log.warning("speech model not available: %s", exc.message)
+                self._last_failure = exc.message
             return False
         return True
 
@@ -222,12 +225,12 @@ class WhisperTranscriber:
         if self.vad_filter and not get_speech_timestamps(audio, vad_options):
             # (a) Nothing a voice-activity detector calls speech: nothing for Whisper to hear,
             # and nothing it could add but an invented caption.
-            return self._empty(duration, language)
+            return self._empty(duration)
 
         model = self._get_model()
         raw_segments, info = model.transcribe(
             audio,
-            language=language,
+            language=whisper_language(language, model.supported_languages),
             beam_size=self.beam_size,
             word_timestamps=True,
             vad_filter=self.vad_filter,
@@ -277,7 +280,7 @@ class WhisperTranscriber:
             )
         text = guarded.text
         if not text:
-            return self._empty(duration, language)
+            return self._empty(duration)
         return Transcript(
             text=text,
             language=str(info.language),
@@ -293,10 +296,10 @@ class WhisperTranscriber:
             model=self.model_name,
         )
 
-    def _empty(self, duration: float, language: str | None) -> Transcript:
+    def _empty(self, duration: float) -> Transcript:
         return Transcript(
             text="",
-            language=language,
+            language=None,
             language_probability=None,
             words=[],
             segments=[],
@@ -304,6 +307,18 @@ class WhisperTranscriber:
             duration_seconds=duration,
             model=self.model_name,
         )
+
+
+def whisper_language(hint: str | None, supported: list[str]) -> str | None:
+    """The Whisper language code for a hint ("en", "en-US", "EN_gb" -> "en"), or None to
+    detect: an unknown hint is ignored rather than failing the transcription."""
+    if not hint:
+        return None
+    code = hint.strip().lower().replace("_", "-").split("-")[0]
+    if code in supported:
+        return code
+    log.info("language hint not supported by the model; detecting", extra={"hint": hint})
+    return None
 
 
 def decode_audio_file(path: Path) -> npt.NDArray[np.float32]:
@@ -359,7 +374,7 @@ class FakeTranscriber:
         if not text:
             return Transcript(
                 text="",
-                language=language,
+                language=None,
                 language_probability=None,
                 words=[],
                 segments=[],

@@ -186,10 +186,12 @@ def _assemble_into(
 
 def _publish(work: Path, final: Path, sha256: str, size: int | None) -> None:
     """Rename ``work`` to ``final``; if another process got there first, keep theirs."""
+    error: OSError | None = None
     for _ in range(3):
         try:
             os.rename(work, final)
-        except OSError:
+        except OSError as exc:
+            error = exc
             if is_complete(final, sha256, size):
                 return  # lost the race to a complete copy: ours is discarded by the caller
             if not final.exists():
@@ -205,7 +207,7 @@ def _publish(work: Path, final: Path, sha256: str, size: int | None) -> None:
             _fsync_dir(final.parent)
             return
     if not is_complete(final, sha256, size):
-        raise ModelUnavailable(f"cannot put the Whisper model in place at {final}")
+        raise ModelUnavailable(f"cannot put the Whisper model in place at {final}: {error}")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from voicemail.api.deps import RuntimeDep, SessionDep, TokenDep
-from voicemail.audio import AudioLimits, decode_recording
+from voicemail.audio import AudioLimits, decode_recording, format_bytes
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from voicemail.runtime import Runtime
@@ -178,7 +178,7 @@ async def deposit_voicemail(
 
 
 def _too_large(limit: int) -> str:
-    return f"The recording is larger than the {limit // (1024 * 1024)} MB limit"
+    return f"The recording is larger than the {format_bytes(limit)} limit"
 
 
 def _decode_and_deposit(

@@ -1,0 +1,263 @@
+"""Benchmark the transcription engine alone on the shared speech corpus.
+
+    python bench/engine.py [--set telephone|original|both] [--beam N]
+                           [--out bench/results/engine.json]
+
+For every clip of the manifest (``$VOICEMAIL_TEST_AUDIO_DIR`` or ``../shared/audio``) it
+runs ``WhisperTranscriber`` and records the clip's WER, audio seconds and processing
+seconds (real-time factor = processing / audio); per set the corpus-level WER (all errors
+over all reference words) and the total real-time factor; and the model-load time and
+peak resident memory of the process. WER normalisation: see ``tests/support.py``.
+Results go to a JSON file and a Markdown summary to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # for tests.support (and src when not installed)
+if str(REPO_ROOT / "src") not in sys.path:
+    sys.path.append(str(REPO_ROOT / "src"))
+
+from tests.support import (  # noqa: E402
+    SETS,
+    Clip,
+    audio_dir,
+    corpus_wer,
+    missing_audio_reason,
+    read_manifest,
+    wer,
+)
+
+from voicemail.transcription import WhisperTranscriber, resolve_model_dir  # noqa: E402
+
+
+@dataclass
+class ClipResult:
+    set: str
+    clip: str
+    group: str
+    audio_seconds: float
+    processing_seconds: float
+    rtf: float
+    wer: float
+    language: str | None
+    language_probability: float | None
+    no_speech: bool
+    dropped_segments: list[str]  # hallucination-guard reasons, one per dropped segment
+    reference: str
+    hypothesis: str
+
+
+class DroppedSegments(logging.Handler):
+    """Collects the engine's "transcript segment dropped" records (their reasons)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "transcript segment dropped":
+            self.reasons.append(str(getattr(record, "reason", "?")))
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "voicemail"
+
+
+def run_set(engine: WhisperTranscriber, clips: list[Clip], audio_set: str) -> list[ClipResult]:
+    results: list[ClipResult] = []
+    dropped = DroppedSegments()
+    engine_log = logging.getLogger("voicemail.transcription.engine")
+    engine_log.addHandler(dropped)
+    engine_log.setLevel(logging.INFO)
+    for index, clip in enumerate(clips, 1):
+        dropped.reasons = []
+        started = time.perf_counter()
+        transcript = engine.transcribe(clip.path(audio_set))
+        elapsed = time.perf_counter() - started
+        clip_wer = wer(clip.reference, transcript.text)
+        results.append(
+            ClipResult(
+                set=audio_set,
+                clip=clip.name,
+                group=clip.group,
+                audio_seconds=round(transcript.duration_seconds, 3),
+                processing_seconds=round(elapsed, 3),
+                rtf=round(elapsed / transcript.duration_seconds, 4),
+                wer=round(clip_wer, 4),
+                language=transcript.language,
+                language_probability=(
+                    round(transcript.language_probability, 4)
+                    if transcript.language_probability is not None
+                    else None
+                ),
+                no_speech=transcript.no_speech,
+                dropped_segments=list(dropped.reasons),
+                reference=clip.reference,
+                hypothesis=transcript.text,
+            )
+        )
+        print(
+            f"[{audio_set} {index:>2}/{len(clips)}] {clip.name:<28} "
+            f"{transcript.duration_seconds:6.2f}s audio {elapsed:6.2f}s  WER {clip_wer:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    engine_log.removeHandler(dropped)
+    return results
+
+
+def summarise(results: list[ClipResult], clips: list[Clip]) -> dict[str, Any]:
+    by_name = {clip.name: clip for clip in clips}
+    audio = sum(r.audio_seconds for r in results)
+    processing = sum(r.processing_seconds for r in results)
+    return {
+        "clips": len(results),
+        "corpus_wer": round(
+            corpus_wer(
+                [by_name[r.clip].reference for r in results], [r.hypothesis for r in results]
+            ),
+            4,
+        ),
+        "mean_clip_wer": round(sum(r.wer for r in results) / len(results), 4),
+        "audio_seconds": round(audio, 2),
+        "processing_seconds": round(processing, 2),
+        "rtf": round(processing / audio, 4),
+        "not_english": sum(1 for r in results if r.language != "en"),
+        "no_speech": sum(1 for r in results if r.no_speech),
+        "dropped_segments": sum(len(r.dropped_segments) for r in results),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    config = report["config"]
+    lines = [
+        f"## Engine benchmark: {config['model']}, beam {config['beam_size']}, "
+        f"{config['compute_type']} on {config['device']} ({config['cpu_threads']} threads)",
+        "",
+        f"Model load: {report['model_load_seconds']:.2f} s; "
+        f"peak RSS: {report['peak_rss_mib']:.0f} MiB "
+        f"(after load {report['rss_after_load_mib']:.0f} MiB)",
+        "",
+        "| set | clips | corpus WER | mean clip WER | audio s | processing s | RTF "
+        "| not en | no speech | guard drops |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in report["sets"].items():
+        lines.append(
+            f"| {name} | {s['clips']} | {s['corpus_wer']:.3f} | {s['mean_clip_wer']:.3f} "
+            f"| {s['audio_seconds']:.1f} | {s['processing_seconds']:.1f} | {s['rtf']:.3f} "
+            f"| {s['not_english']} | {s['no_speech']} | {s['dropped_segments']} |"
+        )
+    for name in report["sets"]:
+        worst = sorted((r for r in report["clips"] if r["set"] == name), key=lambda r: -r["wer"])[
+            :5
+        ]
+        lines += ["", f"Worst clips, {name}:", "", "| clip | WER | hypothesis |", "|---|---:|---|"]
+        lines += [
+            f"| {r['clip']} | {r['wer']:.3f} | {r['hypothesis'].replace('|', '/')} |" for r in worst
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", choices=[*SETS, "both"], default="both", dest="audio_set")
+    parser.add_argument("--beam", type=int, default=1, help="beam size (default 1)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/engine.json")
+    parser.add_argument("--model", default=None, help="a CTranslate2 Whisper folder")
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads; 0: all")
+    parser.add_argument("--compute-type", default="int8")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N clips")
+    args = parser.parse_args(argv)
+
+    directory = audio_dir()
+    if directory is None:
+        print(missing_audio_reason(), file=sys.stderr)
+        return 2
+    clips = read_manifest(directory)
+    if args.limit:
+        clips = clips[: args.limit]
+    sets = list(SETS) if args.audio_set == "both" else [args.audio_set]
+
+    started = time.perf_counter()
+    model_dir = resolve_model_dir(args.model, args.cache_dir)
+    resolve_seconds = time.perf_counter() - started
+    engine = WhisperTranscriber(
+        model_dir,
+        device=args.device,
+        compute_type=args.compute_type,
+        cpu_threads=args.threads,
+        beam_size=args.beam,
+    )
+    started = time.perf_counter()
+    engine.load()
+    load_seconds = time.perf_counter() - started
+    rss_after_load = peak_rss_mib()
+
+    results: list[ClipResult] = []
+    summaries: dict[str, Any] = {}
+    for audio_set in sets:
+        set_results = run_set(engine, clips, audio_set)
+        results += set_results
+        summaries[audio_set] = summarise(set_results, clips)
+
+    import ctranslate2
+    import faster_whisper
+
+    report: dict[str, Any] = {
+        "config": {
+            "model": model_dir.name,
+            "beam_size": args.beam,
+            "device": args.device,
+            "compute_type": args.compute_type,
+            "cpu_threads": engine.cpu_threads,
+            "sets": sets,
+            "corpus": str(directory),
+            "wer_normalisation": "tests/support.py normalise_for_wer",
+        },
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "faster_whisper": faster_whisper.__version__,
+            "ctranslate2": ctranslate2.__version__,
+        },
+        "model_resolve_seconds": round(resolve_seconds, 3),
+        "model_load_seconds": round(load_seconds, 3),
+        "rss_after_load_mib": round(rss_after_load, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "sets": summaries,
+        "clips": [asdict(r) for r in results],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(markdown(report))
+    print(f"\nResults: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
