@@ -96,6 +96,8 @@ class Worker:
         """Loop until ``stop`` is set; a job in progress is finished first."""
         log.info("worker started", extra={"worker_id": self.worker_id})
         while not stop.is_set():
+            # Cleared before looking, so a wake-up that arrives after the look is not lost.
+            self.wake.clear()
             try:
                 if self.run_once():
                     continue
@@ -103,5 +105,4 @@ class Worker:
                 # The database may be briefly unavailable; keep going rather than die.
                 log.exception("worker loop error")
             self.wake.wait(self.poll_seconds)
-            self.wake.clear()
         log.info("worker stopped", extra={"worker_id": self.worker_id})
