@@ -19,6 +19,9 @@ from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 
+# Fixtures for real PostgreSQL, S3-protocol and Redis servers.
+pytest_plugins = ["tests.services.postgres", "tests.services.s3", "tests.services.redis"]
+
 
 @dataclass
 class Credentials:

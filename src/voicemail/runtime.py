@@ -13,13 +13,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail.auth.ratelimit import AccountRateLimiter
-from voicemail.auth.replay import MemoryReplayGuard, ReplayGuard
+from voicemail.auth.replay import ReplayGuard, open_replay_guard
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.jobs.worker import Worker
 from voicemail.media.service import MediaSigner
 from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
-from voicemail.storage import LocalStorage, Storage
+from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
 from voicemail.voicemails.service import TRANSCRIBE
 from voicemail.voicemails.tasks import transcribe_voicemail
@@ -67,8 +67,8 @@ class Runtime:
     transcriber: Transcriber
     box: SecretBox
     signer: MediaSigner
-    replay_guard: ReplayGuard = field(default_factory=MemoryReplayGuard)
-    rate_limiter: AccountRateLimiter = field(default_factory=AccountRateLimiter)
+    replay_guard: ReplayGuard
+    rate_limiter: AccountRateLimiter
     wake_worker: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -87,7 +87,7 @@ class Runtime:
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
-            storage=storage or LocalStorage(settings.recordings_dir),
+            storage=storage or open_storage(settings),
             transcriber=transcriber or build_transcriber(settings),
             box=SecretBox(master),
             signer=MediaSigner(
@@ -96,6 +96,8 @@ class Runtime:
                 base_url=settings.public_url,
                 ttl_seconds=settings.media_url_ttl_seconds,
             ),
+            replay_guard=open_replay_guard(settings),
+            rate_limiter=AccountRateLimiter.from_settings(settings),
         )
 
     def worker(self) -> Worker:

@@ -7,6 +7,7 @@ nothing reads settings from a module global.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SIGNING_KEY_FILE = "signing.key"
+# S3 bucket names: 3-63 lower-case letters, digits, dots and hyphens.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class Settings(BaseSettings):
@@ -27,8 +30,25 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default sqlite under data_dir"
     )
     storage_url: str | None = Field(
-        default=None, description="A folder for recordings; default data_dir/recordings"
+        default=None,
+        description="Where recordings go: a folder (or file:// URL), or s3://bucket/prefix; "
+        "default data_dir/recordings",
     )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto...); default AWS"
+    )
+    s3_region: str | None = Field(default=None, description="default: the AWS SDK's own")
+    media_redirect: bool = Field(
+        default=False,
+        description="Answer a signed media URL with a redirect to a short-lived S3 presigned "
+        "URL instead of streaming the recording through the API (S3 storage only)",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://... shared by every API process for rate limits and JTI "
+        "replay protection; default: in-process memory (one process only)",
+    )
+    redis_key_prefix: str = Field(default="voicemail", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     public_url: str = Field(
         default="http://127.0.0.1:8000", description="Base URL put in media links"
     )
@@ -71,6 +91,9 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, le=20)
     job_retry_base_seconds: float = Field(default=10.0, ge=0)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    worker_concurrency: int = Field(
+        default=1, ge=1, le=64, description="Jobs one `voicemail worker` process runs at once"
+    )
     embedded_worker: bool | None = Field(
         default=None, description="Run a worker inside `serve`; default: only on SQLite"
     )
@@ -89,8 +112,20 @@ class Settings(BaseSettings):
     @field_validator("storage_url")
     @classmethod
     def _storage_url_supported(cls, value: str | None) -> str | None:
-        if value is not None and "://" in value and not value.startswith("file://"):
-            raise ValueError("must be a folder path or a file:// URL")
+        if value is None or "://" not in value or value.startswith("file://"):
+            return value
+        if value.startswith("s3://"):
+            bucket = value.removeprefix("s3://").split("/", 1)[0]
+            if not _BUCKET_RE.fullmatch(bucket):
+                raise ValueError("s3://bucket/prefix needs a valid bucket name")
+            return value.rstrip("/")
+        raise ValueError("must be a folder path, a file:// URL or s3://bucket/prefix")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_supported(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
     @field_validator("signing_key")
@@ -119,8 +154,20 @@ class Settings(BaseSettings):
         return self.resolved_database_url.startswith("sqlite")
 
     @property
+    def is_s3(self) -> bool:
+        return bool(self.storage_url and self.storage_url.startswith("s3://"))
+
+    @property
+    def s3_location(self) -> tuple[str, str]:
+        """(bucket, key prefix without slashes at its ends) of an ``s3://`` storage URL."""
+        if not self.storage_url or not self.is_s3:
+            raise ValueError("storage_url is not an s3:// URL")
+        bucket, _, prefix = self.storage_url.removeprefix("s3://").partition("/")
+        return bucket, prefix.strip("/")
+
+    @property
     def recordings_dir(self) -> Path:
-        if self.storage_url:
+        if self.storage_url and not self.is_s3:
             return Path(self.storage_url.removeprefix("file://"))
         return self.data_dir / "recordings"
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import heapq
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from voicemail.settings import Settings
 
 
 class ReplayGuard(Protocol):
@@ -30,3 +33,10 @@ class MemoryReplayGuard:
             self._seen.add((app_id, jti))
             heapq.heappush(self._expiry, (expires_at, app_id, jti))
             return True
+
+
+def open_replay_guard(settings: Settings) -> ReplayGuard:
+    """Shared through Redis when ``VOICEMAIL_REDIS_URL`` is set; in-process otherwise."""
+    if settings.redis_url:
+        raise NotImplementedError("Redis replay guard")  # issue 3: RedisReplayGuard
+    return MemoryReplayGuard()

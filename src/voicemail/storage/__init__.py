@@ -1,7 +1,23 @@
-"""Object storage for recordings, behind a small Protocol: a local folder, or memory for tests."""
+"""Object storage for recordings, behind a small Protocol: a local folder, S3, or memory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from voicemail.storage.base import ObjectNotFound, Storage
 from voicemail.storage.local import LocalStorage
 from voicemail.storage.memory import MemoryStorage
 
-__all__ = ["LocalStorage", "MemoryStorage", "ObjectNotFound", "Storage"]
+if TYPE_CHECKING:
+    from voicemail.settings import Settings
+
+__all__ = ["LocalStorage", "MemoryStorage", "ObjectNotFound", "Storage", "open_storage"]
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage ``settings.storage_url`` names: a folder (the default) or S3."""
+    if settings.is_s3:
+        from voicemail.storage.s3 import S3Storage  # boto3 is imported only when used
+
+        return S3Storage.from_settings(settings)  # type: ignore[return-value]  # issue 3: stub
+    return LocalStorage(settings.recordings_dir)

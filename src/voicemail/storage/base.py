@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +20,13 @@ def check_key(key: str) -> str:
     if not _KEY_RE.fullmatch(key) or "//" in key:
         raise ValueError(f"invalid storage key: {key!r}")
     return key
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
 
 
 class Storage(Protocol):
@@ -36,6 +45,12 @@ class Storage(Protocol):
 
     def local_path(self, key: str) -> Path | None:
         """A filesystem path for the object when the backend has one (lets us sendfile)."""
+
+    def iter_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        """Every stored object whose key starts with ``prefix`` (for sweeps and migrations)."""
+
+    def presigned_url(self, key: str, *, expires_seconds: int) -> str | None:
+        """A URL the client can fetch the object from directly, or None if unsupported."""
 
     def check(self) -> None:
         """Raise when the backend is not usable (readiness probe)."""

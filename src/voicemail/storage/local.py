@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from voicemail.storage.base import ObjectNotFound, check_key
+from voicemail.storage.base import ObjectNotFound, StoredObject, check_key
 
 
 class LocalStorage:
@@ -59,6 +60,17 @@ class LocalStorage:
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def iter_objects(self, prefix: str = "") -> Iterator[StoredObject]:
+        for path in sorted(self.root.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            if path.name.startswith(".") or not key.startswith(prefix) or not path.is_file():
+                continue  # ".upload-*.part" files in flight, the readiness probe
+            stat = path.stat()
+            yield StoredObject(key, stat.st_size, stat.st_mtime)
+
+    def presigned_url(self, key: str, *, expires_seconds: int) -> str | None:
+        return None
 
     def check(self) -> None:
         probe = self.root / ".readyz"

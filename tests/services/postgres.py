@@ -1,0 +1,3 @@
+"""Fixtures for the postgres service (see tests/services/__init__.py)."""
+
+from __future__ import annotations
