@@ -112,6 +112,51 @@ def fill(url: str, total: int) -> None:
         conn.commit()
 
 
+def prepare_database(url: str, home: Path, key: str, size: int, **settings: str) -> dict[str, Any]:
+    """Migrate ``url``, create a bot and an app, deposit one real voicemail and let the real
+    model transcribe it, then clone it to ``size`` voicemails. Returns what a client needs
+    (``env`` for server processes on this database, ``bot``, ``token``, ``size``)."""
+    corpus = audio_dir()
+    if corpus is None:
+        sys.exit("speech corpus not found; set VOICEMAIL_TEST_AUDIO_DIR")
+    home.mkdir(parents=True, exist_ok=True)
+    env = clean_env(
+        data_dir=str(home / "data"),
+        database_url=url,
+        signing_key=key,
+        rate_limit_per_minute="1000000000",
+        log_level="WARNING",
+        embedded_worker="false",
+        **settings,
+    )
+    seeding_env = env | {"VOICEMAIL_EMBEDDED_WORKER": "true"}
+    subprocess.run([sys.executable, "-m", "voicemail", "db", "upgrade"], env=env, check=True)
+    bot = voicemail_cli(env, home, "bots", "create", "bench")["botId"]
+    scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
+    app = voicemail_cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
+    token = jwt.encode({"appId": app["clientId"]}, app["clientSecret"])
+    # One real voicemail, really transcribed: the row every clone copies.
+    with serve(seeding_env, home) as base:
+        clip = corpus / CLIP
+        httpx.post(
+            f"{base}/api/public/bot/{bot}/voicemail",
+            headers={"auth": token},
+            files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
+            data={"sessionId": session_id_of(0)},
+        ).raise_for_status()
+        while True:
+            body = httpx.get(
+                f"{base}/api/public/bot/{bot}/voicemail",
+                params={"sessionId": session_id_of(0), "transcription": "true"},
+                headers={"auth": token},
+            ).json()
+            if body["transcriptionStatus"] == "completed":
+                break
+            time.sleep(0.5)
+    fill(url, size)
+    return {"env": env, "bot": bot, "token": token, "size": size}
+
+
 def explain_fetch(settings: Settings, bot_id: str, session_id: str) -> list[str]:
     """PostgreSQL's plans for every statement one fetch runs."""
     runtime = Runtime.build(settings, transcriber=FakeTranscriber())
@@ -143,10 +188,6 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3_000, help="per database")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/fetch_latency.json")
     args = parser.parse_args()
-    corpus = audio_dir()
-    if corpus is None:
-        sys.exit("speech corpus not found; set VOICEMAIL_TEST_AUDIO_DIR")
-
     home = Path(tempfile.mkdtemp(prefix="vm-bench-fetch-"))
     key = secrets.token_urlsafe(48)
     with postgres_database() as small_url, postgres_database() as large_url:
@@ -155,43 +196,9 @@ def main() -> None:
             ("small", small_url, args.small),
             ("large", large_url, args.large),
         ):
-            env = clean_env(
-                data_dir=str(home / label),
-                database_url=url,
-                signing_key=key,
-                rate_limit_per_minute="1000000000",
-                log_level="WARNING",
-                embedded_worker="false",
-            )
-            seeding_env = env | {"VOICEMAIL_EMBEDDED_WORKER": "true"}
-            subprocess.run(
-                [sys.executable, "-m", "voicemail", "db", "upgrade"], env=env, check=True
-            )
-            bot = voicemail_cli(env, home, "bots", "create", "bench")["botId"]
-            scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
-            app = voicemail_cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
-            token = jwt.encode({"appId": app["clientId"]}, app["clientSecret"])
-            # One real voicemail, really transcribed: the row every clone copies.
-            with serve(seeding_env, home) as base:
-                clip = corpus / CLIP
-                httpx.post(
-                    f"{base}/api/public/bot/{bot}/voicemail",
-                    headers={"auth": token},
-                    files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-                    data={"sessionId": session_id_of(0)},
-                ).raise_for_status()
-                while True:
-                    body = httpx.get(
-                        f"{base}/api/public/bot/{bot}/voicemail",
-                        params={"sessionId": session_id_of(0), "transcription": "true"},
-                        headers={"auth": token},
-                    ).json()
-                    if body["transcriptionStatus"] == "completed":
-                        break
-                    time.sleep(0.5)
-            print(f"{label}: filling to {size:,} voicemails", flush=True)
-            fill(url, size)
-            targets.append({"label": label, "env": env, "bot": bot, "token": token, "size": size})
+            print(f"{label}: depositing, then filling to {size:,} voicemails", flush=True)
+            target = prepare_database(url, home / label, key, size)
+            targets.append({"label": label, **target})
 
         print("measuring", flush=True)
         timings: dict[str, list[float]] = {"small": [], "large": []}
