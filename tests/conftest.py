@@ -37,12 +37,26 @@ class Credentials:
         return {"auth": self.token(**claims)}
 
 
+# Every test that uses ``settings`` runs once per database; the id shows in its name.
+DATABASES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=DATABASES)
+def database(request: pytest.FixtureRequest) -> str | None:
+    """The test's database URL: None for the embedded SQLite file under ``data_dir``, or
+    this run's PostgreSQL database (migrated once, emptied before each test)."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return None
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database: str | None) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         data_dir=tmp_path / "data",
-        database_url=os.environ.get("VOICEMAIL_TEST_DATABASE_URL") or None,
+        database_url=database,
         signing_key="test-signing-key-" + "x" * 32,
         public_url="http://testserver",
         worker_poll_seconds=0.05,
@@ -58,7 +72,9 @@ def transcriber() -> FakeTranscriber:
 @pytest.fixture
 def runtime(settings: Settings, transcriber: FakeTranscriber) -> Iterator[Runtime]:
     rt = Runtime.build(settings, transcriber=transcriber)
-    upgrade(settings.resolved_database_url)
+    if settings.is_sqlite:
+        # A new file per test; the PostgreSQL database was migrated once for the run.
+        upgrade(settings.resolved_database_url)
     yield rt
     rt.close()
 

@@ -7,6 +7,8 @@ With ``--json`` they print one JSON object on stdout, for scripts; otherwise a R
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import signal
 import sys
@@ -32,6 +34,7 @@ from voicemail.db.migrate import upgrade
 from voicemail.errors import VoicemailError
 from voicemail.logs import configure_logging
 from voicemail.media import service as media
+from voicemail.metrics import serve_metrics
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.voicemails import kore
@@ -51,6 +54,7 @@ app.add_typer(media_app, name="media")
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 ID_WIDTH = len("st-") + 36  # a bot or app id: a prefix and a UUID
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
@@ -123,10 +127,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     worker: Annotated[
         bool | None,
-        typer.Option("--worker/--no-worker", help="Run a transcription worker in-process."),
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run transcription workers in this process "
+            "[default: VOICEMAIL_EMBEDDED_WORKER, else only on SQLite].",
+        ),
     ] = None,
 ) -> None:
-    """Run the API (and, on the embedded SQLite default, a worker)."""
+    """Run the API (and, on the embedded SQLite default, a worker).
+
+    With a shared database, run ``--no-worker`` API processes and ``voicemail worker``s.
+    """
     import uvicorn
 
     from voicemail.api.app import create_app
@@ -145,26 +156,76 @@ def serve(
 
 
 @app.command("worker")
-def worker_command() -> None:
-    """Run a standalone transcription worker. SIGTERM finishes the current job, then exits."""
+def worker_command(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Jobs run at once, sharing one loaded model "
+            "[default: VOICEMAIL_WORKER_CONCURRENCY, 1].",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve this worker's Prometheus /metrics (job latency, real-time factor) "
+            "on this port. The queue itself is on the API's /metrics.",
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port.")] = (
+        "127.0.0.1"
+    ),
+) -> None:
+    """Run a standalone transcription worker.
+
+    SIGTERM or Ctrl-C: finish the job(s) in progress, then exit 0. A second signal exits at
+    once and hands the unfinished jobs to other workers.
+    """
     settings = load_settings()
+    if concurrency is not None:
+        settings = settings.model_copy(update={"worker_concurrency": concurrency})
     configure_logging(settings.log_level, settings.log_format)
     runtime = Runtime.build(settings)
     if settings.is_sqlite:
         upgrade(settings.resolved_database_url)
+    pool = runtime.worker_pool()
     stop = threading.Event()
 
-    def _stop(_signum: int, _frame: object) -> None:
+    def _stop(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            # Asked twice: do not wait for the model. Hand the jobs over rather than leave
+            # them to wait out their leases, then leave without running any more Python.
+            pool.release_in_flight()
+            logging.shutdown()
+            os._exit(128 + signum)
+        log.info("stopping: finishing the jobs in progress", extra={"signal": signum})
         stop.set()
-        runtime.wake_worker.set()
+        pool.wake()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    runtime.transcriber.ready()
     try:
-        runtime.worker().run(stop)
+        if metrics_port is not None:
+            _serve_worker_metrics(runtime, metrics_host, metrics_port)
+        # Load the model before claiming: a worker without one would fail every job it took.
+        if not runtime.transcriber.ready():
+            fail("the speech model cannot be loaded (see the log); not taking jobs")
+        pool.run(stop)
     finally:
         runtime.close()
+
+
+def _serve_worker_metrics(runtime: Runtime, host: str, port: int) -> None:
+    # Each worker process serves its own metrics (Prometheus scrapes every process); this
+    # needs no state shared between processes. The thread is a daemon: it ends with us.
+    try:
+        server = serve_metrics(runtime.metrics, host=host, port=port)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+    log.info("serving metrics", extra={"url": f"http://{host}:{server.server_port}/metrics"})
 
 
 @db_app.command("upgrade")
@@ -391,6 +452,133 @@ def media_revoke_all(as_json: JsonOpt = False) -> None:
     """Invalidate every media URL issued so far (URLs minted afterwards work)."""
     epoch = run_in_transaction(lambda rt, s: media.revoke_all(s))
     emit(as_json, {"revoked": True, "epoch": epoch})
+
+
+# Moving an install ---------------------------------------------------------------------
+
+
+@app.command("migrate-data")
+def migrate_data(
+    to_database: Annotated[
+        str,
+        typer.Option(
+            "--to-database",
+            help="The new database's URL, e.g. postgresql://user@host/voicemail; "
+            "migrated to the latest schema first.",
+        ),
+    ],
+    to_storage: Annotated[
+        str | None,
+        typer.Option(
+            "--to-storage",
+            help="Where the recordings go: a folder or s3://bucket/prefix. "
+            "Default: they stay where they are.",
+        ),
+    ] = None,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option("--s3-endpoint-url", help="S3-compatible endpoint of the target.")
+    ] = None,
+    s3_region: Annotated[
+        str | None, typer.Option("--s3-region", help="S3 region of the target.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue into a target that holds an earlier copy of this install."
+        ),
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per commit.")] = 1000,
+    parallel: Annotated[int, typer.Option(min=1, max=64, help="Recordings copied at once.")] = 4,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy this install's data (the current settings) to a new database and storage.
+
+    For moving the embedded install to PostgreSQL and S3 (docs/deployment.md). The new
+    deployment must use the same VOICEMAIL_SIGNING_KEY. Safe to run again.
+    """
+    from voicemail import transfer
+    from voicemail.security import SecretBox
+    from voicemail.storage import open_storage
+
+    settings = load_settings()
+    configure_logging("WARNING", settings.log_format)
+    if settings.is_sqlite:
+        database_file = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
+        if not database_file.is_file():
+            fail(f"no database at {database_file}: set VOICEMAIL_DATA_DIR to the install's folder")
+        upgrade(settings.resolved_database_url)  # as the embedded install does when it starts
+    try:
+        target = transfer.target_settings(
+            settings,
+            database_url=to_database,
+            storage_url=to_storage,
+            s3_endpoint_url=s3_endpoint_url,
+            s3_region=s3_region,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = {"storage_url": "--to-storage"}.get(str(first["loc"][0]) if first["loc"] else "")
+        fail(f"invalid {option or 'target setting'}: {first['msg']}")
+    moving = to_storage is not None and (
+        transfer.storage_location(target) != transfer.storage_location(settings)
+    )
+
+    def progress(message: str) -> None:
+        if not as_json:
+            err.print(message, highlight=False, soft_wrap=True)
+
+    try:
+        report = transfer.transfer(
+            source_database_url=settings.resolved_database_url,
+            source_storage=open_storage(settings),
+            target_database_url=to_database,
+            target_storage=open_storage(target) if moving else None,
+            box=SecretBox(settings.master_key()),
+            resume=resume,
+            batch_size=batch_size,
+            parallel=parallel,
+            progress=progress,
+        )
+    except (transfer.TransferError, VoicemailError, ValueError) as exc:
+        fail(exc.message if isinstance(exc, VoicemailError) else str(exc))
+
+    key_file = settings.data_dir.resolve() / "signing.key"
+    signing_key = (
+        "keep VOICEMAIL_SIGNING_KEY as it is"
+        if settings.signing_key is not None
+        else f"set VOICEMAIL_SIGNING_KEY to the contents of {key_file}"
+    )
+    payload = report.as_json() | {
+        "newDeployment": {
+            "VOICEMAIL_DATABASE_URL": report.target_database,
+            "VOICEMAIL_STORAGE_URL": target.storage_url
+            if target.is_s3
+            else str(target.recordings_dir.resolve()),
+            "VOICEMAIL_SIGNING_KEY": signing_key,
+        }
+    }
+    if target.is_s3 and target.s3_endpoint_url:
+        payload["newDeployment"]["VOICEMAIL_S3_ENDPOINT_URL"] = target.s3_endpoint_url
+    table = Table("table", "source", "inserted", "updated", "target", title="migrate-data")
+    for row in payload["tables"]:
+        table.add_row(
+            row["table"],
+            *(str(row[k]) for k in ("sourceRows", "inserted", "updated", "targetRows")),
+        )
+    if as_json:
+        emit(True, payload)
+    else:
+        out.print(table)
+        rec = payload["recordings"]
+        moved = (
+            f"recordings: {rec['sourceObjects']} in the source, {rec['copied']} copied, "
+            f"{rec['skipped']} already there"
+        )
+        out.print(moved if rec["moved"] else "recordings: left in place", highlight=False)
+        for name, value in payload["newDeployment"].items():
+            out.print(Text.assemble((name, "bold"), f": {value}"), highlight=False, soft_wrap=True)
+    if not report.verified:
+        fail("the copy did not verify: " + "; ".join(report.problems))
 
 
 def main() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
+import structlog.contextvars
 
 # Keys whose values are credentials, and patterns that look like credentials in free text.
 SECRET_KEYS = re.compile(r"(secret|token|auth|password|signature|signing_key|^s$|jwt)", re.I)
@@ -40,14 +42,23 @@ def redact_processor(
     }
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+def log_context(**values: Any) -> AbstractContextManager[Any]:
+    """Adds ``values`` to every log line made inside the block: by this thread or task, and by
+    the tasks and thread-pool calls it starts (they copy the context). The request id of an
+    HTTP request and the job and voicemail ids of a job are bound this way."""
+    return structlog.contextvars.bound_contextvars(**values)
+
+
+def build_formatter(fmt: str = "json") -> logging.Formatter:
+    """The formatter of our log lines: JSON (or console text), with context, redacted."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.ExtraAdder(),
@@ -60,12 +71,15 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             renderer,
         ],
     )
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(formatter)
+    handler.setFormatter(build_formatter(fmt))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    # Our access log (voicemail.api.app) replaces uvicorn's, which would print query strings.
+    # Our access log (voicemail.access) replaces uvicorn's, which would print query strings.
     logging.getLogger("uvicorn.access").disabled = True
     for noisy in ("faster_whisper", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

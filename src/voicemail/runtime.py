@@ -15,13 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from voicemail.auth.ratelimit import AccountRateLimiter
 from voicemail.auth.replay import ReplayGuard, open_replay_guard
 from voicemail.db.engine import make_engine, make_sessionmaker
-from voicemail.jobs.worker import Worker
+from voicemail.jobs.worker import Housekeeping, Worker, WorkerPool
 from voicemail.media.service import MediaSigner
+from voicemail.metrics import Metrics
 from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
-from voicemail.voicemails.service import TRANSCRIBE
+from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
 from voicemail.voicemails.tasks import transcribe_voicemail
 
 # Scratch folders of uploads in progress; one left this long belongs to a killed process.
@@ -55,6 +56,8 @@ def build_transcriber(settings: Settings) -> Transcriber:
         compute_type=settings.asr_compute_type,
         cpu_threads=settings.asr_threads,
         beam_size=settings.asr_beam_size,
+        # One model replica per concurrent job, so a pool's jobs really run in parallel.
+        num_workers=settings.worker_concurrency,
     )
 
 
@@ -70,6 +73,7 @@ class Runtime:
     replay_guard: ReplayGuard
     rate_limiter: AccountRateLimiter
     wake_worker: threading.Event = field(default_factory=threading.Event)
+    metrics: Metrics = field(default_factory=Metrics)  # this process's, in its own registry
 
     @classmethod
     def build(
@@ -100,7 +104,19 @@ class Runtime:
             rate_limiter=AccountRateLimiter.from_settings(settings),
         )
 
-    def worker(self) -> Worker:
+    def worker(self, *, housekeeping: bool = True) -> Worker:
+        """A worker loop for this process's jobs; ``housekeeping`` adds the orphan sweep."""
+        settings = self.settings
+        sweep = Housekeeping(
+            "sweep orphan recordings",
+            settings.orphan_sweep_seconds,
+            partial(
+                sweep_orphan_recordings,
+                self.sessions,
+                self.storage,
+                older_than=settings.orphan_grace_seconds,
+            ),
+        )
         return Worker(
             sessions=self.sessions,
             handlers={
@@ -109,13 +125,26 @@ class Runtime:
                     sessions=self.sessions,
                     storage=self.storage,
                     transcriber=self.transcriber,
+                    metrics=self.metrics,
                 )
             },
             lease_seconds=self.settings.job_lease_seconds,
             retry_base_seconds=self.settings.job_retry_base_seconds,
             poll_seconds=self.settings.worker_poll_seconds,
             wake=self.wake_worker,
+            housekeeping=[sweep] if housekeeping else [],
         )
+
+    def worker_pool(self) -> WorkerPool:
+        """``settings.worker_concurrency`` loops sharing this runtime (and its loaded model).
+
+        They share ``wake_worker``: a deposit wakes them all and one claims the job. Only the
+        first does housekeeping; the sweep needs no more than one runner per process.
+        """
+        count = self.settings.worker_concurrency
+        return WorkerPool([self.worker(housekeeping=index == 0) for index in range(count)])
 
     def close(self) -> None:
         self.engine.dispose()
+        self.replay_guard.close()
+        self.rate_limiter.close()

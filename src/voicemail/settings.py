@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     embedded_worker: bool | None = Field(
         default=None, description="Run a worker inside `serve`; default: only on SQLite"
     )
+    orphan_grace_seconds: int = Field(
+        default=3600,
+        ge=60,
+        description="A stored recording with no voicemail row is deleted once it is this old "
+        "(left by a deposit killed between storing the audio and committing its row); "
+        "far longer than any deposit takes",
+    )
+    orphan_sweep_seconds: int = Field(
+        default=3600, ge=60, description="How often workers look for such orphan recordings"
+    )
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -232,6 +232,8 @@ def test_worker_that_lost_its_lease_mid_transcription_is_discarded(
     worker_a = make_worker(
         runtime, "worker-a", HookedTranscriber("from A", slow_then_overtaken), lease_seconds=0.1
     )
+    # A stands for a frozen worker (paused, cut off): its heartbeat never reaches the database.
+    worker_a.renew = lambda job: True  # type: ignore[method-assign]
     assert worker_a.run_once()  # no exception: the lost lease is logged, not raised
     assert took_over == [True]
 

@@ -13,7 +13,7 @@ from voicemail.api import health
 from voicemail.api.errors import install_error_handlers
 from voicemail.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from voicemail.db.migrate import upgrade
-from voicemail.jobs.worker import Worker
+from voicemail.jobs.worker import WorkerPool
 from voicemail.media import routes as media_routes
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
@@ -41,19 +41,20 @@ def create_app(
         if settings.is_sqlite:
             upgrade(settings.resolved_database_url)
         app.state.runtime = rt
+        rt.metrics.watch_job_queue(rt.sessions)  # /metrics reads the queue from the database
         stop = threading.Event()
         thread: threading.Thread | None = None
         if with_worker:
-            worker = rt.worker()
+            pool = rt.worker_pool()
             thread = threading.Thread(
-                target=_run_worker, args=(rt, worker, stop), name="voicemail-worker", daemon=True
+                target=_run_worker, args=(rt, pool, stop), name="voicemail-worker", daemon=True
             )
             thread.start()
         try:
             yield
         finally:
             stop.set()
-            rt.wake_worker.set()
+            rt.wake_worker.set()  # the pool's loops share it
             if thread is not None:
                 thread.join(timeout=settings.job_lease_seconds)
             if runtime is None:
@@ -77,9 +78,9 @@ def create_app(
     return app
 
 
-def _run_worker(runtime: Runtime, worker: Worker, stop: threading.Event) -> None:
+def _run_worker(runtime: Runtime, pool: WorkerPool, stop: threading.Event) -> None:
     try:
         runtime.transcriber.ready()  # load the model now, not on the first caller's voicemail
     except Exception:
         log.exception("speech model not available; jobs will fail until it is")
-    worker.run(stop)
+    pool.run(stop)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from voicemail.metrics import Metrics
 from voicemail.runtime import Runtime
 
 
@@ -41,3 +42,17 @@ def bearer_token(request: Request) -> str | None:
 
 
 TokenDep = Annotated[str | None, Depends(bearer_token)]
+
+
+def deposit_metrics(runtime: RuntimeDep) -> Iterator[Metrics]:
+    """The metrics a deposit route counts its outcome in. A deposit that fails (auth, rate
+    limit, bad audio, too large…) is counted here as rejected, with the reason's class; the
+    route counts the accepted and duplicate ones."""
+    try:
+        yield runtime.metrics
+    except Exception as exc:
+        runtime.metrics.count_rejected_deposit(exc)
+        raise
+
+
+DepositMetricsDep = Annotated[Metrics, Depends(deposit_metrics)]

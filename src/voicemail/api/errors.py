@@ -54,9 +54,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette runs this outside our middleware (the request's log context has ended and
+        # its response is not ours to decorate), so the request id is added here.
+        request_id = getattr(request.state, "request_id", None)
         log.error(
             "unhandled error",
             exc_info=(type(exc), exc, exc.__traceback__),
-            extra={"path": request.url.path},
+            extra={"path": request.url.path, "request_id": request_id},
         )
-        return error_response(500, "Internal error; the request was not completed")
+        return error_response(
+            500,
+            "Internal error; the request was not completed",
+            headers={"X-Request-ID": request_id} if request_id else None,
+        )

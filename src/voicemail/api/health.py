@@ -1,14 +1,15 @@
-"""Liveness and readiness."""
+"""Operations: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from voicemail.api.deps import RuntimeDep
+from voicemail.errors import VoicemailError
 
 router = APIRouter(tags=["operations"])
 
@@ -18,7 +19,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database, storage and speech model are usable")
+@router.get("/readyz", summary="Database, storage, Redis (when set) and speech model are usable")
 def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
@@ -30,8 +31,18 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     try:
         runtime.storage.check()
         checks["storage"] = "ok"
+    except VoicemailError as exc:
+        # Our own message ("S3 bucket 'x' does not exist"): written for operators, no secrets.
+        checks["storage"] = f"error: {exc.message}"
     except Exception as exc:
         checks["storage"] = f"error: {type(exc).__name__}"
+    if runtime.settings.redis_url:
+        # Shared rate limits and JTI replay protection; without it JTI-enforced apps get 503.
+        try:
+            runtime.replay_guard.check()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
     try:
         checks["model"] = "ok" if runtime.transcriber.ready() else "not ready"
     except Exception as exc:
@@ -41,3 +52,15 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this process",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def metrics(runtime: RuntimeDep) -> Response:
+    # A plain def: FastAPI runs it in a thread, and the queue gauges query the database.
+    body, content_type = runtime.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,35 +1,90 @@
-"""ASGI middleware: request ids with an access log, and a hard cap on request bodies."""
+"""ASGI middleware: request ids, the access log and HTTP metrics; a cap on request bodies."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
 
+from fastapi.routing import iter_route_contexts
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voicemail.audio import format_bytes
+from voicemail.logs import log_context
+from voicemail.metrics import UNMATCHED_ROUTE, Metrics
 
 log = logging.getLogger("voicemail.access")
 
+# A client's X-Request-ID is kept only when it is a plain token: it goes into every log line
+# and back into a response header, so no spaces, newlines, quotes, or unbounded length.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+
+
+def request_id_from(scope: Scope) -> str:
+    """The client's X-Request-ID when it is a sane token, else a new random id."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if REQUEST_ID_RE.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex[:16]
+
+
+class RouteTemplates:
+    """Maps a request path to the template of the route that serves it, for metric labels.
+
+    Matched against the app's routes as they are when first asked (all are added before the
+    app serves): a path no route serves gets ``UNMATCHED_ROUTE``, so clients cannot make new
+    label values. Our own matching, because the route in the ASGI scope does not carry the
+    prefix of the router it was included with (``/api`` or ``/api/1.1``).
+    """
+
+    def __init__(self) -> None:
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+
+    def _load(self, app: Any) -> list[tuple[re.Pattern[str], str]]:
+        patterns = []
+        for route in iter_route_contexts(app.routes):
+            regex = getattr(route, "path_regex", None)
+            template = route.path_format
+            if isinstance(regex, re.Pattern) and template:
+                patterns.append((regex, template))
+        return patterns
+
+    def template(self, scope: Scope) -> str:
+        if self._patterns is None:
+            self._patterns = self._load(scope["app"])
+        path = scope["path"]
+        root_path = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        for regex, template in self._patterns:
+            if regex.match(path):
+                return template
+        return UNMATCHED_ROUTE
+
 
 class AccessLogMiddleware:
-    """Logs method, path (never the query: it holds media signatures), status and time."""
+    """Gives each request an id (header ``X-Request-ID``, both ways) bound to every log line
+    made while it is handled; writes one access line and records the request's metrics.
+
+    The access line has the path, never the query: it holds media signatures.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.routes = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex[:16]
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
-                request_id = value.decode()
+        request_id = request_id_from(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -41,19 +96,33 @@ class AccessLogMiddleware:
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+        with log_context(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                seconds = time.perf_counter() - started
+                route = self.routes.template(scope)
+                metrics = _metrics(scope)
+                if metrics is not None:
+                    metrics.observe_request(
+                        route=route, method=scope["method"], status=status, seconds=seconds
+                    )
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 1),
+                    },
+                )
+
+
+def _metrics(scope: Scope) -> Metrics | None:
+    """This app's metrics: its runtime is made in the lifespan, after the middleware."""
+    runtime = getattr(scope["app"].state, "runtime", None)
+    return getattr(runtime, "metrics", None)
 
 
 class BodySizeLimitMiddleware:

@@ -26,3 +26,8 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    """Undo migrations down to ``revision`` (``"base"`` drops every table we created)."""
+    command.downgrade(alembic_config(database_url), revision)

@@ -109,6 +109,45 @@ def fail_job(
     return True
 
 
+def renew_lease(session: Session, *, job_id: int, worker_id: str, lease_seconds: float) -> bool:
+    """Extend a running job's lease (the worker's heartbeat); False when it is no longer ours.
+
+    A live worker renews well before the lease runs out, so only a dead (or frozen) worker's
+    job is ever taken over, however long the job itself takes.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(*_owned(job_id, worker_id))
+        .values(leased_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_lease(session: Session, *, job_id: int, worker_id: str) -> bool:
+    """Let another worker take the job now (a worker forced to stop mid-job).
+
+    The lease is expired rather than the job re-queued, so the attempt still counts: a job
+    that keeps killing its workers ends ``failed`` instead of looping.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(*_owned(job_id, worker_id)).values(leased_until=now, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def counts_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
     return {status: count for status, count in rows}
+
+
+def waiting_jobs(session: Session) -> tuple[int, datetime | None]:
+    """How many jobs wait for a worker (queued, or failed with a retry to come), and when the
+    oldest of them was enqueued."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(Job.created_at)).where(
+            or_(Job.status == QUEUED, and_(Job.status == FAILED, Job.attempts < Job.max_attempts))
+        )
+    ).one()
+    return int(count), oldest

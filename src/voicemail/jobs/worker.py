@@ -1,4 +1,17 @@
-"""The worker loop: claim a job, run its handler, record the outcome. Never dies of one job."""
+"""The worker loop: claim a job, run its handler, record the outcome. Never dies of one job.
+
+Leases. A claimed job is leased to its worker for ``lease_seconds``; while the handler runs,
+a heartbeat thread renews the lease every third of that, so a long job keeps its lease for
+as long as its worker is alive, and only a dead (or frozen) worker's job is taken over by
+another worker. The outcome is written only while the job is still ours (see
+``jobs.complete_job``), in the same transaction as the handler's result, so a worker that
+lost its lease and finishes late changes nothing.
+
+Concurrency. ``WorkerPool`` runs several ``Worker`` loops in threads of one process, sharing
+what the handlers share (the loaded speech model). Each loop claims and runs one job at a
+time; claims never hand one job to two loops (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+serialised write transactions on SQLite).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +19,21 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail.jobs import service as jobs
+from voicemail.logs import log_context
 
 log = logging.getLogger(__name__)
+
+# Renewals per lease period: two may fail (a database blip) before the lease runs out.
+HEARTBEATS_PER_LEASE = 3
 
 
 @dataclass(frozen=True)
@@ -33,6 +52,15 @@ class LeaseLost(Exception):
 Handler = Callable[[ClaimedJob], None]
 
 
+@dataclass(frozen=True)
+class Housekeeping:
+    """A task a worker runs beside its jobs: once at start, then every ``every_seconds``."""
+
+    name: str
+    every_seconds: float
+    action: Callable[[], object]
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -48,6 +76,7 @@ class Worker:
         poll_seconds: float,
         wake: threading.Event | None = None,
         worker_id: str | None = None,
+        housekeeping: Sequence[Housekeeping] = (),
     ) -> None:
         self.sessions = sessions
         self.handlers = dict(handlers)
@@ -56,6 +85,8 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.wake = wake or threading.Event()
         self.worker_id = worker_id or new_worker_id()
+        self.housekeeping = tuple(housekeeping)
+        self.in_flight: ClaimedJob | None = None  # the job being run, if any
 
     def claim(self) -> ClaimedJob | None:
         with self.sessions.begin() as session:
@@ -66,17 +97,62 @@ class Worker:
                 return None
             return ClaimedJob(job.id, job.kind, job.voicemail_id, job.attempts, self.worker_id)
 
+    def renew(self, job: ClaimedJob) -> bool:
+        """Extend the job's lease; False when another worker owns it now."""
+        with self.sessions.begin() as session:
+            return jobs.renew_lease(
+                session, job_id=job.id, worker_id=self.worker_id, lease_seconds=self.lease_seconds
+            )
+
+    @contextmanager
+    def heartbeat(self, job: ClaimedJob) -> Iterator[threading.Event]:
+        """Renew the job's lease in the background while the block runs.
+
+        Yields an event that is set once the lease is found lost. The handler may look at it
+        to give up early; it need not, as its result is refused anyway.
+        """
+        done = threading.Event()
+        lost = threading.Event()
+        interval = self.lease_seconds / HEARTBEATS_PER_LEASE
+
+        def beat() -> None:
+            while not done.wait(interval):
+                try:
+                    if not self.renew(job):
+                        log.warning("job lease lost", extra={"job_id": job.id})
+                        lost.set()
+                        return
+                except Exception:
+                    # Keep trying: the lease outlives two missed renewals.
+                    log.exception("job lease renewal failed", extra={"job_id": job.id})
+
+        thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
+        thread.start()
+        try:
+            yield lost
+        finally:
+            done.set()
+            thread.join()
+
     def run_once(self) -> bool:
         """Process one job if there is one; True when a job was taken."""
         job = self.claim()
         if job is None:
             return False
+        # Every log line about the job, here and in its handler, names the job and voicemail.
+        with log_context(job_id=job.id, voicemail_id=job.voicemail_id):
+            self._run(job)
+        return True
+
+    def _run(self, job: ClaimedJob) -> None:
+        self.in_flight = job
         log.info("job claimed", extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempt})
         try:
             handler = self.handlers.get(job.kind)
             if handler is None:
                 raise RuntimeError(f"no handler for job kind {job.kind!r}")
-            handler(job)
+            with self.heartbeat(job):
+                handler(job)
         except LeaseLost:
             log.warning("job lease lost; result discarded", extra={"job_id": job.id})
         except Exception as exc:
@@ -90,11 +166,38 @@ class Worker:
                     error=reason,
                     retry_base_seconds=self.retry_base_seconds,
                 )
-        return True
+        finally:
+            self.in_flight = None
+
+    def release_in_flight(self) -> None:
+        """Hand the running job (if any) to other workers now: for a forced stop."""
+        job = self.in_flight
+        if job is None:
+            return
+        with self.sessions.begin() as session:
+            jobs.release_lease(session, job_id=job.id, worker_id=self.worker_id)
+        log.warning("job released unfinished", extra={"job_id": job.id})
+
+    def _housekeep(self, stop: threading.Event) -> None:
+        next_run = [time.monotonic()] * len(self.housekeeping)
+        while True:
+            for index, task in enumerate(self.housekeeping):
+                if time.monotonic() >= next_run[index]:
+                    next_run[index] = time.monotonic() + task.every_seconds
+                    try:
+                        task.action()
+                    except Exception:
+                        log.exception("housekeeping failed", extra={"task": task.name})
+            if stop.wait(max(0.0, min(next_run) - time.monotonic())):
+                return
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; a job in progress is finished first."""
         log.info("worker started", extra={"worker_id": self.worker_id})
+        if self.housekeeping:
+            threading.Thread(
+                target=self._housekeep, args=(stop,), name="housekeeping", daemon=True
+            ).start()
         while not stop.is_set():
             # Cleared before looking, so a wake-up that arrives after the look is not lost.
             self.wake.clear()
@@ -106,3 +209,37 @@ class Worker:
                 log.exception("worker loop error")
             self.wake.wait(self.poll_seconds)
         log.info("worker stopped", extra={"worker_id": self.worker_id})
+
+
+class WorkerPool:
+    """Several worker loops in one process, each in its own thread."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        if not workers:
+            raise ValueError("a pool needs at least one worker")
+        self.workers = list(workers)
+
+    def wake(self) -> None:
+        for worker in self.workers:
+            worker.wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Run every loop until ``stop`` is set and each has finished its current job."""
+        threads = [
+            # Daemon threads: a forced exit (a second signal) must not wait for the model.
+            threading.Thread(target=w.run, args=(stop,), name=f"worker-{i}", daemon=True)
+            for i, w in enumerate(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            # A timed join keeps the main thread responsive to signals.
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+
+    def release_in_flight(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.release_in_flight()
+            except Exception:
+                log.exception("could not release a job", extra={"worker_id": worker.worker_id})

@@ -1,28 +1,50 @@
-"""``GET /api/getMediaStream/…``: signed, expiring, seekable recordings."""
+"""``GET /api/getMediaStream/…``: signed, expiring, seekable recordings.
+
+One code path serves every storage backend, so 200/206/416, HEAD and the error envelope are
+the same on a folder and on S3: the size comes first (an open file's ``fstat``, or S3's
+HeadObject), then the wanted bytes are streamed in chunks (from the open file, or as ranged
+GetObject requests), never the whole recording in memory. With ``media_redirect`` and a
+backend that can presign (S3), a GET is answered with a redirect to a short-lived presigned
+URL instead, so the bytes bypass the API.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Annotated
+import time
+from collections.abc import Iterator
+from typing import IO, Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from voicemail.api.deps import RuntimeDep, SessionDep
 from voicemail.errors import Forbidden, NotFound, VoicemailError
 from voicemail.media.service import resolve_media
 from voicemail.media.signing import MediaLocation
-from voicemail.storage import ObjectNotFound
+from voicemail.storage import ObjectNotFound, Storage
 from voicemail.voicemails import kore
 
 router = APIRouter(tags=["media"])
 
 AUDIO_WAV = "audio/wav"
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# A disk read is cheap, so small chunks; each remote chunk is one ranged GetObject, so large
+# enough to keep the request count low, small enough that many streams fit in memory.
+LOCAL_CHUNK_BYTES = 256 * 1024
+REMOTE_CHUNK_BYTES = 1024 * 1024
+# A presigned S3 URL is a bearer credential that cannot be revoked: keep it short-lived.
+MAX_REDIRECT_SECONDS = 15 * 60
+NO_STORE = {"Cache-Control": "private, no-store"}
 
 
 class RangeNotSatisfiable(VoicemailError):
     status_code = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__("Requested range not satisfiable")
+        self.headers = {"Content-Range": f"bytes */{size}"}
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -34,12 +56,87 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None  # multi-range or malformed: serve the whole file, as RFC 9110 allows
     if not match[1]:
         start, end = max(0, size - int(match[2])), size - 1
+        if int(match[2]) == 0:
+            raise RangeNotSatisfiable(size)  # "bytes=-0" asks for no bytes at all
     else:
         start = int(match[1])
+        if match[2] and int(match[2]) < start:
+            return None  # "bytes=5-3" is invalid, and an invalid Range is ignored (RFC 9110)
         end = min(int(match[2]), size - 1) if match[2] else size - 1
-    if start >= size or start > end:
-        raise RangeNotSatisfiable("Requested range not satisfiable")
+    if start >= size:
+        raise RangeNotSatisfiable(size)
     return start, end
+
+
+def _file_chunks(handle: IO[bytes], start: int, end: int) -> Iterator[bytes]:
+    with handle:
+        handle.seek(start)
+        remaining = end - start + 1
+        while remaining > 0:
+            chunk = handle.read(min(LOCAL_CHUNK_BYTES, remaining))
+            if not chunk:
+                return  # truncated under us; the client sees a short body
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _object_chunks(storage: Storage, key: str, start: int, end: int) -> Iterator[bytes]:
+    for offset in range(start, end + 1, REMOTE_CHUNK_BYTES):
+        chunk = storage.read_bytes(key, offset, min(offset + REMOTE_CHUNK_BYTES, end + 1) - 1)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _stream(
+    storage: Storage, key: str, *, filename: str, range_header: str | None, head: bool
+) -> Response:
+    path = storage.local_path(key)
+    handle: IO[bytes] | None = None
+    try:
+        if path is not None:
+            # Open first, then fstat the open file: a recording deleted in between is a
+            # clean 404, and one deleted while streaming is still read to the end.
+            try:
+                handle = path.open("rb")
+            except (FileNotFoundError, IsADirectoryError) as exc:
+                raise NotFound("The recording is no longer available") from exc
+            size = os.fstat(handle.fileno()).st_size
+        else:
+            try:
+                size = storage.size(key)
+            except ObjectNotFound as exc:
+                raise NotFound("The recording is no longer available") from exc
+        wanted = _byte_range(range_header, size)
+    except BaseException:
+        if handle is not None:
+            handle.close()
+        raise
+    start, end = wanted or (0, size - 1)
+    headers = NO_STORE | {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(end - start + 1),
+        "Content-Disposition": f'inline; filename="{filename}"',
+    }
+    status = 200
+    if wanted is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    if head or size == 0:
+        if handle is not None:
+            handle.close()
+        return Response(b"", status_code=status, media_type=AUDIO_WAV, headers=headers)
+    body = (
+        _file_chunks(handle, start, end)
+        if handle is not None
+        else _object_chunks(storage, key, start, end)
+    )
+    return StreamingResponse(body, status_code=status, media_type=AUDIO_WAV, headers=headers)
+
+
+def _redirect_seconds(expires: str) -> int:
+    """How long a presigned URL may live: never past the signed URL's own expiry."""
+    return max(1, min(int(expires) - int(time.time()), MAX_REDIRECT_SECONDS))
 
 
 MEDIA_PATH = "/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day}/{file}"
@@ -50,7 +147,11 @@ MEDIA_PATH = "/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day
     MEDIA_PATH,
     summary="Signed voicemail recording (supports Range)",
     response_class=Response,
-    responses={200: {"content": {AUDIO_WAV: {}}}, 206: {"content": {AUDIO_WAV: {}}}},
+    responses={
+        200: {"content": {AUDIO_WAV: {}}},
+        206: {"content": {AUDIO_WAV: {}}},
+        307: {"description": "With media_redirect: a short-lived presigned storage URL"},
+    },
 )
 def get_media(
     env: str,
@@ -71,36 +172,17 @@ def get_media(
     location = MediaLocation.parse(env, org, bot, year, day, file)
     voicemail = resolve_media(session, signer=runtime.signer, location=location, e=e, n=n, s=s)
     storage = runtime.storage
-    filename = kore.file_name(voicemail)
-    headers = {"Cache-Control": "private, no-store"}
-    path = storage.local_path(voicemail.storage_key)
-    if path is not None:
-        if not path.is_file():
-            raise NotFound("The recording is no longer available")
-        return FileResponse(
-            path,
-            media_type=AUDIO_WAV,
-            filename=filename,
-            content_disposition_type="inline",
-            headers=headers,
-        )
-    try:
-        size = storage.size(voicemail.storage_key)
-        wanted = _byte_range(request.headers.get("range"), size)
-        start, end = wanted or (0, size - 1)
-        body = (
-            b""
-            if request.method == "HEAD"
-            else storage.read_bytes(voicemail.storage_key, start, end)
-        )
-    except ObjectNotFound as exc:
-        raise NotFound("The recording is no longer available") from exc
-    headers |= {
-        "Accept-Ranges": "bytes",
-        "Content-Length": str(end - start + 1),
-        "Content-Disposition": f'inline; filename="{filename}"',
-    }
-    if wanted is None:
-        return Response(body, media_type=AUDIO_WAV, headers=headers)
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return Response(body, status_code=206, media_type=AUDIO_WAV, headers=headers)
+    key = voicemail.storage_key
+    head = request.method == "HEAD"
+    # A presigned GET URL is signed for GET only, so HEAD is always answered here.
+    if runtime.settings.media_redirect and not head:
+        target = storage.presigned_url(key, expires_seconds=_redirect_seconds(e))
+        if target is not None:
+            return RedirectResponse(target, status_code=307, headers=NO_STORE)
+    return _stream(
+        storage,
+        key,
+        filename=kore.file_name(voicemail),
+        range_header=request.headers.get("range"),
+        head=head,
+    )

@@ -19,5 +19,5 @@ def open_storage(settings: Settings) -> Storage:
     if settings.is_s3:
         from voicemail.storage.s3 import S3Storage  # boto3 is imported only when used
 
-        return S3Storage.from_settings(settings)  # type: ignore[return-value]  # issue 3: stub
+        return S3Storage.from_settings(settings)
     return LocalStorage(settings.recordings_dir)

@@ -5,16 +5,28 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from voicemail.storage.base import ObjectNotFound, StoredObject, check_key
+
+# Files being written, renamed into place when whole. One older than this was left by a
+# process killed mid-write and is removed when storage is next opened.
+PARTIAL_DIR = ".partial"
+STALE_PARTIAL_SECONDS = 3600
 
 
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._partial = self.root / PARTIAL_DIR
+        self._partial.mkdir(exist_ok=True)
+        cutoff = time.time() - STALE_PARTIAL_SECONDS
+        for leftover in self._partial.iterdir():
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
@@ -25,8 +37,8 @@ class LocalStorage:
     def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Copy into a temp file beside the target, fsync, then rename: never a half file.
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".upload-", suffix=".part")
+        # Copy into a temp file on the same filesystem, fsync, then rename: never a half file.
+        fd, tmp_name = tempfile.mkstemp(dir=self._partial, prefix="upload-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out, source.open("rb") as src:
                 shutil.copyfileobj(src, out, 1024 * 1024)
@@ -64,8 +76,9 @@ class LocalStorage:
     def iter_objects(self, prefix: str = "") -> Iterator[StoredObject]:
         for path in sorted(self.root.rglob("*")):
             key = path.relative_to(self.root).as_posix()
-            if path.name.startswith(".") or not key.startswith(prefix) or not path.is_file():
-                continue  # ".upload-*.part" files in flight, the readiness probe
+            hidden = any(part.startswith(".") for part in key.split("/"))
+            if hidden or not key.startswith(prefix) or not path.is_file():
+                continue  # files in flight (under .partial/), the readiness probe
             stat = path.stat()
             yield StoredObject(key, stat.st_size, stat.st_mtime)
 

@@ -106,12 +106,17 @@ class WhisperTranscriber:
         beam_size: int = 1,
         vad_filter: bool = True,
         model_name: str | None = None,
+        num_workers: int = 1,
     ) -> None:
         """Give ``model_dir`` (a CTranslate2 Whisper folder) or ``model_dir_resolver``
         (called on first use, e.g. ``partial(resolve_model_dir, None, cache_dir)``).
 
         ``cpu_threads`` 0 means one per available CPU. ``vad_filter`` False is for
         diagnostics only (it lets Whisper see silence; the other guards still apply).
+
+        ``num_workers`` is how many ``transcribe`` calls (from as many threads) run the
+        model at once; with one, concurrent calls are safe but take turns. ``cpu_threads``
+        is per running call, so 0 then shares the CPUs out among the workers.
         """
         if (model_dir is None) == (model_dir_resolver is None):
             raise TypeError("give exactly one of model_dir and model_dir_resolver")
@@ -119,11 +124,14 @@ class WhisperTranscriber:
             raise ValueError("beam_size must be at least 1")
         if cpu_threads < 0:
             raise ValueError("cpu_threads must be 0 (one per CPU) or more")
+        if num_workers < 1:
+            raise ValueError("num_workers must be at least 1")
         self._model_dir = model_dir
         self._resolver = model_dir_resolver
         self.device = device
         self.compute_type = compute_type
-        self.cpu_threads = cpu_threads or default_cpu_threads()
+        self.num_workers = num_workers
+        self.cpu_threads = cpu_threads or max(1, default_cpu_threads() // num_workers)
         self.beam_size = beam_size
         self.vad_filter = vad_filter
         self._model_name = model_name
@@ -196,6 +204,7 @@ class WhisperTranscriber:
                 device=self.device,
                 compute_type=self.compute_type,
                 cpu_threads=self.cpu_threads,
+                num_workers=self.num_workers,
                 local_files_only=True,
             )
         except (RuntimeError, ValueError, OSError) as exc:
@@ -208,6 +217,7 @@ class WhisperTranscriber:
                 "device": self.device,
                 "compute_type": self.compute_type,
                 "cpu_threads": self.cpu_threads,
+                "num_workers": self.num_workers,
                 "seconds": round(self.load_seconds, 3),
             },
         )

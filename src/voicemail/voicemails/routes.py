@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from voicemail.api.deps import RuntimeDep, SessionDep, TokenDep
+from voicemail.api.deps import DepositMetricsDep, RuntimeDep, SessionDep, TokenDep
 from voicemail.audio import AudioLimits, decode_recording, format_bytes
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -21,6 +22,7 @@ from voicemail.runtime import Runtime
 from voicemail.voicemails import kore, service
 from voicemail.voicemails.schemas import DepositAccepted, FetchResponse
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
 
 BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")]
@@ -136,7 +138,11 @@ _DEPOSIT_FORM = {
     openapi_extra=_DEPOSIT_FORM,
 )
 async def deposit_voicemail(
-    bot_id: BotId, request: Request, runtime: RuntimeDep, token: TokenDep
+    bot_id: BotId,
+    request: Request,
+    runtime: RuntimeDep,
+    token: TokenDep,
+    metrics: DepositMetricsDep,
 ) -> JSONResponse:
     await run_in_threadpool(_authenticate_deposit, runtime, token, bot_id)
     content_type = request.headers.get("content-type", "")
@@ -165,6 +171,11 @@ async def deposit_voicemail(
             caller_to=caller_to,
             language=language,
         )
+    metrics.count_deposit(duplicate=not result.created)
+    log.info(
+        "voicemail deposited",
+        extra={"voicemail_id": result.voicemail.id, "duplicate": not result.created},
+    )
     if result.created:
         runtime.wake_worker.set()
     body = DepositAccepted(

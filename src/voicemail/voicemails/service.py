@@ -1,10 +1,28 @@
-"""Depositing and fetching voicemails."""
+"""Depositing and fetching voicemails.
+
+Crash safety of a deposit (a process may be killed at any instant, SIGKILL included):
+
+1. the upload is decoded in a scratch folder, which is never served and is swept of
+   leftovers at start (``runtime.sweep_scratch``);
+2. the recording is stored under its final, server-generated key; storage writes are atomic
+   (a local temp file renamed into place; an S3 PUT), so the object is whole or absent;
+3. the voicemail row and its transcription job are committed in one transaction.
+
+A committed row therefore always has its audio, and a row without its job cannot exist.
+A kill between 2 and 3 leaves an object that no row references: unreachable (nothing
+names it), and removed by ``sweep_orphan_recordings`` once older than a grace period that
+no deposit in progress could still be within. The reverse order (row first) would publish
+a voicemail whose audio may never arrive, which no sweep could repair.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,6 +37,7 @@ from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
 from voicemail.media.service import MediaSigner, current_epoch
 from voicemail.storage import Storage
+from voicemail.storage.base import StoredObject
 from voicemail.voicemails import kore
 
 log = logging.getLogger(__name__)
@@ -32,6 +51,10 @@ PENDING = "pending"
 COMPLETED = "completed"
 FAILED = "failed"
 NOT_REQUESTED = "not_requested"
+
+# Tries of the deposit transaction: a retry is needed only when a concurrent deposit
+# created the same session's row first, which can happen once per deposit.
+DEPOSIT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -121,66 +144,181 @@ def deposit(
     key = storage_key(bot, file_id, now)
     storage.put_file(key, audio.wav_path)
     try:
-        with sessions.begin() as session:
-            call = session.scalars(
-                select(CallSession).where(
-                    CallSession.bot_id == bot_id, CallSession.session_id == session_id
-                )
-            ).first()
-            if call is None:
-                call = CallSession(
-                    bot_id=bot_id,
-                    session_id=session_id,
-                    caller_from=caller_from,
-                    caller_to=caller_to,
-                    created_at=now,
-                )
-                session.add(call)
-                session.flush()
-            seq = session.scalar(
-                select(func.coalesce(func.max(Voicemail.seq), 0)).where(
-                    Voicemail.session_pk == call.id
-                )
-            )
-            voicemail = Voicemail(
-                id=file_id,
-                session_pk=call.id,
-                bot_id=bot_id,
-                seq=int(seq or 0) + 1,
-                status=STORED,
-                storage_key=key,
-                audio_sha256=audio.sha256,
-                duration_seconds=audio.duration_seconds,
-                sample_rate=audio.sample_rate,
-                size_bytes=audio.size_bytes,
-                source_format=audio.source_format,
-                language_hint=language,
-                message_id=ids.new_id(ids.MESSAGE),
-                component_id=ids.new_id(ids.COMPONENT),
-                created_at=now,
-            )
-            session.add(voicemail)
-            session.flush()
-            jobs.enqueue(
-                session, kind=TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts
-            )
-    except IntegrityError:
-        # A concurrent deposit of the same audio (or the same session's first row) won.
-        storage.delete(key)
-        with sessions() as session:
-            existing = _find_duplicate(
-                session, bot_id=bot_id, session_id=session_id, sha=audio.sha256
-            )
-        if existing is None:
-            raise
-        return Deposited(existing, created=False)
+        for attempt in range(1, DEPOSIT_ATTEMPTS + 1):
+            try:
+                with sessions.begin() as session:
+                    call = _locked_call_session(
+                        session,
+                        bot_id=bot_id,
+                        session_id=session_id,
+                        caller_from=caller_from,
+                        caller_to=caller_to,
+                        now=now,
+                    )
+                    # Checked again under the session's lock: a racing deposit of the same
+                    # audio may have committed since the check above.
+                    existing = _find_duplicate(
+                        session, bot_id=bot_id, session_id=session_id, sha=audio.sha256
+                    )
+                    if existing is None:
+                        _insert_voicemail(
+                            session,
+                            call=call,
+                            file_id=file_id,
+                            key=key,
+                            audio=audio,
+                            language=language,
+                            now=now,
+                            max_attempts=max_attempts,
+                        )
+                break
+            except IntegrityError:
+                # Another deposit created this session's row first; the retry finds it.
+                if attempt == DEPOSIT_ATTEMPTS:
+                    raise
     except BaseException:
         storage.delete(key)
         raise
+    if existing is not None:  # a racing deposit of the same audio won
+        storage.delete(key)
+        return Deposited(existing, created=False)
     with sessions() as session:
         stored = session.get(Voicemail, file_id)
         assert stored is not None
         return Deposited(stored, created=True)
+
+
+def _locked_call_session(
+    session: Session,
+    *,
+    bot_id: str,
+    session_id: str,
+    caller_from: str | None,
+    caller_to: str | None,
+    now: datetime,
+) -> CallSession:
+    """The caller's session row, created if missing, locked until the transaction ends.
+
+    The row lock queues deposits into one session on PostgreSQL, so the duplicate check and
+    the next ``seq`` are decided by one transaction at a time (SQLite queues every write
+    transaction anyway). Two deposits that both create the session collide on its unique key
+    instead, and the loser retries.
+    """
+    call = session.scalars(
+        select(CallSession)
+        .where(CallSession.bot_id == bot_id, CallSession.session_id == session_id)
+        .with_for_update()
+    ).first()
+    if call is None:
+        call = CallSession(
+            bot_id=bot_id,
+            session_id=session_id,
+            caller_from=caller_from,
+            caller_to=caller_to,
+            created_at=now,
+        )
+        session.add(call)
+        session.flush()
+    return call
+
+
+def _insert_voicemail(
+    session: Session,
+    *,
+    call: CallSession,
+    file_id: str,
+    key: str,
+    audio: DecodedAudio,
+    language: str | None,
+    now: datetime,
+    max_attempts: int,
+) -> None:
+    """The voicemail row (the next number in its session) and its transcription job."""
+    seq = session.scalar(
+        select(func.coalesce(func.max(Voicemail.seq), 0)).where(Voicemail.session_pk == call.id)
+    )
+    voicemail = Voicemail(
+        id=file_id,
+        session_pk=call.id,
+        bot_id=call.bot_id,
+        seq=int(seq or 0) + 1,
+        status=STORED,
+        storage_key=key,
+        audio_sha256=audio.sha256,
+        duration_seconds=audio.duration_seconds,
+        sample_rate=audio.sample_rate,
+        size_bytes=audio.size_bytes,
+        source_format=audio.source_format,
+        language_hint=language,
+        message_id=ids.new_id(ids.MESSAGE),
+        component_id=ids.new_id(ids.COMPONENT),
+        created_at=now,
+    )
+    session.add(voicemail)
+    session.flush()
+    jobs.enqueue(session, kind=TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts)
+
+
+# The keys ``storage_key`` makes; the sweep touches nothing else in the store.
+_RECORDING_KEY_RE = re.compile(
+    r"^[^/]+/[^/]+/[0-9]{4}/[0-9]{2}-[0-9]{2}-[0-9]{4}/"
+    r"(f-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.wav$"
+)
+SWEEP_BATCH = 500
+
+
+def sweep_orphan_recordings(
+    sessions: sessionmaker[Session],
+    storage: Storage,
+    *,
+    older_than: float,
+    now: float | None = None,
+) -> int:
+    """Delete stored recordings that no voicemail row references; how many were deleted.
+
+    Only objects older than ``older_than`` seconds are considered: a younger one may belong
+    to a deposit that has stored its audio and is about to commit its row. Only keys of our
+    own shape are touched, so a store shared by mistake loses nothing that is not ours.
+    Safe to run from many processes at once (deleting twice is harmless).
+    """
+    cutoff = (time.time() if now is None else now) - older_than
+    removed = 0
+    batch: list[tuple[str, StoredObject]] = []
+    for item in storage.iter_objects():
+        match = _RECORDING_KEY_RE.fullmatch(item.key)
+        if match is None or item.modified >= cutoff:
+            continue
+        batch.append((match.group(1), item))
+        if len(batch) >= SWEEP_BATCH:
+            removed += _delete_unreferenced(sessions, storage, batch)
+            batch = []
+    if batch:
+        removed += _delete_unreferenced(sessions, storage, batch)
+    if removed:
+        log.warning("orphan recordings removed", extra={"count": removed})
+    return removed
+
+
+def _delete_unreferenced(
+    sessions: sessionmaker[Session], storage: Storage, batch: Iterable[tuple[str, StoredObject]]
+) -> int:
+    candidates = list(batch)
+    # The file id in the key is the row's primary key: one indexed look-up per batch.
+    with sessions() as session:
+        referenced = set(
+            session.scalars(
+                select(Voicemail.storage_key).where(
+                    Voicemail.id.in_([file_id for file_id, _ in candidates])
+                )
+            )
+        )
+    removed = 0
+    for _, item in candidates:
+        if item.key not in referenced:
+            storage.delete(item.key)
+            log.info("orphan recording removed", extra={"key": item.key})
+            removed += 1
+    return removed
 
 
 def session_voicemails(session: Session, *, bot_id: str, session_id: str) -> Sequence[Voicemail]:

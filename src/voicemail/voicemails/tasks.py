@@ -10,11 +10,14 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from voicemail.db.models import Transcript, Voicemail
+from voicemail.db.base import utcnow
+from voicemail.db.models import Job, Transcript, Voicemail
 from voicemail.jobs import service as jobs
 from voicemail.jobs.worker import ClaimedJob, LeaseLost
+from voicemail.metrics import Metrics
 from voicemail.storage import Storage
 from voicemail.transcription import Transcriber
 
@@ -40,15 +43,18 @@ def transcribe_voicemail(
     sessions: sessionmaker[Session],
     storage: Storage,
     transcriber: Transcriber,
+    metrics: Metrics | None = None,
 ) -> None:
     with sessions() as session:
         voicemail = session.get(Voicemail, job.voicemail_id) if job.voicemail_id else None
         done = voicemail is None or voicemail.transcript is not None
         key = voicemail.storage_key if voicemail else ""
         language = voicemail.language_hint if voicemail else None
+        audio_seconds = voicemail.duration_seconds if voicemail else 0.0
     if done:  # deleted meanwhile, or already transcribed by a worker that lost its lease
         with sessions.begin() as session:
-            jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id)
+            if not jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id):
+                raise LeaseLost()
         return
 
     started = time.perf_counter()
@@ -59,6 +65,7 @@ def transcribe_voicemail(
     with sessions.begin() as session:
         if not jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id):
             raise LeaseLost()
+        enqueued_at = session.scalar(select(Job.created_at).where(Job.id == job.id))
         if session.get(Transcript, job.voicemail_id) is None:
             session.add(
                 Transcript(
@@ -72,6 +79,10 @@ def transcribe_voicemail(
                     processing_seconds=elapsed,
                 )
             )
+    if metrics is not None:
+        metrics.observe_transcription(processing_seconds=elapsed, audio_seconds=audio_seconds)
+        if enqueued_at is not None:
+            metrics.observe_job_done(kind=job.kind, enqueued_at=enqueued_at, finished_at=utcnow())
     log.info(
         "voicemail transcribed",
         extra={

@@ -1,0 +1,218 @@
+"""Prometheus metrics of one process, kept in that process's own registry.
+
+What each process exposes:
+
+- An API process (``voicemail serve``) answers ``GET /metrics`` with its HTTP requests and
+  deposits, the jobs it ran (an embedded worker), and the job queue as the database sees it,
+  read when scraped. Those queue gauges are the same from every API process (they come from
+  the shared database): aggregate them with ``max``, not ``sum``.
+- A standalone worker (``voicemail worker --metrics-port P``) serves the jobs it ran: job
+  latency and the transcription real-time factor. Only the process that ran a job saw it,
+  and Prometheus scrapes each process anyway, so this needs no shared state (no multiprocess
+  directory, no push gateway); the queue itself is already visible through any API process.
+
+Labels are bounded: routes are path templates (``/api/public/bot/{botId}/voicemail``, never
+the bot id), unknown paths share one value, methods outside the standard set are ``other``,
+and deposit rejections are named by a fixed set of reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from wsgiref.simple_server import WSGIServer
+
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from voicemail.db.base import utcnow
+from voicemail.errors import BadAudio, VoicemailError
+from voicemail.jobs import service as jobs
+
+log = logging.getLogger(__name__)
+
+# Deposit outcomes, and the reasons a deposit is rejected (one label value each).
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+REJECTION_REASONS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+BAD_AUDIO = "bad_audio"
+CLIENT_DISCONNECTED = "client_disconnected"
+SERVER_ERROR = "error"
+ALL_REJECTION_REASONS = (
+    BAD_AUDIO,
+    CLIENT_DISCONNECTED,
+    SERVER_ERROR,
+    *REJECTION_REASONS.values(),
+)
+
+UNMATCHED_ROUTE = "<unmatched>"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+JOB_STATES = (jobs.QUEUED, jobs.RUNNING, jobs.COMPLETED, jobs.FAILED)
+
+# Seconds; a deposit decodes up to 10 minutes of audio, so the tail goes past the default 10 s.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Enqueue to done, in seconds: from an idle worker (about the model's time) to a backlog.
+JOB_LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+# Processing time over audio time: below 1 keeps up with callers, above 1 falls behind.
+RTF_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5)
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """The bounded label value for why a deposit failed."""
+    if isinstance(exc, BadAudio):
+        return BAD_AUDIO
+    if isinstance(exc, ClientDisconnect):
+        return CLIENT_DISCONNECTED
+    if isinstance(exc, RequestValidationError):
+        return REJECTION_REASONS[400]
+    if isinstance(exc, VoicemailError | HTTPException):
+        return REJECTION_REASONS.get(exc.status_code, SERVER_ERROR)
+    return SERVER_ERROR
+
+
+class JobQueueCollector(Collector):
+    """Jobs by state, queue depth and the oldest waiting job's age, read at scrape time.
+
+    Read from the database rather than counted in memory, so they are right whichever process
+    enqueued or ran a job, and after restarts. If the database cannot be read, the scrape
+    still answers: ``voicemail_job_queue_up`` is 0 and the other families are left out.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "voicemail_job_queue_up", "1 when the job queue could be read from the database"
+        )
+        try:
+            with self.sessions() as session:
+                by_state = jobs.counts_by_status(session)
+                depth, oldest = jobs.waiting_jobs(session)
+        except Exception:
+            log.warning("metrics: could not read the job queue", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        states = GaugeMetricFamily(
+            "voicemail_jobs", "Jobs in the database by state", labels=["state"]
+        )
+        for state in sorted({*JOB_STATES, *by_state}):
+            states.add_metric([state], by_state.get(state, 0))
+        yield states
+        yield GaugeMetricFamily(
+            "voicemail_job_queue_depth",
+            "Jobs waiting for a worker: queued, or failed with a retry to come",
+            value=depth,
+        )
+        age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "voicemail_job_queue_oldest_age_seconds",
+            "Seconds since the oldest waiting job was enqueued (0 when none waits)",
+            value=max(0.0, age),
+        )
+
+
+class Metrics:
+    """The metrics of one process. Each instance has its own registry, so several apps (or
+    tests) in one interpreter never collide, and nothing is added to the global registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # CPU, memory, open files of this process
+        self._job_queue: JobQueueCollector | None = None
+        self._lock = threading.Lock()
+        self.deposits = Counter(
+            "voicemail_deposits",
+            "Deposit requests by outcome; a rejection names its reason. Deposits refused by "
+            "the body-size guard before the route runs show as HTTP 413 on the deposit route.",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.http_request_duration = Histogram(
+            "voicemail_http_request_duration_seconds",
+            "HTTP request time, by route template, method and status code",
+            ["route", "method", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        self.job_latency = Histogram(
+            "voicemail_job_latency_seconds",
+            "Time from a job's enqueue to its completion, retries included",
+            ["kind"],
+            buckets=JOB_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.transcription_rtf = Histogram(
+            "voicemail_transcription_real_time_factor",
+            "Transcription time divided by the recording's duration",
+            buckets=RTF_BUCKETS,
+            registry=self.registry,
+        )
+        # Every outcome shows from the start (as 0), so rates and alerts work before the first.
+        self.deposits.labels(ACCEPTED, "")
+        self.deposits.labels(DUPLICATE, "")
+        for reason in ALL_REJECTION_REASONS:
+            self.deposits.labels(REJECTED, reason)
+
+    def watch_job_queue(self, sessions: sessionmaker[Session]) -> None:
+        """Add the database-derived queue gauges (the API does; workers need not)."""
+        with self._lock:
+            if self._job_queue is None:
+                self._job_queue = JobQueueCollector(sessions)
+                self.registry.register(self._job_queue)
+
+    def count_deposit(self, *, duplicate: bool) -> None:
+        self.deposits.labels(DUPLICATE if duplicate else ACCEPTED, "").inc()
+
+    def count_rejected_deposit(self, exc: BaseException) -> None:
+        self.deposits.labels(REJECTED, rejection_reason(exc)).inc()
+
+    def observe_request(self, *, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else "other"
+        self.http_request_duration.labels(route, method, str(status)).observe(seconds)
+
+    def observe_job_done(self, *, kind: str, enqueued_at: datetime, finished_at: datetime) -> None:
+        self.job_latency.labels(kind).observe(max(0.0, (finished_at - enqueued_at).total_seconds()))
+
+    def observe_transcription(self, *, processing_seconds: float, audio_seconds: float) -> None:
+        if audio_seconds > 0:
+            self.transcription_rtf.observe(processing_seconds / audio_seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition format and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def serve_metrics(metrics: Metrics, *, host: str, port: int) -> WSGIServer:
+    """Serve ``/metrics`` of a process without an HTTP API (a standalone worker), in a
+    background thread. ``port`` 0 picks a free port (``server.server_port``)."""
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return server

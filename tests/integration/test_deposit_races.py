@@ -1,0 +1,123 @@
+"""Deposits racing each other, as from several API processes: on PostgreSQL the transactions
+really overlap (on SQLite they queue on the write lock), and either way each recording is
+stored once, every distinct recording gets its own number, and nothing leaks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from sqlalchemy import func, select
+
+from tests.support import write_wav
+from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
+from voicemail.bots import service as bots
+from voicemail.db.models import CallSession, Job, Voicemail
+from voicemail.runtime import Runtime
+from voicemail.voicemails import service as voicemails
+from voicemail.voicemails.service import Deposited
+
+SESSION = "67aa38026e199c8f470e0d01"
+RACERS = 6
+ROUNDS = 3  # fresh sessions per test: the first row of a session is the tightest race
+
+T = TypeVar("T")
+
+
+def decoded_tone(folder: Path, frequency: float) -> DecodedAudio:
+    """A real decoded recording (1.5 s tone); each frequency is a different recording."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rate = 8000
+    t = np.arange(round(1.5 * rate)) / rate
+    source = write_wav(folder / f"{frequency:g}.wav", 0.3 * np.sin(2 * np.pi * frequency * t), rate)
+    return decode_recording(source, AudioLimits(), work_dir=folder)
+
+
+def all_at_once(calls: list[Callable[[], T]]) -> list[T]:
+    """Run the calls in threads released together, so their transactions overlap."""
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], T]) -> T:
+        start.wait()
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def deposit(runtime: Runtime, bot_id: str, session_id: str, audio: DecodedAudio) -> Deposited:
+    return voicemails.deposit(
+        runtime.sessions,
+        storage=runtime.storage,
+        bot_id=bot_id,
+        session_id=session_id,
+        audio=audio,
+        caller_from="+15550100",
+        caller_to=None,
+        language=None,
+        max_attempts=3,
+    )
+
+
+def stored_objects(runtime: Runtime) -> list[str]:
+    return sorted(obj.key for obj in runtime.storage.iter_objects(""))
+
+
+def new_bot(runtime: Runtime) -> str:
+    with runtime.sessions.begin() as session:
+        return bots.create_bot(session, name="Support line").id
+
+
+def session_id(round_: int) -> str:
+    return SESSION[:-2] + f"{round_:02x}"
+
+
+def test_same_recording_deposited_at_once_is_stored_once(runtime: Runtime, tmp_path: Path) -> None:
+    bot_id = new_bot(runtime)
+    audio = decoded_tone(tmp_path / "audio", 440)
+    for round_ in range(ROUNDS):
+        results = all_at_once(
+            [lambda r=round_: deposit(runtime, bot_id, session_id(r), audio)] * RACERS
+        )
+        assert sum(result.created for result in results) == 1
+        assert len({result.voicemail.id for result in results}) == 1
+
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(CallSession)) == ROUNDS
+        assert session.scalar(select(func.count()).select_from(Voicemail)) == ROUNDS
+        assert session.scalar(select(func.count()).select_from(Job)) == ROUNDS
+        keys = sorted(session.scalars(select(Voicemail.storage_key)))
+    assert stored_objects(runtime) == keys  # the losers' objects were removed again
+
+
+def test_different_recordings_deposited_at_once_each_get_a_number(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    bot_id = new_bot(runtime)
+    recordings = [decoded_tone(tmp_path / f"audio{n}", 300 + 50 * n) for n in range(RACERS)]
+    for round_ in range(ROUNDS):
+        results = all_at_once(
+            [
+                lambda r=round_, audio=audio: deposit(runtime, bot_id, session_id(r), audio)
+                for audio in recordings
+            ]
+        )
+        assert all(result.created for result in results)
+
+    with runtime.sessions() as session:
+        calls = session.scalars(select(CallSession)).all()
+        assert sorted(call.session_id for call in calls) == [session_id(r) for r in range(ROUNDS)]
+        assert all(call.caller_from == "+15550100" for call in calls)
+        for call in calls:
+            numbers = session.scalars(
+                select(Voicemail.seq).where(Voicemail.session_pk == call.id)
+            ).all()
+            assert sorted(numbers) == list(range(1, RACERS + 1))
+        assert session.scalar(select(func.count()).select_from(Job)) == ROUNDS * RACERS
+        keys = sorted(session.scalars(select(Voicemail.storage_key)))
+    assert len(keys) == ROUNDS * RACERS
+    assert stored_objects(runtime) == keys

@@ -1,0 +1,270 @@
+"""Real ``voicemail serve`` / ``voicemail worker`` processes on one shared database and
+recordings folder, for tests that signal and kill them.
+
+Each process logs JSON lines to its own file; tests wait on those lines (``Proc.wait_for``)
+rather than on sleeps. Everything started is SIGKILLed at teardown if still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from sqlalchemy import select
+
+from voicemail.audio import AudioLimits, decode_recording
+from voicemail.auth import service as auth
+from voicemail.bots import service as bots
+from voicemail.db.migrate import upgrade
+from voicemail.db.models import Job, Transcript, Voicemail
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+from voicemail.transcription import FakeTranscriber
+from voicemail.voicemails import service as voicemails
+
+VOICEMAIL = [sys.executable, "-m", "voicemail"]
+SIGNING_KEY = "process-test-signing-key-" + "k" * 32
+START_TIMEOUT = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Any, *, timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``condition()`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(every)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    url: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def lines(self) -> list[dict[str, Any]]:
+        parsed = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                parsed.append(entry)
+        return parsed
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == event]
+
+    def wait_for(self, event: str, *, count: int = 1, timeout: float = START_TIMEOUT) -> None:
+        def seen() -> bool:
+            if len(self.events(event)) >= count:
+                return True
+            assert self.alive(), f"{self.name} exited ({self.popen.returncode}):\n{self.tail()}"
+            return False
+
+        wait_until(seen, timeout=timeout, what=f"{event!r} in {self.name}'s log\n{self.tail()}")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running:\n{self.tail()}") from None
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+@dataclass
+class Cluster:
+    """Processes sharing ``database_url`` (None: SQLite in ``home/data``) and ``recordings``."""
+
+    home: Path
+    database_url: str | None
+    env: dict[str, str] = field(init=False)
+    procs: list[Proc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("VOICEMAIL_")}
+        env.update(
+            VOICEMAIL_DATA_DIR=str(self.data_dir),
+            VOICEMAIL_STORAGE_URL=str(self.recordings),
+            VOICEMAIL_SIGNING_KEY=SIGNING_KEY,
+            VOICEMAIL_ASR_THREADS="1",  # two cores shared by several processes
+            VOICEMAIL_WORKER_POLL_SECONDS="0.1",
+            VOICEMAIL_JOB_RETRY_BASE_SECONDS="0",
+            VOICEMAIL_RATE_LIMIT_PER_MINUTE="100000",
+            VOICEMAIL_DEPOSIT_RATE_LIMIT_PER_MINUTE="100000",
+            VOICEMAIL_LOG_FORMAT="json",
+            VOICEMAIL_LOG_LEVEL="INFO",
+        )
+        if self.database_url:
+            env["VOICEMAIL_DATABASE_URL"] = self.database_url
+        self.env = env
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def recordings(self) -> Path:
+        return self.home / "recordings"
+
+    def settings_env(self) -> dict[str, str]:
+        """The ``VOICEMAIL_*`` settings every process gets (for an in-test ``Settings``)."""
+        return {k: v for k, v in self.env.items() if k.startswith("VOICEMAIL_")}
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        log = self.home / f"{name}.log"
+        with log.open("wb") as handle:
+            popen = subprocess.Popen(
+                [*VOICEMAIL, *args],
+                env={**self.env, **(env or {})},
+                cwd=self.home,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        """A ``voicemail worker`` whose loops have all started (model loaded)."""
+        proc = self.start(name, "worker", *args, env=env)
+        loops = int(args[args.index("--concurrency") + 1]) if "--concurrency" in args else 1
+        proc.wait_for("worker started", count=loops)
+        return proc
+
+    def serve(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        """A ``voicemail serve`` answering ``/healthz``."""
+        port = free_port()
+        proc = self.start(name, "serve", "--port", str(port), *args, env=env)
+        proc.url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert proc.alive(), f"{name} exited:\n{proc.tail()}"
+            try:
+                return httpx.get(f"{proc.url}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, timeout=START_TIMEOUT, what=f"{name} to answer", every=0.2)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.alive():
+                proc.signal(signal.SIGKILL)
+            proc.popen.wait(timeout=30)
+
+
+def cluster_at(home: Path, database_url: str | None) -> Iterator[Cluster]:
+    """A cluster that kills what it started when the test ends (use from a fixture)."""
+    cluster = Cluster(home, database_url)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def worker_pid(worker_id: str | None) -> int | None:
+    """The process id in a job's ``worker_id`` (``host:pid:random``)."""
+    return int(worker_id.split(":")[1]) if worker_id else None
+
+
+class Admin:
+    """The test's own view of the cluster's database and storage, for set-up and checks."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            data_dir=cluster.data_dir,
+            database_url=cluster.database_url,
+            storage_url=str(cluster.recordings),
+            signing_key=SIGNING_KEY,
+        )
+        self.runtime = Runtime.build(self.settings, transcriber=FakeTranscriber())
+        if self.settings.is_sqlite:
+            upgrade(self.settings.resolved_database_url)
+        self.work = cluster.home / "admin-work"
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def bot_and_token(self) -> tuple[str, str]:
+        """A new bot and a token of an app allowed to deposit and fetch on it."""
+        with self.runtime.sessions.begin() as session:
+            bot = bots.create_bot(session, name="Support line")
+            created = auth.create_app(
+                session,
+                box=self.runtime.box,
+                name="Gateway",
+                bot_id=bot.id,
+                scopes=[auth.SCOPE_FETCH, auth.SCOPE_DEPOSIT],
+            )
+            token = jwt.encode({"appId": created.app.id}, created.client_secret, "HS256")
+            return bot.id, token
+
+    def deposit(self, clip: Path, *, session_id: str) -> str:
+        """Deposit a recording as the API does (row, audio and job); the voicemail id."""
+        bot_id, _ = self.bot_and_token()
+        self.work.mkdir(parents=True, exist_ok=True)
+        audio = decode_recording(clip, AudioLimits(), work_dir=self.work)
+        result = voicemails.deposit(
+            self.runtime.sessions,
+            storage=self.runtime.storage,
+            bot_id=bot_id,
+            session_id=session_id,
+            audio=audio,
+            caller_from=None,
+            caller_to=None,
+            language=None,
+            max_attempts=self.settings.job_max_attempts,
+        )
+        return result.voicemail.id
+
+    def jobs(self) -> list[Job]:
+        with self.runtime.sessions() as session:
+            return list(session.scalars(select(Job).order_by(Job.id)))
+
+    def job_of(self, voicemail_id: str) -> Job:
+        [job] = [job for job in self.jobs() if job.voicemail_id == voicemail_id]
+        return job
+
+    def transcripts(self) -> list[Transcript]:
+        with self.runtime.sessions() as session:
+            return list(session.scalars(select(Transcript)))
+
+    def voicemails(self) -> list[Voicemail]:
+        with self.runtime.sessions() as session:
+            return list(session.scalars(select(Voicemail)))

@@ -1,0 +1,117 @@
+"""The deployment files (deploy/, docs/deployment.md) name commands, flags and settings that
+exist: each command line is parsed by the real CLI, each VOICEMAIL_* name is a real setting."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.core
+import typer.main
+from typer.exceptions import TyperException
+
+from voicemail.cli import app
+from voicemail.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+SETTING_RE = re.compile(r"\bVOICEMAIL_[A-Z0-9_]+")
+
+
+def unit_commands(unit: Path) -> list[str]:
+    """The ExecStart= command lines of a systemd unit."""
+    commands = []
+    for line in unit.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("ExecStart", "ExecStartPre", "ExecStartPost", "ExecReload"):
+            commands.append(value.strip().lstrip("-@+!:"))  # systemd's exec prefixes
+    return commands
+
+
+def procfile_commands() -> dict[str, str]:
+    entries = {}
+    for line in (DEPLOY / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, command = line.partition(":")
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def parse(command: str) -> Any:
+    """Parse ``voicemail …`` as the CLI would, without running it; fail on an unknown flag."""
+    # Instance names and environment variables stand for ports in our files.
+    command = re.sub(r"%[iI]", "9101", command)
+    command = re.sub(r"\$\{?[A-Z_]+\}?", "8000", command)
+    program, *args = shlex.split(command)
+    assert Path(program).name == "voicemail", command
+    # Our groups take no options of their own: each word is the next sub-command.
+    # (typer bundles its own click, so the classes are typer.core's, not the click package's.)
+    command_obj: Any = typer.main.get_command(app)
+    context: Any = typer.Context(command_obj, info_name="voicemail")
+    while isinstance(command_obj, typer.core.TyperGroup):
+        name, args = args[0], args[1:]
+        found = command_obj.get_command(context, name)
+        assert found is not None, f"no command {name!r} in {command!r}"
+        command_obj = found
+        if not isinstance(found, typer.core.TyperGroup):
+            # Parses as a run would; raises click's UsageError for an unknown option or value.
+            return found.make_context(name, args, parent=context)
+        context = typer.Context(found, info_name=name, parent=context)
+    raise AssertionError(f"{command!r} names a group, not a command")
+
+
+def test_the_deployment_files_are_there() -> None:
+    assert {unit.name for unit in UNITS} == {
+        "voicemail-api.service",
+        "voicemail-worker@.service",
+        "voicemail-migrate.service",
+    }
+    assert set(procfile_commands()) == {"release", "web", "worker"}
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda unit: unit.name)
+def test_unit_commands_parse(unit: Path) -> None:
+    commands = unit_commands(unit)
+    assert commands, f"{unit.name} has no ExecStart"
+    for command in commands:
+        parse(command)
+
+
+def test_procfile_commands_parse() -> None:
+    for command in procfile_commands().values():
+        parse(command)
+
+
+def test_processes_run_what_the_guide_says() -> None:
+    api = parse(unit_commands(DEPLOY / "systemd" / "voicemail-api.service")[0])
+    assert api.info_name == "serve" and api.params["worker"] is False
+    web = parse(procfile_commands()["web"])
+    assert web.info_name == "serve" and web.params["worker"] is False and web.params["port"] == 8000
+    worker = parse(unit_commands(DEPLOY / "systemd" / "voicemail-worker@.service")[0])
+    assert worker.info_name == "worker" and worker.params["metrics_port"] == 9101
+    assert parse(procfile_commands()["release"]).info_name == "upgrade"
+
+
+def test_a_wrong_flag_is_caught() -> None:
+    # The check above would be worthless if parsing let unknown flags through.
+    with pytest.raises(TyperException, match="No such option"):
+        parse("voicemail serve --no-such-flag")
+    with pytest.raises(TyperException, match="valid integer"):
+        parse("voicemail worker --concurrency none")
+    with pytest.raises(AssertionError):
+        parse("voicemail no-such-command")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [REPO / "docs" / "deployment.md", DEPLOY / "voicemail.env.example", *UNITS],
+    ids=lambda path: path.name,
+)
+def test_settings_named_exist(path: Path) -> None:
+    known = {f"VOICEMAIL_{name.upper()}" for name in Settings.model_fields}
+    named = set(SETTING_RE.findall(path.read_text()))
+    assert named - known == set()
