@@ -53,8 +53,7 @@ def transcribe_voicemail(
         audio_seconds = voicemail.duration_seconds if voicemail else 0.0
     if done:  # deleted meanwhile, or already transcribed by a worker that lost its lease
         with sessions.begin() as session:
-            if not jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id):
-                raise LeaseLost()
+            jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id)
         return
 
     started = time.perf_counter()
