@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail.auth.ratelimit import AccountRateLimiter
 from voicemail.auth.replay import ReplayGuard, open_replay_guard
-from voicemail.db.engine import make_engine, make_sessionmaker
+from voicemail.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from voicemail.jobs.worker import Housekeeping, Worker, WorkerPool
 from voicemail.media.service import MediaSigner
 from voicemail.metrics import Metrics
@@ -66,6 +66,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]  # for requests that only read (fetch, media)
     storage: Storage
     transcriber: Transcriber
     box: SecretBox
@@ -91,6 +92,7 @@ class Runtime:
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
+            read_sessions=make_read_sessionmaker(engine),
             storage=storage or open_storage(settings),
             transcriber=transcriber or build_transcriber(settings),
             box=SecretBox(master),

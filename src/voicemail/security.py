@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -24,11 +25,17 @@ class SecretBox:
 
     def __init__(self, master: bytes) -> None:
         self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(master, "app-secrets")))
+        # Every API request decrypts its app's secret; a ciphertext always decrypts to the
+        # same plaintext, so remember the last few hundred (a rotated secret is a new one).
+        self._decrypted = functools.lru_cache(maxsize=1024)(self._decrypt)
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, ciphertext: str) -> str:
+        return self._decrypted(ciphertext)
+
+    def _decrypt(self, ciphertext: str) -> str:
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:

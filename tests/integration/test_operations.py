@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from voicemail.api.app import create_app
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 
 
@@ -11,17 +14,27 @@ def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_checks_database_storage_and_model(
+def test_readyz_checks_database_storage_and_model_where_jobs_run(
+    settings: Settings, runtime: Runtime, transcriber: FakeTranscriber
+) -> None:
+    with TestClient(create_app(settings, runtime=runtime, run_worker=True)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "model": "ok"}
+
+        transcriber.is_ready = False
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"]["model"] == "not ready"
+
+
+def test_readyz_of_an_api_only_process_never_loads_the_model(
     client: TestClient, transcriber: FakeTranscriber
 ) -> None:
+    transcriber.is_ready = False  # would make the probe fail if it were asked
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "model": "ok"}
-
-    transcriber.is_ready = False
-    not_ready = client.get("/readyz")
-    assert not_ready.status_code == 503
-    assert not_ready.json()["checks"]["model"] == "not ready"
+    assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
 
 
 def test_openapi_documents_the_public_api(client: TestClient) -> None:

@@ -66,6 +66,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.runs_worker = with_worker
     install_error_handlers(app)
     for prefix in ("/api", "/api/1.1"):
         app.include_router(voicemail_routes.router, prefix=prefix)

@@ -29,6 +29,15 @@ def get_db(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
+def get_read_db(runtime: RuntimeDep) -> Iterator[Session]:
+    """A session for routes that only read: no write lock, no transaction round trips."""
+    with runtime.read_sessions() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_db)]
+
+
 def bearer_token(request: Request) -> str | None:
     """Kore's ``auth: <JWT>`` header, or ``Authorization: Bearer <JWT>``."""
     token = request.headers.get("auth")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
@@ -19,8 +19,10 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database, storage, Redis (when set) and speech model are usable")
-def readyz(runtime: RuntimeDep) -> JSONResponse:
+@router.get(
+    "/readyz", summary="Database, storage, Redis (when set) and, where jobs run, the speech model"
+)
+def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
         with runtime.engine.connect() as connection:
@@ -43,10 +45,13 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
-    try:
-        checks["model"] = "ok" if runtime.transcriber.ready() else "not ready"
-    except Exception as exc:
-        checks["model"] = f"error: {type(exc).__name__}: {exc}"
+    # Only a process that transcribes needs the model; an API-only process (`serve
+    # --no-worker`) must not load ~400 MiB it never uses just to answer this probe.
+    if request.app.state.runs_worker:
+        try:
+            checks["model"] = "ok" if runtime.transcriber.ready() else "not ready"
+        except Exception as exc:
+            checks["model"] = f"error: {type(exc).__name__}: {exc}"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

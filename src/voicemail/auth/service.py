@@ -34,8 +34,9 @@ class Caller:
     """Who is calling: the app, the bot named in the URL, and the account billed for limits."""
 
     app_id: str
-    bot: Bot
-    account: Account
+    bot_id: str
+    account_id: str
+    rate_limit_per_minute: int | None  # the account's own limit, if it has one
 
 
 def _check_scopes(scopes: Sequence[str]) -> list[str]:
@@ -132,26 +133,47 @@ def authenticate(
 
     Unknown apps and bad signatures give the same 401 as a missing token, so a caller cannot
     probe which client ids exist. A missing scope, or a bot that does not exist, gives 403.
+    Every public request comes through here, so it is one query: the app, its account's
+    limit, and whether the grant exists on a bot of the app's own account.
     """
     if token is None:
         raise InvalidCredentials()
-    app = session.get(App, read_app_id(token))
-    if app is None:
+    granted = (
+        select(ScopeGrant.id)
+        .join(Bot, Bot.id == ScopeGrant.bot_id)
+        .where(
+            ScopeGrant.app_id == App.id,
+            ScopeGrant.bot_id == bot_id,
+            ScopeGrant.scope == scope,
+            Bot.account_id == App.account_id,
+        )
+        .exists()
+    )
+    row = session.execute(
+        select(
+            App.id,
+            App.account_id,
+            App.secret_ciphertext,
+            App.enforce_jti,
+            Account.rate_limit_per_minute,
+            granted,
+        )
+        .join(Account, Account.id == App.account_id)
+        .where(App.id == read_app_id(token))
+    ).one_or_none()
+    if row is None:
         raise InvalidCredentials()
+    app_id, account_id, ciphertext, enforce_jti, rate_limit, held = row
     now = time.time()
     claims = verify_token(
-        token,
-        box.decrypt(app.secret_ciphertext),
-        enforce_jti=app.enforce_jti,
-        leeway=leeway,
-        now=now,
+        token, box.decrypt(ciphertext), enforce_jti=enforce_jti, leeway=leeway, now=now
     )
-    if app.enforce_jti:
+    if enforce_jti:
         assert claims.jti is not None and claims.exp is not None
-        if not replay_guard.first_use(app.id, claims.jti, claims.exp + leeway, now):
+        if not replay_guard.first_use(app_id, claims.jti, claims.exp + leeway, now):
             raise TokenRejected("JTI has already been used: this token was replayed")
-    held = any(g.bot_id == bot_id and g.scope == scope for g in app.grants)
-    bot = session.get(Bot, bot_id) if held else None
-    if bot is None or bot.account_id != app.account_id:
+    if not held:
         raise Forbidden(f"The app does not have the '{scope}' scope on this bot")
-    return Caller(app_id=app.id, bot=bot, account=bot.account)
+    return Caller(
+        app_id=app_id, bot_id=bot_id, account_id=account_id, rate_limit_per_minute=rate_limit
+    )

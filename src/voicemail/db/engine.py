@@ -16,6 +16,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
+READ_ONLY = "voicemail_read_only"
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if not url.startswith("sqlite"):
@@ -38,10 +41,26 @@ def make_engine(url: str) -> Engine:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
         # instead of failing with "database is locked" when a read upgrades to a write.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (make_read_sessionmaker) take no lock: WAL readers never wait.
+        readonly = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for requests that only read (fetch, media), built for many at once.
+
+    On PostgreSQL they run in autocommit: each statement is its own snapshot, and there is
+    no BEGIN and no ROLLBACK to wait for on every request. On SQLite they begin deferred, so
+    readers never queue behind the write lock. Never write through one: on PostgreSQL
+    nothing would make the writes atomic.
+    """
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
+    return sessionmaker(engine.execution_options(**options), expire_on_commit=False)

@@ -19,7 +19,7 @@ from typing import IO, Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from voicemail.api.deps import RuntimeDep, SessionDep
+from voicemail.api.deps import ReadSessionDep, RuntimeDep
 from voicemail.errors import Forbidden, NotFound, VoicemailError
 from voicemail.media.service import resolve_media
 from voicemail.media.signing import MediaLocation
@@ -162,7 +162,7 @@ def get_media(
     file: str,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     e: Annotated[str | None, Query()] = None,
     n: Annotated[str | None, Query()] = None,
     s: Annotated[str | None, Query()] = None,

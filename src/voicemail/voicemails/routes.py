@@ -12,9 +12,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from voicemail.api.deps import DepositMetricsDep, RuntimeDep, SessionDep, TokenDep
+from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
 from voicemail.audio import AudioLimits, decode_recording, format_bytes
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -49,26 +50,13 @@ def parse_flag(value: str | None, name: str) -> bool:
 def fetch_voicemail(
     bot_id: BotId,
     runtime: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     token: TokenDep,
     session_id: Annotated[str | None, Query(alias="sessionId")] = None,
     transcription: Annotated[str | None, Query(description="true or false")] = None,
     words: Annotated[str | None, Query(description="true adds word timings (ours)")] = None,
 ) -> JSONResponse:
-    caller = auth.authenticate(
-        session,
-        box=runtime.box,
-        replay_guard=runtime.replay_guard,
-        token=token,
-        bot_id=bot_id,
-        scope=auth.SCOPE_FETCH,
-        leeway=runtime.settings.jwt_leeway_seconds,
-    )
-    runtime.rate_limiter.hit(
-        caller.account.id,
-        per_minute=caller.account.rate_limit_per_minute or runtime.settings.rate_limit_per_minute,
-        bucket="public-api",
-    )
+    authorize(runtime, session, token, bot_id, scope=auth.SCOPE_FETCH, bucket="public-api")
     body = service.fetch(
         session,
         signer=runtime.signer,
@@ -81,21 +69,42 @@ def fetch_voicemail(
     return JSONResponse(body)
 
 
+def authorize(
+    runtime: Runtime,
+    session: Session,
+    token: str | None,
+    bot_id: str,
+    *,
+    scope: str,
+    bucket: str,
+    per_minute: int | None = None,
+) -> auth.Caller:
+    """Authenticate the token for ``scope`` on the bot, then count the request against its
+    account's limit in ``bucket`` (``per_minute``, else the account's own, else the default)."""
+    caller = auth.authenticate(
+        session,
+        box=runtime.box,
+        replay_guard=runtime.replay_guard,
+        token=token,
+        bot_id=bot_id,
+        scope=scope,
+        leeway=runtime.settings.jwt_leeway_seconds,
+    )
+    limit = per_minute or caller.rate_limit_per_minute or runtime.settings.rate_limit_per_minute
+    runtime.rate_limiter.hit(caller.account_id, per_minute=limit, bucket=bucket)
+    return caller
+
+
 def _authenticate_deposit(runtime: Runtime, token: str | None, bot_id: str) -> None:
-    with runtime.sessions.begin() as session:
-        caller = auth.authenticate(
+    with runtime.read_sessions() as session:
+        authorize(
+            runtime,
             session,
-            box=runtime.box,
-            replay_guard=runtime.replay_guard,
-            token=token,
-            bot_id=bot_id,
+            token,
+            bot_id,
             scope=auth.SCOPE_DEPOSIT,
-            leeway=runtime.settings.jwt_leeway_seconds,
-        )
-        runtime.rate_limiter.hit(
-            caller.account.id,
-            per_minute=runtime.settings.deposit_rate_limit_per_minute,
             bucket="deposit",
+            per_minute=runtime.settings.deposit_rate_limit_per_minute,
         )
 
 

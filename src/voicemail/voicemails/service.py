@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, contains_eager, joinedload, sessionmaker
 
 from voicemail import ids
 from voicemail.audio import DecodedAudio
@@ -322,12 +322,24 @@ def _delete_unreferenced(
 
 
 def session_voicemails(session: Session, *, bot_id: str, session_id: str) -> Sequence[Voicemail]:
-    return session.scalars(
-        select(Voicemail)
-        .join(CallSession, Voicemail.session_pk == CallSession.id)
-        .where(CallSession.bot_id == bot_id, CallSession.session_id == session_id)
-        .order_by(Voicemail.seq)
-    ).all()
+    """A session's voicemails with their call session, bot and transcript: one query (the
+    fetch API runs it on every request)."""
+    return (
+        session.scalars(
+            select(Voicemail)
+            .join(Voicemail.session)
+            .outerjoin(Voicemail.transcript)
+            .where(CallSession.bot_id == bot_id, CallSession.session_id == session_id)
+            .options(
+                contains_eager(Voicemail.session),
+                contains_eager(Voicemail.transcript),
+                joinedload(Voicemail.bot).lazyload(Bot.account),
+            )
+            .order_by(Voicemail.seq)
+        )
+        .unique()
+        .all()
+    )
 
 
 def transcription_state(session: Session, voicemail: Voicemail) -> str:
