@@ -14,10 +14,12 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.conftest import Credentials
 from tests.integration.test_deposit_races import decoded_tone, deposit, new_bot
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
@@ -228,3 +230,37 @@ def test_timestamps_stay_utc_whatever_the_session_time_zone(
             assert local == expected  # stored as the instant, shown in the session's zone
     finally:
         runtime.close()
+
+
+def test_dropped_database_connections_cost_one_503_then_the_api_recovers(
+    client: TestClient, creds: Credentials, settings: Settings, runtime: Runtime
+) -> None:
+    """The pool does not ping before each request (a round trip per request). When the
+    server drops our connections (restart, failover), the one request that finds out gets
+    a 503 with Retry-After in Kore's envelope, and the next gets a fresh connection."""
+    params = {"sessionId": "ab" * 12}
+    assert client.get(f"/api/public/bot/{creds.bot_id}/voicemail", params=params,
+                      headers=creds.headers()).status_code == 200  # fmt: skip
+    database = make_url(settings.resolved_database_url).database
+    with runtime.engine.connect() as admin:
+        admin.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": database},
+        )
+    statuses = []
+    for _ in range(3):
+        response = client.get(
+            f"/api/public/bot/{creds.bot_id}/voicemail", params=params, headers=creds.headers()
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 503:
+            assert response.headers["Retry-After"] == "5"
+            assert response.json() == {
+                "errors": [
+                    {"msg": "The database is unavailable; retry in a few seconds", "code": 503}
+                ]
+            }
+    assert statuses == [503, 200, 200]

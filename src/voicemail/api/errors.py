@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicemail.errors import VoicemailError
@@ -51,6 +52,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(400, _validation_message(exc))
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database went away (restart, failover, network). The pool has already thrown
+        # its connections away, so a retry in a moment gets a fresh one.
+        log.warning(
+            "database unavailable",
+            extra={"path": request.url.path, "error": type(exc.orig).__name__},
+        )
+        return error_response(
+            503,
+            "The database is unavailable; retry in a few seconds",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -19,10 +19,18 @@ def normalize_url(url: str) -> str:
 READ_ONLY = "voicemail_read_only"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     url = normalize_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # The pool holds as many connections as requests run at once in a process (FastAPI
+        # runs sync routes in up to 40 threads): an overflow connection is closed on return,
+        # so a pool smaller than the load would open a new connection for most requests.
+        # No pre-ping: it would cost a round trip on every request. A connection the server
+        # dropped fails one statement; SQLAlchemy then discards the whole pool, and the API
+        # answers that one request 503 with Retry-After (api/errors.py).
+        return create_engine(
+            url, pool_size=pool_size, max_overflow=10, pool_timeout=10, pool_recycle=1800
+        )
 
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session
 
 from voicemail.db.models import ServiceState, Voicemail
@@ -17,6 +18,16 @@ EPOCH_KEY = "media_revocation_epoch"
 def current_epoch(session: Session) -> int:
     state = session.get(ServiceState, EPOCH_KEY)
     return int(state.value) if state else 0
+
+
+def epoch_subquery() -> ScalarSelect[str]:
+    """The epoch as a column of another query: a busy query mints URLs in one round trip.
+    Read it with ``epoch_of``."""
+    return select(ServiceState.value).where(ServiceState.key == EPOCH_KEY).scalar_subquery()
+
+
+def epoch_of(value: str | None) -> int:
+    return int(value) if value is not None else 0
 
 
 def revoke_all(session: Session) -> int:

@@ -35,7 +35,7 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, Job, Voicemail
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
-from voicemail.media.service import MediaSigner, current_epoch
+from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery
 from voicemail.storage import Storage
 from voicemail.storage.base import StoredObject
 from voicemail.voicemails import kore
@@ -321,12 +321,15 @@ def _delete_unreferenced(
     return removed
 
 
-def session_voicemails(session: Session, *, bot_id: str, session_id: str) -> Sequence[Voicemail]:
-    """A session's voicemails with their call session, bot and transcript: one query (the
-    fetch API runs it on every request)."""
-    return (
-        session.scalars(
-            select(Voicemail)
+def session_voicemails(
+    session: Session, *, bot_id: str, session_id: str
+) -> tuple[Sequence[Voicemail], int]:
+    """A session's voicemails with their call session, bot and transcript, and the media
+    revocation epoch to sign their URLs with: one query (the fetch API runs it on every
+    request)."""
+    rows = (
+        session.execute(
+            select(Voicemail, epoch_subquery())
             .join(Voicemail.session)
             .outerjoin(Voicemail.transcript)
             .where(CallSession.bot_id == bot_id, CallSession.session_id == session_id)
@@ -340,6 +343,7 @@ def session_voicemails(session: Session, *, bot_id: str, session_id: str) -> Seq
         .unique()
         .all()
     )
+    return [row[0] for row in rows], epoch_of(rows[0][1] if rows else None)
 
 
 def transcription_state(session: Session, voicemail: Voicemail) -> str:
@@ -372,7 +376,7 @@ def fetch(
     include_words: bool = False,
 ) -> dict[str, Any]:
     """The Kore ``Fetch Voicemail Recording`` response body."""
-    voicemails = session_voicemails(session, bot_id=bot_id, session_id=session_id)
+    voicemails, epoch = session_voicemails(session, bot_id=bot_id, session_id=session_id)
     if not voicemails:
         return {
             "status": "media_unavailable",
@@ -382,7 +386,6 @@ def fetch(
         }
     receiving = any(vm.status == RECEIVING for vm in voicemails)
     status = "media_in_progress" if receiving else "success"
-    epoch = current_epoch(session)
     recordings = [
         kore.recording_entry(vm, signer.url_for(vm, epoch=epoch))
         for vm in voicemails
