@@ -103,3 +103,34 @@ def test_downgrade_to_base_then_upgrade_again(empty_database_url: str, engine: E
     with make_sessionmaker(engine).begin() as session:
         assert bots.list_bots(session) == []  # the data went with the tables
         bots.create_bot(session, name="After the upgrade")
+
+
+def test_hosts_upgrading_at_once_take_turns(
+    empty_database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """A release rolled out to every host at once runs `db upgrade` on each. They take
+    turns (an advisory lock on PostgreSQL, the write lock on SQLite): one migrates, the
+    others find nothing to do, and none fails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
+    env.update(
+        VOICEMAIL_DATABASE_URL=empty_database_url,
+        VOICEMAIL_DATA_DIR=str(tmp_path / "data"),
+        VOICEMAIL_SIGNING_KEY="migration-test-signing-key-" + "m" * 32,
+    )
+    command = [sys.executable, "-m", "voicemail", "db", "upgrade"]
+    hosts = [
+        subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for host in hosts:
+        _, stderr = host.communicate(timeout=120)
+        assert host.returncode == 0, stderr
+    assert current_revision(engine) == head()
+    assert differences(engine) == []

@@ -342,6 +342,15 @@ def test_redirect_mode_still_checks_the_signature_and_answers_head(
     assert head.headers["content-length"] == str(len(deposited.stored))
 
 
+@REDIRECT
+def test_redirect_mode_answers_404_in_the_envelope_when_the_object_is_gone(
+    client: TestClient, deposited: Deposited, bucket: S3Bucket
+) -> None:
+    bucket.server.client().delete_object(Bucket=bucket.name, Key=bucket.object_key(deposited.key))
+    response = client.get(deposited.url, follow_redirects=False)
+    assert "no longer available" in error(response, 404)
+
+
 # ------------------------------------------------------------------ a missing bucket
 
 

@@ -176,6 +176,8 @@ def get_media(
     head = request.method == "HEAD"
     # A presigned GET URL is signed for GET only, so HEAD is always answered here.
     if runtime.settings.media_redirect and not head:
+        if not storage.exists(key):  # else the client would get the store's own 404
+            raise NotFound("The recording is no longer available")
         target = storage.presigned_url(key, expires_seconds=_redirect_seconds(e))
         if target is not None:
             return RedirectResponse(target, status_code=307, headers=NO_STORE)

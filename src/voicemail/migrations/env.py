@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import text
 
 from voicemail.db import models  # noqa: F401  (registers the tables)
 from voicemail.db.base import Base
 from voicemail.db.engine import make_engine
 
 target_metadata = Base.metadata
+MIGRATION_LOCK = 0x766F6963656D6169  # "voicemai": any constant that other apps won't pick
 
 
 def run_migrations_online() -> None:
@@ -16,6 +18,12 @@ def run_migrations_online() -> None:
     assert url is not None
     engine = make_engine(url)
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several hosts may run `voicemail db upgrade` at once (a release rolled out
+            # everywhere): the first migrates, the others wait here, then find nothing to do.
+            # A session lock: it outlives the commit below and ends with the connection.
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

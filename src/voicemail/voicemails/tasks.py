@@ -23,6 +23,8 @@ from voicemail.transcription import Transcriber
 
 log = logging.getLogger(__name__)
 
+DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+
 
 @contextmanager
 def local_copy(storage: Storage, key: str) -> Iterator[Path]:
@@ -32,7 +34,11 @@ def local_copy(storage: Storage, key: str) -> Iterator[Path]:
         yield path
         return
     with tempfile.NamedTemporaryFile(suffix=".wav") as handle:
-        handle.write(storage.read_bytes(key))
+        # In ranged pieces: a 50 MB recording never sits in memory whole.
+        size = storage.size(key)
+        for start in range(0, size, DOWNLOAD_CHUNK_BYTES):
+            end = min(size, start + DOWNLOAD_CHUNK_BYTES) - 1
+            handle.write(storage.read_bytes(key, start, end))
         handle.flush()
         yield Path(handle.name)
 
