@@ -6,18 +6,21 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from voicemail.api.app import create_app
+from voicemail.audio import AudioLimits, decode_recording
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
+from voicemail.voicemails import service as voicemails
 
 # Fixtures for real PostgreSQL, S3-protocol and Redis servers.
 pytest_plugins = ["tests.services.postgres", "tests.services.s3", "tests.services.redis"]
@@ -52,7 +55,13 @@ def database(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database: str | None) -> Settings:
+def overrides() -> dict[str, Any]:
+    """Settings changes; tests override it with ``@pytest.mark.parametrize("overrides", …)``."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str | None, overrides: dict[str, Any]) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         data_dir=tmp_path / "data",
@@ -61,6 +70,7 @@ def settings(tmp_path: Path, database: str | None) -> Settings:
         public_url="http://testserver",
         worker_poll_seconds=0.05,
         job_retry_base_seconds=0,
+        **overrides,
     )
 
 
@@ -97,6 +107,25 @@ def make_credentials(runtime: Runtime, scopes: list[str] | None = None) -> Crede
             scopes=scopes if scopes is not None else [auth.SCOPE_FETCH, auth.SCOPE_DEPOSIT],
         )
         return Credentials(bot.id, bot.account_id, created.app.id, created.client_secret)
+
+
+def deposit_file(
+    runtime: Runtime, bot_id: str, path: Path, *, work: Path, session_id: str
+) -> voicemails.Deposited:
+    """Deposit a recording as the API does (decode, store, row and job), without HTTP."""
+    work.mkdir(parents=True, exist_ok=True)
+    audio = decode_recording(path, AudioLimits(), work_dir=work)
+    return voicemails.deposit(
+        runtime.sessions,
+        storage=runtime.storage,
+        bot_id=bot_id,
+        session_id=session_id,
+        audio=audio,
+        caller_from=None,
+        caller_to=None,
+        language=None,
+        max_attempts=runtime.settings.job_max_attempts,
+    )
 
 
 @pytest.fixture

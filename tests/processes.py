@@ -23,7 +23,7 @@ import httpx
 import jwt
 from sqlalchemy import select
 
-from voicemail.audio import AudioLimits, decode_recording
+from tests.conftest import deposit_file
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
@@ -31,7 +31,6 @@ from voicemail.db.models import Job, Transcript, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
-from voicemail.voicemails import service as voicemails
 
 VOICEMAIL = [sys.executable, "-m", "voicemail"]
 SIGNING_KEY = "process-test-signing-key-" + "k" * 32
@@ -238,19 +237,7 @@ class Admin:
     def deposit(self, clip: Path, *, session_id: str) -> str:
         """Deposit a recording as the API does (row, audio and job); the voicemail id."""
         bot_id, _ = self.bot_and_token()
-        self.work.mkdir(parents=True, exist_ok=True)
-        audio = decode_recording(clip, AudioLimits(), work_dir=self.work)
-        result = voicemails.deposit(
-            self.runtime.sessions,
-            storage=self.runtime.storage,
-            bot_id=bot_id,
-            session_id=session_id,
-            audio=audio,
-            caller_from=None,
-            caller_to=None,
-            language=None,
-            max_attempts=self.settings.job_max_attempts,
-        )
+        result = deposit_file(self.runtime, bot_id, clip, work=self.work, session_id=session_id)
         return result.voicemail.id
 
     def jobs(self) -> list[Job]:

@@ -32,17 +32,6 @@ ACCEPTED_HINT = "WAV (PCM, µ-law or A-law), MP3, OGG (Opus or Vorbis), FLAC or 
 # ------------------------------------------------------------------ fixtures and helpers
 
 
-@pytest.fixture
-def overrides() -> dict[str, Any]:
-    """Settings changes; tests override it with ``@pytest.mark.parametrize("overrides", …)``."""
-    return {}
-
-
-@pytest.fixture
-def settings(settings: Settings, overrides: dict[str, Any]) -> Settings:
-    return settings.model_copy(update=overrides) if overrides else settings
-
-
 def url(creds: Credentials) -> str:
     return f"/api/public/bot/{creds.bot_id}/voicemail"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from voicemail.audio import AudioLimits, decode_recording
+from tests.conftest import deposit_file
 from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
 from voicemail.db.migrate import upgrade
@@ -62,19 +62,7 @@ def deposit_clip(
     runtime: Runtime, bot_id: str, clip: Path, work: Path, session_id: str = SESSION_1
 ) -> str:
     """Deposit a real recording as the API does; the voicemail's id."""
-    work.mkdir(parents=True, exist_ok=True)
-    audio = decode_recording(clip, AudioLimits(), work_dir=work)
-    result = voicemails.deposit(
-        runtime.sessions,
-        storage=runtime.storage,
-        bot_id=bot_id,
-        session_id=session_id,
-        audio=audio,
-        caller_from=None,
-        caller_to=None,
-        language=None,
-        max_attempts=runtime.settings.job_max_attempts,
-    )
+    result = deposit_file(runtime, bot_id, clip, work=work, session_id=session_id)
     assert result.created
     return result.voicemail.id
 

@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -28,7 +27,6 @@ from voicemail.db.models import Job
 from voicemail.logs import build_formatter
 from voicemail.metrics import UNMATCHED_ROUTE, JobQueueCollector, Metrics, serve_metrics
 from voicemail.runtime import Runtime
-from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 
 DEPOSIT_ROUTE = "/api/public/bot/{botId}/voicemail"
@@ -74,17 +72,6 @@ def deposit(client: TestClient, creds: Credentials, audio: bytes, **headers: str
         files={"file": ("voicemail.wav", audio, "audio/wav")},
         data={"sessionId": SESSION},
     )
-
-
-@pytest.fixture
-def overrides() -> dict[str, Any]:
-    """Settings changes; tests override it with ``@pytest.mark.parametrize("overrides", …)``."""
-    return {}
-
-
-@pytest.fixture
-def settings(settings: Settings, overrides: dict[str, Any]) -> Settings:
-    return settings.model_copy(update=overrides) if overrides else settings
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from tests.services import unavailable
 from voicemail.db.base import Base
@@ -92,8 +93,15 @@ class MigratedDatabase:
         self._empty_sql = "; ".join(statements)
 
     def empty(self) -> None:
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(self._empty_sql)
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(self._empty_sql)
+        except OperationalError:
+            # A test cut the database's connections (as a server restart would); this
+            # engine's pool went with them. Once more, on a fresh connection.
+            self.engine.dispose()
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(self._empty_sql)
 
 
 @pytest.fixture(scope="session")
