@@ -27,6 +27,7 @@ from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.models import Job, Transcript
 from voicemail.jobs import service as jobs
 from voicemail.jobs.worker import ClaimedJob, LeaseLost, Worker
+from voicemail.media.service import current_epoch, revoke_all
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
@@ -264,3 +265,26 @@ def test_dropped_database_connections_cost_one_503_then_the_api_recovers(
                 ]
             }
     assert statuses == [503, 200, 200]
+
+
+def test_operators_revoking_media_urls_at_once_both_count(
+    settings: Settings, runtime: Runtime
+) -> None:
+    """`media revoke-all` run twice at the same moment, even before the epoch row exists,
+    moves the epoch on twice and fails neither time."""
+    barrier = threading.Barrier(2)
+
+    def revoke() -> int:
+        engine = make_engine(settings.resolved_database_url)  # as another process would
+        try:
+            with make_sessionmaker(engine).begin() as session:
+                barrier.wait()
+                return revoke_all(session)
+        finally:
+            engine.dispose()
+
+    with ThreadPoolExecutor(2) as pool:
+        epochs = sorted(pool.map(lambda _: revoke(), range(2)))
+    assert epochs == [1, 2]
+    with runtime.sessions() as session:
+        assert current_epoch(session) == 2

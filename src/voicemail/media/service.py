@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import ScalarSelect, select
+from sqlalchemy import Integer, ScalarSelect, String, cast, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from voicemail.db.base import utcnow
 from voicemail.db.models import ServiceState, Voicemail
 from voicemail.errors import Forbidden, NotFound
 from voicemail.media.signing import MediaLocation, sign_media_url, verify_media_signature
@@ -32,14 +35,23 @@ def epoch_of(value: str | None) -> int:
 
 def revoke_all(session: Session) -> int:
     """Invalidate every media URL issued so far; URLs minted afterwards work. Returns the epoch."""
-    state = session.get(ServiceState, EPOCH_KEY, with_for_update=True)
-    if state is None:
-        state = ServiceState(key=EPOCH_KEY, value="1")
-        session.add(state)
-    else:
-        state.value = str(int(state.value) + 1)
-    session.flush()
-    return int(state.value)
+    # One UPDATE: two operators revoking at once (even the very first time, before the
+    # row exists) each move the epoch on, and neither fails on the other's insert.
+    bumped = session.execute(
+        update(ServiceState)
+        .where(ServiceState.key == EPOCH_KEY)
+        .values(value=cast(cast(ServiceState.value, Integer) + 1, String))
+        .returning(ServiceState.value)
+    ).scalar_one_or_none()
+    if bumped is not None:
+        return int(bumped)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(
+        insert(ServiceState).values(key=EPOCH_KEY, value="0", updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[ServiceState.key])
+    )  # fmt: skip
+    return revoke_all(session)
 
 
 @dataclass(frozen=True)
