@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import Credentials
 from tests.integration.test_deposit_races import decoded_tone, deposit, new_bot
+from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
-from voicemail.db.models import Job, Transcript
+from voicemail.db.models import Account, Job, Transcript
 from voicemail.jobs import service as jobs
 from voicemail.jobs.worker import ClaimedJob, LeaseLost, Worker
 from voicemail.media.service import current_epoch, revoke_all
@@ -288,3 +289,24 @@ def test_operators_revoking_media_urls_at_once_both_count(
     assert epochs == [1, 2]
     with runtime.sessions() as session:
         assert current_epoch(session) == 2
+
+
+def test_first_bots_created_at_once_share_one_default_account(
+    settings: Settings, runtime: Runtime
+) -> None:
+    barrier = threading.Barrier(2)
+
+    def create(name: str) -> str:
+        engine = make_engine(settings.resolved_database_url)  # as another process would
+        try:
+            with make_sessionmaker(engine).begin() as session:
+                barrier.wait()
+                return bots.create_bot(session, name=name).account_id
+        finally:
+            engine.dispose()
+
+    with ThreadPoolExecutor(2) as pool:
+        accounts = set(pool.map(create, ["Sales", "Support"]))
+    assert len(accounts) == 1
+    with runtime.sessions() as session:
+        assert len(session.scalars(select(Account)).all()) == 1
