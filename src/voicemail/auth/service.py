@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from voicemail import ids
@@ -119,6 +119,31 @@ def set_enforce_jti(session: Session, *, app_id: str, enabled: bool) -> App:
     return app
 
 
+# The query behind every public request, built once (SQLAlchemy then reuses its compiled
+# form without rebuilding the expression): the app, its account's limit, and whether the
+# app holds the scope on that bot of its own account.
+_APP_FOR_REQUEST = (
+    select(
+        App.id,
+        App.account_id,
+        App.secret_ciphertext,
+        App.enforce_jti,
+        Account.rate_limit_per_minute,
+        select(ScopeGrant.id)
+        .join(Bot, Bot.id == ScopeGrant.bot_id)
+        .where(
+            ScopeGrant.app_id == App.id,
+            ScopeGrant.bot_id == bindparam("bot_id"),
+            ScopeGrant.scope == bindparam("scope"),
+            Bot.account_id == App.account_id,
+        )
+        .exists(),
+    )
+    .join(Account, Account.id == App.account_id)
+    .where(App.id == bindparam("app_id"))
+)
+
+
 def authenticate(
     session: Session,
     *,
@@ -138,28 +163,8 @@ def authenticate(
     """
     if token is None:
         raise InvalidCredentials()
-    granted = (
-        select(ScopeGrant.id)
-        .join(Bot, Bot.id == ScopeGrant.bot_id)
-        .where(
-            ScopeGrant.app_id == App.id,
-            ScopeGrant.bot_id == bot_id,
-            ScopeGrant.scope == scope,
-            Bot.account_id == App.account_id,
-        )
-        .exists()
-    )
     row = session.execute(
-        select(
-            App.id,
-            App.account_id,
-            App.secret_ciphertext,
-            App.enforce_jti,
-            Account.rate_limit_per_minute,
-            granted,
-        )
-        .join(Account, Account.id == App.account_id)
-        .where(App.id == read_app_id(token))
+        _APP_FOR_REQUEST, {"app_id": read_app_id(token), "bot_id": bot_id, "scope": scope}
     ).one_or_none()
     if row is None:
         raise InvalidCredentials()

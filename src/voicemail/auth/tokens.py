@@ -26,13 +26,14 @@ def read_app_id(token: str) -> str:
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidCredentials()
     try:
-        header = jwt.get_unverified_header(token)
-        claims = jwt.decode(token, options={"verify_signature": False})
+        # Header and claims in one parse; the signature is checked later, with the secret.
+        unverified = jwt.decode_complete(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
         raise InvalidCredentials() from exc
-    if header.get("alg") not in ALLOWED_ALGORITHMS:
+    if unverified["header"].get("alg") not in ALLOWED_ALGORITHMS:
         raise InvalidCredentials()
-    app_id = claims.get("appId")
+    claims = unverified["payload"]
+    app_id = claims.get("appId") if isinstance(claims, dict) else None
     if not isinstance(app_id, str) or not app_id:
         raise InvalidCredentials()
     return app_id

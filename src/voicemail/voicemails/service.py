@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager, joinedload, sessionmaker
 
@@ -321,25 +321,31 @@ def _delete_unreferenced(
     return removed
 
 
+# Built once: the fetch API runs it on every request (see _APP_FOR_REQUEST in auth).
+_SESSION_VOICEMAILS = (
+    select(Voicemail, epoch_subquery())
+    .join(Voicemail.session)
+    .outerjoin(Voicemail.transcript)
+    .where(
+        CallSession.bot_id == bindparam("bot_id"),
+        CallSession.session_id == bindparam("session_id"),
+    )
+    .options(
+        contains_eager(Voicemail.session),
+        contains_eager(Voicemail.transcript),
+        joinedload(Voicemail.bot).lazyload(Bot.account),
+    )
+    .order_by(Voicemail.seq)
+)
+
+
 def session_voicemails(
     session: Session, *, bot_id: str, session_id: str
 ) -> tuple[Sequence[Voicemail], int]:
     """A session's voicemails with their call session, bot and transcript, and the media
-    revocation epoch to sign their URLs with: one query (the fetch API runs it on every
-    request)."""
+    revocation epoch to sign their URLs with: one query."""
     rows = (
-        session.execute(
-            select(Voicemail, epoch_subquery())
-            .join(Voicemail.session)
-            .outerjoin(Voicemail.transcript)
-            .where(CallSession.bot_id == bot_id, CallSession.session_id == session_id)
-            .options(
-                contains_eager(Voicemail.session),
-                contains_eager(Voicemail.transcript),
-                joinedload(Voicemail.bot).lazyload(Bot.account),
-            )
-            .order_by(Voicemail.seq)
-        )
+        session.execute(_SESSION_VOICEMAILS, {"bot_id": bot_id, "session_id": session_id})
         .unique()
         .all()
     )
