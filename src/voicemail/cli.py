@@ -36,7 +36,7 @@ from voicemail.logs import configure_logging
 from voicemail.media import service as media
 from voicemail.metrics import serve_metrics
 from voicemail.runtime import Runtime
-from voicemail.settings import Settings
+from voicemail.settings import SIGNING_KEY_FILE, Settings
 from voicemail.voicemails import kore
 from voicemail.voicemails import service as voicemails
 
@@ -542,7 +542,7 @@ def migrate_data(
     except (transfer.TransferError, VoicemailError, ValueError) as exc:
         fail(exc.message if isinstance(exc, VoicemailError) else str(exc))
 
-    key_file = settings.data_dir.resolve() / "signing.key"
+    key_file = settings.data_dir.resolve() / SIGNING_KEY_FILE
     signing_key = (
         "keep VOICEMAIL_SIGNING_KEY as it is"
         if settings.signing_key is not None

@@ -54,11 +54,11 @@ from voicemail.db.models import App, Voicemail
 from voicemail.errors import VoicemailError
 from voicemail.security import SecretBox
 from voicemail.settings import Settings
-from voicemail.storage.base import Storage, StoredObject
+from voicemail.storage import Storage, local_copy
+from voicemail.storage.base import StoredObject
 
 # Recordings are copied in pieces this large when the source has no local file (e.g. S3),
 # so a parallel copy holds at most ``parallel`` pieces in memory.
-COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
 Progress = Callable[[str], None]
 
@@ -297,16 +297,8 @@ def _listing(storage: Storage) -> dict[str, int]:
 
 
 def _copy_object(source: Storage, target: Storage, obj: StoredObject, scratch: Path) -> None:
-    local = source.local_path(obj.key)
-    if local is not None and local.is_file():
-        target.put_file(obj.key, local)
-        return
-    with tempfile.NamedTemporaryFile(dir=scratch, prefix="migrate-") as handle:
-        for start in range(0, obj.size, COPY_CHUNK_BYTES):
-            end = min(start + COPY_CHUNK_BYTES, obj.size) - 1
-            handle.write(source.read_bytes(obj.key, start, end))
-        handle.flush()
-        target.put_file(obj.key, Path(handle.name))
+    with local_copy(source, obj.key, scratch=scratch) as path:
+        target.put_file(obj.key, path)
 
 
 def _copy_objects(

@@ -105,14 +105,10 @@ class Worker:
             )
 
     @contextmanager
-    def heartbeat(self, job: ClaimedJob) -> Iterator[threading.Event]:
-        """Renew the job's lease in the background while the block runs.
-
-        Yields an event that is set once the lease is found lost. The handler may look at it
-        to give up early; it need not, as its result is refused anyway.
-        """
+    def heartbeat(self, job: ClaimedJob) -> Iterator[None]:
+        """Renew the job's lease in the background while the block runs. Once the lease is
+        found lost the renewals stop; the handler's result is refused anyway."""
         done = threading.Event()
-        lost = threading.Event()
         interval = self.lease_seconds / HEARTBEATS_PER_LEASE
 
         def beat() -> None:
@@ -120,7 +116,6 @@ class Worker:
                 try:
                     if not self.renew(job):
                         log.warning("job lease lost", extra={"job_id": job.id})
-                        lost.set()
                         return
                 except Exception:
                     # Keep trying: the lease outlives two missed renewals.
@@ -129,7 +124,7 @@ class Worker:
         thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
         thread.start()
         try:
-            yield lost
+            yield
         finally:
             done.set()
             thread.join()

@@ -23,7 +23,7 @@ from voicemail.api.deps import ReadSessionDep, RuntimeDep
 from voicemail.errors import Forbidden, NotFound, VoicemailError
 from voicemail.media.service import resolve_media
 from voicemail.media.signing import MediaLocation
-from voicemail.storage import ObjectNotFound, Storage
+from voicemail.storage import ObjectNotFound, Storage, read_chunks
 from voicemail.voicemails import kore
 
 router = APIRouter(tags=["media"])
@@ -80,14 +80,6 @@ def _file_chunks(handle: IO[bytes], start: int, end: int) -> Iterator[bytes]:
             yield chunk
 
 
-def _object_chunks(storage: Storage, key: str, start: int, end: int) -> Iterator[bytes]:
-    for offset in range(start, end + 1, REMOTE_CHUNK_BYTES):
-        chunk = storage.read_bytes(key, offset, min(offset + REMOTE_CHUNK_BYTES, end + 1) - 1)
-        if not chunk:
-            return
-        yield chunk
-
-
 def _stream(
     storage: Storage, key: str, *, filename: str, range_header: str | None, head: bool
 ) -> Response:
@@ -129,7 +121,7 @@ def _stream(
     body = (
         _file_chunks(handle, start, end)
         if handle is not None
-        else _object_chunks(storage, key, start, end)
+        else read_chunks(storage, key, start, end, chunk_bytes=REMOTE_CHUNK_BYTES)
     )
     return StreamingResponse(body, status_code=status, media_type=AUDIO_WAV, headers=headers)
 

@@ -20,7 +20,7 @@ EPOCH_KEY = "media_revocation_epoch"
 
 def current_epoch(session: Session) -> int:
     state = session.get(ServiceState, EPOCH_KEY)
-    return int(state.value) if state else 0
+    return epoch_of(state.value if state else None)
 
 
 def epoch_subquery() -> ScalarSelect[str]:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from voicemail.storage.base import ObjectNotFound, Storage
+from voicemail.storage.base import ObjectNotFound, Storage, local_copy, read_chunks
 from voicemail.storage.local import LocalStorage
 from voicemail.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from voicemail.settings import Settings
 
-__all__ = ["LocalStorage", "MemoryStorage", "ObjectNotFound", "Storage", "open_storage"]
+__all__ = [
+    "LocalStorage",
+    "MemoryStorage",
+    "ObjectNotFound",
+    "Storage",
+    "local_copy",
+    "open_storage",
+    "read_chunks",
+]
 
 
 def open_storage(settings: Settings) -> Storage:

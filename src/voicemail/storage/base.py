@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -54,3 +56,35 @@ class Storage(Protocol):
 
     def check(self) -> None:
         """Raise when the backend is not usable (readiness probe)."""
+
+
+# Downloads for local processing: few requests, bounded memory.
+DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def read_chunks(
+    storage: Storage, key: str, start: int, end: int, *, chunk_bytes: int
+) -> Iterator[bytes]:
+    """Bytes ``start``..``end`` (inclusive) of an object, as ranged reads of at most
+    ``chunk_bytes``: a large recording never sits in memory whole."""
+    for offset in range(start, end + 1, chunk_bytes):
+        chunk = storage.read_bytes(key, offset, min(offset + chunk_bytes, end + 1) - 1)
+        if not chunk:
+            return  # shorter than it was: changed under us
+        yield chunk
+
+
+@contextmanager
+def local_copy(storage: Storage, key: str, *, scratch: Path | None = None) -> Iterator[Path]:
+    """A filesystem path to the object: the file itself when the store has one, else a
+    temporary download (in ``scratch``, or the system's temp folder) removed afterwards."""
+    path = storage.local_path(key)
+    if path is not None:
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(dir=scratch, prefix="download-", suffix=".wav") as handle:
+        end = storage.size(key) - 1
+        for chunk in read_chunks(storage, key, 0, end, chunk_bytes=DOWNLOAD_CHUNK_BYTES):
+            handle.write(chunk)
+        handle.flush()
+        yield Path(handle.name)

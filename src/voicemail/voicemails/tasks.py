@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,29 +14,10 @@ from voicemail.db.models import Job, Transcript, Voicemail
 from voicemail.jobs import service as jobs
 from voicemail.jobs.worker import ClaimedJob, LeaseLost
 from voicemail.metrics import Metrics
-from voicemail.storage import Storage
+from voicemail.storage import Storage, local_copy
 from voicemail.transcription import Transcriber
 
 log = logging.getLogger(__name__)
-
-DOWNLOAD_CHUNK_BYTES = 8 * 1024 * 1024
-
-
-@contextmanager
-def local_copy(storage: Storage, key: str) -> Iterator[Path]:
-    """A filesystem path to the object: the file itself, or a temporary download."""
-    path = storage.local_path(key)
-    if path is not None:
-        yield path
-        return
-    with tempfile.NamedTemporaryFile(suffix=".wav") as handle:
-        # In ranged pieces: a 50 MB recording never sits in memory whole.
-        size = storage.size(key)
-        for start in range(0, size, DOWNLOAD_CHUNK_BYTES):
-            end = min(size, start + DOWNLOAD_CHUNK_BYTES) - 1
-            handle.write(storage.read_bytes(key, start, end))
-        handle.flush()
-        yield Path(handle.name)
 
 
 def transcribe_voicemail(
