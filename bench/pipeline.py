@@ -16,9 +16,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ import jwt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import clean_env, serve, voicemail_cli  # noqa: E402
 from tests.support import audio_dir, read_manifest  # noqa: E402
 
 from voicemail.runtime import build_transcriber  # noqa: E402
@@ -39,21 +38,6 @@ from voicemail.settings import Settings  # noqa: E402
 # Polling fast would steal CPU from the model; the moment the transcript became available
 # is read from its `createdOn` (server wall clock, same machine) instead.
 POLL_SECONDS = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli(env: dict[str, str], cwd: Path, *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "voicemail", *args, "--json"],
-        env=env, cwd=cwd, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
 
 
 def main() -> None:
@@ -70,85 +54,64 @@ def main() -> None:
     sets = ["telephone", "original"] if args.set == "both" else [args.set]
 
     home = Path(tempfile.mkdtemp(prefix="vm-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    env |= {
-        "VOICEMAIL_DATA_DIR": str(home / "data"),
-        "VOICEMAIL_RATE_LIMIT_PER_MINUTE": "1000000",
-        "VOICEMAIL_LOG_LEVEL": "INFO",
-    }
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "voicemail", "serve", "--port", str(port)],
-        env=env, cwd=home, stdout=(home / "serve.log").open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    env = clean_env(data_dir=str(home / "data"), rate_limit_per_minute="1000000", log_level="INFO")
     rows: list[dict[str, Any]] = []
-    try:
-        # The engine alone, built from the same (default) settings the service uses.
-        engine = build_transcriber(Settings(_env_file=None, data_dir=home / "engine"))  # type: ignore[call-arg]
-        engine.ready()
-        with httpx.Client(base_url=base, timeout=120) as client:
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            bot = cli(env, home, "bots", "create", "bench")["botId"]
-            scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
-            app = cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
-            headers = {"auth": jwt.encode({"appId": app["clientId"]}, app["clientSecret"])}
-            counter = 0
-            for audio_set in sets:
-                for clip in clips:
-                    path = clip.path(audio_set)
-                    started = time.perf_counter()
-                    engine.transcribe(path)
-                    engine_seconds = time.perf_counter() - started
+    # The engine alone, built from the same (default) settings the service uses.
+    engine = build_transcriber(Settings(_env_file=None, data_dir=home / "engine"))  # type: ignore[call-arg]
+    engine.ready()
+    with serve(env, home) as base, httpx.Client(base_url=base, timeout=120) as client:
+        bot = voicemail_cli(env, home, "bots", "create", "bench")["botId"]
+        scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
+        app = voicemail_cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
+        headers = {"auth": jwt.encode({"appId": app["clientId"]}, app["clientSecret"])}
+        counter = 0
+        for audio_set in sets:
+            for clip in clips:
+                path = clip.path(audio_set)
+                started = time.perf_counter()
+                engine.transcribe(path)
+                engine_seconds = time.perf_counter() - started
 
-                    counter += 1
-                    session = f"{counter:024x}"
-                    upload_started = time.perf_counter()
-                    response = client.post(
+                counter += 1
+                session = f"{counter:024x}"
+                upload_started = time.perf_counter()
+                response = client.post(
+                    f"/api/public/bot/{bot}/voicemail",
+                    headers=headers,
+                    files={"file": (path.name, path.read_bytes(), "audio/wav")},
+                    data={"sessionId": session},
+                )
+                accepted = time.perf_counter()
+                accepted_wall = time.time()
+                assert response.status_code == 202, response.text
+                while True:
+                    body = client.get(
                         f"/api/public/bot/{bot}/voicemail",
+                        params={"sessionId": session, "transcription": "true"},
                         headers=headers,
-                        files={"file": (path.name, path.read_bytes(), "audio/wav")},
-                        data={"sessionId": session},
-                    )
-                    accepted = time.perf_counter()
-                    accepted_wall = time.time()
-                    assert response.status_code == 202, response.text
-                    while True:
-                        body = client.get(
-                            f"/api/public/bot/{bot}/voicemail",
-                            params={"sessionId": session, "transcription": "true"},
-                            headers=headers,
-                        ).json()
-                        if body["transcriptionStatus"] != "pending":
-                            break
-                        time.sleep(POLL_SECONDS)
-                    assert body["transcriptionStatus"] == "completed", body
-                    created_on = body["transcriptions"][0]["timestampValue"] / 1000
-                    available = created_on - accepted_wall
-                    rows.append(
-                        {
-                            "set": audio_set,
-                            "clip": clip.name,
-                            "audio_seconds": clip.seconds,
-                            "deposit_seconds": accepted - upload_started,
-                            "engine_seconds": engine_seconds,
-                            "end_to_end_seconds": available,
-                        }
-                    )
-                    print(
-                        f"{audio_set:9} {clip.name:28} engine {engine_seconds:6.3f}s  "
-                        f"deposit {accepted - upload_started:6.3f}s  "
-                        f"accepted→transcript {available:6.3f}s",
-                        flush=True,
-                    )
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+                    ).json()
+                    if body["transcriptionStatus"] != "pending":
+                        break
+                    time.sleep(POLL_SECONDS)
+                assert body["transcriptionStatus"] == "completed", body
+                created_on = body["transcriptions"][0]["timestampValue"] / 1000
+                available = created_on - accepted_wall
+                rows.append(
+                    {
+                        "set": audio_set,
+                        "clip": clip.name,
+                        "audio_seconds": clip.seconds,
+                        "deposit_seconds": accepted - upload_started,
+                        "engine_seconds": engine_seconds,
+                        "end_to_end_seconds": available,
+                    }
+                )
+                print(
+                    f"{audio_set:9} {clip.name:28} engine {engine_seconds:6.3f}s  "
+                    f"deposit {accepted - upload_started:6.3f}s  "
+                    f"accepted→transcript {available:6.3f}s",
+                    flush=True,
+                )
 
     summary = summarize(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

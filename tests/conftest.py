@@ -133,6 +133,19 @@ def creds(runtime: Runtime) -> Credentials:
     return make_credentials(runtime)
 
 
+@pytest.fixture
+def jti_creds(creds: Credentials, runtime: Runtime) -> Credentials:
+    """``creds`` of an app that enforces JTI (single-use tokens with exp)."""
+    with runtime.sessions.begin() as session:
+        auth.set_enforce_jti(session, app_id=creds.client_id, enabled=True)
+    return creds
+
+
+def new_bot(runtime: Runtime) -> str:
+    with runtime.sessions.begin() as session:
+        return bots.create_bot(session, name="Support line").id
+
+
 def shared_audio_dir() -> Path:
     path = Path(
         os.environ.get("VOICEMAIL_TEST_AUDIO_DIR")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import jwt
 from sqlalchemy import select
 
 from tests.conftest import deposit_file
+from tests.support import free_port
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
@@ -35,12 +35,6 @@ from voicemail.transcription import FakeTranscriber
 VOICEMAIL = [sys.executable, "-m", "voicemail"]
 SIGNING_KEY = "process-test-signing-key-" + "k" * 32
 START_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Any, *, timeout: float, what: str, every: float = 0.05) -> Any:
@@ -138,10 +132,6 @@ class Cluster:
     @property
     def recordings(self) -> Path:
         return self.home / "recordings"
-
-    def settings_env(self) -> dict[str, str]:
-        """The ``VOICEMAIL_*`` settings every process gets (for an in-test ``Settings``)."""
-        return {k: v for k, v in self.env.items() if k.startswith("VOICEMAIL_")}
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         log = self.home / f"{name}.log"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import socket
 import unicodedata
 import wave
 from collections.abc import Iterable, Sequence
@@ -170,3 +171,10 @@ def write_wav(path: Path, samples: npt.ArrayLike, sample_rate: int = 16_000) -> 
         handle.setframerate(sample_rate)
         handle.writeframes(pcm.tobytes())
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

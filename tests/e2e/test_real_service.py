@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,14 @@ import jwt
 import numpy as np
 import pytest
 
-from tests.support import audio_dir, clip_by_name, corpus_wer, missing_audio_reason, read_manifest
+from tests.support import (
+    audio_dir,
+    clip_by_name,
+    corpus_wer,
+    free_port,
+    missing_audio_reason,
+    read_manifest,
+)
 
 pytestmark = pytest.mark.model
 
@@ -37,12 +43,6 @@ CLIPS = [
     "ast_demo-echotest",
 ]
 VOICEMAIL = [sys.executable, "-m", "voicemail"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -502,13 +502,6 @@ def test_deposit_to_another_bot_is_403(
 # ------------------------------------------------------------------ enforce JTI
 
 
-@pytest.fixture
-def jti_creds(creds: Credentials, runtime: Runtime) -> Credentials:
-    with runtime.sessions.begin() as session:
-        auth.set_enforce_jti(session, app_id=creds.client_id, enabled=True)
-    return creds
-
-
 def test_replayed_jti_is_rejected(client: TestClient, jti_creds: Credentials) -> None:
     exp = int(time.time()) + 300
     token = jti_creds.token(jti="abc-1", exp=exp)

@@ -13,9 +13,9 @@ from typing import TypeVar
 import numpy as np
 from sqlalchemy import func, select
 
+from tests.conftest import new_bot
 from tests.support import write_wav
 from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
-from voicemail.bots import service as bots
 from voicemail.db.models import CallSession, Job, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.voicemails import service as voicemails
@@ -65,11 +65,6 @@ def deposit(runtime: Runtime, bot_id: str, session_id: str, audio: DecodedAudio)
 
 def stored_objects(runtime: Runtime) -> list[str]:
     return sorted(obj.key for obj in runtime.storage.iter_objects(""))
-
-
-def new_bot(runtime: Runtime) -> str:
-    with runtime.sessions.begin() as session:
-        return bots.create_bot(session, name="Support line").id
 
 
 def session_id(round_: int) -> str:

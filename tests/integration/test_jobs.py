@@ -13,8 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from tests.conftest import deposit_file
-from voicemail.bots import service as bots
+from tests.conftest import deposit_file, new_bot
 from voicemail.db.base import utcnow
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import Job, Transcript, Voicemail
@@ -51,11 +50,6 @@ def runtime_with(
         yield rt
     finally:
         rt.close()
-
-
-def new_bot(runtime: Runtime) -> str:
-    with runtime.sessions.begin() as session:
-        return bots.create_bot(session, name="Support line").id
 
 
 def deposit_clip(

@@ -20,8 +20,8 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.conftest import Credentials
-from tests.integration.test_deposit_races import decoded_tone, deposit, new_bot
+from tests.conftest import Credentials, new_bot
+from tests.integration.test_deposit_races import decoded_tone, deposit
 from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker

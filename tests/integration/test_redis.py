@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,21 +19,14 @@ from fastapi.testclient import TestClient
 from tests.conftest import Credentials
 from tests.services import unavailable
 from tests.services.redis import RedisService
+from tests.support import free_port
 from voicemail.auth import ratelimit
-from voicemail.auth import service as auth
 from voicemail.auth.ratelimit import AccountRateLimiter
 from voicemail.auth.replay import RedisReplayGuard, ReplayStoreUnavailable
 from voicemail.errors import RateLimited
-from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 
 PASSWORD = "hunter2-redis-password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def closed_redis_url() -> str:
@@ -261,13 +253,6 @@ def fetch(client: TestClient, creds: Credentials, **claims: object) -> httpx.Res
         params={"sessionId": "67aa38026e199c8f470e0001"},
         headers=creds.headers(**claims),
     )
-
-
-@pytest.fixture
-def jti_creds(creds: Credentials, runtime: Runtime) -> Credentials:
-    with runtime.sessions.begin() as session:
-        auth.set_enforce_jti(session, app_id=creds.client_id, enabled=True)
-    return creds
 
 
 class TestApiOnRedis:

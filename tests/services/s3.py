@@ -33,6 +33,7 @@ import pytest
 from botocore.config import Config
 
 from tests.services import unavailable
+from tests.support import free_port
 from voicemail.settings import Settings
 
 REGION = "us-east-1"
@@ -107,13 +108,6 @@ class S3Bucket:
         return data
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     # A TCP connect, not an HTTP request: in IAM mode every HTTP call could count against
     # the unauthenticated allowance that set-up needs.
@@ -131,7 +125,7 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> No
 
 
 def _start_moto(log: Path, *, iam: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "INITIAL_NO_AUTH_ACTION_COUNT"}
     if iam:
         # Only the three set-up calls of _create_iam_user run unauthenticated.
@@ -236,11 +230,6 @@ def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def s3_open_bucket(s3_open_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
     """A new bucket on the server that serves presigned URLs."""
     yield from _bucket_on(s3_open_server, monkeypatch)
-
-
-@pytest.fixture
-def s3_endpoint_url(s3_server: S3Server) -> str:
-    return s3_server.endpoint_url
 
 
 @pytest.fixture
