@@ -11,6 +11,8 @@ check, database read, URL signing. The baseline is two uvicorn processes serving
 `bench/bare_app.py`, a FastAPI route that returns a small JSON body and does nothing else.
 Each round runs wrk against the baseline and then against the API (one wrk per process,
 its connections split evenly); the median of the rounds is reported, and their ratio.
+A third side, "stack", sends the same API processes to `/healthz`: our middleware, routing
+and one thread-pool hop with no I/O, the ceiling for any route of this app.
 """
 
 from __future__ import annotations
@@ -110,18 +112,21 @@ def main() -> None:
     redis: dict[str, str] = {}
     if not args.no_redis:
         redis = {"redis_url": args.redis, "redis_key_prefix": f"bench{secrets.token_hex(4)}"}
-    rounds: dict[str, list[dict[str, float]]] = {"bare": [], "api": []}
+    rounds: dict[str, list[dict[str, float]]] = {"bare": [], "stack": [], "api": []}
     with postgres_database() as url:
         print(f"preparing {args.voicemails:,} voicemails", flush=True)
         target = prepare_database(url, home / "api", key, args.voicemails, **redis)
         script = home / "fetch.lua"
         script.write_text(LUA % {"seed": 7, **target})
+        liveness = home / "healthz.lua"
+        liveness.write_text('request = function() return wrk.format("GET", "/healthz") end\n')
         with ExitStack() as stack:
             bare = [stack.enter_context(bare_server(home)) for _ in range(args.processes)]
             api = [stack.enter_context(serve(target["env"], home)) for _ in range(args.processes)]
             for number in range(1, args.rounds + 1):
-                for name, bases in (("bare", bare), ("api", api)):
-                    result = run_wrk(bases, script, args.seconds, args.connections)
+                sides = (("bare", bare, script), ("stack", api, liveness), ("api", api, script))
+                for name, bases, lua in sides:
+                    result = run_wrk(bases, lua, args.seconds, args.connections)
                     rounds[name].append(result)
                     print(f"round {number} {name:4}: {result}", flush=True)
 
@@ -133,7 +138,9 @@ def main() -> None:
         }
         for name, results in rounds.items()
     }
-    ratio = summary["api"]["requests_per_second"] / summary["bare"]["requests_per_second"]
+    bare_rps = summary["bare"]["requests_per_second"]
+    ratio = summary["api"]["requests_per_second"] / bare_rps
+    stack_ratio = summary["stack"]["requests_per_second"] / bare_rps
     report = {
         "processes": args.processes,
         "connections": args.connections,
@@ -142,18 +149,19 @@ def main() -> None:
         "redis": not args.no_redis,
         "summary": summary,
         "ratio": ratio,
+        "stack_ratio": stack_ratio,
         "rounds": rounds,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print("\n| side | requests/s (median of rounds) | p99 ms | non-2xx |\n|---|---:|---:|---:|")
-    for name in ("bare", "api"):
+    for name in ("bare", "stack", "api"):
         row = summary[name]
         print(
             f"| {name} | {row['requests_per_second']:.0f} | {row['p99_ms']:.1f} "
             f"| {row['non_2xx']} |"
         )
-    print(f"\nratio api/bare: {ratio:.3f}")
+    print(f"\nratio api/bare: {ratio:.3f}; stack/bare: {stack_ratio:.3f}")
 
 
 if __name__ == "__main__":
