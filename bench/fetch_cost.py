@@ -28,10 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from starlette.responses import JSONResponse
-
+import psycopg
 from bench.common import REPO, postgres_database
 from bench.fetch_latency import prepare_database, session_id_of
+from starlette.responses import JSONResponse
+
 from voicemail.auth import service as auth
 from voicemail.auth.tokens import read_app_id
 from voicemail.runtime import Runtime
@@ -101,11 +102,10 @@ def main() -> None:
                 )
                 JSONResponse(fetch_body(session))
 
-        raw = runtime.engine.raw_connection()
-        raw.driver_connection.autocommit = True
+        raw = psycopg.connect(url, autocommit=True)
 
         def plain_query() -> None:
-            raw.driver_connection.execute(
+            raw.execute(
                 "SELECT id, account_id, secret_ciphertext FROM apps WHERE id = %s", (bot,)
             ).fetchall()
 
