@@ -13,6 +13,8 @@ FILE = "f"
 MESSAGE = "ms"
 COMPONENT = "cp"
 USER = "u"
+WEBHOOK = "wh"
+EVENT = "ev"
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{24}$")

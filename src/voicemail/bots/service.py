@@ -63,3 +63,76 @@ def get_bot(session: Session, *, bot_id: str) -> Bot:
     if bot is None:
         raise NotFound(f"No bot {bot_id}")
     return bot
+
+
+RETENTION_MIN_DAYS = 1
+RETENTION_MAX_DAYS = 7 * 365 + 2  # Kore's "up to 7 years", leap days included
+REDACTABLE = ("card", "ssn", "email")
+MAX_VOCABULARY = 50
+MAX_TERM_CHARS = 64
+
+
+def whisper_languages() -> tuple[str, ...]:
+    """The language codes Whisper can detect and decode."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return tuple(_LANGUAGE_CODES)
+
+
+def configure_bot(
+    session: Session,
+    *,
+    bot_id: str,
+    retention_days: int | None = None,
+    languages: Sequence[str] | None = None,
+    vocabulary: Sequence[str] | None = None,
+    redact: Sequence[str] | None = None,
+) -> Bot:
+    """Change a bot's transcription and lifecycle settings; None leaves a setting as it is,
+    an empty list clears it. Every value is checked before anything changes."""
+    bot = get_bot(session, bot_id=bot_id)
+    if retention_days is not None and not (
+        RETENTION_MIN_DAYS <= retention_days <= RETENTION_MAX_DAYS
+    ):
+        raise BadRequest(
+            f"Retention must be {RETENTION_MIN_DAYS} to {RETENTION_MAX_DAYS} days (7 years)"
+        )
+    if languages is not None:
+        known = whisper_languages()
+        languages = list(dict.fromkeys(code.strip().lower() for code in languages if code.strip()))
+        unknown = [code for code in languages if code not in known]
+        if unknown:
+            raise BadRequest(f"Unknown language {unknown[0]!r}: use ISO 639-1 codes such as en, es")
+    if vocabulary is not None:
+        vocabulary = list(dict.fromkeys(term.strip() for term in vocabulary if term.strip()))
+        if len(vocabulary) > MAX_VOCABULARY:
+            raise BadRequest(f"At most {MAX_VOCABULARY} vocabulary terms")
+        if any(len(term) > MAX_TERM_CHARS for term in vocabulary):
+            raise BadRequest(f"A vocabulary term must be at most {MAX_TERM_CHARS} characters")
+    if redact is not None:
+        redact = list(dict.fromkeys(kind.strip().lower() for kind in redact if kind.strip()))
+        unknown = [kind for kind in redact if kind not in REDACTABLE]
+        if unknown:
+            raise BadRequest(f"Cannot redact {unknown[0]!r}; choose from {', '.join(REDACTABLE)}")
+    if retention_days is not None:
+        bot.retention_days = retention_days
+    if languages is not None:
+        bot.languages = list(languages)
+    if vocabulary is not None:
+        bot.vocabulary = list(vocabulary)
+    if redact is not None:
+        bot.redact = list(redact)
+    session.flush()
+    return bot
+
+
+def bot_settings(bot: Bot) -> dict[str, object]:
+    """A bot's settings as ``bots configure --json`` and the audit log show them."""
+    return {
+        "botId": bot.id,
+        "name": bot.name,
+        "retentionDays": bot.retention_days,
+        "languages": list(bot.languages),
+        "vocabulary": list(bot.vocabulary),
+        "redact": list(bot.redact),
+    }

@@ -39,6 +39,14 @@ class Bot(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Per-bot transcription and lifecycle settings (`voicemail bots configure`).
+    retention_days: Mapped[int] = mapped_column(Integer, default=90, server_default="90")
+    # Languages detection may choose from (ISO 639-1); empty: any language Whisper knows.
+    languages: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # Company and product names the decoder should expect (faster-whisper hotwords).
+    vocabulary: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # What to redact from stored transcripts: "card", "ssn", "email".
+    redact: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
     account: Mapped[Account] = relationship(lazy="joined")
 
@@ -95,6 +103,7 @@ class Voicemail(Base):
         UniqueConstraint("session_pk", "audio_sha256"),
         UniqueConstraint("session_pk", "seq"),
         Index("ix_voicemails_bot_id_created_at", "bot_id", "created_at"),
+        Index("ix_voicemails_bot_id_call_sid", "bot_id", "call_sid"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)  # the file id, f-<uuid>
@@ -112,6 +121,10 @@ class Voicemail(Base):
     message_id: Mapped[str] = mapped_column(ID)  # ms-<uuid>, the message-store document id
     component_id: Mapped[str] = mapped_column(ID)  # cp-<uuid>
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Live streams: the gateway's call id (a reconnect with it continues this voicemail),
+    # and when the caller hung up (the socket closed cleanly).
+    call_sid: Mapped[str | None] = mapped_column(String(128))
+    hangup_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     session: Mapped[CallSession] = relationship(lazy="joined")
     bot: Mapped[Bot] = relationship(lazy="joined")
@@ -134,6 +147,10 @@ class Transcript(Base):
     model: Mapped[str] = mapped_column(String(200))
     processing_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The number the caller asked to be called back on, as digits (E.164 when it has "+").
+    callback_number: Mapped[str | None] = mapped_column(String(32))
+    # The kinds of data redacted from text and words ("card", "ssn", "email").
+    redacted: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
     voicemail: Mapped[Voicemail] = relationship(back_populates="transcript")
 
@@ -170,3 +187,88 @@ class ServiceState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class StreamPart(Base):
+    """One WebSocket connection's audio of a live voicemail (a reconnect adds a part), with
+    the transcript made while it streamed."""
+
+    __tablename__ = "stream_parts"
+    __table_args__ = (UniqueConstraint("voicemail_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    voicemail_id: Mapped[str] = mapped_column(ForeignKey("voicemails.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    storage_key: Mapped[str] = mapped_column(String(400))
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    # {"text", "words", "language", "language_probability", "model"}; None: not transcribed
+    transcript: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookSubscription(Base):
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # wh-<uuid>
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The signing secret, encrypted like app secrets (shown once, at creation).
+    secret_ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription: the exact body sent, and where its delivery stands."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[str] = mapped_column(ID)  # ev-<uuid>, the same for every subscription
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    # pending → delivered | failed (gave up); a pending one is retried at next_attempt_at
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per HTTP attempt."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """Who read, deleted or changed what. No foreign keys: entries outlive what they name."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))  # "app:cs-…", "cli", "worker", "admin:cs-…"
+    action: Mapped[str] = mapped_column(String(64))  # "voicemail.fetch", "media.access", …
+    bot_id: Mapped[str | None] = mapped_column(ID)
+    session_id: Mapped[str | None] = mapped_column(String(24))
+    voicemail_id: Mapped[str | None] = mapped_column(ID)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

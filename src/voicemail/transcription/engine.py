@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -73,10 +73,24 @@ class Transcript:
     model: str
 
 
+Audio = Path | npt.NDArray[np.float32]  # a recording's file, or 16 kHz mono samples
+
+
 @runtime_checkable
 class Transcriber(Protocol):
-    def transcribe(self, audio_path: Path, *, language: str | None = None) -> Transcript:
-        """Transcribe a recording; a ``language`` hint ("en", "en-US") skips detection."""
+    def transcribe(
+        self,
+        audio: Audio,
+        *,
+        language: str | None = None,
+        languages: Sequence[str] = (),
+        vocabulary: Sequence[str] = (),
+    ) -> Transcript:
+        """Transcribe a recording; a ``language`` hint ("en", "en-US") skips detection.
+
+        ``languages`` restricts detection to those codes (a bot's allowlist); ``vocabulary``
+        lists names the decoder should expect (company and product names).
+        """
         ...
 
     def ready(self) -> bool:
@@ -225,8 +239,16 @@ class WhisperTranscriber:
 
     # -- transcription -----------------------------------------------------------------
 
-    def transcribe(self, audio_path: Path, *, language: str | None = None) -> Transcript:
-        audio = decode_audio_file(audio_path)
+    def transcribe(
+        self,
+        audio: Audio,
+        *,
+        language: str | None = None,
+        languages: Sequence[str] = (),
+        vocabulary: Sequence[str] = (),
+    ) -> Transcript:
+        if isinstance(audio, (str, Path)):
+            audio = decode_audio_file(Path(audio))
         duration = audio.shape[0] / SAMPLE_RATE
 
         from faster_whisper.vad import VadOptions, get_speech_timestamps
@@ -350,8 +372,10 @@ def decode_audio_file(path: Path) -> npt.NDArray[np.float32]:
 
 @dataclass(frozen=True)
 class FakeCall:
-    audio_path: Path
+    audio_path: Path | None  # None when given samples
     language: str | None
+    languages: tuple[str, ...] = ()
+    vocabulary: tuple[str, ...] = ()
 
 
 @dataclass
@@ -374,9 +398,17 @@ class FakeTranscriber:
     calls: list[FakeCall] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def transcribe(self, audio_path: Path, *, language: str | None = None) -> Transcript:
+    def transcribe(
+        self,
+        audio: Audio,
+        *,
+        language: str | None = None,
+        languages: Sequence[str] = (),
+        vocabulary: Sequence[str] = (),
+    ) -> Transcript:
+        path = Path(audio) if isinstance(audio, (str, Path)) else None
         with self._lock:
-            self.calls.append(FakeCall(Path(audio_path), language))
+            self.calls.append(FakeCall(path, language, tuple(languages), tuple(vocabulary)))
             attempt = len(self.calls)
         if self.error is not None and (self.fail_times is None or attempt <= self.fail_times):
             raise self.error
