@@ -1,4 +1,5 @@
-"""Background work on voicemails: transcription."""
+"""Background work on voicemails: transcription, and storing a transcript (shared with the
+live-stream path)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from voicemail.jobs.worker import ClaimedJob, LeaseLost
 from voicemail.metrics import Metrics
 from voicemail.storage import Storage, local_copy
 from voicemail.transcription import Transcriber
+from voicemail.transcription.engine import Transcript as EngineTranscript
+from voicemail.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ def transcribe_voicemail(
         key = voicemail.storage_key if voicemail else ""
         language = voicemail.language_hint if voicemail else None
         audio_seconds = voicemail.duration_seconds if voicemail else 0.0
+        languages = list(voicemail.bot.languages) if voicemail else []
+        vocabulary = list(voicemail.bot.vocabulary) if voicemail else []
     if done:  # deleted meanwhile, or already transcribed by a worker that lost its lease
         with sessions.begin() as session:
             jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id)
@@ -41,26 +46,18 @@ def transcribe_voicemail(
 
     started = time.perf_counter()
     with local_copy(storage, key) as path:
-        result = transcriber.transcribe(path, language=language)
+        result = transcriber.transcribe(
+            path, language=language, languages=languages, vocabulary=vocabulary
+        )
     elapsed = time.perf_counter() - started
 
     with sessions.begin() as session:
         if not jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id):
             raise LeaseLost()
         enqueued_at = session.scalar(select(Job.created_at).where(Job.id == job.id))
-        if session.get(Transcript, job.voicemail_id) is None:
-            session.add(
-                Transcript(
-                    voicemail_id=job.voicemail_id,
-                    text=result.text,
-                    language=result.language,
-                    language_probability=result.language_probability,
-                    no_speech=result.no_speech,
-                    words=[asdict(word) for word in result.words],
-                    model=result.model,
-                    processing_seconds=elapsed,
-                )
-            )
+        voicemail = session.get(Voicemail, job.voicemail_id)
+        if voicemail is not None and voicemail.transcript is None:
+            save_transcript(session, voicemail, result, processing_seconds=elapsed)
     if metrics is not None:
         metrics.observe_transcription(processing_seconds=elapsed, audio_seconds=audio_seconds)
         if enqueued_at is not None:
@@ -74,3 +71,38 @@ def transcribe_voicemail(
             "no_speech": result.no_speech,
         },
     )
+
+
+def save_transcript(
+    session: Session, voicemail: Voicemail, result: EngineTranscript, *, processing_seconds: float
+) -> Transcript:
+    """Store ``result`` as the voicemail's transcript, in the caller's transaction: the
+    bot's post-processing applied (call-back number, redaction), and the
+    ``transcription.completed`` event queued with it."""
+    transcript = Transcript(
+        voicemail_id=voicemail.id,
+        text=result.text,
+        language=result.language,
+        language_probability=result.language_probability,
+        no_speech=result.no_speech,
+        words=[asdict(word) for word in result.words],
+        model=result.model,
+        processing_seconds=processing_seconds,
+    )
+    session.add(transcript)
+    voicemail.transcript = transcript
+    webhooks.emit(
+        session,
+        bot_id=voicemail.bot_id,
+        event_type=webhooks.TRANSCRIPTION_COMPLETED,
+        data={
+            "voicemailId": voicemail.id,
+            "sessionId": voicemail.session.session_id,
+            "text": transcript.text,
+            "language": transcript.language,
+            "languageProbability": transcript.language_probability,
+            "callbackNumber": transcript.callback_number,
+            "noSpeech": transcript.no_speech,
+        },
+    )
+    return transcript
