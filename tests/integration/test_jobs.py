@@ -134,10 +134,12 @@ class HookedTranscriber:
         self.fake = FakeTranscriber(text=text)
         self.hook = hook
 
-    def transcribe(self, audio_path: Path, *, language: str | None = None) -> TranscriptResult:
+    def transcribe(
+        self, audio_path: Path, *, language: str | None = None, **options: Any
+    ) -> TranscriptResult:
         assert audio_path.is_file()
         self.hook()
-        return self.fake.transcribe(audio_path, language=language)
+        return self.fake.transcribe(audio_path, language=language, **options)
 
     def ready(self) -> bool:
         return True

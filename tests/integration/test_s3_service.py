@@ -14,6 +14,7 @@ import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -41,9 +42,11 @@ class AudioCheckingTranscriber(FakeTranscriber):
 
     audio: list[bytes] = field(default_factory=list)
 
-    def transcribe(self, audio_path: Path, *, language: str | None = None) -> Transcript:
+    def transcribe(
+        self, audio_path: Path, *, language: str | None = None, **options: Any
+    ) -> Transcript:
         self.audio.append(Path(audio_path).read_bytes())
-        return super().transcribe(audio_path, language=language)
+        return super().transcribe(audio_path, language=language, **options)
 
 
 @pytest.fixture
