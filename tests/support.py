@@ -178,3 +178,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def spoken_message(
+    clips: Sequence[Clip], *, pause_seconds: float = 0.5, sample_rate: int = 8000
+) -> tuple[bytes, str]:
+    """A caller's message made of telephone clips with ``pause_seconds`` of silence after
+    each: 16-bit little-endian mono PCM at ``sample_rate`` (what a voice gateway streams)
+    and the reference transcript."""
+    from faster_whisper.audio import decode_audio
+
+    pause = np.zeros(round(pause_seconds * sample_rate), dtype=np.float32)
+    pieces: list[npt.NDArray[np.float32]] = []
+    for clip in clips:
+        pieces += [decode_audio(str(clip.telephone), sampling_rate=sample_rate), pause]
+    samples = np.clip(np.concatenate(pieces), -1.0, 1.0)
+    pcm = np.round(samples * 32767).astype("<i2").tobytes()
+    return pcm, " ".join(clip.reference for clip in clips)

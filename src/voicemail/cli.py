@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -28,6 +29,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from voicemail.audio import AudioLimits, decode_recording
+from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
@@ -37,8 +39,10 @@ from voicemail.media import service as media
 from voicemail.metrics import serve_metrics
 from voicemail.runtime import Runtime
 from voicemail.settings import SIGNING_KEY_FILE, Settings
-from voicemail.voicemails import kore
+from voicemail.voicemails import kore, lifecycle
 from voicemail.voicemails import service as voicemails
+from voicemail.webhooks import schemas as webhook_schemas
+from voicemail.webhooks import service as webhooks
 
 app = typer.Typer(no_args_is_help=True, help="Self-hosted contact-center voicemail.")
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -49,6 +53,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(bots_app, name="bots")
 app.add_typer(apps_app, name="apps")
 app.add_typer(media_app, name="media")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit log: reads, deletions, changes.")
+app.add_typer(audit_app, name="audit")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions and deliveries.")
+app.add_typer(webhooks_app, name="webhooks")
 
 # No markup: names, ids and messages are printed as given ("[x]" in a name is not a style).
 out = Console(markup=False)
@@ -101,6 +109,12 @@ def run_in_transaction(action: Callable[[Runtime, Any], T]) -> T:
             fail(exc.message)
         except ValueError as exc:
             fail(str(exc))
+
+
+def audit_change(session: Any, action: str, *, bot_id: str | None = None, **detail: Any) -> None:
+    """The audit entry of a configuration change made here, written in the change's own
+    transaction (both commit or neither). Never pass a secret in ``detail``."""
+    audit.record(session, actor=audit.CLI, action=action, bot_id=bot_id, detail=detail)
 
 
 def emit(as_json: bool, payload: dict[str, Any], table: Table | None = None) -> None:
@@ -249,19 +263,82 @@ def bots_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a bot; prints its botId."""
-    bot = run_in_transaction(lambda rt, s: bots.create_bot(s, name=name, account_id=account))
+
+    def action(rt: Runtime, s: Any) -> Any:
+        bot = bots.create_bot(s, name=name, account_id=account)
+        audit_change(s, audit.BOT_CREATE, bot_id=bot.id, name=bot.name, accountId=bot.account_id)
+        return bot
+
+    bot = run_in_transaction(action)
     emit(as_json, {"botId": bot.id, "name": bot.name, "accountId": bot.account_id})
 
 
 @bots_app.command("list")
 def bots_list(as_json: JsonOpt = False) -> None:
-    """List bots."""
+    """List bots, with their transcription and retention settings."""
     rows = run_in_transaction(lambda rt, s: list(bots.list_bots(s)))
-    payload = {"bots": [{"botId": b.id, "name": b.name, "accountId": b.account_id} for b in rows]}
+    payload = {"bots": [{**bots.bot_settings(b), "accountId": b.account_id} for b in rows]}
     table = Table(id_column("botId"), "name", Column("accountId", overflow="fold"), title="Bots")
     for bot in rows:
         table.add_row(bot.id, bot.name, bot.account_id)
     emit(as_json, payload, table)
+
+
+def _csv_option(value: str | None) -> list[str] | None:
+    """A comma-separated option: None when not given, [] for "" (which clears)."""
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# Outside the annotation: annotations are evaluated from their text, where an f-string's
+# quotes do not survive.
+REDACT_HELP = f'What to redact from transcripts: {",".join(bots.REDACTABLE)}; "" clears.'
+
+
+@bots_app.command("configure")
+def bots_configure(
+    bot_id: str,
+    retention_days: Annotated[
+        int | None, typer.Option(help="Days voicemails are kept (1 to 7 years).")
+    ] = None,
+    languages: Annotated[
+        str | None,
+        typer.Option(
+            help='Allowed languages, e.g. "en,es" (detection is limited to them); "" clears.'
+        ),
+    ] = None,
+    vocabulary: Annotated[
+        str | None,
+        typer.Option(help='Names to expect, e.g. "Acme,WidgetPro"; "" clears.'),
+    ] = None,
+    redact: Annotated[
+        str | None,
+        typer.Option(help=REDACT_HELP),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a bot's transcription and retention settings; prints them all."""
+
+    def action(rt: Runtime, s: Any) -> dict[str, object]:
+        bot = bots.configure_bot(
+            s,
+            bot_id=bot_id,
+            retention_days=retention_days,
+            languages=_csv_option(languages),
+            vocabulary=_csv_option(vocabulary),
+            redact=_csv_option(redact),
+        )
+        settings = bots.bot_settings(bot)
+        audit_change(s, audit.BOT_CONFIGURE, bot_id=bot.id, **settings)
+        return settings
+
+    settings = run_in_transaction(action)
+    table = Table("setting", Column("value", overflow="fold"), title="Bot settings")
+    for key, value in settings.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        table.add_row(key, shown)
+    emit(as_json, settings, table)
 
 
 # Apps ----------------------------------------------------------------------------------
@@ -279,9 +356,21 @@ def _app_json(app_row: Any) -> dict[str, Any]:
 @apps_app.command("create")
 def apps_create(name: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
     """Create an app with scopes on a bot; prints its clientId and clientSecret (once)."""
-    created = run_in_transaction(
-        lambda rt, s: auth.create_app(s, box=rt.box, name=name, bot_id=bot, scopes=scope)
-    )
+
+    def action(rt: Runtime, s: Any) -> auth.CreatedApp:
+        created = auth.create_app(s, box=rt.box, name=name, bot_id=bot, scopes=scope)
+        app_row = created.app
+        audit_change(
+            s,
+            audit.APP_CREATE,
+            bot_id=bot,
+            clientId=app_row.id,
+            name=app_row.name,
+            scopes=[grant.scope for grant in app_row.grants],
+        )
+        return created
+
+    created = run_in_transaction(action)
     emit(as_json, {"clientId": created.app.id, "clientSecret": created.client_secret})
 
 
@@ -301,25 +390,39 @@ def apps_list(as_json: JsonOpt = False) -> None:
 @apps_app.command("grant")
 def apps_grant(app_id: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
     """Grant scopes on a bot to an app."""
-    row = run_in_transaction(
-        lambda rt, s: _app_json(auth.grant_scopes(s, app_id=app_id, bot_id=bot, scopes=scope))
-    )
+
+    def action(rt: Runtime, s: Any) -> dict[str, Any]:
+        row = _app_json(auth.grant_scopes(s, app_id=app_id, bot_id=bot, scopes=scope))
+        audit_change(s, audit.APP_GRANT, bot_id=bot, clientId=app_id, scopes=list(scope))
+        return row
+
+    row = run_in_transaction(action)
     emit(as_json, row)
 
 
 @apps_app.command("revoke")
 def apps_revoke(app_id: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
     """Revoke scopes on a bot from an app."""
-    row = run_in_transaction(
-        lambda rt, s: _app_json(auth.revoke_scopes(s, app_id=app_id, bot_id=bot, scopes=scope))
-    )
+
+    def action(rt: Runtime, s: Any) -> dict[str, Any]:
+        row = _app_json(auth.revoke_scopes(s, app_id=app_id, bot_id=bot, scopes=scope))
+        audit_change(s, audit.APP_REVOKE, bot_id=bot, clientId=app_id, scopes=list(scope))
+        return row
+
+    row = run_in_transaction(action)
     emit(as_json, row)
 
 
 @apps_app.command("rotate-secret")
 def apps_rotate_secret(app_id: str, as_json: JsonOpt = False) -> None:
     """Issue a new client secret; tokens signed with the old one stop working."""
-    created = run_in_transaction(lambda rt, s: auth.rotate_secret(s, box=rt.box, app_id=app_id))
+
+    def action(rt: Runtime, s: Any) -> auth.CreatedApp:
+        created = auth.rotate_secret(s, box=rt.box, app_id=app_id)
+        audit_change(s, audit.APP_ROTATE_SECRET, clientId=app_id)  # never the secret itself
+        return created
+
+    created = run_in_transaction(action)
     emit(as_json, {"clientId": created.app.id, "clientSecret": created.client_secret})
 
 
@@ -330,9 +433,13 @@ def apps_enforce_jti(
     as_json: JsonOpt = False,
 ) -> None:
     """Require a one-time jti (and an exp at most one hour ahead) on the app's tokens."""
-    row = run_in_transaction(
-        lambda rt, s: _app_json(auth.set_enforce_jti(s, app_id=app_id, enabled=enabled))
-    )
+
+    def action(rt: Runtime, s: Any) -> dict[str, Any]:
+        row = _app_json(auth.set_enforce_jti(s, app_id=app_id, enabled=enabled))
+        audit_change(s, audit.APP_ENFORCE_JTI, clientId=app_id, enabled=enabled)
+        return row
+
+    row = run_in_transaction(action)
     emit(as_json, row)
 
 
@@ -429,13 +536,24 @@ def fetch(
 
     def action(rt: Runtime, db: Any) -> dict[str, Any]:
         bots.get_bot(db, bot_id=bot)
-        return voicemails.fetch(
-            db,
-            signer=rt.signer,
-            bot_id=bot,
-            session_id=voicemails.check_session_id(session, generate=False),
-            transcription=transcription,
+        session_id = voicemails.check_session_id(session, generate=False)
+        body = voicemails.fetch(
+            db, signer=rt.signer, bot_id=bot, session_id=session_id, transcription=transcription
         )
+        # An operator's read is audited like an app's (it mints working media URLs too).
+        audit.record(
+            db,
+            actor=audit.CLI,
+            action=audit.VOICEMAIL_FETCH,
+            bot_id=bot,
+            session_id=session_id,
+            detail={
+                "status": body["status"],
+                "voicemails": len(body["voicemail_recording"]),
+                "transcription": transcription,
+            },
+        )
+        return body
 
     body = run_in_transaction(action)
     table = Table("fileName", "transcript", "lang", title=f"Session {session}: {body['status']}")
@@ -450,8 +568,219 @@ def fetch(
 @media_app.command("revoke-all")
 def media_revoke_all(as_json: JsonOpt = False) -> None:
     """Invalidate every media URL issued so far (URLs minted afterwards work)."""
-    epoch = run_in_transaction(lambda rt, s: media.revoke_all(s))
+
+    def action(rt: Runtime, s: Any) -> int:
+        epoch = media.revoke_all(s)
+        audit_change(s, audit.MEDIA_REVOKE_ALL, epoch=epoch)
+        return epoch
+
+    epoch = run_in_transaction(action)
     emit(as_json, {"revoked": True, "epoch": epoch})
+
+
+# Lifecycle and audit -------------------------------------------------------------------
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list what would be deleted.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete now the voicemails older than their bot's retention (workers do it hourly)."""
+    with runtime_for_cli() as runtime:
+        try:
+            report = lifecycle.purge_expired(
+                runtime.sessions,
+                storage=runtime.storage,
+                batch_size=runtime.settings.purge_batch_size,
+                actor=audit.CLI,
+                dry_run=dry_run,
+            )
+        except VoicemailError as exc:
+            fail(exc.message)
+    payload = report.as_json()
+    verb = "Would purge" if dry_run else "Purged"
+    table = Table(
+        id_column("voicemailId"),
+        "sessionId",
+        "createdAt",
+        Column("botId", overflow="fold"),
+        title=f"{verb} {len(report.voicemails)} voicemail(s)",
+    )
+    for row in report.voicemails:
+        table.add_row(row.voicemail_id, row.session_id, _iso_utc(row.created_at), row.bot_id)
+    emit(as_json, payload, table)
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        fail(f"--since must be an ISO 8601 time such as 2026-11-29T08:00:00Z, not {value!r}")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@audit_app.command("list")
+def audit_list(
+    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot's entries.")] = None,
+    action: Annotated[
+        str | None, typer.Option("--action", help="Only this action, e.g. voicemail.fetch.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only entries from this ISO 8601 time on (UTC if no zone)."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=audit.MAX_LIST, help="At most this many entries.")
+    ] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Audit entries, newest first: fetches, media accesses, deletions, changes."""
+    since_at = _parse_since(since)
+    rows = run_in_transaction(
+        lambda rt, s: [
+            audit.entry_json(entry)
+            for entry in audit.list_entries(
+                s, bot_id=bot, action=action, since=since_at, limit=limit
+            )
+        ]
+    )
+    table = Table(
+        Column("at (UTC)", no_wrap=True),
+        Column("actor", overflow="fold"),
+        Column("action", no_wrap=True),
+        Column("botId", overflow="fold"),
+        Column("sessionId", overflow="fold"),
+        id_column("voicemailId"),
+        Column("detail", overflow="fold"),
+        title="Audit log",
+    )
+    for row in rows:
+        table.add_row(
+            row["at"][:19].replace("T", " "),  # to the second; --json has it all
+            row["actor"],
+            row["action"],
+            row["botId"] or "",
+            row["sessionId"] or "",
+            row["voicemailId"] or "",
+            json.dumps(row["detail"], separators=(",", ":")),
+        )
+    emit(as_json, {"entries": rows}, table)
+
+
+# Webhooks ------------------------------------------------------------------------------
+
+EventOpt = Annotated[
+    list[str],
+    typer.Option("--event", help=f"Event; repeatable. One of: {', '.join(webhooks.EVENTS)}."),
+]
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    bot: BotOpt,
+    url: Annotated[str, typer.Option("--url", help="The http(s) URL events are POSTed to.")],
+    event: EventOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Subscribe a URL to a bot's events; prints its id and signing secret (once)."""
+
+    def action(rt: Runtime, s: Any) -> dict[str, Any]:
+        created = webhooks.create_subscription(
+            s, box=rt.box, actor=audit.CLI, bot_id=bot, url=url, events=event
+        )
+        return webhook_schemas.created_out(created.subscription, created.secret).model_dump(
+            mode="json"
+        )
+
+    emit(as_json, run_in_transaction(action))
+
+
+@webhooks_app.command("list")
+def webhooks_list(
+    bot: Annotated[str | None, typer.Option("--bot", help="Only this bot's.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List webhook subscriptions (never their secrets)."""
+    rows = run_in_transaction(
+        lambda rt, s: [
+            webhook_schemas.subscription_out(sub).model_dump(mode="json")
+            for sub in webhooks.list_subscriptions(s, bot_id=bot)
+        ]
+    )
+    # The bot id goes under the subscription id: two id columns would not fit 80 columns.
+    table = Table(
+        id_column("id / botId"),
+        Column("url", overflow="fold"),
+        Column("events", overflow="fold"),
+        title="Webhooks",
+    )
+    for row in rows:
+        ids_cell = f"{row['id']}\n{row['botId']}"
+        table.add_row(ids_cell, row["url"], "\n".join(row["events"]))
+    emit(as_json, {"webhooks": rows}, table)
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(subscription_id: str, as_json: JsonOpt = False) -> None:
+    """Delete a subscription and its delivery log; queued deliveries are dropped."""
+    run_in_transaction(
+        lambda rt, s: webhooks.delete_subscription(
+            s, actor=audit.CLI, subscription_id=subscription_id
+        )
+    )
+    emit(as_json, {"id": subscription_id, "deleted": True})
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", help="Only this subscription's (wh-…).")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="pending, delivered or failed.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=webhooks.MAX_LIST_LIMIT)] = (
+        webhooks.DEFAULT_LIST_LIMIT
+    ),
+    as_json: JsonOpt = False,
+) -> None:
+    """The delivery log, newest first, with every attempt."""
+
+    def action(rt: Runtime, s: Any) -> list[dict[str, Any]]:
+        rows = webhooks.list_deliveries(s, subscription_id=subscription, status=status, limit=limit)
+        attempts = webhooks.attempts_of(s, [row.id for row in rows])
+        return [
+            webhook_schemas.delivery_out(row, attempts[row.id]).model_dump(mode="json")
+            for row in rows
+        ]
+
+    rows = run_in_transaction(action)
+    table = Table("id", "event", "status", "attempts", "last", title="Webhook deliveries")
+    for row in rows:
+        last = row["lastError"] or (str(row["lastStatusCode"] or ""))
+        table.add_row(str(row["id"]), row["eventType"], row["status"], str(row["attempts"]), last)
+    emit(as_json, {"deliveries": rows}, table)
+
+
+@webhooks_app.command("redeliver")
+def webhooks_redeliver(delivery_id: int, as_json: JsonOpt = False) -> None:
+    """Send a delivery again (same event id and body) as soon as a worker gets to it."""
+
+    def action(rt: Runtime, s: Any) -> dict[str, Any]:
+        delivery = webhooks.redeliver(s, actor=audit.CLI, delivery_id=delivery_id)
+        attempts = webhooks.attempts_of(s, [delivery.id])[delivery.id]
+        return webhook_schemas.delivery_out(delivery, attempts).model_dump(mode="json")
+
+    emit(as_json, run_in_transaction(action))
 
 
 # Moving an install ---------------------------------------------------------------------
@@ -579,6 +908,56 @@ def migrate_data(
             out.print(Text.assemble((name, "bold"), f": {value}"), highlight=False, soft_wrap=True)
     if not report.verified:
         fail("the copy did not verify: " + "; ".join(report.problems))
+
+
+@app.command("stream-test")
+def stream_test(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Audio to stream.")],
+    bot: BotOpt,
+    url: Annotated[str, typer.Option(help="The API's base URL.")] = "ws://127.0.0.1:8000",
+    session: Annotated[str | None, typer.Option("--session", help="sessionId to send.")] = None,
+    call_sid: Annotated[str | None, typer.Option(help="callSid; default: a new UUID.")] = None,
+    sample_rate: Annotated[int, typer.Option(help="PCM sample rate to send.")] = 8000,
+    speed: Annotated[float, typer.Option(min=0.01, help="Times real-time pace.")] = 1.0,
+    drop_after: Annotated[
+        float | None,
+        typer.Option(help="Drop the connection (no close frame) after this many seconds."),
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="A JWT for the `auth` header.")] = None,
+    client_id: Annotated[str | None, typer.Option(help="Basic auth (jambonz wsAuth).")] = None,
+    client_secret: Annotated[str | None, typer.Option(help="Basic auth secret.")] = None,
+) -> None:
+    """Stream FILE to the live-deposit WebSocket as the voice gateway (jambonz listen) does:
+    metadata, then 20 ms frames of 16-bit PCM at real-time pace, then a normal close."""
+    import av.error
+    from websockets.exceptions import InvalidStatus, WebSocketException
+
+    from voicemail.voicemails import stream_client
+
+    if token:
+        headers = {"auth": token}
+    elif client_id and client_secret:
+        headers = stream_client.basic_auth(client_id, client_secret)
+    else:
+        fail("give --token, or --client-id and --client-secret")
+    try:
+        result = stream_client.stream_file(
+            file,
+            base_url=url,
+            bot_id=bot,
+            headers=headers,
+            sample_rate=sample_rate,
+            call_sid=call_sid,
+            session_id=session,
+            speed=speed,
+            drop_after=drop_after,
+        )
+    except InvalidStatus as exc:
+        body = exc.response.body.decode(errors="replace") if exc.response.body else ""
+        fail(f"refused: HTTP {exc.response.status_code} {body}")
+    except (OSError, WebSocketException, av.error.FFmpegError) as exc:
+        fail(str(exc))
+    emit(True, result.as_json())
 
 
 def main() -> None:

@@ -22,8 +22,11 @@ from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
+from voicemail.voicemails.lifecycle import purge_expired
+from voicemail.voicemails.live import finalize_abandoned
 from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
-from voicemail.voicemails.tasks import transcribe_voicemail
+from voicemail.voicemails.tasks import transcribe_voicemail, transcription_given_up
+from voicemail.webhooks.delivery import RetryPolicy, WebhookSender
 
 # Scratch folders of uploads in progress; one left this long belongs to a killed process.
 STALE_SCRATCH_SECONDS = 3600
@@ -107,7 +110,8 @@ class Runtime:
         )
 
     def worker(self, *, housekeeping: bool = True) -> Worker:
-        """A worker loop for this process's jobs; ``housekeeping`` adds the orphan sweep."""
+        """A worker loop for this process's jobs; ``housekeeping`` adds the orphan sweep and
+        webhook delivery."""
         settings = self.settings
         sweep = Housekeeping(
             "sweep orphan recordings",
@@ -117,6 +121,35 @@ class Runtime:
                 self.sessions,
                 self.storage,
                 older_than=settings.orphan_grace_seconds,
+            ),
+        )
+        purge = Housekeeping(
+            "purge expired voicemails",
+            settings.purge_interval_seconds,
+            partial(
+                purge_expired,
+                self.sessions,
+                storage=self.storage,
+                batch_size=settings.purge_batch_size,
+            ),
+        )
+        webhooks = Housekeeping(
+            "deliver webhooks", settings.webhook_poll_seconds, self.webhook_sender().deliver_due
+        )
+        # Live calls whose gateway went away and did not come back (their API process may
+        # have died with the timer that would have finalized them).
+        abandoned = Housekeeping(
+            "finalize abandoned live voicemails",
+            settings.stream_reconnect_seconds / 2,
+            partial(
+                finalize_abandoned,
+                self.sessions,
+                storage=self.storage,
+                scratch_dir=settings.scratch_dir,
+                idle_seconds=settings.stream_reconnect_seconds,
+                min_seconds=settings.min_duration_seconds,
+                max_attempts=settings.job_max_attempts,
+                wake=self.wake_worker,
             ),
         )
         return Worker(
@@ -134,7 +167,22 @@ class Runtime:
             retry_base_seconds=self.settings.job_retry_base_seconds,
             poll_seconds=self.settings.worker_poll_seconds,
             wake=self.wake_worker,
-            housekeeping=[sweep] if housekeeping else [],
+            housekeeping=[sweep, webhooks, purge, abandoned] if housekeeping else [],
+            on_give_up=transcription_given_up,
+        )
+
+    def webhook_sender(self) -> WebhookSender:
+        settings = self.settings
+        return WebhookSender(
+            sessions=self.sessions,
+            read_sessions=self.read_sessions,
+            box=self.box,
+            policy=RetryPolicy(
+                base_seconds=settings.webhook_retry_base_seconds,
+                max_seconds=settings.webhook_retry_max_seconds,
+                window_seconds=settings.webhook_retry_window_seconds,
+            ),
+            timeout_seconds=settings.webhook_timeout_seconds,
         )
 
     def worker_pool(self) -> WorkerPool:

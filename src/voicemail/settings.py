@@ -72,6 +72,24 @@ class Settings(BaseSettings):
     max_duration_seconds: float = Field(default=600.0, gt=0)
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 
+    # Live deposit over WebSocket (jambonz `listen`)
+    stream_reconnect_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="After an abrupt disconnect, how long a live voicemail waits for the "
+        "gateway to reconnect with the same callSid before it is finalized",
+    )
+    stream_flush_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a live call's audio is written to storage (a crashed API "
+        "process loses at most this much); must be below stream_reconnect_seconds",
+    )
+    live_transcription: bool = Field(
+        default=True,
+        description="Transcribe live calls as the audio arrives; false: after hang-up, by a job",
+    )
+
     # Speech recognition
     asr_model: Path | None = Field(
         default=None, description="A CTranslate2 Whisper folder; default: the packaged base model"
@@ -106,6 +124,40 @@ class Settings(BaseSettings):
     )
     orphan_sweep_seconds: int = Field(
         default=3600, ge=60, description="How often workers look for such orphan recordings"
+    )
+    purge_interval_seconds: int = Field(
+        default=3600,
+        ge=60,
+        description="How often workers delete voicemails older than their bot's retention",
+    )
+    purge_batch_size: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Voicemails deleted per purge transaction (keeps each one short)",
+    )
+
+    # Webhooks
+    webhook_retry_base_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Delay after a delivery's first failed attempt; it doubles after each "
+        "further failure, up to webhook_retry_max_seconds",
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=3600.0, ge=0, description="The longest wait between two attempts"
+    )
+    webhook_retry_window_seconds: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="Retries stop (the delivery is marked failed) once the next attempt would "
+        "fall this long after the event",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Connect/read timeout of one delivery attempt"
+    )
+    webhook_poll_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="How often workers look for deliveries due"
     )
 
     # Logging
@@ -149,6 +201,9 @@ class Settings(BaseSettings):
     def _durations_consistent(self) -> Settings:
         if self.min_duration_seconds >= self.max_duration_seconds:
             raise ValueError("min_duration_seconds must be below max_duration_seconds")
+        if self.stream_flush_seconds >= self.stream_reconnect_seconds:
+            # A live connection must write a part before its call looks abandoned.
+            raise ValueError("stream_flush_seconds must be below stream_reconnect_seconds")
         return self
 
     # Derived values ---------------------------------------------------------------------

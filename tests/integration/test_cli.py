@@ -112,7 +112,8 @@ def test_bots_and_apps_admin(cli: Cli, tmp_path: Path) -> None:
     bot_id = bot["botId"]
 
     listed = ok_json(cli("bots", "list", "--json"))
-    assert listed == {"bots": [bot]}
+    defaults = {"retentionDays": 90, "languages": [], "vocabulary": [], "redact": []}
+    assert listed == {"bots": [{**bot, **defaults}]}
 
     human = cli("bots", "list")
     assert human.returncode == 0, human.stderr

@@ -39,7 +39,12 @@ from voicemail.transcription import (
     resolve_model_dir,
 )
 from voicemail.transcription import model as model_module
-from voicemail.transcription.engine import whisper_language
+from voicemail.transcription.engine import (
+    choose_language,
+    decode_audio_file,
+    vocabulary_prompt,
+    whisper_language,
+)
 
 TELEPHONE_CLIP = "ast_vm-msginstruct"  # 14.6 s, digits and "zero", several segments
 MAX_WER = 0.15
@@ -410,3 +415,159 @@ def test_fake_transcriber_records_calls_and_fails_on_request(tmp_path: Path) -> 
     assert fake.transcribe(tmp_path / "c.wav").no_speech
     assert isinstance(fake, Transcriber)
     assert isinstance(WhisperTranscriber(tmp_path), Transcriber)
+
+
+# -- per-bot language allowlist --------------------------------------------------------
+
+SUPPORTED = ["en", "es", "fr", "de"]
+
+
+def no_detection() -> dict[str, float]:
+    raise AssertionError("detection should not run")
+
+
+def test_allowlist_with_one_language_needs_no_detection() -> None:
+    assert choose_language(None, ["es"], supported=SUPPORTED, detect=no_detection) == ("es", None)
+
+
+def test_hint_inside_the_allowlist_is_used() -> None:
+    assert choose_language("fr-CA", ["en", "fr"], supported=SUPPORTED, detect=no_detection) == (
+        "fr",
+        None,
+    )
+    assert choose_language("de", [], supported=SUPPORTED, detect=no_detection) == ("de", None)
+
+
+def test_hint_outside_the_allowlist_is_ignored_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="voicemail.transcription.engine")
+    chosen = choose_language(
+        "de", ["en", "es"], supported=SUPPORTED, detect=lambda: {"de": 0.7, "es": 0.2, "en": 0.1}
+    )
+    assert chosen == ("es", 0.2)  # the most probable allowed one, its own probability
+    assert "outside the bot's allowlist" in caplog.text
+
+
+def test_detection_is_restricted_to_the_allowlist() -> None:
+    probabilities = {"en": 0.9, "fr": 0.06, "es": 0.04}
+    assert choose_language(
+        None, ["es", "fr"], supported=SUPPORTED, detect=lambda: probabilities
+    ) == ("fr", 0.06)
+    # Unknown codes in the allowlist are left out; no usable allowlist: Whisper detects.
+    assert choose_language(None, ["xx"], supported=SUPPORTED, detect=no_detection) == (
+        None,
+        None,
+    )
+
+
+def test_fake_transcriber_honours_the_allowlist(tmp_path: Path) -> None:
+    fake = FakeTranscriber(language="en", language_probability=0.97)
+    wav = tmp_path / "a.wav"
+
+    def language_of(**kwargs: object) -> tuple[str | None, float | None]:
+        result = fake.transcribe(wav, **kwargs)  # type: ignore[arg-type]
+        return result.language, result.language_probability
+
+    assert language_of(languages=["en", "es"]) == ("en", 0.97)
+    assert language_of(languages=["es"]) == ("es", 1.0)
+    assert language_of(languages=["es", "fr"]) == ("es", 0.0)
+    assert language_of(language="fr", languages=["es"]) == ("es", 1.0)  # hint not allowed
+    assert language_of(language="es-MX", languages=["es"]) == ("es-MX", 1.0)
+    assert fake.calls[0].languages == ("en", "es")
+
+
+@pytest.mark.model
+def test_english_clip_with_english_allowed_is_english(
+    transcriber: WhisperTranscriber, corpus: list[Clip]
+) -> None:
+    clip = clip_by_name(corpus, "ast_vm-intro")
+    result = transcriber.transcribe(clip.telephone, languages=["en", "es"])
+    assert result.language == "en"
+    assert result.language_probability is not None and result.language_probability > 0.9
+    assert word_error_rate(clip.reference, result.text) < MAX_WER
+
+
+@pytest.mark.model
+def test_english_clip_with_english_not_allowed(
+    transcriber: WhisperTranscriber, corpus: list[Clip]
+) -> None:
+    """The stored language is an allowed one, and its probability says it is unlikely.
+
+    What the transcript looks like: Whisper base, told to decode French, still writes the
+    English it hears ("Please leave your message after the tone. When done, hang up or
+    press the pound key.") rather than translating; French won (0.0003 against Spanish's
+    0.00002). A probability this low flags a caller outside the bot's languages.
+    """
+    clip = clip_by_name(corpus, "ast_vm-intro")
+    result = transcriber.transcribe(clip.telephone, languages=["es", "fr"])
+    assert result.language in ("es", "fr")
+    assert result.language_probability is not None and result.language_probability < 0.05
+    assert not result.no_speech
+    assert word_error_rate(clip.reference, result.text) < 0.5, result.text
+
+
+# -- vocabulary hints ------------------------------------------------------------------
+
+NAMES_CLIP = "lj_LJ001-0031"  # "In fourteen sixty-five Sweynheim and Pannartz began ..."
+NAMES = ["Sweynheim", "Pannartz", "Subiaco"]
+
+
+def test_vocabulary_prompt_is_a_finished_sentence() -> None:
+    assert vocabulary_prompt(["Acme", " WidgetPro ", ""]) == "Acme, WidgetPro."
+    assert vocabulary_prompt(["Acme Inc."]) == "Acme Inc."
+    assert vocabulary_prompt([]) is None
+
+
+@pytest.mark.model
+def test_vocabulary_gets_unusual_names_right(
+    transcriber: WhisperTranscriber, corpus: list[Clip]
+) -> None:
+    """On the telephone version: without hints Whisper writes "Swayneheim and Panart ...
+    Subeyakul"; with them, all three names as spelt, and no word lost."""
+    clip = clip_by_name(corpus, NAMES_CLIP)
+    plain = transcriber.transcribe(clip.telephone, language="en")
+    hinted = transcriber.transcribe(clip.telephone, language="en", vocabulary=NAMES)
+    assert not any(name in plain.text for name in NAMES), plain.text
+    assert all(name in hinted.text for name in NAMES), hinted.text
+    assert "1465" in hinted.text  # the words before the names are kept
+    assert word_error_rate(clip.reference, hinted.text) < word_error_rate(
+        clip.reference, plain.text
+    )
+
+
+@pytest.mark.model
+def test_vocabulary_is_not_read_back_on_silence(
+    transcriber: WhisperTranscriber, silence_wav: Path, noise_wav: Path
+) -> None:
+    for wav in (silence_wav, noise_wav):
+        result = transcriber.transcribe(wav, languages=["en", "es"], vocabulary=NAMES)
+        assert (result.text, result.no_speech) == ("", True)
+
+
+@pytest.mark.model
+def test_vocabulary_without_vad_on_noise_gives_empty(
+    transcriber_without_vad: WhisperTranscriber, tmp_path: Path
+) -> None:
+    """Whisper sees the noise itself, prompted with the vocabulary and with detection
+    restricted to an allowlist: nothing comes out."""
+    import ctranslate2
+
+    ctranslate2.set_random_seed(1234)
+    noise = np.random.default_rng(3).normal(0.0, 0.01, 5 * 16_000)
+    result = transcriber_without_vad.transcribe(
+        write_wav(tmp_path / "noise.wav", noise), languages=["en", "es"], vocabulary=NAMES
+    )
+    assert (result.text, result.no_speech) == ("", True)
+
+
+@pytest.mark.model
+def test_vocabulary_not_added_to_speech_followed_by_noise(
+    transcriber_without_vad: WhisperTranscriber, corpus: list[Clip]
+) -> None:
+    clip = clip_by_name(corpus, "ast_vm-intro")
+    noise = np.random.default_rng(5).normal(0.0, 0.01, 8 * 16_000).astype(np.float32)
+    audio = np.concatenate([decode_audio_file(clip.telephone), noise])
+    result = transcriber_without_vad.transcribe(audio, language="en", vocabulary=NAMES)
+    assert not any(name.lower() in result.text.lower() for name in NAMES), result.text
+    assert word_error_rate(clip.reference, result.text) < MAX_WER

@@ -296,3 +296,50 @@ def test_wer_normalisation() -> None:
     assert normalise_for_wer("'quoted' 1455") == "quoted 1455"
     assert wer("press zero for mailbox options", "Press 0 for mailbox options.") == 0.0
     assert wer("a b c d", "a x c") == pytest.approx(0.5)
+
+
+# -- (e) the vocabulary read back ------------------------------------------------------
+
+VOCABULARY = ["Acme", "WidgetPro", "Zendesk Suite"]
+
+
+@pytest.mark.parametrize("text", [" Acme, WidgetPro.", " Zendesk Suite", " acme acme", " Suite."])
+def test_vocabulary_echo_is_recognised(text: str) -> None:
+    assert guards.is_vocabulary_echo(text, VOCABULARY)
+
+
+@pytest.mark.parametrize("text", [" I'm calling about Acme.", " WidgetPro broke", " ", "..."])
+def test_speech_with_other_words_is_no_echo(text: str) -> None:
+    assert not guards.is_vocabulary_echo(text, VOCABULARY)
+    assert not guards.is_vocabulary_echo(" Acme", [])
+
+
+@pytest.mark.parametrize(
+    ("no_speech_prob", "avg_logprob", "energy_dbfs"),
+    [(0.35, -0.3, -30.0), (0.05, -1.2, -30.0), (0.05, -0.3, -55.0)],
+)
+def test_vocabulary_echo_on_silence_is_dropped(
+    no_speech_prob: float, avg_logprob: float, energy_dbfs: float
+) -> None:
+    segment = seg(" Acme, WidgetPro.", no_speech_prob=no_speech_prob, avg_logprob=avg_logprob)
+    reason = segment_drop_reason(segment, energy_dbfs=energy_dbfs, vocabulary=VOCABULARY)
+    assert reason == guards.REASON_VOCABULARY_ECHO
+    # Without the vocabulary (no prompt was given) the same text is ordinary speech.
+    assert segment_drop_reason(seg(" Acme, WidgetPro."), energy_dbfs=-30.0) is None
+
+
+def test_a_caller_saying_a_product_name_is_kept() -> None:
+    confident = seg(" WidgetPro.", no_speech_prob=0.05, avg_logprob=-0.3)
+    assert segment_drop_reason(confident, energy_dbfs=-25.0, vocabulary=VOCABULARY) is None
+
+
+def test_apply_guards_drops_a_vocabulary_loop_on_silence() -> None:
+    text = " Acme, WidgetPro." * 6
+    result = apply_guards(
+        [seg(text, no_speech_prob=0.5, avg_logprob=-0.8)],
+        [words_of(text)],
+        energy=lambda start, end: -70.0,
+        vocabulary=VOCABULARY,
+    )
+    assert result.text == ""
+    assert [reason for _, reason in result.dropped] == [guards.REASON_VOCABULARY_ECHO]

@@ -18,6 +18,8 @@ from voicemail.media import routes as media_routes
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.voicemails import routes as voicemail_routes
+from voicemail.voicemails import stream as stream_routes
+from voicemail.webhooks import routes as webhook_routes
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,9 @@ def create_app(
     install_error_handlers(app)
     for prefix in ("/api", "/api/1.1"):
         app.include_router(voicemail_routes.router, prefix=prefix)
+        app.include_router(stream_routes.router, prefix=prefix)
     app.include_router(media_routes.router, prefix="/api")
+    app.include_router(webhook_routes.router, prefix="/api")
     app.include_router(health.router)
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES

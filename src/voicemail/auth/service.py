@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from voicemail.security import SecretBox, new_client_secret
 SCOPE_FETCH = "SmartAssist Voicemail"
 SCOPE_DEPOSIT = "Voicemail Deposit"
 SCOPE_DELETE = "Delete Recordings"
-KNOWN_SCOPES = (SCOPE_FETCH, SCOPE_DEPOSIT, SCOPE_DELETE)
+SCOPE_WEBHOOKS = "Manage Webhooks"  # ours: the admin API of a bot's webhook subscriptions
+KNOWN_SCOPES = (SCOPE_FETCH, SCOPE_DEPOSIT, SCOPE_DELETE, SCOPE_WEBHOOKS)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,33 @@ def authenticate(
         assert claims.jti is not None and claims.exp is not None
         if not replay_guard.first_use(app_id, claims.jti, claims.exp + leeway, now):
             raise TokenRejected("JTI has already been used: this token was replayed")
+    if not held:
+        raise Forbidden(f"The app does not have the '{scope}' scope on this bot")
+    return Caller(
+        app_id=app_id, bot_id=bot_id, account_id=account_id, rate_limit_per_minute=rate_limit
+    )
+
+
+def authenticate_basic(
+    session: Session,
+    *,
+    box: SecretBox,
+    client_id: str,
+    client_secret: str,
+    bot_id: str,
+    scope: str,
+) -> Caller:
+    """HTTP Basic with the app's client id and secret (jambonz ``wsAuth``): the same answers
+    as ``authenticate``. The secret is compared in constant time and never logged."""
+    row = session.execute(
+        _APP_FOR_REQUEST, {"app_id": client_id, "bot_id": bot_id, "scope": scope}
+    ).one_or_none()
+    if row is None:
+        raise InvalidCredentials()
+    app_id, account_id, ciphertext, _, rate_limit, held = row
+    expected = box.decrypt(ciphertext).encode()
+    if not hmac.compare_digest(expected, client_secret.encode()):
+        raise InvalidCredentials()
     if not held:
         raise Forbidden(f"The app does not have the '{scope}' scope on this bot")
     return Caller(

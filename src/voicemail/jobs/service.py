@@ -7,6 +7,8 @@ serialised. A worker that dies keeps its job only until its lease runs out.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
@@ -16,11 +18,17 @@ from sqlalchemy.sql.elements import ColumnElement
 from voicemail.db.base import utcnow
 from voicemail.db.models import Job
 
+log = logging.getLogger(__name__)
+
 QUEUED = "queued"
 RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 MAX_ERROR_LENGTH = 2000
+
+# Called in the transaction that marks a job failed for good (no attempts left), so what it
+# writes (a ``transcription.failed`` webhook) commits with the failure, or not at all.
+GiveUpHook = Callable[[Session, Job], object]
 
 
 def enqueue(session: Session, *, kind: str, voicemail_id: str | None, max_attempts: int) -> Job:
@@ -40,7 +48,12 @@ def is_retryable(job: Job) -> bool:
 
 
 def claim_next_job(
-    session: Session, *, worker_id: str, lease_seconds: float, now: datetime | None = None
+    session: Session,
+    *,
+    worker_id: str,
+    lease_seconds: float,
+    now: datetime | None = None,
+    on_give_up: GiveUpHook | None = None,
 ) -> Job | None:
     now = now or utcnow()
     claimable = or_(
@@ -65,6 +78,7 @@ def claim_next_job(
             job.leased_until = None
             job.finished_at = now
             session.flush()
+            _gave_up(session, job, on_give_up)
             continue
         job.status = RUNNING
         job.attempts += 1
@@ -72,6 +86,18 @@ def claim_next_job(
         job.leased_until = now + timedelta(seconds=lease_seconds)
         session.flush()
         return job
+
+
+def _gave_up(session: Session, job: Job, on_give_up: GiveUpHook | None) -> None:
+    """Run the hook in a savepoint: if it fails, its writes are undone and the job is still
+    recorded as failed (a broken hook must not keep a dead job coming back)."""
+    if on_give_up is None:
+        return
+    try:
+        with session.begin_nested():
+            on_give_up(session, job)
+    except Exception:
+        log.exception("give-up hook failed", extra={"job_id": job.id, "kind": job.kind})
 
 
 def _owned(job_id: int, worker_id: str) -> list[ColumnElement[bool]]:
@@ -90,7 +116,13 @@ def complete_job(session: Session, *, job_id: int, worker_id: str) -> bool:
 
 
 def fail_job(
-    session: Session, *, job_id: int, worker_id: str, error: str, retry_base_seconds: float
+    session: Session,
+    *,
+    job_id: int,
+    worker_id: str,
+    error: str,
+    retry_base_seconds: float,
+    on_give_up: GiveUpHook | None = None,
 ) -> bool:
     """Record the failure; the job is claimed again after a backoff while attempts remain."""
     job = session.get(Job, job_id)
@@ -101,11 +133,14 @@ def fail_job(
     job.last_error = error[:MAX_ERROR_LENGTH]
     job.leased_until = None
     job.updated_at = now
-    if job.attempts < job.max_attempts:
-        job.run_after = now + timedelta(seconds=retry_delay(job.attempts, retry_base_seconds))
-    else:
+    gave_up = job.attempts >= job.max_attempts
+    if gave_up:
         job.finished_at = now
+    else:
+        job.run_after = now + timedelta(seconds=retry_delay(job.attempts, retry_base_seconds))
     session.flush()
+    if gave_up:
+        _gave_up(session, job, on_give_up)
     return True
 
 

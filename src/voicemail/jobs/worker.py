@@ -77,6 +77,7 @@ class Worker:
         wake: threading.Event | None = None,
         worker_id: str | None = None,
         housekeeping: Sequence[Housekeeping] = (),
+        on_give_up: jobs.GiveUpHook | None = None,
     ) -> None:
         self.sessions = sessions
         self.handlers = dict(handlers)
@@ -86,12 +87,16 @@ class Worker:
         self.wake = wake or threading.Event()
         self.worker_id = worker_id or new_worker_id()
         self.housekeeping = tuple(housekeeping)
+        self.on_give_up = on_give_up  # run when a job fails for good, in that transaction
         self.in_flight: ClaimedJob | None = None  # the job being run, if any
 
     def claim(self) -> ClaimedJob | None:
         with self.sessions.begin() as session:
             job = jobs.claim_next_job(
-                session, worker_id=self.worker_id, lease_seconds=self.lease_seconds
+                session,
+                worker_id=self.worker_id,
+                lease_seconds=self.lease_seconds,
+                on_give_up=self.on_give_up,
             )
             if job is None:
                 return None
@@ -160,6 +165,7 @@ class Worker:
                     worker_id=self.worker_id,
                     error=reason,
                     retry_base_seconds=self.retry_base_seconds,
+                    on_give_up=self.on_give_up,
                 )
         finally:
             self.in_flight = None
@@ -173,25 +179,27 @@ class Worker:
             jobs.release_lease(session, job_id=job.id, worker_id=self.worker_id)
         log.warning("job released unfinished", extra={"job_id": job.id})
 
-    def _housekeep(self, stop: threading.Event) -> None:
-        next_run = [time.monotonic()] * len(self.housekeeping)
+    def _housekeep(self, task: Housekeeping, stop: threading.Event) -> None:
         while True:
-            for index, task in enumerate(self.housekeeping):
-                if time.monotonic() >= next_run[index]:
-                    next_run[index] = time.monotonic() + task.every_seconds
-                    try:
-                        task.action()
-                    except Exception:
-                        log.exception("housekeeping failed", extra={"task": task.name})
-            if stop.wait(max(0.0, min(next_run) - time.monotonic())):
+            next_run = time.monotonic() + task.every_seconds
+            try:
+                task.action()
+            except Exception:
+                log.exception("housekeeping failed", extra={"task": task.name})
+            if stop.wait(max(0.0, next_run - time.monotonic())):
                 return
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; a job in progress is finished first."""
         log.info("worker started", extra={"worker_id": self.worker_id})
-        if self.housekeeping:
+        # A thread per task: a long sweep must not hold up webhook deliveries due every
+        # few seconds.
+        for task in self.housekeeping:
             threading.Thread(
-                target=self._housekeep, args=(stop,), name="housekeeping", daemon=True
+                target=self._housekeep,
+                args=(task, stop),
+                name=f"housekeeping: {task.name}",
+                daemon=True,
             ).start()
         while not stop.is_set():
             # Cleared before looking, so a wake-up that arrives after the look is not lost.

@@ -20,9 +20,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from voicemail.api.deps import ReadSessionDep, RuntimeDep
+from voicemail.audit import service as audit
+from voicemail.db.models import Voicemail
 from voicemail.errors import Forbidden, NotFound, VoicemailError
 from voicemail.media.service import resolve_media
 from voicemail.media.signing import MediaLocation
+from voicemail.runtime import Runtime
 from voicemail.storage import ObjectNotFound, Storage, read_chunks
 from voicemail.voicemails import kore
 
@@ -166,6 +169,8 @@ def get_media(
     storage = runtime.storage
     key = voicemail.storage_key
     head = request.method == "HEAD"
+    range_header = request.headers.get("range")
+    _audit_access(runtime, voicemail, request)
     # A presigned GET URL is signed for GET only, so HEAD is always answered here.
     if runtime.settings.media_redirect and not head:
         if not storage.exists(key):  # else the client would get the store's own 404
@@ -177,6 +182,29 @@ def get_media(
         storage,
         key,
         filename=kore.file_name(voicemail),
-        range_header=request.headers.get("range"),
+        range_header=range_header,
         head=head,
+    )
+
+
+def _audit_access(runtime: Runtime, voicemail: Voicemail, request: Request) -> None:
+    """One ``media.access`` entry per request a valid URL answers (each Range request of a
+    player is one). The URL carries no identity, so the actor is ``media-url`` and the
+    client address is kept: the only trace of who played it. It is personal data, which an
+    access log may hold (it is what the log is for); behind a proxy it is the proxy's unless
+    the server is run with forwarded-address handling. Best effort, as for fetches."""
+    detail: dict[str, object] = {"method": request.method}
+    range_header = request.headers.get("range")
+    if range_header:
+        detail["range"] = range_header[:100]
+    if request.client is not None:
+        detail["client"] = request.client.host
+    audit.record_read(
+        runtime.sessions,
+        actor=audit.MEDIA_URL,
+        action=audit.MEDIA_ACCESS,
+        bot_id=voicemail.bot_id,
+        session_id=voicemail.session.session_id,
+        voicemail_id=voicemail.id,
+        detail=detail,
     )

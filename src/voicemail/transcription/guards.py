@@ -14,6 +14,9 @@ caller saying something they did not say, so the engine layers several defences:
 (c) :func:`collapse_repeats` keeps one occurrence of an n-gram repeated many times in a row;
 (d) known silence phrases are dropped, but only when the segment's no-speech probability
     is high or its audio is nearly silent: a real caller may well say "Thank you."
+(e) the same for a segment made only of the bot's vocabulary: a prompt (faster-whisper's
+    ``hotwords``) makes Whisper likelier to read the prompt back on silence or noise, while
+    a real caller saying a product name usually says more than the name.
 
 Every threshold is a module constant with the reason for its value. Word texts are taken
 as Whisper gives them, a leading space marking a word boundary (``" Press"``), so a
@@ -137,6 +140,7 @@ REASON_LOW_CONFIDENCE = "low-confidence"
 REASON_COMPRESSION = "compression-ratio"
 REASON_SILENCE_PHRASE = "silence-phrase"
 REASON_REPETITION = "repetition"
+REASON_VOCABULARY_ECHO = "vocabulary-echo"
 
 _PUNCTUATION_RE = re.compile(r"[^\w\s']+")
 _SPACE_RE = re.compile(r"\s+")
@@ -167,11 +171,21 @@ def is_silence_phrase(text: str) -> bool:
     return normalised in SILENCE_PHRASES or normalised.startswith(SILENCE_PREFIXES)
 
 
-def segment_drop_reason(segment: Segment, *, energy_dbfs: float | None = None) -> str | None:
+def is_vocabulary_echo(text: str, vocabulary: Sequence[str]) -> bool:
+    """True when ``text`` is nothing but words of the vocabulary terms ("Acme, WidgetPro.")."""
+    words = normalise_text(text).split()
+    allowed = {word for term in vocabulary for word in normalise_text(term).split()}
+    return bool(words) and all(word in allowed for word in words)
+
+
+def segment_drop_reason(
+    segment: Segment, *, energy_dbfs: float | None = None, vocabulary: Sequence[str] = ()
+) -> str | None:
     """Why ``segment`` should be dropped (one of the ``REASON_*``), or None to keep it.
 
     ``energy_dbfs`` is the level of the segment's audio when known (see :func:`rms_dbfs`);
     without it the silence-phrase check relies on the no-speech probability alone.
+    ``vocabulary`` is the bot's vocabulary, given to the decoder as a prompt.
     """
     if not normalise_text(segment.text):
         return REASON_EMPTY  # only punctuation or symbols ("...", "♪"): no words to keep
@@ -189,6 +203,14 @@ def segment_drop_reason(segment: Segment, *, energy_dbfs: float | None = None) -
         or (energy_dbfs is not None and energy_dbfs <= SILENCE_PHRASE_MAX_DBFS)
     ):
         return REASON_SILENCE_PHRASE
+    if is_vocabulary_echo(segment.text, vocabulary) and (
+        segment.no_speech_prob >= SILENCE_PHRASE_NO_SPEECH_PROB
+        or segment.avg_logprob < LOW_AVG_LOGPROB
+        or (energy_dbfs is not None and energy_dbfs <= SILENCE_PHRASE_MAX_DBFS)
+    ):
+        # (e) A prompt read back: same evidence as (d), plus an unconfident decode, since
+        # the prompt itself makes its words likely even where the audio says nothing.
+        return REASON_VOCABULARY_ECHO
     return None
 
 
@@ -272,12 +294,14 @@ def apply_guards(
     words: Sequence[Sequence[Word]] | None = None,
     *,
     energy: Callable[[float, float], float] | None = None,
+    vocabulary: Sequence[str] = (),
 ) -> GuardResult:
-    """Run guards (b)-(d) over a transcription.
+    """Run guards (b)-(e) over a transcription.
 
     ``words[i]`` are the words of ``segments[i]`` (Whisper's texts, leading spaces kept);
     without words, repetition is looked for in each segment's text alone. ``energy(start,
     end)`` gives the audio level in dBFS between two times, when the audio is at hand.
+    ``vocabulary`` is what the decoder was prompted with (guard (e)).
     Segment texts come back stripped; a segment that lost words to (c) gets its text and
     times rebuilt from the words it kept.
     """
@@ -295,7 +319,7 @@ def apply_guards(
     # (b), plus empty and silence-phrase segments as Whisper wrote them.
     kept: list[tuple[Segment, list[Word]]] = []
     for segment, segment_words in zip(segments, per_segment, strict=True):
-        reason = segment_drop_reason(segment, energy_dbfs=level(segment))
+        reason = segment_drop_reason(segment, energy_dbfs=level(segment), vocabulary=vocabulary)
         if reason is None:
             kept.append((segment, segment_words))
         else:
@@ -307,7 +331,7 @@ def apply_guards(
     # (d) again after (c): a "Thank you. Thank you. ..." loop collapses to a silence phrase.
     result = GuardResult(segments=[], words=[], dropped=dropped)
     for segment, segment_words in kept:
-        reason = segment_drop_reason(segment, energy_dbfs=level(segment))
+        reason = segment_drop_reason(segment, energy_dbfs=level(segment), vocabulary=vocabulary)
         if reason is None:
             result.segments.append(segment)
             result.words.append(segment_words)

@@ -83,8 +83,11 @@ def message_document(
         # Ours, beyond Kore's fields:
         "fileName": file_name(voicemail),
         "noSpeech": transcript.no_speech,
+        "language": transcript.language,  # detected (None on no speech); "lang" falls back
         "languageProbability": transcript.language_probability,
         "callerNumber": call.caller_from,
+        "callbackNumber": transcript.callback_number,
+        "redacted": list(transcript.redacted or []),
     }
     if include_words:
         document["words"] = transcript.words

@@ -1,4 +1,4 @@
-"""The Kore-compatible public voicemail API: fetch (GET) and deposit (POST)."""
+"""The Kore-compatible public voicemail API: fetch (GET), deposit (POST) and delete."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from starlette.datastructures import UploadFile
 
 from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
 from voicemail.audio import AudioLimits, decode_recording, format_bytes
+from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from voicemail.runtime import Runtime
-from voicemail.voicemails import kore, service
-from voicemail.voicemails.schemas import DepositAccepted, FetchResponse
+from voicemail.voicemails import kore, lifecycle, service
+from voicemail.voicemails.schemas import DeleteResponse, DepositAccepted, FetchResponse
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
@@ -56,17 +57,59 @@ def fetch_voicemail(
     transcription: Annotated[str | None, Query(description="true or false")] = None,
     words: Annotated[str | None, Query(description="true adds word timings (ours)")] = None,
 ) -> JSONResponse:
-    authorize(runtime, session, token, bot_id, scope=auth.SCOPE_FETCH, bucket="public-api")
+    caller = authorize(runtime, session, token, bot_id, scope=auth.SCOPE_FETCH, bucket="public-api")
+    checked_session_id = service.check_session_id(session_id, generate=False)
+    with_transcription = parse_flag(transcription, "transcription")
     body = service.fetch(
         session,
         signer=runtime.signer,
         bot_id=bot_id,
-        session_id=service.check_session_id(session_id, generate=False),
-        transcription=parse_flag(transcription, "transcription"),
+        session_id=checked_session_id,
+        transcription=with_transcription,
         include_words=parse_flag(words, "words"),
+    )
+    # Best effort: a failed audit write is logged and the fetch still answered (record_read
+    # says why).
+    audit.record_read(
+        runtime.sessions,
+        actor=audit.app_actor(caller.app_id),
+        action=audit.VOICEMAIL_FETCH,
+        bot_id=bot_id,
+        session_id=checked_session_id,
+        detail={
+            "status": body["status"],
+            "voicemails": len(body["voicemail_recording"]),
+            "transcription": with_transcription,
+        },
     )
     # JSONResponse directly: the key "voicemail recording" (with a space) must survive as is.
     return JSONResponse(body)
+
+
+@router.delete(
+    "/public/bot/{botId}/voicemail",
+    response_model=DeleteResponse,
+    summary="Delete a session's voicemails: recordings, transcripts and media URLs",
+)
+def delete_voicemail(
+    bot_id: BotId,
+    runtime: RuntimeDep,
+    session: ReadSessionDep,
+    token: TokenDep,
+    session_id: Annotated[str | None, Query(alias="sessionId")] = None,
+) -> JSONResponse:
+    caller = authorize(
+        runtime, session, token, bot_id, scope=auth.SCOPE_DELETE, bucket="public-api"
+    )
+    deleted = lifecycle.delete_session(
+        runtime.sessions,
+        storage=runtime.storage,
+        bot_id=bot_id,
+        session_id=service.check_session_id(session_id, generate=False),
+        actor=audit.app_actor(caller.app_id),
+    )
+    body = DeleteResponse(message="Voicemail deleted successfully", sessionId=deleted.session_id)
+    return JSONResponse(body.model_dump())
 
 
 def authorize(

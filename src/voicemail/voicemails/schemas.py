@@ -30,3 +30,8 @@ class DepositAccepted(BaseModel):
     fileName: str
     durationSeconds: float
     duplicate: bool = Field(description="True when this audio was already deposited")
+
+
+class DeleteResponse(BaseModel):
+    message: str
+    sessionId: str

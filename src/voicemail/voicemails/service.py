@@ -39,6 +39,7 @@ from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery
 from voicemail.storage import Storage
 from voicemail.storage.base import StoredObject
 from voicemail.voicemails import kore
+from voicemail.webhooks import events as webhook_events
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,8 @@ def _insert_voicemail(
     now: datetime,
     max_attempts: int,
 ) -> None:
-    """The voicemail row (the next number in its session) and its transcription job."""
+    """The voicemail row (the next number in its session), its transcription job, and its
+    ``voicemail.created`` webhook event."""
     seq = session.scalar(
         select(func.coalesce(func.max(Voicemail.seq), 0)).where(Voicemail.session_pk == call.id)
     )
@@ -257,6 +259,7 @@ def _insert_voicemail(
     session.add(voicemail)
     session.flush()
     jobs.enqueue(session, kind=TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts)
+    webhook_events.emit_voicemail_created(session, voicemail=voicemail, call=call)
 
 
 # The keys ``storage_key`` makes; the sweep touches nothing else in the store.

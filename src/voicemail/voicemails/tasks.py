@@ -18,6 +18,9 @@ from voicemail.metrics import Metrics
 from voicemail.storage import Storage, local_copy
 from voicemail.transcription import Transcriber
 from voicemail.transcription.engine import Transcript as EngineTranscript
+from voicemail.transcription.postprocess import post_process
+from voicemail.voicemails.service import TRANSCRIBE
+from voicemail.webhooks import events
 from voicemail.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
@@ -79,15 +82,18 @@ def save_transcript(
     """Store ``result`` as the voicemail's transcript, in the caller's transaction: the
     bot's post-processing applied (call-back number, redaction), and the
     ``transcription.completed`` event queued with it."""
+    processed = post_process(result.text, result.words, redact=voicemail.bot.redact)
     transcript = Transcript(
         voicemail_id=voicemail.id,
-        text=result.text,
+        text=processed.text,
         language=result.language,
         language_probability=result.language_probability,
         no_speech=result.no_speech,
-        words=[asdict(word) for word in result.words],
+        words=[asdict(word) for word in processed.words],
         model=result.model,
         processing_seconds=processing_seconds,
+        callback_number=processed.callback_number,
+        redacted=processed.redacted,
     )
     session.add(transcript)
     voicemail.transcript = transcript
@@ -106,3 +112,17 @@ def save_transcript(
         },
     )
     return transcript
+
+
+def transcription_given_up(session: Session, job: Job) -> None:
+    """A job failed for good (the worker's ``on_give_up``): a transcription job queues
+    ``transcription.failed`` in that transaction. Other kinds, and a voicemail deleted
+    meanwhile, emit nothing."""
+    if job.kind != TRANSCRIBE or job.voicemail_id is None:
+        return
+    voicemail = session.get(Voicemail, job.voicemail_id)
+    if voicemail is None or voicemail.transcript is not None:
+        return
+    events.emit_transcription_failed(
+        session, voicemail=voicemail, attempts=job.attempts, error=job.last_error
+    )

@@ -1,27 +1,57 @@
-"""Webhook subscriptions and events.
+"""Webhook subscriptions, events, and the delivery log.
 
 ``emit`` is called in the transaction of what the event is about (a deposit, a transcript,
 a deletion): it writes one delivery row per subscription that wants the event, so an event
-is never lost and never sent for a change that rolled back. Workers deliver the rows.
+is never lost and never sent for a change that rolled back. Workers deliver the rows
+(``webhooks.delivery``).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+import httpx
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from voicemail import ids
+from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
-from voicemail.db.models import WebhookDelivery, WebhookSubscription
+from voicemail.db.models import App, Bot, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from voicemail.errors import BadRequest, Conflict, NotFound
+from voicemail.security import SecretBox
 
 VOICEMAIL_CREATED = "voicemail.created"
 TRANSCRIPTION_COMPLETED = "transcription.completed"
 TRANSCRIPTION_FAILED = "transcription.failed"
 VOICEMAIL_DELETED = "voicemail.deleted"
 EVENTS = (VOICEMAIL_CREATED, TRANSCRIPTION_COMPLETED, TRANSCRIPTION_FAILED, VOICEMAIL_DELETED)
+
+# Delivery statuses: pending → delivered | failed (gave up); redelivery makes one pending.
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+STATUSES = (PENDING, DELIVERED, FAILED)
+
+# Audit actions
+WEBHOOK_CREATE = "webhook.create"
+WEBHOOK_DELETE = "webhook.delete"
+WEBHOOK_REDELIVER = "webhook.redeliver"
+
+MAX_URL_LENGTH = 2000
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class CreatedSubscription:
+    subscription: WebhookSubscription
+    secret: str  # shown once, at creation
 
 
 def emit(session: Session, *, bot_id: str, event_type: str, data: dict[str, Any]) -> str | None:
@@ -61,3 +91,230 @@ def emit(session: Session, *, bot_id: str, event_type: str, data: dict[str, Any]
             )
         )
     return event_id
+
+
+# Subscriptions ---------------------------------------------------------------------------
+
+
+def check_url(url: str) -> str:
+    """An absolute http(s) URL with a host; no user:password (it would sit in the database
+    in clear, unlike the signing secret)."""
+    url = url.strip()
+    if not url or len(url) > MAX_URL_LENGTH or any(ord(ch) < 33 for ch in url):
+        raise BadRequest(f"Webhook URL must be 1 to {MAX_URL_LENGTH} characters, without spaces")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise BadRequest(f"Webhook URL is not a valid URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise BadRequest("Webhook URL must be an absolute http:// or https:// URL")
+    if parsed.userinfo:
+        raise BadRequest("Webhook URL must not hold a user name or password")
+    return url
+
+
+def check_events(events: Sequence[str]) -> list[str]:
+    if not events:
+        raise BadRequest(f"Give at least one event; known events: {', '.join(EVENTS)}")
+    unknown = [event for event in events if event not in EVENTS]
+    if unknown:
+        raise BadRequest(f"Unknown event {unknown[0]!r}; known events: {', '.join(EVENTS)}")
+    return list(dict.fromkeys(events))
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def audited_url(url: str) -> str:
+    """The URL as the audit log shows it: without its query, which may carry a receiver's
+    own token."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def create_subscription(
+    session: Session,
+    *,
+    box: SecretBox,
+    actor: str,
+    bot_id: str,
+    url: str,
+    events: Sequence[str],
+) -> CreatedSubscription:
+    if session.get(Bot, bot_id) is None:
+        raise NotFound(f"No bot {bot_id}")
+    secret = new_secret()
+    subscription = WebhookSubscription(
+        id=ids.new_id(ids.WEBHOOK),
+        bot_id=bot_id,
+        url=check_url(url),
+        events=check_events(events),
+        secret_ciphertext=box.encrypt(secret),
+        created_at=utcnow(),
+    )
+    session.add(subscription)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action=WEBHOOK_CREATE,
+        bot_id=bot_id,
+        detail={
+            "subscriptionId": subscription.id,
+            "url": audited_url(subscription.url),
+            "events": subscription.events,
+        },
+    )
+    return CreatedSubscription(subscription, secret)
+
+
+def list_subscriptions(
+    session: Session, *, bot_id: str | None = None
+) -> Sequence[WebhookSubscription]:
+    query = select(WebhookSubscription).order_by(
+        WebhookSubscription.created_at, WebhookSubscription.id
+    )
+    if bot_id is not None:
+        query = query.where(WebhookSubscription.bot_id == bot_id)
+    return session.scalars(query).all()
+
+
+def get_subscription(
+    session: Session, *, subscription_id: str, bot_id: str | None = None
+) -> WebhookSubscription:
+    """The subscription; NotFound too when ``bot_id`` is given and it belongs to another bot
+    (one bot's admin cannot learn that another bot's subscription exists)."""
+    subscription = session.get(WebhookSubscription, subscription_id)
+    if subscription is None or (bot_id is not None and subscription.bot_id != bot_id):
+        raise NotFound(f"No webhook subscription {subscription_id}")
+    return subscription
+
+
+def delete_subscription(
+    session: Session, *, actor: str, subscription_id: str, bot_id: str | None = None
+) -> WebhookSubscription:
+    """Delete the subscription with its deliveries and their attempt log (deleted here, not
+    left to the foreign keys' cascade, so it does not depend on the database enforcing it).
+    A delivery being sent at this moment finds its row gone and records nothing."""
+    subscription = get_subscription(session, subscription_id=subscription_id, bot_id=bot_id)
+    deliveries = select(WebhookDelivery.id).where(
+        WebhookDelivery.subscription_id == subscription.id
+    )
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(deliveries)))
+    session.execute(
+        delete(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription.id)
+    )
+    session.delete(subscription)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action=WEBHOOK_DELETE,
+        bot_id=subscription.bot_id,
+        detail={"subscriptionId": subscription.id, "url": audited_url(subscription.url)},
+    )
+    return subscription
+
+
+# Deliveries ------------------------------------------------------------------------------
+
+
+def check_status(status: str | None) -> str | None:
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"Unknown delivery status {status!r}; one of: {', '.join(STATUSES)}")
+    return status
+
+
+def list_deliveries(
+    session: Session,
+    *,
+    subscription_id: str | None = None,
+    bot_id: str | None = None,
+    status: str | None = None,
+    limit: int = DEFAULT_LIST_LIMIT,
+) -> Sequence[WebhookDelivery]:
+    """The newest deliveries first, filtered by subscription, bot and status."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise BadRequest(f"limit must be 1 to {MAX_LIST_LIMIT}")
+    query = select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(limit)
+    if subscription_id is not None:
+        query = query.where(WebhookDelivery.subscription_id == subscription_id)
+    if bot_id is not None:
+        query = query.join(
+            WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id
+        ).where(WebhookSubscription.bot_id == bot_id)
+    if check_status(status) is not None:
+        query = query.where(WebhookDelivery.status == status)
+    return session.scalars(query).all()
+
+
+def attempts_of(session: Session, delivery_ids: Sequence[int]) -> dict[int, list[WebhookAttempt]]:
+    """The attempt log of each delivery, oldest attempt first: one query for all of them."""
+    log: dict[int, list[WebhookAttempt]] = {delivery_id: [] for delivery_id in delivery_ids}
+    if not delivery_ids:
+        return log
+    rows = session.scalars(
+        select(WebhookAttempt)
+        .where(WebhookAttempt.delivery_id.in_(delivery_ids))
+        .order_by(WebhookAttempt.id)
+    )
+    for attempt in rows:
+        log[attempt.delivery_id].append(attempt)
+    return log
+
+
+def get_delivery(
+    session: Session, *, delivery_id: int, bot_id: str | None = None
+) -> WebhookDelivery:
+    delivery = session.get(WebhookDelivery, delivery_id)
+    if delivery is not None and bot_id is not None:
+        owner = session.scalar(
+            select(WebhookSubscription.bot_id).where(
+                WebhookSubscription.id == delivery.subscription_id
+            )
+        )
+        if owner != bot_id:
+            delivery = None
+    if delivery is None:
+        raise NotFound(f"No webhook delivery {delivery_id}")
+    return delivery
+
+
+def redeliver(
+    session: Session, *, actor: str, delivery_id: int, bot_id: str | None = None
+) -> WebhookDelivery:
+    """Queue the delivery again now, with the same event id and body, so a receiver that
+    already has the event can recognise it. Its attempt log is kept; retries follow the
+    usual backoff while the event is within the retry window, so a redelivery of an old
+    event gets one attempt (as GitHub's and Stripe's manual redeliveries do)."""
+    delivery = get_delivery(session, delivery_id=delivery_id, bot_id=bot_id)
+    now = utcnow()
+    if delivery.status == PENDING and delivery.leased_until and delivery.leased_until > now:
+        raise Conflict(f"Webhook delivery {delivery_id} is being sent right now; try again soon")
+    delivery.status = PENDING
+    delivery.next_attempt_at = now
+    delivery.leased_until = None
+    delivery.delivered_at = None
+    session.flush()
+    subscription = session.get(WebhookSubscription, delivery.subscription_id)
+    audit.record(
+        session,
+        actor=actor,
+        action=WEBHOOK_REDELIVER,
+        bot_id=subscription.bot_id if subscription else bot_id,
+        detail={
+            "deliveryId": delivery.id,
+            "subscriptionId": delivery.subscription_id,
+            "eventId": delivery.event_id,
+            "eventType": delivery.event_type,
+        },
+    )
+    return delivery
+
+
+def bot_visible_to_app(session: Session, *, app_id: str, bot_id: str) -> bool:
+    """Whether ``bot_id`` exists in ``app_id``'s account (the admin API answers 404, not 403,
+    for a bot of another account, so an app cannot probe which bots exist elsewhere)."""
+    account = session.scalar(select(App.account_id).where(App.id == app_id))
+    bot = session.get(Bot, bot_id)
+    return account is not None and bot is not None and bot.account_id == account

@@ -1,0 +1,233 @@
+"""Redaction of card numbers, social security numbers and e-mail addresses from a transcript.
+
+A bot chooses the kinds (``Bot.redact`` ⊆ :data:`KINDS`). Each match is replaced in the
+text by ``[card]``, ``[ssn]`` or ``[email]``; in the word list the words it covers become one
+placeholder word that keeps the first word's start and the last word's end, so a player
+highlighting words as it plays still lines up.
+
+- **card**: any run of 13 or more digits, written or spoken ("four one one one ..."),
+  spaces and dashes allowed (see :mod:`voicemail.transcription.digits`). No Luhn check:
+  Whisper mishears a digit now and then, and a card number with one wrong digit fails
+  Luhn yet still gives away the other fifteen. PCI DSS asks that card data not be stored;
+  over-redacting a long order number is the cheaper mistake. Runs longer than 19 digits
+  are redacted too (a card number run into its expiry date or security code). The
+  call-back number is never redacted as a card (it is taken before redaction).
+- **ssn**: the written shape 3-2-4 ("123-45-6789", "123 45 6789") anywhere, and any run
+  of exactly 9 digits within :data:`SSN_CUE_REACH_CHARS` of "social security", "social"
+  or "SSN".
+- **email**: written addresses ("john.smith@example.com") and spoken ones ("john dot
+  smith at example dot com"; Whisper often writes a mix: "john.smith at example.com").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from voicemail.transcription.digits import digit_runs
+from voicemail.transcription.engine import Word
+
+CARD = "card"
+SSN = "ssn"
+EMAIL = "email"
+KINDS = (CARD, SSN, EMAIL)
+
+CARD_MIN_DIGITS = 13  # the shortest card numbers (old Visa); the longest are 19
+SSN_DIGITS = 9
+# How far from "social security" a 9-digit run may be ("my social security number is, uh,
+# one two three ..."): the cue and the number are in one sentence.
+SSN_CUE_REACH_CHARS = 50
+
+_SSN_SHAPE_RE = re.compile(r"(?<![\d-])\d{3}[- ]\d{2}[- ]\d{4}(?![\d-])")
+_SSN_CUE_RE = re.compile(r"\b(?:social(?:\s+security)?|s\.?\s?s\.?\s?n\.?)\b", re.IGNORECASE)
+
+# Spoken or written separators inside an address.
+_DOT = r"(?:\s*\.\s*|\s+dot\s+)"
+_LOCAL_SEP = r"(?:\s*[._+-]\s*|\s+(?:dot|underscore|dash|hyphen|plus)\s+)"
+_AT = r"(?:\s*@\s*|\s+at\s+(?:sign\s+)?)"
+_TLDS = (
+    "com|org|net|edu|gov|mil|int|io|co|us|uk|ca|au|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|ie|"
+    "in|jp|cn|br|mx|info|biz|me|ai|app|dev|tv|email"
+)
+_EMAIL_RE = re.compile(
+    rf"\b[a-z0-9]+(?:{_LOCAL_SEP}[a-z0-9]+)*{_AT}[a-z0-9-]+(?:{_DOT}[a-z0-9-]+)*{_DOT}(?:{_TLDS})\b",
+    re.IGNORECASE,
+)
+# A spoken "reach me at acme dot com" is a web address, not someone's e-mail: a spoken
+# address's local part is not one of these words.
+_NOT_LOCAL_PARTS = frozenset(
+    {
+        "me",
+        "us",
+        "him",
+        "her",
+        "them",
+        "you",
+        "it",
+        "is",
+        "was",
+        "email",
+        "mail",
+        "address",
+        "which",
+        "that",
+        "there",
+        "here",
+        "look",
+        "go",
+        "online",
+        "site",
+        "website",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class Redacted:
+    text: str
+    words: list[Word]
+    kinds: list[str]  # what was found and replaced, in KINDS order
+
+
+def redact_transcript(
+    text: str,
+    words: Sequence[Word],
+    kinds: Iterable[str],
+    *,
+    keep_number: str | None = None,
+) -> Redacted:
+    """``text`` and ``words`` with every match of ``kinds`` replaced by its placeholder.
+
+    ``keep_number`` is the call-back number (digits, "+" allowed): a digit run with those
+    digits is never taken for a card.
+    """
+    wanted = [kind for kind in KINDS if kind in set(kinds)]
+    if not wanted:
+        return Redacted(text, list(words), [])
+    text_spans = find_spans(text, wanted, keep_number=keep_number)
+    new_text = _replace(text, text_spans)
+
+    # The words are searched as one string of their own: the text and the words' texts
+    # can differ in spacing, so the text's offsets would not carry over.
+    joined, offsets = _join_words(words)
+    word_spans = find_spans(joined, wanted, keep_number=keep_number)
+    new_words = _replace_words(list(words), offsets, joined, word_spans)
+
+    found = {span.kind for span in text_spans} | {span.kind for span in word_spans}
+    return Redacted(new_text, new_words, [kind for kind in KINDS if kind in found])
+
+
+def find_spans(text: str, kinds: Sequence[str], *, keep_number: str | None = None) -> list[Span]:
+    """The spans of ``text`` to redact, without overlaps, in order."""
+    spans: list[Span] = []
+    if EMAIL in kinds:
+        for match in _EMAIL_RE.finditer(text):
+            local = re.split(r"\W+", match.group().lower(), maxsplit=1)[0]
+            spoken = "@" not in match.group()
+            if spoken and local in _NOT_LOCAL_PARTS:
+                continue
+            spans.append(Span(match.start(), match.end(), EMAIL))
+    keep_digits = (keep_number or "").lstrip("+")
+    if SSN in kinds:
+        for match in _SSN_SHAPE_RE.finditer(text):
+            spans.append(Span(match.start(), match.end(), SSN))
+    runs = digit_runs(text) if (CARD in kinds or SSN in kinds) else []
+    if SSN in kinds:
+        cues = [cue.span() for cue in _SSN_CUE_RE.finditer(text)]
+        for run in runs:
+            near = any(
+                -SSN_CUE_REACH_CHARS <= run.start - cue_end <= SSN_CUE_REACH_CHARS
+                or 0 <= cue_start - run.end <= SSN_CUE_REACH_CHARS
+                for cue_start, cue_end in cues
+            )
+            if len(run.digits) == SSN_DIGITS and near:
+                spans.append(Span(run.start, run.end, SSN))
+    if CARD in kinds:
+        for run in runs:
+            if len(run.digits) >= CARD_MIN_DIGITS and run.digits != keep_digits:
+                spans.append(Span(run.start, run.end, CARD))
+    return _without_overlaps(spans)
+
+
+def _without_overlaps(spans: list[Span]) -> list[Span]:
+    """Earlier, then longer spans win; a span overlapping a kept one is merged into it."""
+    out: list[Span] = []
+    for span in sorted(spans, key=lambda s: (s.start, -(s.end - s.start))):
+        if out and span.start < out[-1].end:
+            last = out[-1]
+            out[-1] = Span(last.start, max(last.end, span.end), last.kind)
+            continue
+        out.append(span)
+    return out
+
+
+def placeholder(kind: str) -> str:
+    return f"[{kind}]"
+
+
+def _replace(text: str, spans: Sequence[Span]) -> str:
+    parts: list[str] = []
+    position = 0
+    for span in spans:
+        parts.append(text[position : span.start])
+        parts.append(placeholder(span.kind))
+        position = span.end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def _join_words(words: Sequence[Word]) -> tuple[str, list[tuple[int, int]]]:
+    offsets: list[tuple[int, int]] = []
+    parts: list[str] = []
+    position = 0
+    for word in words:
+        if parts:
+            position += 1  # the joining space
+        offsets.append((position, position + len(word.word)))
+        parts.append(word.word)
+        position += len(word.word)
+    return " ".join(parts), offsets
+
+
+def _replace_words(
+    words: list[Word], offsets: list[tuple[int, int]], joined: str, spans: Sequence[Span]
+) -> list[Word]:
+    # Spans sharing a word ("a@b.com,c@d.com" is one word) make one placeholder word.
+    groups: list[tuple[int, int, list[Span]]] = []  # first word, last word, spans
+    for span in spans:
+        covered = [i for i, (a, b) in enumerate(offsets) if a < span.end and b > span.start]
+        if not covered:
+            continue
+        if groups and covered[0] <= groups[-1][1]:
+            first, last, members = groups[-1]
+            groups[-1] = (first, max(last, covered[-1]), [*members, span])
+        else:
+            groups.append((covered[0], covered[-1], [span]))
+    out: list[Word] = []
+    index = 0
+    for first, last, members in groups:
+        out.extend(words[index:first])
+        begin, end = offsets[first][0], offsets[last][1]
+        # What the first and last words carry outside the match stays ("is:", "6789.").
+        local = [
+            Span(max(sp.start, begin) - begin, min(sp.end, end) - begin, sp.kind) for sp in members
+        ]
+        out.append(
+            Word(
+                word=_replace(joined[begin:end], local),
+                start=words[first].start,
+                end=words[last].end,
+                probability=min(w.probability for w in words[first : last + 1]),
+            )
+        )
+        index = last + 1
+    out.extend(words[index:])
+    return out

@@ -1,0 +1,632 @@
+"""Live voicemails: a call's audio streamed over a WebSocket (jambonz ``listen``), stored as it
+arrives, and turned into an ordinary voicemail when the caller hangs up.
+
+The life of a live voicemail:
+
+1. A connection opens (``open_connection``): it continues the call's voicemail that is still
+   ``receiving`` (same bot, same ``callSid``: a reconnect, possibly to another API process),
+   or creates one with no audio yet. Either way it adds an empty *marker* part in the same
+   transaction, so the call shows activity from the first instant of every connection.
+2. While audio arrives, every ``stream_flush_seconds`` and when the connection ends, the audio
+   received since the last part is stored as a part: the object first (raw 16-bit
+   little-endian mono PCM at the voicemail's rate, under the voicemail's own key prefix),
+   then its ``StreamPart`` row. A committed part always has its audio, as a deposit does; a
+   crashed API process loses at most the last flush period. Parts without audio (the marker)
+   have no object. The last part of a connection carries the connection's live transcript,
+   with the sequence numbers of the parts it covers.
+3. ``finalize`` (at a clean hang-up, at the maximum duration, or once a disconnected call has
+   had no new part for ``stream_reconnect_seconds``) joins the parts into one WAV at the
+   voicemail's ``storage_key`` and makes the voicemail ``stored``, with its transcript joined
+   from the parts' live transcripts (or a transcription job when a part has none), and the
+   ``voicemail.created`` event, in one transaction under the voicemail's row lock: a second
+   finalizer finds it no longer ``receiving`` and does nothing. A call with less audio than
+   ``min_duration_seconds`` (the upload path's minimum) left no message: its voicemail is
+   dropped (the row and its parts).
+
+The abandoned-call timeout must outlive the process that held the socket, so the workers
+finalize, as housekeeping, every ``receiving`` voicemail whose last part is older than the
+grace period (``finalize_abandoned``); the API process also does it for its own calls at
+the exact moment (see ``voicemails.stream``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import threading
+import uuid
+import wave
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from voicemail import ids
+from voicemail.db.base import utcnow
+from voicemail.db.models import Bot, CallSession, StreamPart, Voicemail
+from voicemail.errors import BadRequest
+from voicemail.jobs import service as jobs
+from voicemail.storage import Storage
+from voicemail.transcription.engine import Segment, Word
+from voicemail.transcription.engine import Transcript as EngineTranscript
+from voicemail.voicemails import service
+from voicemail.voicemails.tasks import save_transcript
+from voicemail.webhooks import events
+
+log = logging.getLogger(__name__)
+
+# jambonz `listen` sample rates.
+SAMPLE_RATES = (8000, 16000, 24000, 48000, 64000)
+MIX_TYPES = ("mono", "mixed", "stereo")
+SOURCE_FORMAT = "stream/pcm_s16le"
+SAMPLE_WIDTH = 2
+CALL_SID_MAX = 128
+# Placeholder for the audio hash while receiving; unique per voicemail because the session's
+# (session, sha256) pair is unique.
+RECEIVING_SHA_PREFIX = "receiving-"
+
+
+@dataclass(frozen=True)
+class CallMetadata:
+    """The first text frame of a jambonz ``listen`` connection, validated."""
+
+    call_sid: str
+    session_id: str | None
+    caller_from: str | None
+    caller_to: str | None
+    sample_rate: int
+    mix_type: str
+    language: str | None
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.mix_type == "stereo" else 1
+
+
+def _text_field(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"'{name}' must be a string")
+    return value
+
+
+def _caller(value: str | None) -> str | None:
+    """A ``from``/``to`` as the gateway sent it, cut to what the session row holds: a long SIP
+    URI must not cost the caller their message."""
+    if value is None or not value.strip():
+        return None
+    printable = "".join(ch for ch in value.strip() if ord(ch) >= 32)
+    return printable[:64] or None
+
+
+def parse_metadata(text: str) -> CallMetadata:
+    """Validate the first frame: ``callSid`` (required), ``from``, ``to``, ``sampleRate``
+    (default 8000, jambonz's), ``mixType`` (default mono), and the optional custom
+    ``metadata`` object (``sessionId``, ``language``)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise BadRequest("The first frame must be the call's JSON metadata") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The first frame must be a JSON object")
+    custom = data.get("metadata")
+    if custom is None:
+        custom = {}
+    if not isinstance(custom, dict):
+        raise BadRequest("'metadata' must be a JSON object")
+    call_sid = _text_field(data, "callSid")
+    if call_sid is None or not call_sid.strip():
+        raise BadRequest("'callSid' is required")
+    call_sid = call_sid.strip()
+    if len(call_sid) > CALL_SID_MAX or any(ord(ch) < 33 for ch in call_sid):
+        raise BadRequest(f"'callSid' must be at most {CALL_SID_MAX} printable characters")
+    sample_rate = data.get("sampleRate", 8000)
+    if isinstance(sample_rate, str) and sample_rate.isdigit():
+        sample_rate = int(sample_rate)
+    if isinstance(sample_rate, bool) or sample_rate not in SAMPLE_RATES:
+        rates = ", ".join(str(rate) for rate in SAMPLE_RATES)
+        raise BadRequest(f"'sampleRate' must be one of {rates}")
+    mix_type = data.get("mixType", "mono")
+    if mix_type not in MIX_TYPES:
+        raise BadRequest(f"'mixType' must be one of {', '.join(MIX_TYPES)}")
+    raw_session = _text_field(custom, "sessionId") or _text_field(data, "sessionId")
+    session_id = (
+        service.check_session_id(raw_session, generate=False) if raw_session is not None else None
+    )
+    return CallMetadata(
+        call_sid=call_sid,
+        session_id=session_id,
+        caller_from=_caller(_text_field(data, "from")),
+        caller_to=_caller(_text_field(data, "to")),
+        sample_rate=int(sample_rate),
+        mix_type=str(mix_type),
+        language=service.check_language(_text_field(custom, "language")),
+    )
+
+
+def call_session_id(bot_id: str, call_sid: str) -> str:
+    """The session id of a call whose gateway sent none: derived from the call, so every
+    connection of the call (a reconnect, on any process) lands in the same session."""
+    return hashlib.sha256(f"{bot_id}\n{call_sid}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class OpenedCall:
+    voicemail_id: str
+    session_id: str
+    storage_key: str
+    sample_rate: int
+    stored_seconds: float  # audio stored by the call's earlier connections
+    resumed: bool  # a reconnect: the voicemail existed
+    language: str | None
+    languages: tuple[str, ...]
+    vocabulary: tuple[str, ...]
+
+
+def _receiving_voicemail(session: Session, *, bot_id: str, call_sid: str) -> Voicemail | None:
+    voicemail_id = session.scalars(
+        select(Voicemail.id)
+        .where(
+            Voicemail.bot_id == bot_id,
+            Voicemail.call_sid == call_sid,
+            Voicemail.status == service.RECEIVING,
+        )
+        .order_by(Voicemail.created_at.desc())
+        .with_for_update()
+    ).first()
+    return session.get(Voicemail, voicemail_id) if voicemail_id is not None else None
+
+
+def _next_part_seq(session: Session, voicemail_id: str) -> int:
+    seq = session.scalar(
+        select(func.coalesce(func.max(StreamPart.seq), 0)).where(
+            StreamPart.voicemail_id == voicemail_id
+        )
+    )
+    return int(seq or 0) + 1
+
+
+def part_key_for(storage_key: str) -> str:
+    """A part's key: under the recording's own key, so what belongs to a voicemail shares its
+    prefix; random, because the object is written before its row (and its seq) exists."""
+    return f"{storage_key.removesuffix('.wav')}/parts/{uuid.uuid4().hex}.pcm"
+
+
+def open_connection(
+    session: Session, *, bot_id: str, meta: CallMetadata, now: datetime | None = None
+) -> OpenedCall:
+    """Continue the call's receiving voicemail or start one, and add the connection's marker
+    part. May raise ``IntegrityError`` when a racing connection created the call's session
+    first: the caller retries, as a deposit does."""
+    now = now or utcnow()
+    bot = session.get(Bot, bot_id)
+    if bot is None:
+        raise BadRequest(f"No bot {bot_id}")
+    earlier = session.scalars(
+        select(CallSession.session_id)
+        .join(Voicemail, Voicemail.session_pk == CallSession.id)
+        .where(Voicemail.bot_id == bot_id, Voicemail.call_sid == meta.call_sid)
+        .order_by(Voicemail.created_at)
+    ).first()
+    session_id = earlier or meta.session_id or call_session_id(bot_id, meta.call_sid)
+    # The session's row lock queues connections of one call (and deposits into its session),
+    # so only one of two racing connections creates the voicemail.
+    call = service._locked_call_session(
+        session,
+        bot_id=bot_id,
+        session_id=session_id,
+        caller_from=meta.caller_from,
+        caller_to=meta.caller_to,
+        now=now,
+    )
+    voicemail = _receiving_voicemail(session, bot_id=bot_id, call_sid=meta.call_sid)
+    resumed = voicemail is not None
+    if voicemail is None:
+        seq = session.scalar(
+            select(func.coalesce(func.max(Voicemail.seq), 0)).where(Voicemail.session_pk == call.id)
+        )
+        file_id = ids.new_id(ids.FILE)
+        voicemail = Voicemail(
+            id=file_id,
+            session_pk=call.id,
+            bot_id=bot_id,
+            seq=int(seq or 0) + 1,
+            status=service.RECEIVING,
+            storage_key=service.storage_key(bot, file_id, now),
+            audio_sha256=RECEIVING_SHA_PREFIX + file_id,
+            duration_seconds=0.0,
+            sample_rate=meta.sample_rate,
+            size_bytes=0,
+            source_format=SOURCE_FORMAT,
+            language_hint=meta.language,
+            message_id=ids.new_id(ids.MESSAGE),
+            component_id=ids.new_id(ids.COMPONENT),
+            created_at=now,
+            call_sid=meta.call_sid,
+        )
+        session.add(voicemail)
+        session.flush()
+    elif voicemail.sample_rate != meta.sample_rate:
+        raise BadRequest(
+            f"'sampleRate' {meta.sample_rate} differs from this call's {voicemail.sample_rate}"
+        )
+    stored = session.scalar(
+        select(func.coalesce(func.sum(StreamPart.duration_seconds), 0.0)).where(
+            StreamPart.voicemail_id == voicemail.id
+        )
+    )
+    session.add(
+        StreamPart(
+            voicemail_id=voicemail.id,
+            seq=_next_part_seq(session, voicemail.id),
+            storage_key=part_key_for(voicemail.storage_key),
+            sample_rate=voicemail.sample_rate,
+            duration_seconds=0.0,
+            transcript=None,
+            created_at=now,
+        )
+    )
+    session.flush()
+    return OpenedCall(
+        voicemail_id=voicemail.id,
+        session_id=session_id,
+        storage_key=voicemail.storage_key,
+        sample_rate=voicemail.sample_rate,
+        stored_seconds=float(stored or 0.0),
+        resumed=resumed,
+        language=voicemail.language_hint or meta.language,
+        languages=tuple(bot.languages or ()),
+        vocabulary=tuple(bot.vocabulary or ()),
+    )
+
+
+class CallFinished(Exception):
+    """The voicemail is no longer receiving (finalized meanwhile): the part has no home."""
+
+
+def store_part(
+    sessions: sessionmaker[Session],
+    *,
+    storage: Storage,
+    call: OpenedCall,
+    pcm: bytes,
+    scratch_dir: Path,
+    transcript: dict[str, Any] | None = None,
+    covers: Sequence[int] = (),
+) -> int:
+    """Store ``pcm`` as the call's next part (object, then row); its seq. A ``transcript``
+    (see ``transcript_json``) covers this part and the earlier parts ``covers``.
+
+    Owns its transaction because it orders it around the object write, as a deposit does.
+    """
+    key = part_key_for(call.storage_key)
+    if pcm:
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=scratch_dir, prefix="part-", suffix=".pcm") as tmp:
+            tmp.write(pcm)
+            tmp.flush()
+            storage.put_file(key, Path(tmp.name))
+    try:
+        with sessions.begin() as session:
+            status = session.scalars(
+                select(Voicemail.status).where(Voicemail.id == call.voicemail_id).with_for_update()
+            ).first()
+            if status != service.RECEIVING:
+                raise CallFinished(call.voicemail_id)
+            seq = _next_part_seq(session, call.voicemail_id)
+            if transcript is not None:
+                transcript = {**transcript, "seqs": [*covers, seq]}
+            session.add(
+                StreamPart(
+                    voicemail_id=call.voicemail_id,
+                    seq=seq,
+                    storage_key=key,
+                    sample_rate=call.sample_rate,
+                    duration_seconds=len(pcm) / SAMPLE_WIDTH / call.sample_rate,
+                    transcript=transcript,
+                )
+            )
+    except BaseException:
+        if pcm:
+            storage.delete(key)
+        raise
+    return seq
+
+
+def transcript_json(result: EngineTranscript, *, processing_seconds: float) -> dict[str, Any]:
+    """A connection's live transcript as a part keeps it (``store_part`` adds the ``seqs``
+    of the parts it covers). ``processing_seconds``: what the hang-up waited for it (the
+    audio before was transcribed while the call went on)."""
+    return {
+        "text": result.text,
+        "words": [asdict(word) for word in result.words],
+        "segments": [asdict(segment) for segment in result.segments],
+        "language": result.language,
+        "language_probability": result.language_probability,
+        "no_speech": result.no_speech,
+        "model": result.model,
+        "processing_seconds": processing_seconds,
+    }
+
+
+def merged_transcript(parts: Sequence[StreamPart]) -> tuple[EngineTranscript, float] | None:
+    """The parts' live transcripts joined in time order, with the connection's times shifted
+    by where its audio starts in the voicemail, and their summed processing time; None when
+    some audio is covered by no transcript (then a job transcribes the whole recording)."""
+    offsets: dict[int, float] = {}
+    elapsed = 0.0
+    for part in parts:
+        offsets[part.seq] = elapsed
+        elapsed += part.duration_seconds
+    covered: set[int] = set()
+    pieces: list[tuple[float, dict[str, Any]]] = []
+    for part in parts:
+        if part.transcript is None:
+            continue
+        seqs = [int(seq) for seq in part.transcript.get("seqs") or [part.seq]]
+        covered.update(seqs)
+        pieces.append((min(offsets.get(seq, 0.0) for seq in seqs), part.transcript))
+    if any(part.duration_seconds > 0 and part.seq not in covered for part in parts):
+        return None
+    if not pieces:
+        return None
+    pieces.sort(key=lambda piece: piece[0])
+    words = [
+        Word(w["word"], w["start"] + offset, w["end"] + offset, w["probability"])
+        for offset, piece in pieces
+        for w in piece["words"]
+    ]
+    segments = [
+        Segment(
+            start=s["start"] + offset,
+            end=s["end"] + offset,
+            text=s["text"],
+            avg_logprob=s["avg_logprob"],
+            no_speech_prob=s["no_speech_prob"],
+            compression_ratio=s["compression_ratio"],
+        )
+        for offset, piece in pieces
+        for s in piece.get("segments", [])
+    ]
+    spoken = [piece for _, piece in pieces if not piece["no_speech"] and piece["text"]]
+    # The language of the longest spoken piece: a reconnect's few words should not decide it.
+    main = max(spoken, key=lambda piece: len(piece["text"]), default=None)
+    result = EngineTranscript(
+        text=" ".join(piece["text"].strip() for piece in spoken),
+        language=main["language"] if main else None,
+        language_probability=main["language_probability"] if main else None,
+        words=words,
+        segments=segments,
+        no_speech=main is None,
+        duration_seconds=elapsed,
+        model=str(pieces[0][1]["model"]),
+    )
+    return result, sum(float(piece.get("processing_seconds", 0.0)) for _, piece in pieces)
+
+
+@dataclass(frozen=True)
+class Finalized:
+    voicemail_id: str
+    outcome: str  # "stored", or "dropped" (too little audio)
+    duration_seconds: float
+    transcribed: bool  # the transcript came from the live transcripts (no job queued)
+    part_keys: tuple[str, ...]  # to delete once committed
+
+
+STORED = "stored"
+DROPPED = "dropped"
+
+
+def finalize(
+    session: Session,
+    *,
+    storage: Storage,
+    voicemail_id: str,
+    scratch_dir: Path,
+    min_seconds: float,
+    max_attempts: int,
+    hangup_at: datetime | None = None,
+    idle_seconds: float | None = None,
+) -> Finalized | None:
+    """Join the parts into the voicemail's recording and make it ``stored`` (or drop it when
+    it has less than ``min_seconds`` of audio). None when it is not receiving (finalized by
+    someone else, or deleted), or, with ``idle_seconds``, when its last part is younger than
+    that (a connection is streaming it). The recording object is written before the caller
+    commits: a crash in between leaves a receiving row whose next finalize overwrites it."""
+    locked = session.scalars(
+        select(Voicemail.id)
+        .where(Voicemail.id == voicemail_id, Voicemail.status == service.RECEIVING)
+        .with_for_update()
+    ).first()
+    if locked is None:
+        return None
+    # Checked under the row lock, which a reconnect takes to add its marker part: either the
+    # reconnect's part is seen here, or the reconnect waits and then finds the call stored.
+    if idle_seconds is not None and not _is_idle(session, voicemail_id, idle_seconds):
+        return None
+    voicemail = session.get(Voicemail, voicemail_id)
+    assert voicemail is not None
+    session.refresh(voicemail)
+    parts = list(
+        session.scalars(
+            select(StreamPart)
+            .where(StreamPart.voicemail_id == voicemail_id)
+            .order_by(StreamPart.seq)
+        )
+    )
+    part_keys = tuple(part.storage_key for part in parts if part.duration_seconds > 0)
+    rate = voicemail.sample_rate
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch_dir, prefix="finalize-") as scratch:
+        wav_path = Path(scratch) / "recording.wav"
+        frames = 0
+        with wave.open(str(wav_path), "wb") as writer:
+            writer.setnchannels(1)
+            writer.setsampwidth(SAMPLE_WIDTH)
+            writer.setframerate(rate)
+            for part in parts:
+                if part.duration_seconds > 0:
+                    pcm = storage.read_bytes(part.storage_key)
+                    writer.writeframes(pcm)
+                    frames += len(pcm) // SAMPLE_WIDTH
+        duration = frames / rate
+        if duration < min_seconds:
+            _drop(session, voicemail)
+            log.info(
+                "live voicemail dropped: too little audio",
+                extra={"voicemail_id": voicemail_id, "seconds": round(duration, 3)},
+            )
+            return Finalized(voicemail_id, DROPPED, duration, False, part_keys)
+        digest = hashlib.sha256()
+        with wav_path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        storage.put_file(voicemail.storage_key, wav_path)
+        voicemail.size_bytes = wav_path.stat().st_size
+    voicemail.audio_sha256 = digest.hexdigest()
+    voicemail.duration_seconds = duration
+    voicemail.source_format = SOURCE_FORMAT
+    voicemail.status = service.STORED
+    voicemail.hangup_at = hangup_at or (parts[-1].created_at if parts else utcnow())
+    session.flush()
+    merged = merged_transcript(parts)
+    if merged is not None:
+        result, processing = merged
+        save_transcript(session, voicemail, result, processing_seconds=processing)
+    else:
+        jobs.enqueue(
+            session, kind=service.TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts
+        )
+    events.emit_voicemail_created(session, voicemail=voicemail, source="stream")
+    return Finalized(voicemail_id, STORED, duration, merged is not None, part_keys)
+
+
+def _drop(session: Session, voicemail: Voicemail) -> None:
+    # The call's session row stays: deleting it here would lock it after the voicemail, the
+    # reverse of ``open_connection``'s order, and an empty session reads as "no voicemail".
+    session.execute(delete(StreamPart).where(StreamPart.voicemail_id == voicemail.id))
+    session.delete(voicemail)
+    session.flush()
+
+
+def finalize_owned(
+    sessions: sessionmaker[Session],
+    *,
+    storage: Storage,
+    voicemail_id: str,
+    scratch_dir: Path,
+    min_seconds: float,
+    max_attempts: int,
+    hangup_at: datetime | None = None,
+    idle_seconds: float | None = None,
+) -> Finalized | None:
+    """``finalize`` in its own transaction, then the parts' objects deleted.
+
+    With ``idle_seconds``, only when the call's last part is older than that (no connection
+    is streaming it, on any process); otherwise None.
+    """
+    with sessions.begin() as session:
+        done = finalize(
+            session,
+            storage=storage,
+            voicemail_id=voicemail_id,
+            scratch_dir=scratch_dir,
+            min_seconds=min_seconds,
+            max_attempts=max_attempts,
+            hangup_at=hangup_at,
+            idle_seconds=idle_seconds,
+        )
+    if done is not None:
+        for key in done.part_keys:
+            try:
+                storage.delete(key)
+            except Exception:
+                log.warning("stream part not deleted", extra={"key": key}, exc_info=True)
+        log.info(
+            "live voicemail finalized",
+            extra={
+                "voicemail_id": voicemail_id,
+                "outcome": done.outcome,
+                "seconds": round(done.duration_seconds, 3),
+                "live_transcript": done.transcribed,
+            },
+        )
+    return done
+
+
+def last_part_at(session: Session, voicemail_id: str) -> datetime | None:
+    value = session.scalar(
+        select(func.max(StreamPart.created_at)).where(StreamPart.voicemail_id == voicemail_id)
+    )
+    return value if isinstance(value, datetime) else None
+
+
+def _is_idle(session: Session, voicemail_id: str, idle_seconds: float) -> bool:
+    last = last_part_at(session, voicemail_id)
+    return last is None or last <= utcnow() - timedelta(seconds=idle_seconds)
+
+
+def seconds_until_idle(
+    sessions: sessionmaker[Session], *, voicemail_id: str, idle_seconds: float
+) -> float | None:
+    """How long until the call's last part is ``idle_seconds`` old (0 when it is); None when
+    the voicemail is no longer receiving."""
+    with sessions() as session:
+        status = session.scalar(select(Voicemail.status).where(Voicemail.id == voicemail_id))
+        if status != service.RECEIVING:
+            return None
+        last = last_part_at(session, voicemail_id)
+    if last is None:
+        return 0.0
+    return max(0.0, (last + timedelta(seconds=idle_seconds) - utcnow()).total_seconds())
+
+
+def finalize_abandoned(
+    sessions: sessionmaker[Session],
+    *,
+    storage: Storage,
+    scratch_dir: Path,
+    idle_seconds: float,
+    min_seconds: float,
+    max_attempts: int,
+    wake: threading.Event | None = None,
+) -> int:
+    """Housekeeping: finalize every receiving voicemail whose last part is older than
+    ``idle_seconds`` (its gateway disconnected and did not come back, or its API process
+    died); how many were finalized. Safe from many processes at once."""
+    cutoff = utcnow() - timedelta(seconds=idle_seconds)
+    recent_part = (
+        select(StreamPart.id)
+        .where(StreamPart.voicemail_id == Voicemail.id, StreamPart.created_at > cutoff)
+        .exists()
+    )
+    with sessions() as session:
+        candidates = list(
+            session.scalars(
+                select(Voicemail.id).where(Voicemail.status == service.RECEIVING, ~recent_part)
+            )
+        )
+    done = 0
+    for voicemail_id in candidates:
+        finalized = finalize_owned(
+            sessions,
+            storage=storage,
+            voicemail_id=voicemail_id,
+            scratch_dir=scratch_dir,
+            min_seconds=min_seconds,
+            max_attempts=max_attempts,
+            idle_seconds=idle_seconds,
+        )
+        if finalized is not None:
+            done += 1
+    if done and wake is not None:
+        wake.set()
+    return done

@@ -1,0 +1,441 @@
+"""Live deposit: ``/public/bot/{botId}/voicemail/stream``, speaking jambonz ``listen``.
+
+The gateway opens a WebSocket (subprotocol ``audio.jambonz.org``), sends one text frame of
+JSON metadata, then binary frames of 16-bit little-endian PCM, and closes the socket when the
+caller hangs up. Authentication happens before the socket is accepted: a JWT in the ``auth``
+header (or ``Authorization: Bearer``), as for uploads, or HTTP Basic with the app's client id
+and secret (jambonz ``wsAuth``); a refusal is an HTTP answer in Kore's envelope (401, 403,
+429), which a gateway logs as a failed handshake.
+
+Close codes we send: 1000 at the maximum duration (the reason says so), 1003 when the first
+frame is not text, 1007 for bad metadata, 1008 when no metadata arrives in time, 1011 on a
+failure of ours. A close from the gateway with 1000 or 1001 is a hang-up: the voicemail is
+finalized at once. Anything else (a dropped TCP connection, 1006, 1011…) keeps what arrived
+and waits ``stream_reconnect_seconds`` for the gateway to come back with the same
+``callSid`` before finalizing (see ``voicemails.live``).
+
+``mixType`` stereo carries both legs of a bridged call interleaved; we keep the first
+channel, the caller's, so the bot's prompts on the other leg are neither stored nor
+transcribed. ``mono`` and ``mixed`` are one channel, kept as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, WebSocket
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.datastructures import Headers
+
+from voicemail.api.errors import error_response
+from voicemail.auth import service as auth
+from voicemail.db.base import utcnow
+from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError
+from voicemail.runtime import Runtime
+from voicemail.transcription.live import LiveTranscription
+from voicemail.voicemails import live
+from voicemail.voicemails.routes import authorize
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["voicemail"])
+
+SUBPROTOCOL = "audio.jambonz.org"
+# jambonz sends the metadata as soon as the socket is open.
+FIRST_FRAME_SECONDS = 10.0
+OPEN_ATTEMPTS = 3
+HANGUP_CODES = (1000, 1001)
+CLOSE_MAX_DURATION = 1000
+CLOSE_UNSUPPORTED = 1003
+CLOSE_BAD_METADATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+_REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 123 bytes
+
+# Grace-period timers of this process's disconnected calls; kept so they are not collected.
+_timers: set[asyncio.Task[None]] = set()
+
+
+def _reason(text: str) -> str:
+    return text.encode()[:_REASON_BYTES].decode(errors="ignore")
+
+
+def _basic_credentials(authorization: str) -> tuple[str, str] | None:
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidCredentials() from None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon or not client_id or not secret:
+        raise InvalidCredentials()
+    return client_id, secret
+
+
+def _bearer_token(headers: Headers) -> str | None:
+    token = headers.get("auth")
+    if token and token.strip():
+        return token.strip()
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
+    """The upload path's checks and deposit rate limit, for a JWT or Basic credentials."""
+    settings = runtime.settings
+    basic = _basic_credentials(headers.get("authorization", ""))
+    with runtime.read_sessions() as session:
+        if basic is None:
+            authorize(
+                runtime,
+                session,
+                _bearer_token(headers),
+                bot_id,
+                scope=auth.SCOPE_DEPOSIT,
+                bucket="deposit",
+                per_minute=settings.deposit_rate_limit_per_minute,
+            )
+            return
+        caller = auth.authenticate_basic(
+            session,
+            box=runtime.box,
+            client_id=basic[0],
+            client_secret=basic[1],
+            bot_id=bot_id,
+            scope=auth.SCOPE_DEPOSIT,
+        )
+    runtime.rate_limiter.hit(
+        caller.account_id, per_minute=settings.deposit_rate_limit_per_minute, bucket="deposit"
+    )
+
+
+async def _deny(websocket: WebSocket, exc: VoicemailError) -> None:
+    headers: dict[str, str] = dict(exc.headers or {})
+    if exc.status_code == 401:
+        headers.setdefault("WWW-Authenticate", 'Basic realm="voicemail"')
+    response = error_response(exc.status_code, exc.message, exc.error_code, headers)
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:  # a server without the denial extension: a plain 403
+        await websocket.close(code=CLOSE_POLICY, reason=_reason(exc.message))
+
+
+def _open_call(runtime: Runtime, bot_id: str, meta: live.CallMetadata) -> live.OpenedCall:
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            with runtime.sessions.begin() as session:
+                return live.open_connection(session, bot_id=bot_id, meta=meta)
+        except IntegrityError:
+            # A racing connection of the same call created its session first; retry finds it.
+            if attempt == OPEN_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _Connection:
+    """One WebSocket connection's audio: buffered, stored as parts, transcribed live."""
+
+    def __init__(self, runtime: Runtime, call: live.OpenedCall, meta: live.CallMetadata) -> None:
+        self.runtime = runtime
+        self.call = call
+        self.frame_bytes = live.SAMPLE_WIDTH * meta.channels
+        settings = runtime.settings
+        left = settings.max_duration_seconds - call.stored_seconds
+        self.bytes_left = max(0, int(left * call.sample_rate)) * live.SAMPLE_WIDTH
+        self.pending = bytearray()
+        self.remainder = b""
+        self.received_bytes = 0
+        self.seqs: list[int] = []
+        self.flush_lock = asyncio.Lock()
+        self.finished = False  # the voicemail was finalized by someone else meanwhile
+        self.transcription: LiveTranscription | None = None
+        if settings.live_transcription:
+            self.transcription = LiveTranscription(
+                runtime.transcriber,
+                sample_rate=call.sample_rate,
+                language=call.language,
+                languages=call.languages,
+                vocabulary=call.vocabulary,
+            )
+
+    @property
+    def seconds(self) -> float:
+        return self.received_bytes / live.SAMPLE_WIDTH / self.call.sample_rate
+
+    def add(self, data: bytes) -> bool:
+        """Take a binary frame; False once the maximum duration is reached (what is beyond
+        it is dropped)."""
+        data = self.remainder + data
+        usable = len(data) - len(data) % self.frame_bytes
+        self.remainder = data[usable:]
+        data = data[:usable]
+        if self.frame_bytes == 2 * live.SAMPLE_WIDTH:  # stereo: keep the caller's channel
+            data = np.frombuffer(data, dtype="<i2")[0::2].tobytes()
+        reached = len(data) >= self.bytes_left
+        data = data[: self.bytes_left]
+        self.bytes_left -= len(data)
+        if data:
+            self.pending.extend(data)
+            self.received_bytes += len(data)
+            if self.transcription is not None:
+                self.transcription.feed(data)
+        return not reached
+
+    async def flush(self, transcript: dict[str, Any] | None = None, *, final: bool = False) -> None:
+        """Store the audio received since the last part (on the final flush, even none, to
+        carry the transcript)."""
+        async with self.flush_lock:
+            if self.finished or (not self.pending and (not final or transcript is None)):
+                return
+            pcm = bytes(self.pending)
+            self.pending.clear()
+            settings = self.runtime.settings
+            try:
+                seq = await run_in_threadpool(
+                    live.store_part,
+                    self.runtime.sessions,
+                    storage=self.runtime.storage,
+                    call=self.call,
+                    pcm=pcm,
+                    scratch_dir=settings.scratch_dir,
+                    transcript=transcript,
+                    covers=list(self.seqs),
+                )
+            except live.CallFinished:
+                self.finished = True
+                log.warning(
+                    "live audio after the voicemail was finalized; dropped",
+                    extra={"voicemail_id": self.call.voicemail_id, "bytes": len(pcm)},
+                )
+                return
+            except Exception:
+                self.pending[0:0] = pcm  # kept for the next try
+                raise
+            self.seqs.append(seq)
+
+    async def flush_periodically(self) -> None:
+        every = self.runtime.settings.stream_flush_seconds
+        while not self.finished:
+            await asyncio.sleep(every)
+            try:
+                # Shielded: when the connection ends mid-flush, the part being stored must
+                # still be counted among the parts the connection's transcript covers.
+                await asyncio.shield(self.flush())
+            except Exception:
+                log.exception(
+                    "live audio not stored; retried at the next flush",
+                    extra={"voicemail_id": self.call.voicemail_id},
+                )
+
+    def _finish_transcript(self) -> dict[str, Any] | None:
+        if self.transcription is None or self.received_bytes == 0:
+            if self.transcription is not None:
+                self.transcription.close()
+            return None
+        started = time.perf_counter()
+        try:
+            result = self.transcription.finish()
+        except Exception:
+            # The transcription job transcribes the recording instead.
+            log.exception(
+                "live transcription failed", extra={"voicemail_id": self.call.voicemail_id}
+            )
+            self.transcription.close()
+            return None
+        return live.transcript_json(result, processing_seconds=time.perf_counter() - started)
+
+    async def end(self) -> None:
+        """Store what is left, with the connection's live transcript."""
+        transcript = await run_in_threadpool(self._finish_transcript)
+        await self.flush(transcript, final=True)
+
+
+def _finalize(
+    runtime: Runtime,
+    voicemail_id: str,
+    idle_seconds: float | None,
+    hangup_at: datetime | None = None,
+) -> bool:
+    settings = runtime.settings
+    done = live.finalize_owned(
+        runtime.sessions,
+        storage=runtime.storage,
+        voicemail_id=voicemail_id,
+        scratch_dir=settings.scratch_dir,
+        min_seconds=settings.min_duration_seconds,
+        max_attempts=settings.job_max_attempts,
+        idle_seconds=idle_seconds,
+        hangup_at=hangup_at,
+    )
+    if done is not None and done.outcome == live.STORED and not done.transcribed:
+        runtime.wake_worker.set()
+    return done is not None
+
+
+async def _finalize_when_idle(runtime: Runtime, voicemail_id: str) -> None:
+    """Finalize a disconnected call once it has had no new part for the grace period (a
+    reconnect, here or on another process, adds parts and so postpones it)."""
+    grace = runtime.settings.stream_reconnect_seconds
+    try:
+        while True:
+            wait = await run_in_threadpool(
+                live.seconds_until_idle,
+                runtime.sessions,
+                voicemail_id=voicemail_id,
+                idle_seconds=grace,
+            )
+            if wait is None:  # finalized meanwhile
+                return
+            if wait > 0:
+                await asyncio.sleep(wait + 0.05)
+                continue
+            if await run_in_threadpool(_finalize, runtime, voicemail_id, grace):
+                return
+    except Exception:
+        # The workers' housekeeping finalizes it instead.
+        log.exception("live voicemail not finalized", extra={"voicemail_id": voicemail_id})
+
+
+def _schedule_finalize(runtime: Runtime, voicemail_id: str) -> None:
+    task = asyncio.get_running_loop().create_task(_finalize_when_idle(runtime, voicemail_id))
+    _timers.add(task)
+    task.add_done_callback(_timers.discard)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError):  # already closed by the other side
+        await websocket.close(code=code, reason=_reason(reason))
+
+
+@router.websocket("/public/bot/{botId}/voicemail/stream")
+async def stream_voicemail(
+    websocket: WebSocket,
+    bot_id: Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")],
+) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    try:
+        await run_in_threadpool(_authenticate, runtime, websocket.headers, bot_id)
+    except OperationalError as exc:
+        log.warning("database unavailable", extra={"error": type(exc.orig).__name__})
+        unavailable = ServiceUnavailable("The database is unavailable; retry in a few seconds")
+        unavailable.headers = {"Retry-After": "5"}
+        await _deny(websocket, unavailable)
+        return
+    except VoicemailError as exc:
+        log.info("live stream refused", extra={"bot_id": bot_id, "status": exc.status_code})
+        await _deny(websocket, exc)
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+
+    try:
+        first = await asyncio.wait_for(websocket.receive(), FIRST_FRAME_SECONDS)
+    except TimeoutError:
+        await _close(websocket, CLOSE_POLICY, "No metadata: send the call's JSON metadata first")
+        return
+    if first["type"] == "websocket.disconnect":
+        return
+    if first.get("text") is None:
+        await _close(websocket, CLOSE_UNSUPPORTED, "The first frame must be JSON metadata (text)")
+        return
+    try:
+        meta = live.parse_metadata(first["text"])
+        call = await run_in_threadpool(_open_call, runtime, bot_id, meta)
+    except BadRequest as exc:
+        log.info("live stream metadata refused", extra={"bot_id": bot_id, "reason": exc.message})
+        await _close(websocket, CLOSE_BAD_METADATA, exc.message)
+        return
+    log.info(
+        "live stream opened",
+        extra={
+            "voicemail_id": call.voicemail_id,
+            "call_sid": meta.call_sid,
+            "resumed": call.resumed,
+            "sample_rate": meta.sample_rate,
+            "mix_type": meta.mix_type,
+        },
+    )
+    await _run(websocket, runtime, call, meta)
+
+
+async def _run(
+    websocket: WebSocket, runtime: Runtime, call: live.OpenedCall, meta: live.CallMetadata
+) -> None:
+    connection = _Connection(runtime, call, meta)
+    flusher = asyncio.get_running_loop().create_task(connection.flush_periodically())
+    code: int | None = None
+    reached_max = False
+    try:
+        while True:
+            message: Mapping[str, Any] = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                code = int(message.get("code") or 1005)
+                break
+            data = message.get("bytes")
+            if data is None:
+                # jambonz may send DTMF and other events as text; they are not the message.
+                log.debug(
+                    "live stream text frame ignored", extra={"voicemail_id": call.voicemail_id}
+                )
+                continue
+            if not connection.add(data):
+                reached_max = True
+                max_seconds = runtime.settings.max_duration_seconds
+                await _close(
+                    websocket, CLOSE_MAX_DURATION, f"Maximum duration of {max_seconds:g} s reached"
+                )
+                break
+            if connection.finished:
+                await _close(websocket, CLOSE_POLICY, "This call's voicemail is already stored")
+                break
+    except Exception:
+        log.exception("live stream failed", extra={"voicemail_id": call.voicemail_id})
+        await _close(websocket, CLOSE_INTERNAL, "Internal error; reconnect to continue")
+    finally:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        # Shielded: the audio that arrived must be stored even if this task is cancelled.
+        hangup = reached_max or code in HANGUP_CODES
+        await asyncio.shield(_end(runtime, connection, hangup_at=utcnow() if hangup else None))
+    log.info(
+        "live stream closed",
+        extra={
+            "voicemail_id": call.voicemail_id,
+            "code": code,
+            "seconds": round(connection.seconds, 3),
+            "max_duration": reached_max,
+        },
+    )
+
+
+async def _end(runtime: Runtime, connection: _Connection, *, hangup_at: datetime | None) -> None:
+    """Store the connection's last audio and transcript; then finalize the call at a hang-up
+    (``hangup_at``), or give the gateway the grace period to reconnect."""
+    voicemail_id = connection.call.voicemail_id
+    try:
+        await connection.end()
+    except Exception:
+        log.exception("live audio not stored at the end", extra={"voicemail_id": voicemail_id})
+    if connection.finished:
+        return
+    if hangup_at is not None:
+        try:
+            await run_in_threadpool(_finalize, runtime, voicemail_id, None, hangup_at)
+            return
+        except Exception:
+            log.exception("live voicemail not finalized", extra={"voicemail_id": voicemail_id})
+    _schedule_finalize(runtime, voicemail_id)

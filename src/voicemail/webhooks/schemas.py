@@ -1,0 +1,105 @@
+"""Webhook shapes of the admin API and of ``voicemail webhooks … --json`` (camelCase, as the
+rest of our API)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voicemail.db.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
+from voicemail.webhooks.service import EVENTS, PENDING
+
+
+class SubscriptionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="Where events are POSTed: an http:// or https:// URL")
+    events: list[str] = Field(description=f"At least one of: {', '.join(EVENTS)}")
+
+
+class Subscription(BaseModel):
+    id: str
+    botId: str
+    url: str
+    events: list[str]
+    createdAt: datetime
+
+
+class CreatedSubscription(Subscription):
+    secret: str = Field(description="The signing secret; shown this once only")
+
+
+class SubscriptionList(BaseModel):
+    webhooks: list[Subscription]
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool = True
+
+
+class Attempt(BaseModel):
+    attemptedAt: datetime
+    statusCode: int | None
+    error: str | None
+    durationMs: float
+
+
+class Delivery(BaseModel):
+    id: int
+    subscriptionId: str
+    eventId: str
+    eventType: str
+    status: str = Field(description="pending, delivered, or failed (gave up)")
+    attempts: int
+    nextAttemptAt: datetime | None = Field(description="When a pending one is tried next")
+    lastStatusCode: int | None
+    lastError: str | None
+    createdAt: datetime
+    deliveredAt: datetime | None
+    attemptLog: list[Attempt] = Field(description="Every attempt, oldest first")
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[Delivery]
+
+
+def subscription_out(subscription: WebhookSubscription) -> Subscription:
+    return Subscription(
+        id=subscription.id,
+        botId=subscription.bot_id,
+        url=subscription.url,
+        events=list(subscription.events),
+        createdAt=subscription.created_at,
+    )
+
+
+def created_out(subscription: WebhookSubscription, secret: str) -> CreatedSubscription:
+    return CreatedSubscription(**subscription_out(subscription).model_dump(), secret=secret)
+
+
+def delivery_out(delivery: WebhookDelivery, attempts: Sequence[WebhookAttempt]) -> Delivery:
+    return Delivery(
+        id=delivery.id,
+        subscriptionId=delivery.subscription_id,
+        eventId=delivery.event_id,
+        eventType=delivery.event_type,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        nextAttemptAt=delivery.next_attempt_at if delivery.status == PENDING else None,
+        lastStatusCode=delivery.last_status_code,
+        lastError=delivery.last_error,
+        createdAt=delivery.created_at,
+        deliveredAt=delivery.delivered_at,
+        attemptLog=[
+            Attempt(
+                attemptedAt=attempt.attempted_at,
+                statusCode=attempt.status_code,
+                error=attempt.error,
+                durationMs=attempt.duration_ms,
+            )
+            for attempt in attempts
+        ],
+    )

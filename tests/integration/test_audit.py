@@ -1,0 +1,239 @@
+"""The audit log: fetches, media accesses, deletions and configuration changes, each with who
+did it, as ``voicemail audit list`` shows them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import sessionmaker
+
+from tests.conftest import Credentials
+from voicemail.auth import service as auth
+from voicemail.db.models import AuditEntry
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+
+SESSION = "67aa38026e199c8f470e0a01"
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
+    env.update(
+        VOICEMAIL_DATA_DIR=str(settings.data_dir),
+        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
+        VOICEMAIL_LOG_FORMAT="console",
+        COLUMNS="200",
+    )
+    if settings.database_url:
+        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
+    return subprocess.run(
+        [sys.executable, "-m", "voicemail", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def cli_json(settings: Settings, *args: str) -> Any:
+    result = run_cli(settings, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def entries(settings: Settings, *args: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = cli_json(settings, "audit", "list", *args)["entries"]
+    return listed
+
+
+def deposit(client: TestClient, creds: Credentials, clip: Path) -> None:
+    response = client.post(
+        f"/api/public/bot/{creds.bot_id}/voicemail",
+        headers=creds.headers(),
+        files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
+        data={"sessionId": SESSION},
+    )
+    assert response.status_code == 202, response.text
+
+
+def fetch(client: TestClient, creds: Credentials) -> dict[str, Any]:
+    response = client.get(
+        f"/api/public/bot/{creds.bot_id}/voicemail",
+        params={"sessionId": SESSION},
+        headers=creds.headers(),
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_audit_list_shows_reads_deletion_and_configuration_changes(
+    client: TestClient, runtime: Runtime, settings: Settings, speech_clip: Path
+) -> None:
+    # Configured from the CLI, as an operator does.
+    bot = cli_json(settings, "bots", "create", "Audited line")
+    scopes = (auth.SCOPE_FETCH, auth.SCOPE_DEPOSIT, auth.SCOPE_DELETE)
+    created = cli_json(
+        settings, "apps", "create", "CRM", "--bot", bot["botId"],
+        *(arg for scope in scopes for arg in ("--scope", scope)),
+    )  # fmt: skip
+    creds = Credentials(
+        bot["botId"], bot["accountId"], created["clientId"], created["clientSecret"]
+    )
+    app_actor = f"app:{creds.client_id}"
+    # Used through the API.
+    deposit(client, creds, speech_clip)
+    url = fetch(client, creds)["voicemail recording"][0]["fileUrl"]
+    assert client.get(url, headers={"Range": "bytes=0-99"}).status_code == 206
+    deleted = client.delete(
+        f"/api/public/bot/{creds.bot_id}/voicemail",
+        params={"sessionId": SESSION},
+        headers=creds.headers(),
+    )
+    assert deleted.status_code == 200, deleted.text
+
+    listed = entries(settings)
+
+    assert [(e["action"], e["actor"]) for e in listed] == [
+        ("voicemail.delete", app_actor),
+        ("media.access", "media-url"),
+        ("voicemail.fetch", app_actor),
+        ("app.create", "cli"),
+        ("bot.create", "cli"),
+    ]
+    delete_entry, media_entry, fetch_entry, app_entry, bot_entry = listed
+    assert set(delete_entry) == {
+        "id", "at", "actor", "action", "botId", "sessionId", "voicemailId", "detail"
+    }  # fmt: skip
+    voicemail_id = media_entry["voicemailId"]
+    assert voicemail_id.startswith("f-") and delete_entry["voicemailId"] == voicemail_id
+    assert delete_entry["sessionId"] == SESSION and delete_entry["botId"] == creds.bot_id
+    assert delete_entry["detail"]["reason"] == "api"
+    assert delete_entry["detail"]["fileName"] == f"voicemail_{SESSION}.wav"
+    assert media_entry["detail"] == {"method": "GET", "range": "bytes=0-99", "client": "testclient"}
+    assert media_entry["sessionId"] == SESSION
+    assert fetch_entry["detail"] == {"status": "success", "voicemails": 1, "transcription": False}
+    assert fetch_entry["voicemailId"] is None and fetch_entry["sessionId"] == SESSION
+    assert app_entry["detail"] == {
+        "clientId": creds.client_id, "name": "CRM", "scopes": list(scopes)
+    }  # fmt: skip
+    assert bot_entry["botId"] == creds.bot_id and bot_entry["detail"]["name"] == "Audited line"
+    assert all(e["at"].endswith("Z") for e in listed)
+    assert creds.client_secret not in json.dumps(listed)
+
+    # Filters.
+    assert [e["action"] for e in entries(settings, "--action", "voicemail.fetch")] == [
+        "voicemail.fetch"
+    ]
+    assert [e["id"] for e in entries(settings, "--limit", "2")] == [
+        delete_entry["id"],
+        media_entry["id"],
+    ]
+    assert entries(settings, "--bot", "st-00000000-0000-0000-0000-000000000000") == []
+    assert len(entries(settings, "--bot", creds.bot_id)) == 5
+    assert entries(settings, "--since", "2999-01-01T00:00:00Z") == []
+    assert len(entries(settings, "--since", bot_entry["at"])) == 5
+    human = run_cli(settings, "audit", "list", "--action", "voicemail.delete")
+    assert human.returncode == 0, human.stderr
+    assert "Audit log" in human.stdout and "voicemail.delete" in human.stdout
+    assert voicemail_id in human.stdout
+
+
+def test_cli_configuration_changes_are_audited_without_secrets(
+    runtime: Runtime, settings: Settings, creds: Credentials
+) -> None:
+    bot, app_id = creds.bot_id, creds.client_id
+    cli_json(settings, "apps", "grant", app_id, "--bot", bot, "--scope", auth.SCOPE_DELETE)
+    cli_json(settings, "apps", "revoke", app_id, "--bot", bot, "--scope", auth.SCOPE_DEPOSIT)
+    rotated = cli_json(settings, "apps", "rotate-secret", app_id)
+    cli_json(settings, "apps", "enforce-jti", app_id, "--on")
+    revoked = cli_json(settings, "media", "revoke-all")
+
+    listed = entries(settings)
+
+    assert [(e["action"], e["actor"], e["botId"]) for e in listed] == [
+        ("media.revoke-all", "cli", None),
+        ("app.enforce-jti", "cli", None),
+        ("app.rotate-secret", "cli", None),
+        ("app.revoke", "cli", bot),
+        ("app.grant", "cli", bot),
+    ]
+    assert [e["detail"] for e in listed] == [
+        {"epoch": revoked["epoch"]},
+        {"clientId": app_id, "enabled": True},
+        {"clientId": app_id},
+        {"clientId": app_id, "scopes": [auth.SCOPE_DEPOSIT]},
+        {"clientId": app_id, "scopes": [auth.SCOPE_DELETE]},
+    ]
+    text = json.dumps(listed)
+    assert rotated["clientSecret"] not in text and creds.client_secret not in text
+    # A change that fails writes no entry: the entry commits with the change or not at all.
+    failed = run_cli(settings, "apps", "grant", app_id, "--bot", bot, "--scope", "Nope")
+    assert failed.returncode == 1
+    assert len(entries(settings)) == 5
+
+
+def test_a_failed_audit_write_does_not_fail_the_read(
+    client: TestClient,
+    creds: Credentials,
+    runtime: Runtime,
+    speech_clip: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    deposit(client, creds, speech_clip)
+    url = fetch(client, creds)["voicemail recording"][0]["fileUrl"]
+    with runtime.sessions() as db:
+        written = len(db.scalars(select(AuditEntry)).all())
+    # Writes now fail (a database that refuses connections); reads use their own sessions.
+    broken = create_engine(f"sqlite:///{tmp_path / 'missing' / 'audit.db'}")
+    monkeypatch.setattr(runtime, "sessions", sessionmaker(broken))
+
+    with caplog.at_level(logging.ERROR, logger="voicemail.audit.service"):
+        body = fetch(client, creds)
+        media = client.get(url)
+
+    assert body["status"] == "success" and len(body["voicemail recording"]) == 1
+    assert media.status_code == 200 and media.content[:4] == b"RIFF"
+    failures = [r for r in caplog.records if r.getMessage() == "audit entry not written"]
+    assert [getattr(r, "action", None) for r in failures] == ["voicemail.fetch", "media.access"]
+    monkeypatch.undo()
+    with runtime.sessions() as db:
+        assert len(db.scalars(select(AuditEntry)).all()) == written
+
+
+def test_audit_list_refuses_a_bad_since(runtime: Runtime, settings: Settings) -> None:
+    result = run_cli(settings, "audit", "list", "--since", "yesterday")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: --since must be an ISO 8601 time")
+
+
+def test_fetch_entry_names_the_app_from_its_token(
+    client: TestClient, creds: Credentials, runtime: Runtime
+) -> None:
+    """An unknown session is audited too (answered media_unavailable); the actor is the
+    token's app, not anything the caller could put elsewhere in the request."""
+    token = jwt.encode({"appId": creds.client_id, "sub": "someone-else"}, creds.client_secret)
+    response = client.get(
+        f"/api/public/bot/{creds.bot_id}/voicemail",
+        params={"sessionId": SESSION, "transcription": "true"},
+        headers={"auth": token},
+    )
+    assert response.status_code == 200
+    with runtime.sessions() as db:
+        [entry] = db.scalars(select(AuditEntry)).all()
+    assert entry.actor == f"app:{creds.client_id}"
+    assert entry.detail == {"status": "media_unavailable", "voicemails": 0, "transcription": True}

@@ -1,0 +1,228 @@
+"""The retention purge: voicemails older than their bot's ``retention_days`` go (rows, audio,
+URLs), in batches, with an audit entry and a ``voicemail.deleted`` event each; live ones stay."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+from tests.conftest import Credentials, deposit_file, new_bot
+from voicemail import ids
+from voicemail.audit import service as audit
+from voicemail.bots import service as bots
+from voicemail.db.base import utcnow
+from voicemail.db.models import (
+    AuditEntry,
+    CallSession,
+    Transcript,
+    Voicemail,
+    WebhookDelivery,
+    WebhookSubscription,
+)
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+from voicemail.voicemails import lifecycle
+from voicemail.webhooks import service as webhooks
+
+
+def session_id(n: int) -> str:
+    return f"67aa38026e199c8f470e{n:04x}"
+
+
+def deposit(
+    runtime: Runtime, bot_id: str, clip: Path, work: Path, *, session: str, age_days: float
+) -> str:
+    """A stored voicemail created ``age_days`` ago; its id."""
+    voicemail = deposit_file(runtime, bot_id, clip, work=work, session_id=session).voicemail
+    with runtime.sessions.begin() as db:
+        db.execute(
+            update(Voicemail)
+            .where(Voicemail.id == voicemail.id)
+            .values(created_at=utcnow() - timedelta(days=age_days))
+        )
+    return voicemail.id
+
+
+def subscribe(runtime: Runtime, bot_id: str, events: list[str]) -> None:
+    with runtime.sessions.begin() as db:
+        db.add(
+            WebhookSubscription(
+                id=ids.new_id(ids.WEBHOOK),
+                bot_id=bot_id,
+                url="http://127.0.0.1:9/hook",
+                events=events,
+                secret_ciphertext=runtime.box.encrypt("whsec-test"),
+            )
+        )
+
+
+def remaining(runtime: Runtime) -> set[str]:
+    with runtime.sessions() as db:
+        return set(db.scalars(select(Voicemail.id)))
+
+
+def count(runtime: Runtime, model: type[Any]) -> int:
+    with runtime.sessions() as db:
+        return int(db.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_purge_removes_only_expired_voicemails(
+    client: TestClient,
+    creds: Credentials,
+    runtime: Runtime,
+    speech_clip: Path,
+    speech_clips: list[Path],
+    tmp_path: Path,
+) -> None:
+    short = creds.bot_id  # keeps voicemails 1 day
+    default = new_bot(runtime)  # 90 days, Kore's default
+    with runtime.sessions.begin() as db:
+        bots.configure_bot(db, bot_id=short, retention_days=1)
+    subscribe(runtime, short, [webhooks.VOICEMAIL_DELETED])
+    subscribe(runtime, default, [webhooks.TRANSCRIPTION_COMPLETED])  # not this event
+    work = tmp_path / "work"
+    short_old = deposit(runtime, short, speech_clips[0], work, session=session_id(1), age_days=2)
+    short_new = deposit(runtime, short, speech_clips[1], work, session=session_id(1), age_days=0.5)
+    live = deposit(runtime, short, speech_clip, work, session=session_id(2), age_days=10)
+    default_kept = deposit(runtime, default, speech_clip, work, session=session_id(3), age_days=89)
+    default_old = deposit(runtime, default, speech_clip, work, session=session_id(4), age_days=91)
+    with runtime.sessions.begin() as db:
+        db.execute(update(Voicemail).where(Voicemail.id == live).values(status="receiving"))
+        expired = [db.get(Voicemail, vm_id) for vm_id in (short_old, default_old)]
+        urls = [runtime.signer.url_for(vm, epoch=0) for vm in expired if vm is not None]
+        keys = {vm.id: vm.storage_key for vm in expired if vm is not None}
+    assert runtime.worker().run_once()  # one transcript that must go with its voicemail
+    assert [client.get(url).status_code for url in urls] == [200, 200]
+
+    report = lifecycle.purge_expired(runtime.sessions, storage=runtime.storage, batch_size=1)
+
+    assert {vm.voicemail_id for vm in report.voicemails} == {short_old, default_old}
+    assert report.objects_left == 0 and report.batches == 2
+    assert remaining(runtime) == {short_new, live, default_kept}
+    assert not any(runtime.storage.exists(key) for key in keys.values())
+    assert [client.get(url).status_code for url in urls] == [404, 404]
+    with runtime.sessions() as db:
+        sessions = set(db.scalars(select(CallSession.session_id)))
+        transcripts = set(db.scalars(select(Transcript.voicemail_id)))
+        entries = db.scalars(
+            select(AuditEntry).where(AuditEntry.action != "media.access").order_by(AuditEntry.id)
+        ).all()
+        deliveries = db.scalars(select(WebhookDelivery)).all()
+    # A session goes with its last voicemail (it holds the caller's numbers).
+    assert sessions == {session_id(1), session_id(2), session_id(3)}
+    assert not transcripts & {short_old, default_old}
+    assert [(e.actor, e.action, e.voicemail_id) for e in entries] == [
+        ("worker", "voicemail.purge", vm_id) for vm_id in (short_old, default_old)
+    ]
+    assert all(e.detail["reason"] == "retention" for e in entries)
+    [delivery] = deliveries  # only the short bot subscribed to deletions
+    event = json.loads(delivery.body)
+    assert event["type"] == "voicemail.deleted"
+    assert event["botId"] == short
+    assert event["data"]["voicemailId"] == short_old
+    assert event["data"]["reason"] == "retention"
+    assert event["data"]["sessionId"] == session_id(1)
+
+    again = lifecycle.purge_expired(runtime.sessions, storage=runtime.storage)
+    assert again.voicemails == [] and again.batches == 0
+
+
+def test_purge_works_in_bounded_batches(
+    runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
+) -> None:
+    old = {
+        deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(n), age_days=100)
+        for n in range(5)
+    }
+    fresh = deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(9), age_days=1)
+
+    report = lifecycle.purge_expired(runtime.sessions, storage=runtime.storage, batch_size=2)
+
+    assert report.batches == 3  # 2 + 2 + 1, each its own transaction
+    assert {vm.voicemail_id for vm in report.voicemails} == old
+    assert remaining(runtime) == {fresh}
+    assert count(runtime, CallSession) == 1
+
+
+def test_dry_run_deletes_nothing(
+    runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
+) -> None:
+    old = deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(1), age_days=91)
+
+    report = lifecycle.purge_expired(runtime.sessions, storage=runtime.storage, dry_run=True)
+
+    assert [vm.voicemail_id for vm in report.voicemails] == [old]
+    assert report.as_json()["dryRun"] is True and report.batches == 0
+    assert remaining(runtime) == {old}
+    assert count(runtime, AuditEntry) == 0
+
+
+def test_workers_run_the_purge(
+    runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
+) -> None:
+    old = deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(1), age_days=91)
+    [purge] = [t for t in runtime.worker().housekeeping if t.name == "purge expired voicemails"]
+    assert purge.every_seconds == runtime.settings.purge_interval_seconds
+
+    purge.action()
+
+    assert old not in remaining(runtime)
+    with runtime.sessions() as db:
+        assert db.scalars(select(AuditEntry.actor)).all() == [audit.WORKER]
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
+    env.update(
+        VOICEMAIL_DATA_DIR=str(settings.data_dir),
+        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
+        VOICEMAIL_LOG_FORMAT="console",
+        COLUMNS="200",
+    )
+    if settings.database_url:
+        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
+    return subprocess.run(
+        [sys.executable, "-m", "voicemail", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_purge_command(
+    runtime: Runtime, settings: Settings, creds: Credentials, speech_clip: Path, tmp_path: Path
+) -> None:
+    old = deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(1), age_days=91)
+    deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(2), age_days=1)
+
+    dry = run_cli(settings, "purge", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert planned["dryRun"] is True and planned["purged"] == 1
+    assert [vm["voicemailId"] for vm in planned["voicemails"]] == [old]
+    assert planned["voicemails"][0]["sessionId"] == session_id(1)
+    assert old in remaining(runtime)
+
+    human = run_cli(settings, "purge", "--dry-run")
+    assert human.returncode == 0, human.stderr
+    assert "Would purge 1 voicemail(s)" in human.stdout and old in human.stdout
+
+    done = run_cli(settings, "purge", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["dryRun"] is False and result["purged"] == 1 and result["objectsLeft"] == 0
+    assert old not in remaining(runtime)
+    with runtime.sessions() as db:
+        [entry] = db.scalars(select(AuditEntry)).all()
+    assert (entry.actor, entry.action, entry.voicemail_id) == ("cli", "voicemail.purge", old)

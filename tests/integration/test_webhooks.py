@@ -1,0 +1,517 @@
+"""Webhook delivery end to end: a real local HTTP receiver that checks signatures, the
+retry schedule, give-up, redelivery, and the events our own code emits."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from tests.conftest import Credentials, deposit_file
+from tests.integration.webhook_receiver import SLOW, Received, running_receiver
+from tests.support import free_port, write_wav
+from voicemail.api.app import create_app
+from voicemail.audit import service as audit
+from voicemail.db.base import utcnow
+from voicemail.db.models import AuditEntry, Job, WebhookAttempt, WebhookDelivery
+from voicemail.errors import BadRequest, Conflict, NotFound
+from voicemail.jobs import service as jobs
+from voicemail.runtime import Runtime
+from voicemail.transcription import FakeTranscriber
+from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.delivery import Outcome, RetryPolicy, claim_due, record_outcome
+from voicemail.webhooks.signature import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, verify
+
+SESSION = "67aa38026e199c8f470e00c1"
+# Tiny delays so retries happen within a test; a stalled receiver is cut after 2 s (long
+# enough that a loaded test machine never times out a receiver that does answer).
+FAST = {
+    "webhook_retry_base_seconds": 0.05,
+    "webhook_retry_max_seconds": 5.0,
+    "webhook_retry_window_seconds": 3600.0,
+    "webhook_timeout_seconds": 2.0,
+    "webhook_poll_seconds": 0.05,
+}
+
+
+@pytest.fixture
+def overrides() -> dict[str, Any]:
+    return dict(FAST)
+
+
+def subscribe(
+    runtime: Runtime, bot_id: str, url: str, events: tuple[str, ...] = webhooks.EVENTS
+) -> tuple[str, str]:
+    """(subscription id, secret)."""
+    with runtime.sessions.begin() as session:
+        created = webhooks.create_subscription(
+            session, box=runtime.box, actor=audit.CLI, bot_id=bot_id, url=url, events=events
+        )
+        return created.subscription.id, created.secret
+
+
+def emit(runtime: Runtime, bot_id: str, event_type: str = webhooks.VOICEMAIL_CREATED) -> str:
+    with runtime.sessions.begin() as session:
+        event_id = webhooks.emit(
+            session, bot_id=bot_id, event_type=event_type, data={"voicemailId": "f-1"}
+        )
+    assert event_id is not None
+    return event_id
+
+
+def deliveries(runtime: Runtime) -> list[WebhookDelivery]:
+    with runtime.sessions() as session:
+        rows = list(session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+        session.expunge_all()
+        return rows
+
+
+def attempt_log(runtime: Runtime, delivery_id: int) -> list[WebhookAttempt]:
+    with runtime.sessions() as session:
+        rows = list(
+            session.scalars(
+                select(WebhookAttempt)
+                .where(WebhookAttempt.delivery_id == delivery_id)
+                .order_by(WebhookAttempt.id)
+            )
+        )
+        session.expunge_all()
+        return rows
+
+
+def deliver_until(runtime: Runtime, done: Callable[[], bool], limit: float = 30.0) -> None:
+    """Run the sender as a worker's housekeeping does, until ``done`` (``limit`` is a safety
+    net against a hang, not an assertion on speed)."""
+    sender = runtime.webhook_sender()
+    deadline = time.monotonic() + limit
+    while not done():
+        assert time.monotonic() < deadline, "deliveries did not settle"
+        sender.deliver_due()
+        time.sleep(0.01)
+
+
+def settled(runtime: Runtime) -> Callable[[], bool]:
+    return lambda: all(row.status != webhooks.PENDING for row in deliveries(runtime))
+
+
+def assert_signed(request: Received, secret: str) -> None:
+    assert request.headers["Content-Type"] == "application/json"
+    assert verify(secret, request.headers[SIGNATURE_HEADER], request.body, 300)
+    assert request.headers[EVENT_ID_HEADER] == request.event["id"]
+    assert request.headers[EVENT_HEADER] == request.event["type"]
+
+
+@contextmanager
+def running_worker(runtime: Runtime) -> Iterator[None]:
+    """A real worker loop (jobs and housekeeping, webhook delivery included) in a thread."""
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        runtime.wake_worker.set()
+        thread.join(timeout=30)
+
+
+def recording(tmp_path: Path, seconds: float = 2.0) -> Path:
+    t = np.arange(int(seconds * 8000)) / 8000
+    return write_wav(tmp_path / "message.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 8000)
+
+
+# Delivery, retries, give-up ---------------------------------------------------------------
+
+
+def test_failed_attempts_are_retried_with_growing_delays_until_accepted(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver([500, 500, SLOW, 200], slow_seconds=4.0) as receiver:
+        sub_id, secret = subscribe(runtime, creds.bot_id, receiver.url)
+        event_id = emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        requests = receiver.wait_for(4)
+
+    [delivery] = deliveries(runtime)
+    assert delivery.status == webhooks.DELIVERED
+    assert delivery.attempts == 4 and delivery.delivered_at is not None
+    assert delivery.last_status_code == 200 and delivery.last_error is None
+    log = attempt_log(runtime, delivery.id)
+    assert [a.status_code for a in log] == [500, 500, None, 200]
+    assert log[0].error == "HTTP 500"
+    assert log[2].error is not None and log[2].error.startswith("timeout")
+    assert log[2].duration_ms >= 2000  # waited for the 2 s timeout, then cut
+    assert len(receiver.received) == 4
+
+    # Every attempt: the same event and body, signed with the subscription's secret.
+    for request in requests:
+        assert_signed(request, secret)
+        assert request.body == requests[0].body
+        assert request.event["id"] == event_id
+        assert request.path == "/hooks/voicemail"
+    assert requests[0].event["type"] == webhooks.VOICEMAIL_CREATED
+    assert requests[0].event["botId"] == creds.bot_id
+    # Each wait is at least the backoff after that many failures, and the backoffs grow.
+    policy = RetryPolicy(0.05, 5.0, 3600.0)
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(requests)]
+    for failures, gap in enumerate(gaps, start=1):
+        assert gap >= policy.delay(failures)
+    assert policy.delay(1) < policy.delay(2) < policy.delay(3)
+    assert sub_id
+
+
+def test_a_tampered_body_or_another_secret_fails_verification(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver() as receiver:
+        _, secret = subscribe(runtime, creds.bot_id, receiver.url)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        [request] = receiver.wait_for(1)
+    header = request.headers[SIGNATURE_HEADER]
+    assert verify(secret, header, request.body, 300)
+    tampered = request.body.replace(b'"voicemailId":"f-1"', b'"voicemailId":"f-2"')
+    assert tampered != request.body
+    assert not verify(secret, header, tampered, 300)
+    assert not verify(secret + "x", header, request.body, 300)
+    assert not verify(secret, header, request.body, 300, now=time.time() + 3600)  # replayed
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{**FAST, "webhook_retry_base_seconds": 0.1, "webhook_retry_window_seconds": 0.3}],
+)
+def test_gives_up_after_the_retry_window(runtime: Runtime, creds: Credentials) -> None:
+    with running_receiver(default=503) as receiver:
+        subscribe(runtime, creds.bot_id, receiver.url)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        [delivery] = deliveries(runtime)
+        assert delivery.status == webhooks.FAILED
+        assert delivery.attempts >= 2  # retried within the window, then given up
+        assert delivery.last_status_code == 503
+        assert len(attempt_log(runtime, delivery.id)) == delivery.attempts
+        sent = len(receiver.received)
+        assert sent == delivery.attempts
+
+        # Nothing more is sent for a failed delivery…
+        runtime.webhook_sender().deliver_due()
+        assert len(receiver.received) == sent
+        # …until it is redelivered by hand: one more attempt, the event being past its window.
+        with runtime.sessions.begin() as session:
+            webhooks.redeliver(session, actor=audit.CLI, delivery_id=delivery.id)
+        deliver_until(runtime, settled(runtime))
+        [again] = deliveries(runtime)
+        assert again.status == webhooks.FAILED and again.attempts == delivery.attempts + 1
+        assert len(receiver.received) == sent + 1
+
+
+def test_connection_refused_is_logged_and_retried_later(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    subscribe(runtime, creds.bot_id, f"http://127.0.0.1:{free_port()}/nobody-listens")
+    emit(runtime, creds.bot_id)
+    assert runtime.webhook_sender().deliver_due() == 1
+    [delivery] = deliveries(runtime)
+    assert delivery.status == webhooks.PENDING and delivery.attempts == 1
+    assert delivery.leased_until is None
+    [attempt] = attempt_log(runtime, delivery.id)
+    assert attempt.status_code is None
+    assert attempt.error is not None and "ConnectError" in attempt.error
+    assert delivery.next_attempt_at > attempt.attempted_at
+
+
+def test_redelivery_sends_the_same_event_id_and_body_and_keeps_the_log(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver() as receiver:
+        _, secret = subscribe(runtime, creds.bot_id, receiver.url)
+        event_id = emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        [delivery] = deliveries(runtime)
+        with runtime.sessions.begin() as session:
+            queued = webhooks.redeliver(session, actor=audit.CLI, delivery_id=delivery.id)
+            assert queued.status == webhooks.PENDING
+        deliver_until(runtime, settled(runtime))
+        first, second = receiver.wait_for(2)
+
+    assert first.event["id"] == second.event["id"] == event_id
+    assert first.body == second.body
+    assert_signed(second, secret)
+    [again] = deliveries(runtime)
+    assert again.status == webhooks.DELIVERED and again.attempts == 2
+    assert [a.status_code for a in attempt_log(runtime, again.id)] == [200, 200]
+    with runtime.sessions() as session:
+        entry = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == webhooks.WEBHOOK_REDELIVER)
+        ).one()
+        assert entry.actor == "cli" and entry.detail["eventId"] == event_id
+
+
+def test_each_subscription_gets_its_own_delivery_signed_with_its_own_secret(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver() as one, running_receiver(default=500) as two:
+        _, secret_one = subscribe(runtime, creds.bot_id, one.url)
+        _, secret_two = subscribe(runtime, creds.bot_id, two.url)
+        emit(runtime, creds.bot_id)
+        runtime.webhook_sender().deliver_due()
+        [request_one] = one.wait_for(1)
+        [request_two] = two.wait_for(1)
+    assert secret_one != secret_two
+    assert verify(secret_one, request_one.headers[SIGNATURE_HEADER], request_one.body, 300)
+    assert verify(secret_two, request_two.headers[SIGNATURE_HEADER], request_two.body, 300)
+    assert request_one.event["id"] == request_two.event["id"]
+    statuses = sorted(row.status for row in deliveries(runtime))
+    assert statuses == [webhooks.DELIVERED, webhooks.PENDING]  # one failure delays only its own
+
+
+# Claims and leases ------------------------------------------------------------------------
+
+
+def test_a_claimed_delivery_is_leased_to_one_worker(runtime: Runtime, creds: Credentials) -> None:
+    subscribe(runtime, creds.bot_id, "http://127.0.0.1:9/unused")
+    for _ in range(3):
+        emit(runtime, creds.bot_id)
+    postgres = not runtime.settings.is_sqlite
+    with runtime.sessions.begin() as first:
+        mine = claim_due(first, limit=2, lease_seconds=60)
+        assert len(mine) == 2
+        if postgres:
+            # A second worker at the same moment skips the rows the first has locked.
+            with runtime.sessions.begin() as second:
+                theirs = claim_due(second, limit=10, lease_seconds=60)
+            assert len(theirs) == 1
+            assert {c.id for c in theirs}.isdisjoint(c.id for c in mine)
+    with runtime.sessions.begin() as session:
+        # Leased rows are not claimed again while their lease runs.
+        assert len(claim_due(session, limit=10, lease_seconds=60)) == (0 if postgres else 1)
+    with runtime.sessions.begin() as session:
+        later = utcnow() + timedelta(seconds=61)
+        retaken = claim_due(session, limit=10, lease_seconds=60, now=later)
+    assert len(retaken) == 3  # a worker that died lets its deliveries go when the lease ends
+    assert sorted(c.attempt for c in retaken) == [2, 2, 2]
+
+
+def test_a_late_outcome_of_a_lost_lease_does_not_decide(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    subscribe(runtime, creds.bot_id, "http://127.0.0.1:9/unused")
+    emit(runtime, creds.bot_id)
+    policy = RetryPolicy(1.0, 10.0, 3600.0)
+    with runtime.sessions.begin() as session:
+        [stale] = claim_due(session, limit=1, lease_seconds=1)
+    with runtime.sessions.begin() as session:
+        [current] = claim_due(session, limit=1, lease_seconds=60, now=utcnow() + timedelta(2))
+    ok = Outcome(utcnow(), 200, None, 5.0)
+    with runtime.sessions.begin() as session:
+        record_outcome(session, claimed=stale, outcome=ok, policy=policy)
+    [delivery] = deliveries(runtime)
+    assert delivery.status == webhooks.PENDING and delivery.attempts == 2
+    with runtime.sessions.begin() as session:
+        with pytest.raises(Conflict):
+            webhooks.redeliver(session, actor=audit.CLI, delivery_id=delivery.id)
+        record_outcome(session, claimed=current, outcome=ok, policy=policy)
+    [delivery] = deliveries(runtime)
+    assert delivery.status == webhooks.DELIVERED
+    assert len(attempt_log(runtime, delivery.id)) == 2  # both attempts are in the log
+
+
+def test_deleting_a_subscription_mid_delivery_drops_it_quietly(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    sub_id, _ = subscribe(runtime, creds.bot_id, "http://127.0.0.1:9/unused")
+    emit(runtime, creds.bot_id)
+    with runtime.sessions.begin() as session:
+        [claimed] = claim_due(session, limit=1, lease_seconds=60)
+    with runtime.sessions.begin() as session:
+        webhooks.delete_subscription(session, actor=audit.CLI, subscription_id=sub_id)
+    with runtime.sessions.begin() as session:
+        outcome = Outcome(utcnow(), 200, None, 1.0)
+        policy = RetryPolicy(1, 1, 1)
+        assert record_outcome(session, claimed=claimed, outcome=outcome, policy=policy) is None
+    assert deliveries(runtime) == []
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
+
+
+# Subscriptions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "events"),
+    [
+        ("ftp://example.com/hook", ["voicemail.created"]),
+        ("example.com/hook", ["voicemail.created"]),
+        ("https://user:pass@example.com/hook", ["voicemail.created"]),
+        ("https://exa mple.com/hook", ["voicemail.created"]),
+        ("https://" + "a" * 2000 + ".com", ["voicemail.created"]),
+        ("https://example.com/hook", []),
+        ("https://example.com/hook", ["voicemail.exploded"]),
+    ],
+)
+def test_bad_subscriptions_are_refused(
+    runtime: Runtime, creds: Credentials, url: str, events: list[str]
+) -> None:
+    with runtime.sessions.begin() as session, pytest.raises(BadRequest):
+        webhooks.create_subscription(
+            session, box=runtime.box, actor=audit.CLI, bot_id=creds.bot_id, url=url, events=events
+        )
+
+
+def test_the_secret_is_stored_encrypted(runtime: Runtime, creds: Credentials) -> None:
+    sub_id, secret = subscribe(runtime, creds.bot_id, "https://example.com/hook")
+    with runtime.sessions() as session:
+        sub = webhooks.get_subscription(session, subscription_id=sub_id)
+        assert secret not in sub.secret_ciphertext
+        assert runtime.box.decrypt(sub.secret_ciphertext) == secret
+        with pytest.raises(NotFound):
+            webhooks.get_subscription(session, subscription_id=sub_id, bot_id="st-other")
+        entry = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == webhooks.WEBHOOK_CREATE)
+        ).one()
+        assert secret not in str(entry.detail)
+
+
+# Events from our own code -----------------------------------------------------------------
+
+
+def test_no_delivery_when_no_subscription_wants_the_event(
+    runtime: Runtime, creds: Credentials, tmp_path: Path
+) -> None:
+    with runtime.sessions.begin() as session:
+        assert (
+            webhooks.emit(session, bot_id=creds.bot_id, event_type="voicemail.created", data={})
+            is None
+        )
+    subscribe(runtime, creds.bot_id, "https://example.com/hook", (webhooks.TRANSCRIPTION_FAILED,))
+    deposit_file(
+        runtime, creds.bot_id, recording(tmp_path), work=tmp_path / "w", session_id=SESSION
+    )
+    assert deliveries(runtime) == []
+
+
+def test_a_duplicate_deposit_emits_no_second_event(
+    runtime: Runtime, creds: Credentials, tmp_path: Path
+) -> None:
+    subscribe(runtime, creds.bot_id, "https://example.com/hook", (webhooks.VOICEMAIL_CREATED,))
+    path = recording(tmp_path)
+    first = deposit_file(runtime, creds.bot_id, path, work=tmp_path / "a", session_id=SESSION)
+    again = deposit_file(runtime, creds.bot_id, path, work=tmp_path / "b", session_id=SESSION)
+    assert first.created and not again.created
+    assert [row.event_type for row in deliveries(runtime)] == [webhooks.VOICEMAIL_CREATED]
+
+
+def test_deposit_and_transcription_reach_the_receiver_through_the_embedded_worker(
+    settings: Any, runtime: Runtime, creds: Credentials, tmp_path: Path
+) -> None:
+    """As ``voicemail serve`` runs on SQLite: the API with its in-process worker."""
+    with running_receiver() as receiver:
+        _, secret = subscribe(runtime, creds.bot_id, receiver.url)
+        app = create_app(settings, runtime=runtime, run_worker=True)
+        with TestClient(app) as client:
+            response = client.post(
+                f"/api/public/bot/{creds.bot_id}/voicemail",
+                headers=creds.headers(),
+                data={"sessionId": SESSION, "from": "+15551234567", "to": "+15557654321"},
+                files={"file": ("vm.wav", recording(tmp_path).read_bytes(), "audio/wav")},
+            )
+            assert response.status_code == 202, response.text
+            requests = receiver.wait_for(2)
+    for request in requests:
+        assert_signed(request, secret)
+    events = {request.event["type"]: request.event for request in requests}
+    created, completed = events["voicemail.created"], events["transcription.completed"]
+    assert created["botId"] == creds.bot_id
+    data = created["data"]
+    assert data["sessionId"] == SESSION and data["voicemailId"].startswith("f-")
+    assert data["from"] == "+15551234567" and data["to"] == "+15557654321"
+    assert data["fileName"] == f"voicemail_{SESSION}.wav"
+    assert data["durationSeconds"] == pytest.approx(2.0, abs=0.05)
+    assert data["source"] == "upload" and data["callSid"] is None
+    assert not any("url" in key.lower() for key in data)  # no media URL that would expire
+    assert completed["data"]["voicemailId"] == data["voicemailId"]
+    assert completed["data"]["text"] == "Hello, please call me back."
+    assert created["id"] != completed["id"]
+
+
+@pytest.mark.parametrize("overrides", [{**FAST, "job_max_attempts": 2}])
+def test_a_transcription_that_fails_for_good_sends_transcription_failed(
+    runtime: Runtime, creds: Credentials, transcriber: FakeTranscriber, tmp_path: Path
+) -> None:
+    transcriber.error = RuntimeError("the model exploded")
+    with running_receiver() as receiver:
+        _, secret = subscribe(runtime, creds.bot_id, receiver.url, (webhooks.TRANSCRIPTION_FAILED,))
+        deposited = deposit_file(
+            runtime, creds.bot_id, recording(tmp_path), work=tmp_path / "w", session_id=SESSION
+        )
+        with running_worker(runtime):
+            [request] = receiver.wait_for(1)
+    assert_signed(request, secret)
+    event = request.event
+    assert event["type"] == webhooks.TRANSCRIPTION_FAILED
+    assert event["data"]["voicemailId"] == deposited.voicemail.id
+    assert event["data"]["sessionId"] == SESSION
+    assert event["data"]["attempts"] == 2
+    assert "the model exploded" in event["data"]["error"]
+    assert len(transcriber.calls) == 2
+    # One event for the job's final failure, none for the failure that was retried.
+    assert [row.event_type for row in deliveries(runtime)] == [webhooks.TRANSCRIPTION_FAILED]
+
+
+@pytest.mark.parametrize("overrides", [{**FAST, "job_max_attempts": 1}])
+def test_a_worker_that_died_on_the_last_attempt_also_sends_transcription_failed(
+    runtime: Runtime, creds: Credentials, tmp_path: Path
+) -> None:
+    subscribe(runtime, creds.bot_id, "https://example.com/hook", (webhooks.TRANSCRIPTION_FAILED,))
+    path = recording(tmp_path)
+    deposit_file(runtime, creds.bot_id, path, work=tmp_path / "w", session_id=SESSION)
+    worker = runtime.worker(housekeeping=False)
+    with runtime.sessions.begin() as session:
+        assert jobs.claim_next_job(session, worker_id="dead", lease_seconds=1) is not None
+    with runtime.sessions.begin() as session:
+        later = utcnow() + timedelta(seconds=5)
+        taken = jobs.claim_next_job(
+            session, worker_id="alive", lease_seconds=60, now=later, on_give_up=worker.on_give_up
+        )
+        assert taken is None  # given up, not run a second time
+    [delivery] = deliveries(runtime)
+    assert delivery.event_type == webhooks.TRANSCRIPTION_FAILED
+    assert "lease expired" in delivery.body
+
+
+def test_a_failing_give_up_hook_does_not_keep_the_job_alive(runtime: Runtime) -> None:
+    def broken(session: Any, job: Any) -> None:
+        session.add(WebhookDelivery(subscription_id="wh-none", event_id="ev", event_type="x"))
+        session.flush()  # an integrity error: no such subscription
+        raise AssertionError("not reached")
+
+    with runtime.sessions.begin() as session:
+        job = jobs.enqueue(session, kind="transcribe", voicemail_id=None, max_attempts=1)
+        job_id = job.id
+    with runtime.sessions.begin() as session:
+        jobs.claim_next_job(session, worker_id="w", lease_seconds=60)
+    with runtime.sessions.begin() as session:
+        assert jobs.fail_job(
+            session,
+            job_id=job_id,
+            worker_id="w",
+            error="boom",
+            retry_base_seconds=0,
+            on_give_up=broken,
+        )
+    with runtime.sessions() as session:
+        failed_job = session.get(Job, job_id)
+        assert failed_job is not None
+        assert failed_job.status == jobs.FAILED and failed_job.finished_at is not None
+    assert deliveries(runtime) == []

@@ -1,0 +1,149 @@
+"""``voicemail webhooks …``, run as a user runs it: a subprocess on the test's database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import Credentials
+from tests.integration.webhook_receiver import running_receiver
+from voicemail.db.models import AuditEntry
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
+
+
+@pytest.fixture
+def cli(settings: Settings, runtime: Runtime) -> Any:
+    """Run ``voicemail ARGS`` against the same database and keys as ``runtime``."""
+    assert settings.signing_key is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
+    env.update(
+        VOICEMAIL_DATA_DIR=str(settings.data_dir),
+        VOICEMAIL_SIGNING_KEY=settings.signing_key.get_secret_value(),
+        VOICEMAIL_LOG_FORMAT="console",
+        COLUMNS="160",
+    )
+    if settings.database_url:
+        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "voicemail", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    return json.loads(line)
+
+
+def failed(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_create_list_deliveries_redeliver_delete(
+    cli: Any, runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver([500]) as receiver:
+        created = ok_json(
+            cli(
+                "webhooks", "create", "--bot", creds.bot_id, "--url", receiver.url,
+                "--event", "voicemail.created", "--event", "voicemail.deleted", "--json",
+            )
+        )  # fmt: skip
+        assert set(created) >= {"id", "secret", "botId", "url", "events"}
+        assert created["id"].startswith("wh-") and created["botId"] == creds.bot_id
+        assert created["events"] == ["voicemail.created", "voicemail.deleted"]
+        secret = created["secret"]
+
+        listed = cli("webhooks", "list", "--bot", creds.bot_id, "--json")
+        assert ok_json(listed)["webhooks"] == [{k: v for k, v in created.items() if k != "secret"}]
+        assert secret not in listed.stdout
+        assert ok_json(cli("webhooks", "list", "--bot", "st-none", "--json")) == {"webhooks": []}
+
+        from voicemail.webhooks import service as webhooks
+
+        with runtime.sessions.begin() as session:
+            webhooks.emit(session, bot_id=creds.bot_id, event_type="voicemail.created", data={})
+        runtime.webhook_sender().deliver_due()  # the receiver answers 500 the first time
+        [first] = receiver.wait_for(1)
+        assert verify(secret, first.headers[SIGNATURE_HEADER], first.body, 300)
+
+        log = ok_json(cli("webhooks", "deliveries", "--subscription", created["id"], "--json"))
+        [delivery] = log["deliveries"]
+        assert delivery["status"] == "pending" and delivery["lastStatusCode"] == 500
+        assert [a["statusCode"] for a in delivery["attemptLog"]] == [500]
+        assert delivery["nextAttemptAt"] is not None
+        failed_only = cli("webhooks", "deliveries", "--status", "failed", "--json")
+        assert ok_json(failed_only) == {"deliveries": []}
+
+        again = ok_json(cli("webhooks", "redeliver", str(delivery["id"]), "--json"))
+        assert again["id"] == delivery["id"] and again["status"] == "pending"
+        runtime.webhook_sender().deliver_due()
+        _, second = receiver.wait_for(2)
+        assert second.event["id"] == first.event["id"]
+        [done] = ok_json(cli("webhooks", "deliveries", "--json"))["deliveries"]
+        assert done["status"] == "delivered"
+        assert [a["statusCode"] for a in done["attemptLog"]] == [500, 200]
+
+    assert ok_json(cli("webhooks", "delete", created["id"], "--json")) == {
+        "id": created["id"],
+        "deleted": True,
+    }
+    assert "No webhook subscription" in failed(cli("webhooks", "delete", created["id"]))
+    with runtime.sessions() as session:
+        entries = session.scalars(
+            select(AuditEntry).where(AuditEntry.action.like("webhook.%")).order_by(AuditEntry.id)
+        ).all()
+    assert [(e.actor, e.action) for e in entries] == [
+        ("cli", "webhook.create"),
+        ("cli", "webhook.redeliver"),
+        ("cli", "webhook.delete"),
+    ]
+
+
+def test_tables_and_errors(cli: Any, creds: Credentials) -> None:
+    created = cli(
+        "webhooks", "create", "--bot", creds.bot_id, "--url", "https://example.com/h",
+        "--event", "transcription.completed",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "secret" in created.stdout
+    table = cli("webhooks", "list")
+    assert table.returncode == 0 and "https://example.com/h" in table.stdout
+    assert cli("webhooks", "deliveries").returncode == 0
+
+    bad_event = cli(
+        "webhooks", "create", "--bot", creds.bot_id, "--url", "https://example.com/h",
+        "--event", "call.started", "--json",
+    )  # fmt: skip
+    assert "Unknown event" in failed(bad_event)
+    bad_url = cli(
+        "webhooks", "create", "--bot", creds.bot_id, "--url", "mailto:ops@example.com",
+        "--event", "voicemail.created", "--json",
+    )  # fmt: skip
+    assert "http" in failed(bad_url)
+    no_bot = cli(
+        "webhooks", "create", "--bot", "st-missing", "--url", "https://example.com/h",
+        "--event", "voicemail.created", "--json",
+    )  # fmt: skip
+    assert "No bot" in failed(no_bot)
+    assert "status" in failed(cli("webhooks", "deliveries", "--status", "lost", "--json"))
+    assert "No webhook delivery" in failed(cli("webhooks", "redeliver", "424242", "--json"))
