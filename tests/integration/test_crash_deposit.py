@@ -28,7 +28,7 @@ from tests.processes import Admin, Cluster, Proc, cluster_at, wait_until
 from tests.support import write_wav
 from voicemail.audio import AudioLimits, decode_recording
 from voicemail.bots import service as bots
-from voicemail.db.models import CallSession, Job, Voicemail
+from voicemail.db.models import CallSession, Job, StreamPart, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.storage import LocalStorage
@@ -305,10 +305,23 @@ def test_sweep_deletes_only_old_recordings_no_row_references(
         max_attempts=3,
     ).voicemail
     orphan = f"{account_id}/{bot_id}/2026/28-11-2026/f-{uuid.uuid4()}.wav"
+    # Live-stream parts: one whose voicemail row never committed, one a row references.
+    orphan_part = f"{orphan.removesuffix('.wav')}/parts/{uuid.uuid4().hex}.pcm"
+    live_part = f"{deposited.storage_key.removesuffix('.wav')}/parts/{uuid.uuid4().hex}.pcm"
+    with runtime.sessions.begin() as session:
+        session.add(
+            StreamPart(
+                voicemail_id=deposited.id,
+                seq=1,
+                storage_key=live_part,
+                sample_rate=8000,
+                duration_seconds=1.0,
+            )
+        )
     foreign = "notes/readme.wav"  # not a key we make: never ours to delete
-    for key in (orphan, foreign):
+    for key in (orphan, orphan_part, live_part, foreign):
         runtime.storage.put_file(key, audio.wav_path)
-    everything = {deposited.storage_key, orphan, foreign}
+    everything = {deposited.storage_key, orphan, orphan_part, live_part, foreign}
 
     def keys() -> set[str]:
         return {item.key for item in runtime.storage.iter_objects()}
@@ -321,9 +334,9 @@ def test_sweep_deletes_only_old_recordings_no_row_references(
     # Within the grace period the orphan may still be a deposit about to commit: kept.
     assert sweep(time.time()) == 0
     assert keys() == everything
-    # Past it: removed; the voicemail's own recording and the foreign object stay.
-    assert sweep(time.time() + 2 * HOUR) == 1
-    assert keys() == {deposited.storage_key, foreign}
+    # Past it: removed; the voicemail's own recording, its part and the foreign object stay.
+    assert sweep(time.time() + 2 * HOUR) == 2
+    assert keys() == {deposited.storage_key, live_part, foreign}
     assert sweep(time.time() + 2 * HOUR) == 0
     assert runtime.storage.read_bytes(deposited.storage_key) == audio.wav_path.read_bytes()
 

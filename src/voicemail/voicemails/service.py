@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, contains_eager, joinedload, sessionmaker
 from voicemail import ids
 from voicemail.audio import DecodedAudio
 from voicemail.db.base import utcnow
-from voicemail.db.models import Bot, CallSession, Job, Voicemail
+from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
 from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery
@@ -262,10 +262,12 @@ def _insert_voicemail(
     webhook_events.emit_voicemail_created(session, voicemail=voicemail, call=call)
 
 
-# The keys ``storage_key`` makes; the sweep touches nothing else in the store.
+# The keys ``storage_key`` makes, and the live-stream part keys under them
+# (``live.part_key_for``); the sweep touches nothing else in the store.
 _RECORDING_KEY_RE = re.compile(
     r"^[^/]+/[^/]+/[0-9]{4}/[0-9]{2}-[0-9]{2}-[0-9]{4}/"
-    r"(f-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.wav$"
+    r"(f-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"(?:\.wav|/parts/[0-9a-f]{32}\.pcm)$"
 )
 SWEEP_BATCH = 500
 
@@ -306,13 +308,14 @@ def _delete_unreferenced(
     sessions: sessionmaker[Session], storage: Storage, batch: Iterable[tuple[str, StoredObject]]
 ) -> int:
     candidates = list(batch)
-    # The file id in the key is the row's primary key: one indexed look-up per batch.
+    # The file id in the key is the row's primary key: indexed look-ups, one per table.
+    file_ids = [file_id for file_id, _ in candidates]
     with sessions() as session:
         referenced = set(
+            session.scalars(select(Voicemail.storage_key).where(Voicemail.id.in_(file_ids)))
+        ) | set(
             session.scalars(
-                select(Voicemail.storage_key).where(
-                    Voicemail.id.in_([file_id for file_id, _ in candidates])
-                )
+                select(StreamPart.storage_key).where(StreamPart.voicemail_id.in_(file_ids))
             )
         )
     removed = 0
