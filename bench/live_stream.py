@@ -209,6 +209,19 @@ def main() -> None:
                 flush=True,
             )
 
+    # The server's own split of each hang-up's wait: the tail left to transcribe, and the
+    # time `finish` took (a chunk still in flight, then the tail), in message order.
+    finished = [
+        entry
+        for log in home.glob("serve-*.log")
+        for line in log.read_text().splitlines()
+        if '"live transcription finished"' in line
+        for entry in [json.loads(line)]
+    ]
+    for row, entry in zip(rows, finished, strict=False):
+        row["server_tail_seconds"] = entry.get("tail_seconds")
+        row["server_finish_seconds"] = entry.get("finish_seconds")
+
     summary = summarize(rows, [reference for _, _, reference in messages])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -111,6 +111,17 @@ def test_pcm16_to_float_resamples_telephone_audio() -> None:
     assert same_rate.size == 8000 and same_rate.dtype == np.float32
 
 
+def test_resampling_leaves_no_image_above_the_telephone_band() -> None:
+    # A 3 kHz tone at 8 kHz, brought to 16 kHz: linear interpolation would leave an image
+    # at 5 kHz (8 - 3) about half as strong as the tone, which Whisper hears as noise.
+    t = np.arange(8000) / 8000
+    tone = (np.sin(2 * np.pi * 3000 * t) * 16000).astype("<i2")
+    spectrum = np.abs(np.fft.rfft(pcm16_to_float(tone.tobytes(), 8000)))
+    hz = np.fft.rfftfreq(SAMPLE_RATE, 1 / SAMPLE_RATE)
+    at_3k, at_5k = spectrum[np.argmin(abs(hz - 3000))], spectrum[np.argmin(abs(hz - 5000))]
+    assert at_5k < at_3k / 100
+
+
 # -- synthetic speech, a detector and a transcriber for it ------------------------------
 
 

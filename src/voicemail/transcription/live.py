@@ -39,12 +39,11 @@ from voicemail.transcription.engine import SAMPLE_RATE, Segment, Transcriber, Tr
 log = logging.getLogger(__name__)
 
 # Once this much audio waits untranscribed, a pause closes a chunk. Whisper is more accurate
-# with more context: on five 25-40 s corpus messages the joined transcripts' WER was 0.106
-# with 8 s, 0.069 with 12 s and 0.071 with 15 s (the whole files: 0.108). A shorter first
-# chunk only (6 s, to learn the language sooner) made it 0.097, and 0.076 instead of 0.023
-# on five 10-17 s messages: Whisper base mishears a prompt's first words without context.
-# The tail left at hang-up ends at the last pause past this length whatever it is, and
-# costs mostly the model's fixed price per call (one 30 s encoder window).
+# with more context: on the seven 20-58 s messages of bench/live_stream.py the joined
+# transcripts' WER was 0.077 with 8 s, 0.062 with 12 s and 0.060 with 16 s (the whole
+# files: 0.051), and on five 10-17 s messages 0.070, 0.035, 0.035 (whole: 0.035). The tail
+# left at hang-up ends at the last pause past this length whatever it is, and costs mostly
+# the model's fixed price per call (one 30 s encoder window), so longer buys little more.
 MIN_CHUNK_SECONDS = 12.0
 # Whisper hears 30 s at a time: a chunk longer than its window would be cut again by the
 # engine, blindly. Cut before, keeping a margin for the pause's half that ends a chunk.
