@@ -19,15 +19,21 @@ import csv
 import os
 import re
 import socket
+import subprocess
+import sys
 import unicodedata
 import wave
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jiwer
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from voicemail.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AUDIO_DIR_ENV = "VOICEMAIL_TEST_AUDIO_DIR"
@@ -195,3 +201,24 @@ def spoken_message(
     samples = np.clip(np.concatenate(pieces), -1.0, 1.0)
     pcm = np.round(samples * 32767).astype("<i2").tobytes()
     return pcm, " ".join(clip.reference for clip in clips)
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
+    env.update(
+        VOICEMAIL_DATA_DIR=str(settings.data_dir),
+        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
+        VOICEMAIL_LOG_FORMAT="console",
+        COLUMNS="200",
+    )
+    if settings.database_url:
+        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
+    return subprocess.run(
+        [sys.executable, "-m", "voicemail", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +15,13 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
 from tests.conftest import Credentials
+from tests.support import run_cli
 from voicemail.auth import service as auth
 from voicemail.db.models import AuditEntry
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 
 SESSION = "67aa38026e199c8f470e0a01"
-
-
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    env.update(
-        VOICEMAIL_DATA_DIR=str(settings.data_dir),
-        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
-        VOICEMAIL_LOG_FORMAT="console",
-        COLUMNS="200",
-    )
-    if settings.database_url:
-        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "voicemail", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def cli_json(settings: Settings, *args: str) -> Any:

@@ -4,9 +4,6 @@ URLs), in batches, with an audit entry and a ``voicemail.deleted`` event each; l
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from tests.conftest import Credentials, deposit_file, new_bot
+from tests.support import run_cli
 from voicemail import ids
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
@@ -177,27 +175,6 @@ def test_workers_run_the_purge(
     assert old not in remaining(runtime)
     with runtime.sessions() as db:
         assert db.scalars(select(AuditEntry.actor)).all() == [audit.WORKER]
-
-
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    env.update(
-        VOICEMAIL_DATA_DIR=str(settings.data_dir),
-        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
-        VOICEMAIL_LOG_FORMAT="console",
-        COLUMNS="200",
-    )
-    if settings.database_url:
-        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "voicemail", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_purge_command(

@@ -14,9 +14,7 @@ that real transcript.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import Credentials, deposit_file
-from tests.support import audio_dir, missing_audio_reason, write_wav
+from tests.support import audio_dir, missing_audio_reason, run_cli, write_wav
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.models import AuditEntry, Voicemail
@@ -49,27 +47,6 @@ MESSAGE = (
 @pytest.fixture
 def transcriber() -> FakeTranscriber:
     return FakeTranscriber(text=MESSAGE, language="en", language_probability=0.97)
-
-
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    env.update(
-        VOICEMAIL_DATA_DIR=str(settings.data_dir),
-        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
-        VOICEMAIL_LOG_FORMAT="console",
-        COLUMNS="200",
-    )
-    if settings.database_url:
-        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "voicemail", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
