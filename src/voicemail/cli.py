@@ -124,7 +124,8 @@ def emit(as_json: bool, payload: dict[str, Any], table: Table | None = None) -> 
         out.print(table)
     else:
         for key, value in payload.items():
-            out.print(Text.assemble((key, "bold"), f": {value}"), highlight=False)
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            out.print(Text.assemble((key, "bold"), f": {shown}"), highlight=False)
 
 
 def id_column(header: str) -> Column:
