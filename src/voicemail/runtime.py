@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from voicemail.audit.service import ReadAuditLog
 from voicemail.auth.ratelimit import AccountRateLimiter
 from voicemail.auth.replay import ReplayGuard, open_replay_guard
 from voicemail.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
@@ -76,6 +77,7 @@ class Runtime:
     signer: MediaSigner
     replay_guard: ReplayGuard
     rate_limiter: AccountRateLimiter
+    read_audit: ReadAuditLog  # fetch and media-access entries, written in batches
     wake_worker: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)  # this process's, in its own registry
 
@@ -91,10 +93,11 @@ class Runtime:
         sweep_scratch(settings.scratch_dir)
         engine = make_engine(settings.resolved_database_url)
         master = settings.master_key()
+        sessions = make_sessionmaker(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             read_sessions=make_read_sessionmaker(engine),
             storage=storage or open_storage(settings),
             transcriber=transcriber or build_transcriber(settings),
@@ -107,6 +110,7 @@ class Runtime:
             ),
             replay_guard=open_replay_guard(settings),
             rate_limiter=AccountRateLimiter.from_settings(settings),
+            read_audit=ReadAuditLog(sessions, flush_seconds=settings.audit_flush_seconds),
         )
 
     def worker(self, *, housekeeping: bool = True) -> Worker:
@@ -195,6 +199,7 @@ class Runtime:
         return WorkerPool([self.worker(housekeeping=index == 0) for index in range(count)])
 
     def close(self) -> None:
+        self.read_audit.close()  # before the engine goes: it writes what is queued
         self.engine.dispose()
         self.replay_guard.close()
         self.rate_limiter.close()

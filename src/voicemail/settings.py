@@ -130,6 +130,13 @@ class Settings(BaseSettings):
         ge=60,
         description="How often workers delete voicemails older than their bot's retention",
     )
+    audit_flush_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="Fetch and media-access audit entries are written in batches this often "
+        "(0: each at once, in the request)",
+    )
     purge_batch_size: int = Field(
         default=200,
         ge=1,

@@ -15,7 +15,10 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
 from tests.conftest import Credentials
+from tests.processes import wait_until
 from tests.support import run_cli
+from voicemail.audit import service as audit
+from voicemail.audit.service import ReadAuditLog
 from voicemail.auth import service as auth
 from voicemail.db.models import AuditEntry
 from voicemail.runtime import Runtime
@@ -80,6 +83,7 @@ def test_audit_list_shows_reads_deletion_and_configuration_changes(
         headers=creds.headers(),
     )
     assert deleted.status_code == 200, deleted.text
+    runtime.read_audit.flush()  # the reads' entries, written in batches
 
     listed = entries(settings)
 
@@ -173,23 +177,76 @@ def test_a_failed_audit_write_does_not_fail_the_read(
 ) -> None:
     deposit(client, creds, speech_clip)
     url = fetch(client, creds)["voicemail recording"][0]["fileUrl"]
+    runtime.read_audit.flush()
     with runtime.sessions() as db:
         written = len(db.scalars(select(AuditEntry)).all())
-    # Writes now fail (a database that refuses connections); reads use their own sessions.
+    # Audit writes now fail (a database that refuses connections); reads use their own.
     broken = create_engine(f"sqlite:///{tmp_path / 'missing' / 'audit.db'}")
-    monkeypatch.setattr(runtime, "sessions", sessionmaker(broken))
+    monkeypatch.setattr(runtime.read_audit, "sessions", sessionmaker(broken))
 
     with caplog.at_level(logging.ERROR, logger="voicemail.audit.service"):
         body = fetch(client, creds)
         media = client.get(url)
+        assert runtime.read_audit.flush() == 0
 
     assert body["status"] == "success" and len(body["voicemail recording"]) == 1
     assert media.status_code == 200 and media.content[:4] == b"RIFF"
-    failures = [r for r in caplog.records if r.getMessage() == "audit entry not written"]
-    assert [getattr(r, "action", None) for r in failures] == ["voicemail.fetch", "media.access"]
-    monkeypatch.undo()
+    failures = [r for r in caplog.records if r.getMessage().startswith("audit entries not written")]
+    assert failures and all(getattr(r, "count", None) == 2 for r in failures)
     with runtime.sessions() as db:
         assert len(db.scalars(select(AuditEntry)).all()) == written
+    # The entries were kept: once the database is back, the next batch writes them.
+    assert runtime.read_audit.pending == 2
+    monkeypatch.undo()
+    assert runtime.read_audit.flush() == 2
+    with runtime.sessions() as db:
+        actions = db.scalars(select(AuditEntry.action).order_by(AuditEntry.at)).all()
+    assert actions[-2:] == ["voicemail.fetch", "media.access"]
+    assert len(actions) == written + 2
+
+
+def test_read_entries_are_written_by_the_background_thread_and_at_close(
+    settings: Settings, creds: Credentials, runtime: Runtime
+) -> None:
+    log = ReadAuditLog(runtime.sessions, flush_seconds=0.05)
+    log.record(actor="app:cs-1", action=audit.VOICEMAIL_FETCH, bot_id=creds.bot_id)
+
+    def written() -> list[str]:
+        with runtime.sessions() as db:
+            return list(db.scalars(select(AuditEntry.actor).order_by(AuditEntry.id)))
+
+    wait_until(lambda: written() == ["app:cs-1"], timeout=10, what="the batch to be written")
+    # Stopped before its next turn, the thread leaves what is queued to close(), which
+    # writes it.
+    log._stop.set()
+    log.record(actor="app:cs-2", action=audit.VOICEMAIL_FETCH)
+    log.close()
+    assert written() == ["app:cs-1", "app:cs-2"]
+
+
+def test_unwritten_read_entries_are_bounded(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = ReadAuditLog(runtime.sessions, flush_seconds=3600, max_pending=3)
+    with caplog.at_level(logging.ERROR, logger="voicemail.audit.service"):
+        for number in range(5):
+            log.record(actor=f"app:cs-{number}", action=audit.MEDIA_ACCESS)
+    assert log.pending == 3
+    assert any(r.getMessage().startswith("audit entries dropped") for r in caplog.records)
+    assert log.flush() == 3
+    with runtime.sessions() as db:
+        kept = list(db.scalars(select(AuditEntry.actor).order_by(AuditEntry.id)))
+    assert kept == ["app:cs-2", "app:cs-3", "app:cs-4"]  # the newest are kept
+    log.close()
+
+
+def test_without_batching_each_read_is_written_at_once(runtime: Runtime) -> None:
+    log = ReadAuditLog(runtime.sessions, flush_seconds=0)
+    log.record(actor="app:cs-1", action=audit.VOICEMAIL_FETCH)
+    assert log.pending == 0
+    with runtime.sessions() as db:
+        assert db.scalars(select(AuditEntry.actor)).all() == ["app:cs-1"]
+    assert log._thread is None
 
 
 def test_audit_list_refuses_a_bad_since(runtime: Runtime, settings: Settings) -> None:
@@ -210,6 +267,7 @@ def test_fetch_entry_names_the_app_from_its_token(
         headers={"auth": token},
     )
     assert response.status_code == 200
+    runtime.read_audit.flush()
     with runtime.sessions() as db:
         [entry] = db.scalars(select(AuditEntry)).all()
     assert entry.actor == f"app:{creds.client_id}"

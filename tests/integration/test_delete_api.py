@@ -222,6 +222,7 @@ def test_delete_needs_the_delete_scope(
     assert response.status_code == 403
     assert "Delete Recordings" in response.json()["errors"][0]["msg"]
     assert fetch(client, without)["status"] == "success"  # nothing was deleted
+    runtime.read_audit.flush()
     with runtime.sessions() as session:
         actions = session.scalars(select(AuditEntry.action)).all()
     assert actions == ["voicemail.fetch"]  # a refused deletion deleted nothing to record

@@ -199,8 +199,7 @@ def _audit_access(runtime: Runtime, voicemail: Voicemail, request: Request) -> N
         detail["range"] = range_header[:100]
     if request.client is not None:
         detail["client"] = request.client.host
-    audit.record_read(
-        runtime.sessions,
+    runtime.read_audit.record(
         actor=audit.MEDIA_URL,
         action=audit.MEDIA_ACCESS,
         bot_id=voicemail.bot_id,

@@ -68,10 +68,8 @@ def fetch_voicemail(
         transcription=with_transcription,
         include_words=parse_flag(words, "words"),
     )
-    # Best effort: a failed audit write is logged and the fetch still answered (record_read
-    # says why).
-    audit.record_read(
-        runtime.sessions,
+    # Best effort, written within moments by a background thread (ReadAuditLog says why).
+    runtime.read_audit.record(
         actor=audit.app_actor(caller.app_id),
         action=audit.VOICEMAIL_FETCH,
         bot_id=bot_id,
