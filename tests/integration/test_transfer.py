@@ -190,6 +190,9 @@ def embedded_settings(data_dir: Path) -> Settings:
         job_max_attempts=1,  # one failure marks the job failed
         job_retry_base_seconds=0,
         worker_poll_seconds=0.05,
+        # Reads' audit entries written at once: a batch landing mid-copy would change the
+        # source under the transfer (which an operator runs with the old install stopped).
+        audit_flush_seconds=0,
     )
 
 
