@@ -151,8 +151,9 @@ class Metrics:
         self._lock = threading.Lock()
         self.deposits = Counter(
             "voicemail_deposits",
-            "Deposit requests by outcome; a rejection names its reason. Deposits refused by "
-            "the body-size guard before the route runs show as HTTP 413 on the deposit route.",
+            "Deposits (uploads, and live calls once stored) by outcome; a rejection names its "
+            "reason. Deposits refused by the body-size guard before the route runs show as "
+            "HTTP 413 on the deposit route.",
             ["outcome", "reason"],
             registry=self.registry,
         )

@@ -222,6 +222,8 @@ def test_live_call_in_progress_then_stored_on_hangup(
     assert voicemail.source_format == live.SOURCE_FORMAT
     assert voicemail.duration_seconds == pytest.approx(len(pcm) / 2 / RATE)
     assert stored_pcm(runtime, voicemail) == pcm  # every byte sent, in order
+    accepted = ("voicemail_deposits_total", {"outcome": "accepted", "reason": ""})
+    assert runtime.metrics.registry.get_sample_value(*accepted) == 1
     with runtime.read_sessions() as session:
         queued = session.scalars(select(Job).where(Job.voicemail_id == voicemail.id)).all()
     assert queued == []

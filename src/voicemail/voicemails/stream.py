@@ -281,8 +281,12 @@ def _finalize(
         idle_seconds=idle_seconds,
         hangup_at=hangup_at,
     )
-    if done is not None and done.outcome == live.STORED and not done.transcribed:
-        runtime.wake_worker.set()
+    if done is not None and done.outcome == live.STORED:
+        # A live call is a deposit: counted where it is stored, as an upload is. (One a
+        # worker finalizes after its API process died shows in no API process's count.)
+        runtime.metrics.count_deposit(duplicate=False)
+        if not done.transcribed:
+            runtime.wake_worker.set()
     return done is not None
 
 
