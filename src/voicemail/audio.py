@@ -112,7 +112,7 @@ def decode_recording(source: Path, limits: AudioLimits, *, work_dir: Path) -> De
                 f"The recording is too short: {_format_seconds(decoded.duration_seconds)} s; "
                 f"the minimum is {_format_seconds(limits.min_seconds)} s."
             )
-        digest, out_size = _sha256_and_size(tmp_path)
+        digest, out_size = sha256_and_size(tmp_path)
         final_path = work_dir / f"{secrets.token_hex(16)}.wav"
         tmp_path.replace(final_path)
     except BaseException:
@@ -317,7 +317,8 @@ def _looks_truncated(declared_seconds: float, decoded_seconds: float) -> bool:
     return declared_seconds - decoded_seconds > slack
 
 
-def _sha256_and_size(path: Path) -> tuple[str, int]:
+def sha256_and_size(path: Path) -> tuple[str, int]:
+    """The file's SHA-256 (hex) and size, read in chunks."""
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as fh:

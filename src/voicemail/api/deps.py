@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -43,16 +43,21 @@ async def get_read_db(runtime: RuntimeDep) -> AsyncIterator[Session]:
 ReadSessionDep = Annotated[Session, Depends(get_read_db)]
 
 
-async def bearer_token(request: Request) -> str | None:
-    """Kore's ``auth: <JWT>`` header, or ``Authorization: Bearer <JWT>``."""
-    token = request.headers.get("auth")
+def token_from_headers(headers: Mapping[str, str]) -> str | None:
+    """Kore's ``auth: <JWT>`` header, or ``Authorization: Bearer <JWT>`` (HTTP and
+    WebSocket requests alike)."""
+    token = headers.get("auth")
     if token:
         return token.strip()
-    authorization = request.headers.get("authorization", "")
+    authorization = headers.get("authorization", "")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+async def bearer_token(request: Request) -> str | None:
+    return token_from_headers(request.headers)
 
 
 TokenDep = Annotated[str | None, Depends(bearer_token)]

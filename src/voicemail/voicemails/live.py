@@ -48,6 +48,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail import ids
+from voicemail.audio import sha256_and_size
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, StreamPart, Voicemail
 from voicemail.errors import BadRequest
@@ -485,13 +486,8 @@ def finalize(
                 extra={"voicemail_id": voicemail_id, "seconds": round(duration, 3)},
             )
             return Finalized(voicemail_id, DROPPED, duration, False, part_keys)
-        digest = hashlib.sha256()
-        with wav_path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        voicemail.audio_sha256, voicemail.size_bytes = sha256_and_size(wav_path)
         storage.put_file(voicemail.storage_key, wav_path)
-        voicemail.size_bytes = wav_path.stat().st_size
-    voicemail.audio_sha256 = digest.hexdigest()
     voicemail.duration_seconds = duration
     voicemail.source_format = SOURCE_FORMAT
     voicemail.status = service.STORED

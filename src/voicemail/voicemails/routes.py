@@ -131,9 +131,16 @@ def authorize(
         scope=scope,
         leeway=runtime.settings.jwt_leeway_seconds,
     )
+    charge(runtime, caller, bucket=bucket, per_minute=per_minute)
+    return caller
+
+
+def charge(
+    runtime: Runtime, caller: auth.Caller, *, bucket: str, per_minute: int | None = None
+) -> None:
+    """Count an authenticated request against its account's limit in ``bucket``."""
     limit = per_minute or caller.rate_limit_per_minute or runtime.settings.rate_limit_per_minute
     runtime.rate_limiter.hit(caller.account_id, per_minute=limit, bucket=bucket)
-    return caller
 
 
 def _authenticate_deposit(runtime: Runtime, token: str | None, bot_id: str) -> None:

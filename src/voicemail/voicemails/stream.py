@@ -38,6 +38,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.datastructures import Headers
 
+from voicemail.api.deps import token_from_headers
 from voicemail.api.errors import error_response
 from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
@@ -45,7 +46,7 @@ from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable,
 from voicemail.runtime import Runtime
 from voicemail.transcription.live import LiveTranscription
 from voicemail.voicemails import live
-from voicemail.voicemails.routes import authorize
+from voicemail.voicemails.routes import authorize, charge
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
@@ -84,16 +85,6 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
     return client_id, secret
 
 
-def _bearer_token(headers: Headers) -> str | None:
-    token = headers.get("auth")
-    if token and token.strip():
-        return token.strip()
-    scheme, _, value = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
-
-
 def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
     """The upload path's checks and deposit rate limit, for a JWT or Basic credentials."""
     settings = runtime.settings
@@ -103,7 +94,7 @@ def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
             authorize(
                 runtime,
                 session,
-                _bearer_token(headers),
+                token_from_headers(headers),
                 bot_id,
                 scope=auth.SCOPE_DEPOSIT,
                 bucket="deposit",
@@ -118,9 +109,7 @@ def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
             bot_id=bot_id,
             scope=auth.SCOPE_DEPOSIT,
         )
-    runtime.rate_limiter.hit(
-        caller.account_id, per_minute=settings.deposit_rate_limit_per_minute, bucket="deposit"
-    )
+    charge(runtime, caller, bucket="deposit", per_minute=settings.deposit_rate_limit_per_minute)
 
 
 async def _deny(websocket: WebSocket, exc: VoicemailError) -> None:
