@@ -166,3 +166,83 @@ def speech_clip() -> Path:
 def speech_clips() -> list[Path]:
     folder = shared_audio_dir() / "telephone"
     return [folder / name for name in ("ast_vm-intro.wav", "ast_queue-youarenext.wav")]
+
+
+# The web inbox. Its cookies are Secure, so its test client speaks https.
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class InboxUser:
+    id: str
+    email: str
+    role: str
+    account_id: str
+    password: str = PASSWORD
+
+
+def make_user(
+    runtime: Runtime, role: str, *, email: str | None = None, queues: tuple[str, ...] = ()
+) -> InboxUser:
+    """A user of the default account, member of ``queues`` (ids)."""
+    from voicemail.queues import service as queues_service
+    from voicemail.users import service as users
+
+    with runtime.sessions.begin() as session:
+        user = users.create_user(
+            session,
+            email=email or f"{role}-{os.urandom(4).hex()}@example.com",
+            role=role,
+            password=PASSWORD,
+        )
+        for queue_id in queues:
+            queue = queues_service.get_queue(session, queue_id=queue_id)
+            queues_service.add_member(session, queue=queue, user=user)
+        return InboxUser(user.id, user.email, user.role, user.account_id)
+
+
+def make_queue(runtime: Runtime, name: str, *, bot_ids: tuple[str, ...] = ()) -> str:
+    """A queue of the default account that ``bot_ids`` send their voicemails to."""
+    from voicemail.queues import service as queues_service
+
+    with runtime.sessions.begin() as session:
+        account = bots.default_account(session)
+        queue = queues_service.create_queue(session, account_id=account.id, name=name)
+        for bot_id in bot_ids:
+            queues_service.set_bot_queue(
+                session, bot=bots.get_bot(session, bot_id=bot_id), queue=queue
+            )
+        return queue.id
+
+
+@pytest.fixture
+def inbox(settings: Settings, runtime: Runtime) -> Iterator[TestClient]:
+    """A browser-like client of the inbox (https, so the Secure cookies are sent)."""
+    app = create_app(settings, runtime=runtime, run_worker=False)
+    with TestClient(
+        app, base_url="https://testserver", raise_server_exceptions=False, follow_redirects=False
+    ) as test_client:
+        yield test_client
+
+
+def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> Any:
+    """Open the login form (which sets its CSRF cookie) and post it; the response."""
+    client.get("/inbox/login")
+    return client.post(
+        "/inbox/login",
+        data={
+            "email": email,
+            "password": password,
+            "login_csrf": client.cookies.get("voicemail_login_csrf", ""),
+        },
+    )
+
+
+def csrf_of(client: TestClient, path: str = "/inbox") -> str:
+    """The page's CSRF token (its ``<meta name="csrf-token">``)."""
+    import re
+
+    page = client.get(path).text
+    found = re.search(r'<meta name="csrf-token" content="([^"]*)"', page)
+    assert found, f"no CSRF token on {path}"
+    return found[1]

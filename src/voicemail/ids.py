@@ -13,6 +13,7 @@ FILE = "f"
 MESSAGE = "ms"
 COMPONENT = "cp"
 USER = "u"
+QUEUE = "q"
 WEBHOOK = "wh"
 EVENT = "ev"
 

@@ -167,6 +167,23 @@ class Settings(BaseSettings):
         default=2.0, gt=0, le=60, description="How often workers look for deliveries due"
     )
 
+    # Web inbox
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="How long an inbox sign-in lasts"
+    )
+    cookie_secure: bool = Field(
+        default=True,
+        description="Send the inbox cookies over HTTPS only. Browsers treat http://localhost "
+        "and 127.0.0.1 as secure, so the default works locally; turn off only behind a proxy "
+        "that serves plain HTTP to other hosts",
+    )
+    inbox_poll_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="How often an open inbox looks for new voicemails"
+    )
+    alert_check_seconds: int = Field(
+        default=60, ge=1, description="How often workers compare queue backlogs with alerts"
+    )
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

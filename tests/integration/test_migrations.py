@@ -19,6 +19,7 @@ from voicemail.bots import service as bots
 from voicemail.db import models  # noqa: F401  (registers the tables)
 from voicemail.db.base import Base
 from voicemail.db.engine import make_engine, make_sessionmaker
+from voicemail.db.fulltext import is_index_object
 from voicemail.db.migrate import alembic_config, downgrade, upgrade
 
 TABLES = {table.name for table in Base.metadata.sorted_tables}
@@ -52,12 +53,17 @@ def current_revision(engine: Engine) -> str | None:
 def differences(engine: Engine) -> list[object]:
     """What autogenerate would change: tables, columns, types, indexes, constraints."""
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        opts = {
+            "compare_type": True,
+            "include_name": lambda name, _type, _parents: not is_index_object(name),
+        }
+        context = MigrationContext.configure(conn, opts=opts)
         return list(compare_metadata(context, Base.metadata))
 
 
 def tables(engine: Engine) -> set[str]:
-    return set(inspect(engine).get_table_names())
+    """The tables, less the full-text index's (SQLite's FTS5 table and its shadow tables)."""
+    return {name for name in inspect(engine).get_table_names() if not is_index_object(name)}
 
 
 def test_db_upgrade_command_builds_the_models_schema(

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from voicemail.api import health
 from voicemail.api.errors import install_error_handlers
 from voicemail.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from voicemail.db.migrate import upgrade
+from voicemail.inbox import routes as inbox_routes
+from voicemail.inbox.pages import STATIC_DIR
 from voicemail.jobs.worker import WorkerPool
 from voicemail.media import routes as media_routes
 from voicemail.runtime import Runtime
@@ -76,6 +79,8 @@ def create_app(
     app.include_router(media_routes.router, prefix="/api")
     app.include_router(webhook_routes.router, prefix="/api")
     app.include_router(health.router)
+    app.include_router(inbox_routes.router)
+    app.mount("/inbox/static", StaticFiles(directory=STATIC_DIR), name="inbox-static")
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES
     )

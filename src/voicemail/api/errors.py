@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,19 +38,32 @@ def _validation_message(exc: RequestValidationError) -> str:
     return f"Invalid parameter {where}: {first.get('msg', 'invalid')}".strip()
 
 
+def _for_browser(request: Request) -> bool:
+    """The web inbox answers its errors as pages (``voicemail.inbox.pages``)."""
+    return request.url.path == "/inbox" or request.url.path.startswith("/inbox/")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from voicemail.inbox.pages import error_page
+
     @app.exception_handler(VoicemailError)
-    async def _expected(_request: Request, exc: VoicemailError) -> JSONResponse:
+    async def _expected(request: Request, exc: VoicemailError) -> Response:
+        if _for_browser(request):
+            return error_page(request, exc.status_code, exc.message)
         return error_response(exc.status_code, exc.message, exc.error_code, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) and exc.detail else None
         default = _HTTP_MESSAGES.get(exc.status_code, "Request failed")
+        if _for_browser(request):
+            return error_page(request, exc.status_code, message or default)
         return error_response(exc.status_code, message or default, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _for_browser(request):
+            return error_page(request, 400, _validation_message(exc))
         return error_response(400, _validation_message(exc))
 
     @app.exception_handler(OperationalError)

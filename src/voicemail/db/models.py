@@ -47,6 +47,8 @@ class Bot(Base):
     vocabulary: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     # What to redact from stored transcripts: "card", "ssn", "email".
     redact: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # The inbox queue its new voicemails land in (None: the account's unqueued voicemails).
+    queue_id: Mapped[str | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
 
     account: Mapped[Account] = relationship(lazy="joined")
 
@@ -104,6 +106,11 @@ class Voicemail(Base):
         UniqueConstraint("session_pk", "seq"),
         Index("ix_voicemails_bot_id_created_at", "bot_id", "created_at"),
         Index("ix_voicemails_bot_id_call_sid", "bot_id", "call_sid"),
+        # The inbox: newest first, within a queue, an assignee, a state, or everything.
+        Index("ix_voicemails_queue_id_created_at", "queue_id", "created_at"),
+        Index("ix_voicemails_assignee_id_created_at", "assignee_id", "created_at"),
+        Index("ix_voicemails_inbox_state_created_at", "inbox_state", "created_at"),
+        Index("ix_voicemails_created_at", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)  # the file id, f-<uuid>
@@ -125,6 +132,15 @@ class Voicemail(Base):
     # and when the caller hung up (the socket closed cleanly).
     call_sid: Mapped[str | None] = mapped_column(String(128))
     hangup_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The inbox: which queue and agent it is with, and how it was handled.
+    queue_id: Mapped[str | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
+    assignee_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # new → assigned (an agent took it or was given it) → handled (with a disposition)
+    inbox_state: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
+    disposition: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    handled_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
     session: Mapped[CallSession] = relationship(lazy="joined")
     bot: Mapped[Bot] = relationship(lazy="joined")
@@ -272,3 +288,69 @@ class AuditEntry(Base):
     session_id: Mapped[str | None] = mapped_column(String(24))
     voicemail_id: Mapped[str | None] = mapped_column(ID)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class User(Base):
+    """A person using the web inbox: an agent, a supervisor or an admin of one account."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # u-<uuid>
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-case
+    name: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))  # agent | supervisor | admin
+    password_hash: Mapped[str] = mapped_column(String(200))  # Argon2id, PHC string
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    queues: Mapped[list[Queue]] = relationship(
+        secondary="queue_members", back_populates="members", lazy="selectin"
+    )
+
+
+class Queue(Base):
+    """A group of bots' voicemails worked by the same agents, with backlog alert thresholds."""
+
+    __tablename__ = "queues"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # q-<uuid>
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    # Alert when this many voicemails are unhandled, or the oldest has waited this long.
+    alert_max_count: Mapped[int | None] = mapped_column(Integer)
+    alert_max_age_minutes: Mapped[int | None] = mapped_column(Integer)
+    # Since when the thresholds are exceeded (one webhook per breach, not one per check).
+    alert_active_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    members: Mapped[list[User]] = relationship(
+        secondary="queue_members", back_populates="queues", lazy="selectin"
+    )
+
+
+class QueueMember(Base):
+    __tablename__ = "queue_members"
+
+    queue_id: Mapped[str] = mapped_column(
+        ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored, so
+    a copy of the database cannot be used to sign in."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the token
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")

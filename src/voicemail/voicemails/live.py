@@ -252,6 +252,7 @@ def open_connection(
             component_id=ids.new_id(ids.COMPONENT),
             created_at=now,
             call_sid=meta.call_sid,
+            queue_id=bot.queue_id,
         )
         session.add(voicemail)
         session.flush()

@@ -1,0 +1,60 @@
+"""Full-text search over transcripts: SQLite FTS5 and PostgreSQL ``tsvector``.
+
+Migration 0003 builds the index, outside the models (the ORM never writes it):
+- SQLite: the FTS5 table ``transcripts_fts(voicemail_id, text)``, kept in step with
+  ``transcripts`` by triggers (its rowids are its own: ``transcripts`` has no integer key, so
+  the id is an indexed column that a trigger finds with a MATCH).
+- PostgreSQL: the generated column ``transcripts.search_vector`` (``to_tsvector('simple',
+  text)``: no stemming, as voicemails come in many languages) with a GIN index.
+
+Both match every word of the query as a prefix ("refund" finds "refunds"), in any order.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, literal_column, select, text
+from sqlalchemy.engine import Dialect
+
+from voicemail.db.models import Transcript
+
+FTS_TABLE = "transcripts_fts"
+SEARCH_COLUMN = "search_vector"
+SEARCH_INDEX = "ix_transcripts_search_vector"
+MAX_TERMS = 12
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def terms(query: str) -> list[str]:
+    """The words of a user's query (punctuation and operators are not syntax to us)."""
+    return _WORD.findall(query.lower())[:MAX_TERMS]
+
+
+def matching_ids(dialect: Dialect, query: str) -> Select[Any] | None:
+    """A SELECT of the voicemail ids whose transcript matches every word; None when the
+    query has no words (the caller then does not filter)."""
+    words = terms(query)
+    if not words:
+        return None
+    if dialect.name == "postgresql":
+        tsquery = " & ".join(f"{word}:*" for word in words)
+        vector: ColumnElement[object] = literal_column(f"transcripts.{SEARCH_COLUMN}")
+        return select(Transcript.voicemail_id).where(
+            vector.op("@@")(text("to_tsquery('simple', :tsquery)").bindparams(tsquery=tsquery))
+        )
+    # FTS5: each word a quoted prefix term, within the text column only.
+    match = "text : (" + " ".join(f'"{word}"*' for word in words) + ")"
+    return (
+        select(literal_column("voicemail_id", type_=Transcript.voicemail_id.type))
+        .select_from(text(FTS_TABLE))
+        .where(text(f"{FTS_TABLE} MATCH :match").bindparams(match=match))
+    )
+
+
+def is_index_object(name: str | None) -> bool:
+    """Whether a schema object is the search index, which the models leave out (for
+    autogenerate's comparison)."""
+    return bool(name) and (str(name).startswith(FTS_TABLE) or name in (SEARCH_COLUMN, SEARCH_INDEX))

@@ -1,0 +1,82 @@
+"""Rendering inbox pages: one Jinja2 environment, the context every page gets, error pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from voicemail.api.errors import error_response
+from voicemail.db.base import utcnow
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+STATIC_DIR = HERE / "static"
+# No external resources at all (the inbox works offline); inline scripts are not allowed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
+        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+        "base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """``1:05`` for 65 seconds."""
+    if seconds is None:
+        return ""
+    whole = round(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def age(moment: datetime | None, now: datetime | None = None) -> str:
+    """``3 min``, ``5 h``, ``2 d``: how long ago."""
+    if moment is None:
+        return ""
+    seconds = max(0, int(((now or utcnow()) - moment).total_seconds()))
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+templates.env.filters["duration"] = duration
+templates.env.filters["age"] = age
+templates.env.filters["iso"] = lambda moment: moment.isoformat() if moment else ""
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> HTMLResponse:
+    """A page, with the signed-in user and CSRF token when there is a session."""
+    web_session = getattr(request.state, "web_session", None)
+    full = {
+        "user": web_session.user if web_session is not None else None,
+        "csrf_token": web_session.csrf_token if web_session is not None else "",
+        **(context or {}),
+    }
+    response = templates.TemplateResponse(request, template, full, status_code=status)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    """Inbox errors for a browser: the login form for 401, a page for the rest; a fetch()
+    call (``Accept: application/json``) gets JSON."""
+    if "application/json" in request.headers.get("accept", ""):
+        return error_response(status, message)
+    if status == 401:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/inbox/login?next={quote(target)}", status_code=303)
+    return render(request, "error.html", {"status": status, "message": message}, status=status)

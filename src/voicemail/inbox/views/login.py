@@ -1,0 +1,100 @@
+"""Signing in and out."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from voicemail.api.deps import RuntimeDep, SessionDep
+from voicemail.inbox.deps import CsrfChecked, WebSessionDep
+from voicemail.inbox.pages import render
+from voicemail.users import service as users
+from voicemail.users import sessions
+
+router = APIRouter()
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path inside the inbox (no open redirect to another site)."""
+    if target and target.startswith("/inbox") and "//" not in target and "\\" not in target:
+        return target
+    return "/inbox"
+
+
+def _login_form(request: Request, *, next_url: str, error: str | None, status: int) -> Response:
+    token = secrets.token_urlsafe(32)
+    response = render(
+        request,
+        "login.html",
+        {"login_csrf": token, "next": next_url, "error": error},
+        status=status,
+    )
+    response.set_cookie(
+        sessions.LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        secure=request.app.state.runtime.settings.cookie_secure,
+        samesite="strict",
+        path="/inbox/login",
+    )
+    return response
+
+
+@router.get("/login", include_in_schema=False)
+def login_form(request: Request, next: str | None = None) -> Response:
+    return _login_form(request, next_url=_safe_next(next), error=None, status=200)
+
+
+@router.post("/login", include_in_schema=False)
+def login(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    email: Annotated[str, Form(max_length=320)],
+    password: Annotated[str, Form(max_length=users.MAX_PASSWORD_LENGTH)],
+    login_csrf: Annotated[str, Form(max_length=100)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/inbox",
+) -> Response:
+    next_url = _safe_next(next)
+    if not sessions.same_token(request.cookies.get(sessions.LOGIN_CSRF_COOKIE), login_csrf):
+        return _login_form(
+            request,
+            next_url=next_url,
+            error="This form has expired; please sign in again",
+            status=403,
+        )
+    user = users.authenticate(session, email=email, password=password)
+    if user is None:
+        return _login_form(request, next_url=next_url, error="Wrong e-mail or password", status=401)
+    started = sessions.start(
+        session,
+        user=user,
+        lifetime=timedelta(hours=runtime.settings.session_hours),
+        previous=request.cookies.get(sessions.COOKIE_NAME),
+    )
+    response = RedirectResponse(next_url, status_code=303)
+    response.set_cookie(
+        sessions.COOKIE_NAME,
+        started.token,
+        max_age=int(runtime.settings.session_hours * 3600),
+        httponly=True,
+        secure=runtime.settings.cookie_secure,
+        samesite="lax",
+        path="/",
+    )
+    response.delete_cookie(sessions.LOGIN_CSRF_COOKIE, path="/inbox/login")
+    return response
+
+
+@router.post("/logout", include_in_schema=False, dependencies=[CsrfChecked])
+def logout(request: Request, session: SessionDep, web_session: WebSessionDep) -> Response:
+    token = request.cookies.get(sessions.COOKIE_NAME)
+    if token:
+        sessions.end(session, token=token)
+    response = RedirectResponse("/inbox/login", status_code=303)
+    response.delete_cookie(sessions.COOKIE_NAME, path="/")
+    return response
