@@ -1,0 +1,26 @@
+"""What the inbox reads and changes, for one signed-in user. Routes call these; they never
+query themselves. Every function takes the user and keeps to what they may see
+(``voicemail.queues.service.visible_to``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from voicemail.db.models import Bot, User, Voicemail
+from voicemail.errors import NotFound
+from voicemail.queues.service import visible_to
+from voicemail.voicemails.service import STORED
+
+
+def get_visible_voicemail(session: Session, *, user: User, voicemail_id: str) -> Voicemail:
+    """The voicemail, if this user may see it; NotFound otherwise (whether it exists in
+    another queue or not at all: the answer does not tell)."""
+    voicemail = session.scalar(
+        select(Voicemail)
+        .join(Bot, Bot.id == Voicemail.bot_id)
+        .where(Voicemail.id == voicemail_id, Voicemail.status == STORED, visible_to(user))
+    )
+    if voicemail is None:
+        raise NotFound("No such voicemail")
+    return voicemail
