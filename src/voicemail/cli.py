@@ -34,11 +34,14 @@ from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.errors import VoicemailError
+from voicemail.inbox import admin as inbox_admin
 from voicemail.logs import configure_logging
 from voicemail.media import service as media
 from voicemail.metrics import serve_metrics
+from voicemail.queues import service as queues
 from voicemail.runtime import Runtime
 from voicemail.settings import SIGNING_KEY_FILE, Settings
+from voicemail.users import service as users
 from voicemail.voicemails import kore, lifecycle
 from voicemail.voicemails import service as voicemails
 from voicemail.webhooks import schemas as webhook_schemas
@@ -57,6 +60,10 @@ audit_app = typer.Typer(no_args_is_help=True, help="The audit log: reads, deleti
 app.add_typer(audit_app, name="audit")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions and deliveries.")
 app.add_typer(webhooks_app, name="webhooks")
+users_app = typer.Typer(no_args_is_help=True, help="Web inbox users: agents, supervisors, admins.")
+app.add_typer(users_app, name="users")
+queues_app = typer.Typer(no_args_is_help=True, help="Inbox queues: groups of bots' voicemails.")
+app.add_typer(queues_app, name="queues")
 
 # No markup: names, ids and messages are printed as given ("[x]" in a name is not a style).
 out = Console(markup=False)
@@ -317,11 +324,21 @@ def bots_configure(
         str | None,
         typer.Option(help=REDACT_HELP),
     ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue", help='Inbox queue (id or name) its new voicemails go to; "none" clears.'
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a bot's transcription and retention settings; prints them all."""
+    """Change a bot's transcription and retention settings, and its inbox queue; prints them
+    all (with queueId when --queue is given)."""
 
     def action(rt: Runtime, s: Any) -> dict[str, object]:
+        if queue is not None:
+            target = None if queue.strip().lower() in ("", "none") else queue
+            inbox_admin.set_bot_queue(s, actor=inbox_admin.CLI, bot_id=bot_id, queue=target)
         bot = bots.configure_bot(
             s,
             bot_id=bot_id,
@@ -332,6 +349,8 @@ def bots_configure(
         )
         settings = bots.bot_settings(bot)
         audit_change(s, audit.BOT_CONFIGURE, bot_id=bot.id, **settings)
+        if queue is not None:
+            settings["queueId"] = bot.queue_id
         return settings
 
     settings = run_in_transaction(action)
@@ -782,6 +801,232 @@ def webhooks_redeliver(delivery_id: int, as_json: JsonOpt = False) -> None:
         return webhook_schemas.delivery_out(delivery, attempts).model_dump(mode="json")
 
     emit(as_json, run_in_transaction(action))
+
+
+# Inbox users and queues ----------------------------------------------------------------
+
+PasswordOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        help="The password (visible to other local users in the process list; prefer "
+        "--password-stdin or the prompt).",
+    ),
+]
+PasswordStdinOpt = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from one line of stdin.")
+]
+
+
+def _read_password(password: str | None, from_stdin: bool) -> str:
+    """The new password: the option, one line of stdin, or typed twice at a hidden prompt."""
+    if password is not None and from_stdin:
+        fail("give --password or --password-stdin, not both")
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if password is not None:
+        return password
+    try:
+        entered: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    except typer.Abort:
+        fail("no password given")
+    return entered
+
+
+def _users_table(rows: list[dict[str, Any]], title: str) -> Table:
+    # Three columns fit 80 (the id alone takes half); --json and `queues list` give the rest.
+    table = Table(
+        Column("email", overflow="fold", min_width=16), "role", id_column("id"), title=title
+    )
+    for row in rows:
+        role = row["role"] if row["active"] else f"{row['role']} (inactive)"
+        table.add_row(row["email"], role, row["id"])
+    return table
+
+
+def _user_change(as_json: bool, action: Callable[[Any], Any]) -> None:
+    row = run_in_transaction(lambda rt, s: users.user_json(action(s)))
+    emit(as_json, row, _users_table([row], "User"))
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(users.ROLES)}.")],
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", help="Queue (id or name) to join; repeatable.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an inbox user of the default account (the password is never printed)."""
+    if role not in users.ROLES:
+        fail(f"--role must be one of: {', '.join(users.ROLES)}")
+    secret = _read_password(password, password_stdin)
+    _user_change(
+        as_json,
+        lambda s: inbox_admin.create_user(
+            s,
+            actor=inbox_admin.CLI,
+            email=email,
+            role=role,
+            password=secret,
+            name=name,
+            queue_names=queue or (),
+        ),
+    )
+
+
+@users_app.command("list")
+def users_list(as_json: JsonOpt = False) -> None:
+    """List inbox users, with their role and queues."""
+    rows = run_in_transaction(lambda rt, s: [users.user_json(u) for u in users.list_users(s)])
+    emit(as_json, {"users": rows}, _users_table(rows, "Users"))
+
+
+@users_app.command("set-password")
+def users_set_password(
+    email: str,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a user's password; they are signed out everywhere."""
+    secret = _read_password(password, password_stdin)
+    _user_change(
+        as_json,
+        lambda s: inbox_admin.set_password(
+            s, actor=inbox_admin.CLI, email_or_id=email, password=secret
+        ),
+    )
+
+
+@users_app.command("set-role")
+def users_set_role(email: str, role: str, as_json: JsonOpt = False) -> None:
+    """Change a user's role (agent, supervisor or admin)."""
+    _user_change(
+        as_json,
+        lambda s: inbox_admin.set_role(s, actor=inbox_admin.CLI, email_or_id=email, role=role),
+    )
+
+
+@users_app.command("deactivate")
+def users_deactivate(email: str, as_json: JsonOpt = False) -> None:
+    """Stop a user from signing in; their sessions end at once."""
+    _user_change(
+        as_json,
+        lambda s: inbox_admin.set_active(s, actor=inbox_admin.CLI, email_or_id=email, active=False),
+    )
+
+
+@users_app.command("activate")
+def users_activate(email: str, as_json: JsonOpt = False) -> None:
+    """Let a deactivated user sign in again."""
+    _user_change(
+        as_json,
+        lambda s: inbox_admin.set_active(s, actor=inbox_admin.CLI, email_or_id=email, active=True),
+    )
+
+
+def _queues_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(
+        id_column("id"),
+        Column("name", overflow="fold"),
+        Column("members", overflow="fold"),
+        "alerts",
+        title=title,
+    )
+    for row in rows:
+        alerts = [
+            f"count > {row['alertMaxCount']}" if row["alertMaxCount"] else "",
+            f"age > {row['alertMaxAgeMinutes']} min" if row["alertMaxAgeMinutes"] else "",
+        ]
+        table.add_row(
+            row["id"], row["name"], "\n".join(row["members"]), "\n".join(a for a in alerts if a)
+        )
+    return table
+
+
+def _queue_change(as_json: bool, action: Callable[[Any], Any]) -> None:
+    row = run_in_transaction(lambda rt, s: queues.queue_json(action(s)))
+    emit(as_json, row, _queues_table([row], "Queue"))
+
+
+QueueArg = Annotated[str, typer.Argument(help="Queue id (q-…) or name.")]
+
+
+@queues_app.command("create")
+def queues_create(
+    name: str,
+    bot: Annotated[
+        list[str] | None,
+        typer.Option("--bot", help="Bot (st-…) whose new voicemails go here; repeatable."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an inbox queue of the default account."""
+    _queue_change(
+        as_json,
+        lambda s: inbox_admin.create_queue(s, actor=inbox_admin.CLI, name=name, bot_ids=bot or ()),
+    )
+
+
+@queues_app.command("list")
+def queues_list(as_json: JsonOpt = False) -> None:
+    """List queues, with their members and alert thresholds."""
+    rows = run_in_transaction(lambda rt, s: [queues.queue_json(q) for q in queues.list_queues(s)])
+    emit(as_json, {"queues": rows}, _queues_table(rows, "Queues"))
+
+
+@queues_app.command("add-member")
+def queues_add_member(queue: QueueArg, email: str, as_json: JsonOpt = False) -> None:
+    """Let a user (e-mail or id) work a queue's voicemails."""
+    _queue_change(
+        as_json, lambda s: inbox_admin.add_member(s, actor=inbox_admin.CLI, queue=queue, user=email)
+    )
+
+
+@queues_app.command("remove-member")
+def queues_remove_member(queue: QueueArg, email: str, as_json: JsonOpt = False) -> None:
+    """Take a user off a queue."""
+    _queue_change(
+        as_json,
+        lambda s: inbox_admin.remove_member(s, actor=inbox_admin.CLI, queue=queue, user=email),
+    )
+
+
+@queues_app.command("alerts")
+def queues_alerts(
+    queue: QueueArg,
+    max_count: Annotated[
+        int | None, typer.Option("--max-count", min=1, help="Alert at this many unhandled.")
+    ] = None,
+    max_age_minutes: Annotated[
+        int | None,
+        typer.Option("--max-age-minutes", min=1, help="Alert when the oldest waits this long."),
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="Turn both alerts off.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a queue's backlog alert thresholds; one not given stays as it is."""
+    if off and (max_count is not None or max_age_minutes is not None):
+        fail("--off turns both alerts off: give it alone")
+    if not off and max_count is None and max_age_minutes is None:
+        fail("give --max-count, --max-age-minutes or --off")
+
+    def action(s: Any) -> Any:
+        found = inbox_admin.find_queue(s, actor=inbox_admin.CLI, name_or_id=queue)
+        return inbox_admin.set_alerts(
+            s,
+            actor=inbox_admin.CLI,
+            queue=found.id,
+            max_count=None if off else (max_count or found.alert_max_count),
+            max_age_minutes=None if off else (max_age_minutes or found.alert_max_age_minutes),
+        )
+
+    _queue_change(as_json, action)
 
 
 # Moving an install ---------------------------------------------------------------------

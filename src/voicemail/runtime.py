@@ -16,6 +16,7 @@ from voicemail.audit.service import ReadAuditLog
 from voicemail.auth.ratelimit import AccountRateLimiter
 from voicemail.auth.replay import ReplayGuard, open_replay_guard
 from voicemail.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
+from voicemail.inbox.alerts import run_alert_check
 from voicemail.jobs.worker import Housekeeping, Worker, WorkerPool
 from voicemail.media.service import MediaSigner
 from voicemail.metrics import Metrics
@@ -156,6 +157,12 @@ class Runtime:
                 wake=self.wake_worker,
             ),
         )
+        # Queue backlog alerts: one webhook when a queue crosses its thresholds.
+        alerts = Housekeeping(
+            "check queue alerts",
+            settings.alert_check_seconds,
+            partial(run_alert_check, self.sessions),
+        )
         return Worker(
             sessions=self.sessions,
             handlers={
@@ -171,7 +178,7 @@ class Runtime:
             retry_base_seconds=self.settings.job_retry_base_seconds,
             poll_seconds=self.settings.worker_poll_seconds,
             wake=self.wake_worker,
-            housekeeping=[sweep, webhooks, purge, abandoned] if housekeeping else [],
+            housekeeping=[sweep, webhooks, purge, abandoned, alerts] if housekeeping else [],
             on_give_up=transcription_given_up,
         )
 

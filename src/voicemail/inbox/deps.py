@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,6 +12,16 @@ from voicemail.db.models import User, WebSession
 from voicemail.errors import Forbidden, VoicemailError
 from voicemail.users import sessions
 from voicemail.users.service import ADMIN, SUPERVISOR
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in user as pages show them."""
+
+    id: str
+    email: str
+    name: str | None
+    role: str
 
 
 class LoginRequired(VoicemailError):
@@ -34,7 +45,12 @@ def current_web_session(request: Request, session: SessionDep) -> WebSession:
     row = sessions.lookup(session, token=request.cookies.get(sessions.COOKIE_NAME))
     if row is None:
         raise LoginRequired()
-    request.state.web_session = row
+    # What every page shows of the user, copied now: an error page is rendered after the
+    # request's transaction has ended, when the row can no longer load anything.
+    request.state.viewer = Viewer(
+        id=row.user.id, email=row.user.email, name=row.user.name, role=row.user.role
+    )
+    request.state.csrf_token = row.csrf_token
     return row
 
 

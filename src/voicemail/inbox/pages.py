@@ -32,10 +32,10 @@ SECURITY_HEADERS = {
 
 
 def duration(seconds: float | None) -> str:
-    """``1:05`` for 65 seconds."""
+    """``1:05`` for 65.9 seconds (whole seconds, as audio players count)."""
     if seconds is None:
         return ""
-    whole = round(seconds)
+    whole = int(seconds)
     return f"{whole // 60}:{whole % 60:02d}"
 
 
@@ -60,10 +60,9 @@ def render(
     request: Request, template: str, context: dict[str, Any] | None = None, status: int = 200
 ) -> HTMLResponse:
     """A page, with the signed-in user and CSRF token when there is a session."""
-    web_session = getattr(request.state, "web_session", None)
     full = {
-        "user": web_session.user if web_session is not None else None,
-        "csrf_token": web_session.csrf_token if web_session is not None else "",
+        "user": getattr(request.state, "viewer", None),
+        "csrf_token": getattr(request.state, "csrf_token", ""),
         **(context or {}),
     }
     response = templates.TemplateResponse(request, template, full, status_code=status)

@@ -83,9 +83,17 @@ def _file_chunks(handle: IO[bytes], start: int, end: int) -> Iterator[bytes]:
             yield chunk
 
 
-def _stream(
-    storage: Storage, key: str, *, filename: str, range_header: str | None, head: bool
+def stream_object(
+    storage: Storage,
+    key: str,
+    *,
+    filename: str,
+    range_header: str | None,
+    head: bool,
+    disposition: str = "inline",
 ) -> Response:
+    """The stored recording with Range support (200/206/416, HEAD), from any backend; also
+    used by the inbox's player."""
     path = storage.local_path(key)
     handle: IO[bytes] | None = None
     try:
@@ -111,7 +119,7 @@ def _stream(
     headers = NO_STORE | {
         "Accept-Ranges": "bytes",
         "Content-Length": str(end - start + 1),
-        "Content-Disposition": f'inline; filename="{filename}"',
+        "Content-Disposition": f'{disposition}; filename="{filename}"',
     }
     status = 200
     if wanted is not None:
@@ -170,7 +178,7 @@ def get_media(
     key = voicemail.storage_key
     head = request.method == "HEAD"
     range_header = request.headers.get("range")
-    _audit_access(runtime, voicemail, request)
+    audit_access(runtime, voicemail, request)
     # A presigned GET URL is signed for GET only, so HEAD is always answered here.
     if runtime.settings.media_redirect and not head:
         if not storage.exists(key):  # else the client would get the store's own 404
@@ -178,7 +186,7 @@ def get_media(
         target = storage.presigned_url(key, expires_seconds=_redirect_seconds(e))
         if target is not None:
             return RedirectResponse(target, status_code=307, headers=NO_STORE)
-    return _stream(
+    return stream_object(
         storage,
         key,
         filename=kore.file_name(voicemail),
@@ -187,12 +195,15 @@ def get_media(
     )
 
 
-def _audit_access(runtime: Runtime, voicemail: Voicemail, request: Request) -> None:
+def audit_access(
+    runtime: Runtime, voicemail: Voicemail, request: Request, *, actor: str = audit.MEDIA_URL
+) -> None:
     """One ``media.access`` entry per request a valid URL answers (each Range request of a
-    player is one). The URL carries no identity, so the actor is ``media-url`` and the
-    client address is kept: the only trace of who played it. It is personal data, which an
-    access log may hold (it is what the log is for); behind a proxy it is the proxy's unless
-    the server is run with forwarded-address handling. Best effort, as for fetches."""
+    player is one). The inbox passes its signed-in user as ``actor``; a signed URL carries
+    no identity, so there the actor is ``media-url`` and the client address is kept: the
+    only trace of who played it. It is personal data, which an access log may hold (it is
+    what the log is for); behind a proxy it is the proxy's unless the server is run with
+    forwarded-address handling. Best effort, as for fetches."""
     detail: dict[str, object] = {"method": request.method}
     range_header = request.headers.get("range")
     if range_header:
@@ -200,7 +211,7 @@ def _audit_access(runtime: Runtime, voicemail: Voicemail, request: Request) -> N
     if request.client is not None:
         detail["client"] = request.client.host
     runtime.read_audit.record(
-        actor=audit.MEDIA_URL,
+        actor=actor,
         action=audit.MEDIA_ACCESS,
         bot_id=voicemail.bot_id,
         session_id=voicemail.session.session_id,

@@ -29,7 +29,17 @@ VOICEMAIL_CREATED = "voicemail.created"
 TRANSCRIPTION_COMPLETED = "transcription.completed"
 TRANSCRIPTION_FAILED = "transcription.failed"
 VOICEMAIL_DELETED = "voicemail.deleted"
-EVENTS = (VOICEMAIL_CREATED, TRANSCRIPTION_COMPLETED, TRANSCRIPTION_FAILED, VOICEMAIL_DELETED)
+# A queue's backlog crossed its alert thresholds, or fell back below them (inbox.alerts).
+QUEUE_ALERT = "queue.alert"
+QUEUE_ALERT_CLEARED = "queue.alert_cleared"
+EVENTS = (
+    VOICEMAIL_CREATED,
+    TRANSCRIPTION_COMPLETED,
+    TRANSCRIPTION_FAILED,
+    VOICEMAIL_DELETED,
+    QUEUE_ALERT,
+    QUEUE_ALERT_CLEARED,
+)
 
 # Delivery statuses: pending → delivered | failed (gave up); redelivery makes one pending.
 PENDING = "pending"

@@ -1,0 +1,213 @@
+"""What a signed-in user does to one voicemail: assign it, mark it handled, note, reopen.
+
+Each function takes a voicemail the user may already see (``get_visible_voicemail``), checks
+what their role allows, changes it and writes an audit entry in the same transaction (the
+request's), so a change and its trace commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from voicemail.audit import service as audit
+from voicemail.db.base import utcnow
+from voicemail.db.models import Queue, User, Voicemail
+from voicemail.errors import BadRequest, Conflict
+from voicemail.queues.service import list_queues, member_queue_ids
+from voicemail.users.service import AGENT
+
+NEW = "new"
+ASSIGNED = "assigned"
+HANDLED = "handled"
+
+OTHER = "Other"
+DISPOSITIONS = ("Resolved", "Called back", "No action", OTHER)
+MAX_CUSTOM_DISPOSITION = 64
+MAX_NOTE = 2000
+
+# Audit actions of the inbox
+VOICEMAIL_ASSIGN = "voicemail.assign"
+VOICEMAIL_HANDLE = "voicemail.handle"
+VOICEMAIL_NOTE = "voicemail.note"
+VOICEMAIL_REOPEN = "voicemail.reopen"
+
+USER_TARGET = "user:"
+QUEUE_TARGET = "queue:"
+
+
+def actor(user: User) -> str:
+    return f"user:{user.email}"
+
+
+@dataclass(frozen=True)
+class Target:
+    value: str  # "user:u-…" or "queue:q-…"
+    label: str
+
+
+def _assignable_users(session: Session, *, user: User) -> list[User]:
+    """Whom this user may assign to: an agent, themselves and the members of their queues;
+    a supervisor or an admin, every active user of the account."""
+    if user.role == AGENT:
+        queue_ids = member_queue_ids(user)
+        people = {user.id: user}
+        if queue_ids:
+            for queue in session.scalars(select(Queue).where(Queue.id.in_(queue_ids))):
+                people.update({member.id: member for member in queue.members})
+        found = [person for person in people.values() if person.active]
+    else:
+        found = list(
+            session.scalars(
+                select(User).where(User.account_id == user.account_id, User.active.is_(True))
+            )
+        )
+    return sorted(found, key=lambda person: (person.name or person.email).lower())
+
+
+def assign_targets(session: Session, *, user: User) -> list[Target]:
+    """The choices of the assign form: people first, then the account's queues."""
+    people = [
+        Target(f"{USER_TARGET}{person.id}", person.name or person.email)
+        for person in _assignable_users(session, user=user)
+    ]
+    queues = [
+        Target(f"{QUEUE_TARGET}{queue.id}", f"Queue: {queue.name}")
+        for queue in list_queues(session, account_id=user.account_id)
+    ]
+    return people + queues
+
+
+def _record(
+    session: Session, *, user: User, voicemail: Voicemail, action: str, detail: dict[str, Any]
+) -> None:
+    audit.record(
+        session,
+        actor=actor(user),
+        action=action,
+        bot_id=voicemail.bot_id,
+        session_id=voicemail.session.session_id,
+        voicemail_id=voicemail.id,
+        detail=detail,
+    )
+
+
+def assign(session: Session, *, user: User, voicemail: Voicemail, target: str) -> None:
+    """``user:u-…`` makes that person the assignee; ``queue:q-…`` moves the voicemail to
+    the queue, unassigned. A handled voicemail stays handled (reopen is explicit)."""
+    if target.startswith(USER_TARGET):
+        wanted = target.removeprefix(USER_TARGET)
+        allowed = {person.id: person for person in _assignable_users(session, user=user)}
+        assignee = allowed.get(wanted)
+        if assignee is None:
+            raise BadRequest("You cannot assign voicemails to that person")
+        voicemail.assignee_id = assignee.id
+        if voicemail.inbox_state != HANDLED:
+            voicemail.inbox_state = ASSIGNED
+        detail: dict[str, Any] = {"assignee": assignee.email}
+    elif target.startswith(QUEUE_TARGET):
+        queue = session.get(Queue, target.removeprefix(QUEUE_TARGET))
+        if queue is None or queue.account_id != user.account_id:
+            raise BadRequest("No such queue")
+        voicemail.queue_id = queue.id
+        voicemail.assignee_id = None
+        if voicemail.inbox_state != HANDLED:
+            voicemail.inbox_state = NEW
+        detail = {"queue": queue.name, "queueId": queue.id}
+    else:
+        raise BadRequest("Choose a person or a queue")
+    _record(session, user=user, voicemail=voicemail, action=VOICEMAIL_ASSIGN, detail=detail)
+
+
+def _clean_note(note: str | None) -> str | None:
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE:
+        raise BadRequest(f"A note is at most {MAX_NOTE} characters")
+    return note or None
+
+
+def handle(
+    session: Session,
+    *,
+    user: User,
+    voicemail: Voicemail,
+    disposition: str,
+    custom: str | None,
+    note: str | None,
+) -> None:
+    """Mark handled with a disposition; "Other" takes the custom text instead."""
+    if disposition not in DISPOSITIONS:
+        raise BadRequest(f"Disposition must be one of: {', '.join(DISPOSITIONS)}")
+    if disposition == OTHER:
+        disposition = (custom or "").strip()
+        if not disposition:
+            raise BadRequest('Describe the disposition when choosing "Other"')
+        if len(disposition) > MAX_CUSTOM_DISPOSITION:
+            raise BadRequest(f"A disposition is at most {MAX_CUSTOM_DISPOSITION} characters")
+    if voicemail.inbox_state == HANDLED:
+        raise Conflict("This voicemail is handled already; reopen it first")
+    voicemail.inbox_state = HANDLED
+    voicemail.disposition = disposition
+    voicemail.note = _clean_note(note)
+    voicemail.handled_at = utcnow()
+    voicemail.handled_by_id = user.id
+    _record(
+        session,
+        user=user,
+        voicemail=voicemail,
+        action=VOICEMAIL_HANDLE,
+        detail={"disposition": disposition},
+    )
+
+
+def set_note(session: Session, *, user: User, voicemail: Voicemail, note: str | None) -> None:
+    voicemail.note = _clean_note(note)
+    # The note itself may hold personal data: the log says that it changed, not what it says.
+    _record(
+        session,
+        user=user,
+        voicemail=voicemail,
+        action=VOICEMAIL_NOTE,
+        detail={"length": len(voicemail.note or "")},
+    )
+
+
+def reopen(session: Session, *, user: User, voicemail: Voicemail) -> None:
+    """Back to work: assigned when someone has it, else new; the handling is forgotten."""
+    if voicemail.inbox_state != HANDLED:
+        raise Conflict("This voicemail is not handled")
+    previous = voicemail.disposition
+    voicemail.inbox_state = ASSIGNED if voicemail.assignee_id else NEW
+    voicemail.disposition = None
+    voicemail.handled_at = None
+    voicemail.handled_by_id = None
+    _record(
+        session,
+        user=user,
+        voicemail=voicemail,
+        action=VOICEMAIL_REOPEN,
+        detail={"previousDisposition": previous},
+    )
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the voicemail page shows about a voicemail beyond its own row."""
+
+    queue: Queue | None
+    assignee: User | None
+    handled_by: User | None
+
+
+def facts(session: Session, *, voicemail: Voicemail) -> Facts:
+    def user_of(user_id: str | None) -> User | None:
+        return session.get(User, user_id) if user_id else None
+
+    return Facts(
+        queue=session.get(Queue, voicemail.queue_id) if voicemail.queue_id else None,
+        assignee=user_of(voicemail.assignee_id),
+        handled_by=user_of(voicemail.handled_by_id),
+    )

@@ -1,0 +1,159 @@
+// The voicemail page's player: speed, waveform (seekable), words highlighted as spoken.
+// A static file because the page's Content-Security-Policy forbids inline scripts.
+(function () {
+  "use strict";
+  const audio = document.getElementById("player");
+  if (!audio) return;
+  const canvas = document.getElementById("waveform");
+  const speed = document.getElementById("speed");
+  const words = Array.from(document.querySelectorAll("#transcript .word"));
+  const starts = words.map((w) => parseFloat(w.dataset.start));
+  const ends = words.map((w) => parseFloat(w.dataset.end));
+  let peaks = [];
+  let current = null;
+
+  function duration() {
+    return isFinite(audio.duration) && audio.duration > 0
+      ? audio.duration
+      : parseFloat(canvas ? canvas.getAttribute("aria-valuemax") : "0") || 0;
+  }
+
+  function seek(seconds) {
+    audio.currentTime = Math.max(0, Math.min(seconds, duration()));
+    update();
+  }
+
+  // Speed
+  if (speed) {
+    speed.addEventListener("change", () => {
+      audio.playbackRate = parseFloat(speed.value) || 1;
+    });
+  }
+
+  // Waveform: peaks from the server, played part in the accent colour.
+  function draw() {
+    if (!canvas) return;
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth * ratio;
+    const height = canvas.clientHeight * ratio;
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, width, height);
+    const total = duration();
+    const played = total ? (audio.currentTime / total) * width : 0;
+    const bar = peaks.length ? width / peaks.length : width;
+    const middle = height / 2;
+    peaks.forEach((peak, i) => {
+      const x = i * bar;
+      const h = Math.max(1, peak * height * 0.95);
+      ctx.fillStyle = x < played ? "#0a58ca" : "#8c959f";
+      ctx.fillRect(x, middle - h / 2, Math.max(1, bar - ratio), h);
+    });
+    ctx.fillStyle = "#1b1f24";
+    ctx.fillRect(played, 0, ratio, height);
+    canvas.setAttribute("aria-valuenow", audio.currentTime.toFixed(1));
+    canvas.setAttribute("aria-valuetext", Math.round(audio.currentTime) + " seconds");
+  }
+
+  if (canvas) {
+    fetch(canvas.dataset.peaks, { headers: { Accept: "application/json" } })
+      .then((r) => (r.ok ? r.json() : { peaks: [] }))
+      .then((data) => {
+        peaks = data.peaks || [];
+        draw();
+      })
+      .catch(() => draw());
+    canvas.addEventListener("click", (event) => {
+      const box = canvas.getBoundingClientRect();
+      seek(((event.clientX - box.left) / box.width) * duration());
+    });
+    canvas.addEventListener("keydown", (event) => {
+      const step = event.shiftKey ? 10 : 2;
+      if (event.key === "ArrowRight") seek(audio.currentTime + step);
+      else if (event.key === "ArrowLeft") seek(audio.currentTime - step);
+      else if (event.key === "Home") seek(0);
+      else if (event.key === "End") seek(duration());
+      else return;
+      event.preventDefault();
+    });
+    window.addEventListener("resize", draw);
+  }
+
+  // The word whose [start, end) holds t: the last word starting at or before t.
+  function wordAt(t) {
+    let lo = 0;
+    let hi = starts.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (starts[mid] <= t) {
+        found = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    return found >= 0 && t < ends[found] ? found : -1;
+  }
+
+  function highlight() {
+    const index = wordAt(audio.currentTime);
+    const next = index >= 0 ? words[index] : null;
+    if (next === current) return;
+    if (current) {
+      current.classList.remove("current");
+      current.removeAttribute("aria-current");
+    }
+    current = next;
+    if (current) {
+      current.classList.add("current");
+      current.setAttribute("aria-current", "true");
+      const box = current.getBoundingClientRect();
+      if (box.top < 0 || box.bottom > window.innerHeight) {
+        current.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      }
+    }
+  }
+
+  function update() {
+    highlight();
+    draw();
+  }
+
+  // timeupdate fires only a few times a second: follow each frame while playing.
+  function frame() {
+    update();
+    if (!audio.paused && !audio.ended) window.requestAnimationFrame(frame);
+  }
+  audio.addEventListener("timeupdate", update);
+  audio.addEventListener("seeked", update);
+  audio.addEventListener("loadedmetadata", update);
+  audio.addEventListener("play", () => window.requestAnimationFrame(frame));
+
+  words.forEach((word, i) => {
+    const play = () => {
+      seek(starts[i]);
+      audio.play().catch(() => {});
+    };
+    word.addEventListener("click", play);
+    word.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        play();
+      }
+    });
+  });
+
+  // Space toggles play, except while typing in a form field or on a control.
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== " " || event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target.closest && target.closest("input, textarea, select, button, a, audio")) return;
+    event.preventDefault();
+    if (audio.paused) audio.play().catch(() => {});
+    else audio.pause();
+  });
+})();

@@ -1,0 +1,357 @@
+"""Figures for the supervisor view: the backlog per queue, voicemails per day, and the
+median time to handle one. Days are UTC days (the service keeps every time in UTC).
+
+Each figure is one aggregate query over the account's voicemails, never one per queue: an
+account with many queues and 100 000 voicemails must still open the page quickly.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from markupsafe import Markup
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, type_coerce
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from voicemail.db.base import UTCDateTime, utcnow
+from voicemail.db.models import Bot, Queue, Voicemail
+from voicemail.inbox import charts
+from voicemail.queues.service import get_queue
+from voicemail.voicemails.service import STORED
+
+NEW = "new"
+ASSIGNED = "assigned"
+HANDLED = "handled"
+UNHANDLED = (NEW, ASSIGNED)
+CHART_DAYS = 14
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """What is waiting in one queue (or unqueued: ``queue_id`` None)."""
+
+    queue_id: str | None
+    new: int = 0
+    assigned: int = 0
+    oldest: datetime | None = None  # deposit time of the oldest unhandled voicemail
+    handled_today: int = 0
+
+    @property
+    def unhandled(self) -> int:
+        return self.new + self.assigned
+
+
+@dataclass(frozen=True)
+class BacklogRow:
+    queue_id: str | None  # None: the account's voicemails that are in no queue
+    name: str
+    counts: QueueCounts
+    max_count: int | None
+    max_age_minutes: int | None
+    now: datetime
+
+    @property
+    def oldest_age_seconds(self) -> float | None:
+        if self.counts.oldest is None:
+            return None
+        return max(0.0, (self.now - self.counts.oldest).total_seconds())
+
+    @property
+    def count_exceeded(self) -> bool:
+        return self.max_count is not None and self.counts.unhandled >= self.max_count
+
+    @property
+    def age_exceeded(self) -> bool:
+        age = self.oldest_age_seconds
+        return (
+            self.max_age_minutes is not None
+            and age is not None
+            and age >= self.max_age_minutes * 60
+        )
+
+    @property
+    def alerting(self) -> bool:
+        return self.count_exceeded or self.age_exceeded
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: date
+    count: int
+
+
+@dataclass(frozen=True)
+class DayMedian:
+    day: date
+    handled: int  # voicemails handled that day
+    median_seconds: float | None  # None when none was handled
+
+
+def day_start(moment: datetime) -> datetime:
+    """Midnight UTC of ``moment``'s day."""
+    return datetime.combine(moment.date(), time(), tzinfo=moment.tzinfo)
+
+
+def chart_days(now: datetime, days: int = CHART_DAYS) -> list[date]:
+    """The last ``days`` UTC days, oldest first, today last."""
+    today = now.date()
+    return [today - timedelta(days=back) for back in range(days - 1, -1, -1)]
+
+
+def _in_account(account_id: str | None) -> ColumnElement[bool]:
+    # Voicemails belong to an account through their bot.
+    return Bot.account_id == account_id if account_id is not None else Bot.id.is_not(None)
+
+
+def queue_counts(
+    session: Session,
+    *,
+    account_id: str | None = None,
+    queue_ids: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> dict[str | None, QueueCounts]:
+    """Per queue id (None: unqueued), the unhandled voicemails split new / assigned, the
+    oldest of them, and how many were handled today. One GROUP BY query; queues with
+    nothing waiting and nothing handled today are absent."""
+    moment = now or utcnow()
+    today = day_start(moment)
+    unhandled = Voicemail.inbox_state.in_(UNHANDLED)
+    handled_today = and_(Voicemail.inbox_state == HANDLED, Voicemail.handled_at >= today)
+    query = (
+        select(
+            Voicemail.queue_id,
+            func.sum(case((Voicemail.inbox_state == NEW, 1), else_=0)),
+            func.sum(case((Voicemail.inbox_state == ASSIGNED, 1), else_=0)),
+            # MIN over a CASE loses the column type; coerce it back to the aware UTC type.
+            type_coerce(func.min(case((unhandled, Voicemail.created_at))), UTCDateTime),
+            func.sum(case((handled_today, 1), else_=0)),
+        )
+        .join(Bot, Bot.id == Voicemail.bot_id)
+        .where(
+            _in_account(account_id),
+            # Live calls still being recorded are not in the inbox yet.
+            Voicemail.status == STORED,
+            or_(unhandled, handled_today),
+        )
+        .group_by(Voicemail.queue_id)
+    )
+    if queue_ids is not None:
+        query = query.where(Voicemail.queue_id.in_(list(queue_ids)))
+    return {
+        queue_id: QueueCounts(
+            queue_id=queue_id,
+            new=int(new or 0),
+            assigned=int(assigned or 0),
+            oldest=oldest,
+            handled_today=int(handled or 0),
+        )
+        for queue_id, new, assigned, oldest, handled in session.execute(query)
+    }
+
+
+def backlog(session: Session, *, account_id: str, now: datetime | None = None) -> list[BacklogRow]:
+    """One row per queue of the account (by name), then the unqueued voicemails."""
+    moment = now or utcnow()
+    counts = queue_counts(session, account_id=account_id, now=moment)
+    queues = session.scalars(
+        select(Queue).where(Queue.account_id == account_id).order_by(Queue.name)
+    ).all()
+    rows = [
+        BacklogRow(
+            queue_id=queue.id,
+            name=queue.name,
+            counts=counts.get(queue.id, QueueCounts(queue.id)),
+            max_count=queue.alert_max_count,
+            max_age_minutes=queue.alert_max_age_minutes,
+            now=moment,
+        )
+        for queue in queues
+    ]
+    rows.append(
+        BacklogRow(
+            queue_id=None,
+            name="Unqueued",
+            counts=counts.get(None, QueueCounts(None)),
+            max_count=None,
+            max_age_minutes=None,
+            now=moment,
+        )
+    )
+    return rows
+
+
+def _day_of(session: Session, column: InstrumentedAttribute[datetime]) -> ColumnElement[str]:
+    """``YYYY-MM-DD`` of a UTC timestamp column, in SQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        # The connection's time zone may not be UTC: convert before taking the date.
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    # SQLite stores "YYYY-MM-DD HH:MM:SS.ffffff" in UTC.
+    return func.substr(column, 1, 10)
+
+
+def daily_counts(
+    session: Session,
+    *,
+    account_id: str,
+    queue_id: str | None = None,
+    now: datetime | None = None,
+    days: int = CHART_DAYS,
+) -> list[DayCount]:
+    """Voicemails received per UTC day for the last ``days`` days (zero days included)."""
+    wanted = chart_days(now or utcnow(), days)
+    day = _day_of(session, Voicemail.created_at)
+    query = (
+        select(day, func.count())
+        .join(Bot, Bot.id == Voicemail.bot_id)
+        .where(
+            _in_account(account_id),
+            Voicemail.status == STORED,
+            Voicemail.created_at >= _midnight(wanted[0]),
+        )
+        .group_by(day)
+    )
+    if queue_id is not None:
+        query = query.where(Voicemail.queue_id == queue_id)
+    found = {str(key): int(count) for key, count in session.execute(query)}
+    return [DayCount(day=d, count=found.get(d.isoformat(), 0)) for d in wanted]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def handle_times(
+    session: Session,
+    *,
+    account_id: str,
+    queue_id: str | None = None,
+    now: datetime | None = None,
+    days: int = CHART_DAYS,
+) -> list[DayMedian]:
+    """Per UTC day of handling, the median of (handled - deposited), for the last ``days``
+    days. The day's rows are read and the median taken here: a median is not portable SQL,
+    and a day's handled voicemails are few enough."""
+    wanted = chart_days(now or utcnow(), days)
+    query = (
+        select(Voicemail.handled_at, Voicemail.created_at)
+        .join(Bot, Bot.id == Voicemail.bot_id)
+        .where(
+            _in_account(account_id),
+            Voicemail.inbox_state == HANDLED,
+            Voicemail.handled_at >= _midnight(wanted[0]),
+        )
+    )
+    if queue_id is not None:
+        query = query.where(Voicemail.queue_id == queue_id)
+    by_day: dict[date, list[float]] = defaultdict(list)
+    for handled_at, created_at in session.execute(query):
+        if handled_at is not None:
+            by_day[handled_at.date()].append(max(0.0, (handled_at - created_at).total_seconds()))
+    return [
+        DayMedian(
+            day=d,
+            handled=len(by_day.get(d, [])),
+            median_seconds=statistics.median(by_day[d]) if by_day.get(d) else None,
+        )
+        for d in wanted
+    ]
+
+
+# The page ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SupervisorPage:
+    backlog: list[BacklogRow]
+    queues: list[Queue]  # for the chart filter
+    queue: Queue | None  # the chart filter's queue; None: all of the account
+    daily: list[DayCount]
+    handle: list[DayMedian]
+    handle_unit: str  # "minutes" or "hours": the handle-time chart's y axis
+    daily_chart: Markup
+    handle_chart: Markup
+
+
+def supervisor_page(
+    session: Session, *, account_id: str, queue_id: str | None = None, now: datetime | None = None
+) -> SupervisorPage:
+    """Everything the supervisor view shows; ``queue_id`` limits the charts to one queue of
+    the account (NotFound for any other)."""
+    moment = now or utcnow()
+    queue = get_queue(session, queue_id=queue_id, account_id=account_id) if queue_id else None
+    rows = backlog(session, account_id=account_id, now=moment)
+    daily = daily_counts(
+        session, account_id=account_id, queue_id=queue.id if queue else None, now=moment
+    )
+    handle = handle_times(
+        session, account_id=account_id, queue_id=queue.id if queue else None, now=moment
+    )
+    longest = max((day.median_seconds or 0.0 for day in handle), default=0.0)
+    unit, divisor = ("hours", 3600.0) if longest >= 3 * 3600 else ("minutes", 60.0)
+    scope = f"queue {queue.name}" if queue else "all queues"
+    daily_chart = charts.bar_chart(
+        chart_id="chart-daily",
+        title=f"Voicemails received per day, last {len(daily)} days ({scope})",
+        description=", ".join(f"{d.day.isoformat()}: {d.count}" for d in daily),
+        bars=[
+            charts.Bar(
+                day=d.day,
+                value=d.count,
+                tooltip=f"{d.day.isoformat()}: {d.count} voicemail{'s' if d.count != 1 else ''}",
+                data={"count": str(d.count)},
+            )
+            for d in daily
+        ],
+        y_label="Voicemails",
+    )
+    handle_chart = charts.bar_chart(
+        chart_id="chart-handle-time",
+        title=f"Median time to handle per day of handling, last {len(handle)} days ({scope})",
+        description=", ".join(
+            f"{d.day.isoformat()}: "
+            + (
+                f"{d.median_seconds / divisor:.1f} {unit}"
+                if d.median_seconds is not None
+                else "none"
+            )
+            for d in handle
+        ),
+        bars=[
+            charts.Bar(
+                day=d.day,
+                value=d.median_seconds / divisor if d.median_seconds is not None else None,
+                tooltip=(
+                    f"{d.day.isoformat()}: median {d.median_seconds / divisor:.1f} {unit} "
+                    f"over {d.handled} handled"
+                    if d.median_seconds is not None
+                    else f"{d.day.isoformat()}: none handled"
+                ),
+                data={
+                    "median-seconds": (
+                        f"{d.median_seconds:.0f}" if d.median_seconds is not None else ""
+                    ),
+                    "handled": str(d.handled),
+                },
+            )
+            for d in handle
+        ],
+        y_label=f"Median ({unit})",
+    )
+    return SupervisorPage(
+        backlog=rows,
+        queues=list(
+            session.scalars(
+                select(Queue).where(Queue.account_id == account_id).order_by(Queue.name)
+            )
+        ),
+        queue=queue,
+        daily=daily,
+        handle=handle,
+        handle_unit=unit,
+        daily_chart=daily_chart,
+        handle_chart=handle_chart,
+    )

@@ -1,0 +1,140 @@
+"""One voicemail: the page (player, waveform, transcript, actions), its audio and peaks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from voicemail.api.deps import RuntimeDep, SessionDep
+from voicemail.inbox import actions
+from voicemail.inbox.alerts import banner_alerts
+from voicemail.inbox.deps import CsrfChecked, CurrentUser
+from voicemail.inbox.pages import render
+from voicemail.inbox.service import get_visible_voicemail
+from voicemail.inbox.waveform import waveform
+from voicemail.media.routes import RangeNotSatisfiable, audit_access, stream_object
+from voicemail.queues.service import can_see
+from voicemail.voicemails import kore
+
+router = APIRouter(prefix="/voicemails")
+SPEEDS = ("0.75", "1", "1.25", "1.5", "2")
+
+
+def _back(voicemail_id: str) -> RedirectResponse:
+    return RedirectResponse(f"/inbox/voicemails/{voicemail_id}", status_code=303)
+
+
+@router.get("/{voicemail_id}", include_in_schema=False)
+def voicemail_page(
+    voicemail_id: str, request: Request, session: SessionDep, user: CurrentUser
+) -> Response:
+    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    return render(
+        request,
+        "voicemail.html",
+        {
+            "nav": "inbox",
+            "alerts": banner_alerts(session, user=user),
+            "vm": voicemail,
+            "transcript": voicemail.transcript,
+            "facts": actions.facts(session, voicemail=voicemail),
+            "targets": actions.assign_targets(session, user=user),
+            "dispositions": actions.DISPOSITIONS,
+            "max_custom": actions.MAX_CUSTOM_DISPOSITION,
+            "max_note": actions.MAX_NOTE,
+            "speeds": SPEEDS,
+            "file_name": kore.file_name(voicemail),
+        },
+    )
+
+
+@router.api_route("/{voicemail_id}/audio", methods=["GET", "HEAD"], include_in_schema=False)
+def voicemail_audio(
+    voicemail_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    user: CurrentUser,
+    download: bool = False,
+) -> Response:
+    """The recording, seekable (Range), from whichever storage holds it."""
+    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    audit_access(runtime, voicemail, request, actor=actions.actor(user))
+    try:
+        return stream_object(
+            runtime.storage,
+            voicemail.storage_key,
+            filename=kore.file_name(voicemail),
+            range_header=request.headers.get("range"),
+            head=request.method == "HEAD",
+            disposition="attachment" if download else "inline",
+        )
+    except RangeNotSatisfiable as exc:
+        # Answered bare, not as an error page: a player needs the Content-Range size.
+        return Response(status_code=exc.status_code, headers=exc.headers)
+
+
+@router.get("/{voicemail_id}/waveform.json", include_in_schema=False)
+def voicemail_waveform(
+    voicemail_id: str, runtime: RuntimeDep, session: SessionDep, user: CurrentUser
+) -> dict[str, object]:
+    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    peaks = waveform(
+        runtime.storage,
+        voicemail_id=voicemail.id,
+        key=voicemail.storage_key,
+        sha256=voicemail.audio_sha256,
+    )
+    return peaks.as_json()
+
+
+@router.post("/{voicemail_id}/assign", include_in_schema=False, dependencies=[CsrfChecked])
+def assign(
+    voicemail_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    target: Annotated[str, Form(max_length=100)],
+) -> Response:
+    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    actions.assign(session, user=user, voicemail=voicemail, target=target)
+    # An agent who passed it to a queue they are not in can no longer open it.
+    if not can_see(user, voicemail):
+        return RedirectResponse("/inbox", status_code=303)
+    return _back(voicemail_id)
+
+
+@router.post("/{voicemail_id}/handle", include_in_schema=False, dependencies=[CsrfChecked])
+def handle(
+    voicemail_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    disposition: Annotated[str, Form(max_length=100)],
+    custom: Annotated[str, Form(max_length=actions.MAX_CUSTOM_DISPOSITION + 100)] = "",
+    note: Annotated[str, Form(max_length=actions.MAX_NOTE + 100)] = "",
+) -> Response:
+    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    actions.handle(
+        session, user=user, voicemail=voicemail, disposition=disposition, custom=custom, note=note
+    )
+    return _back(voicemail_id)
+
+
+@router.post("/{voicemail_id}/note", include_in_schema=False, dependencies=[CsrfChecked])
+def note(
+    voicemail_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    note: Annotated[str, Form(max_length=actions.MAX_NOTE + 100)] = "",
+) -> Response:
+    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    actions.set_note(session, user=user, voicemail=voicemail, note=note)
+    return _back(voicemail_id)
+
+
+@router.post("/{voicemail_id}/reopen", include_in_schema=False, dependencies=[CsrfChecked])
+def reopen(voicemail_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    actions.reopen(session, user=user, voicemail=voicemail)
+    return _back(voicemail_id)

@@ -1,0 +1,228 @@
+"""The inbox in a real browser: `voicemail serve` in its own process (embedded defaults:
+SQLite, local storage, the real Whisper model, the in-process worker), set up through the
+CLI, fed real speech over the public API, and driven by Debian's headless Chromium through
+Playwright (``executable_path``; Playwright's own browser downloads are never used).
+
+Without ``/usr/bin/chromium`` the tests are skipped with the reason, or fail under
+``VOICEMAIL_TEST_SERVICES=required`` (CI, whose ``.ci/run`` installs the package).
+``VOICEMAIL_SCREENSHOTS=docs/screenshots`` makes the tests write the screenshots kept in
+the repository; without it nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from tests.services import unavailable
+from tests.support import audio_dir, clip_by_name, free_port, missing_audio_reason, read_manifest
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS_ENV = "VOICEMAIL_SCREENSHOTS"
+VOICEMAIL = [sys.executable, "-m", "voicemail"]
+PASSWORD = "correct horse battery"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Several words each, so the highlighted word has somewhere to move.
+CLIP_A = "lj_LJ001-0001"  # 9.7 s
+CLIP_B = "ast_vm-intro"  # 5.7 s
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    cwd: Path
+    log: Path
+
+    def cli(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
+        done = subprocess.run(
+            [*VOICEMAIL, *args, "--json"],
+            env=self.env,
+            cwd=self.cwd,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"voicemail {' '.join(args)}: {done.stderr}"
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+
+@dataclass(frozen=True)
+class Deposit:
+    bot: str
+    session_id: str
+    voicemail_id: str
+
+
+@dataclass
+class World:
+    """What the module's server holds: two bots in two queues, their users, a voicemail each."""
+
+    server: Server
+    bot_a: str
+    bot_b: str
+    token: str  # a JWT of an app with deposit rights on both bots
+    queue_a: str
+    queue_b: str
+    agent_a: str  # e-mail of an agent of queue A only
+    supervisor: str
+    voicemail_a: str = ""  # transcribed, in queue A
+    voicemail_b: str = ""  # transcribed, in queue B
+
+    def deposit(self, bot: str, clip: str, *, caller: str) -> Deposit:
+        """Deposit a real recording through the public API, as Kore does."""
+        root = audio_dir()
+        assert root is not None
+        path = clip_by_name(read_manifest(root), clip).telephone
+        session_id = os.urandom(12).hex()
+        with httpx.Client(base_url=self.server.url, timeout=60) as client, path.open("rb") as fh:
+            response = client.post(
+                f"/api/public/bot/{bot}/voicemail",
+                headers={"auth": self.token},
+                files={"file": (path.name, fh, "audio/wav")},
+                data={"sessionId": session_id, "from": caller},
+            )
+        assert response.status_code == 202, response.text
+        # The API names a voicemail by its session; the inbox by its id, read from the file.
+        database = Path(self.server.env["VOICEMAIL_DATA_DIR"]) / "voicemail.db"
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            [(voicemail_id,)] = db.execute(
+                "SELECT v.id FROM voicemails v JOIN sessions s ON s.id = v.session_pk"
+                " WHERE s.bot_id = ? AND s.session_id = ?",
+                (bot, session_id),
+            ).fetchall()
+        return Deposit(bot, session_id, str(voicemail_id))
+
+    def wait_transcribed(self, deposit: Deposit, timeout: float = 240) -> None:
+        """Until the worker has the transcript (the real model: seconds on a few cores)."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.server.url, timeout=60) as client:
+            while True:
+                response = client.get(
+                    f"/api/public/bot/{deposit.bot}/voicemail",
+                    params={"sessionId": deposit.session_id, "transcription": "true"},
+                    headers={"auth": self.token},
+                )
+                assert response.status_code == 200, response.text
+                body = response.json()
+                if body.get("transcriptionStatus") == "completed":
+                    return
+                assert body.get("transcriptionStatus") != "failed", body
+                assert time.monotonic() < deadline, body
+                time.sleep(0.25)
+
+
+def _require_chromium() -> None:
+    if not CHROMIUM.exists():
+        unavailable(f"{CHROMIUM} is missing (Debian package chromium)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    _require_chromium()
+    if audio_dir() is None:
+        pytest.skip(missing_audio_reason())
+    home = tmp_path_factory.mktemp("inbox-server")
+    port = free_port()
+    # Chromium counts http://127.0.0.1 as a secure origin, so the default Secure cookies work.
+    url = f"http://127.0.0.1:{port}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VOICEMAIL_")}
+    env.update(
+        VOICEMAIL_DATA_DIR=str(home / "voicemail-data"),
+        VOICEMAIL_PUBLIC_URL=url,
+        VOICEMAIL_RATE_LIMIT_PER_MINUTE="10000",  # the fixtures poll for transcripts
+        VOICEMAIL_INBOX_POLL_SECONDS="1",  # so a new voicemail shows up soon in an open list
+    )
+    log = home / "serve.log"
+    with log.open("w") as log_handle:
+        process = subprocess.Popen(
+            [*VOICEMAIL, "serve", "--port", str(port)],
+            env=env,
+            cwd=home,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.3)
+        yield Server(url=url, env=env, cwd=home, log=log)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def world(server: Server) -> World:
+    scopes = ("--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit")
+    bot_a = server.cli("bots", "create", "Support line")["botId"]
+    bot_b = server.cli("bots", "create", "Billing line")["botId"]
+    app = server.cli("apps", "create", "CRM", "--bot", bot_a, *scopes)
+    server.cli("apps", "grant", app["clientId"], "--bot", bot_b, *scopes)
+    token = jwt.encode({"appId": app["clientId"]}, app["clientSecret"], algorithm="HS256")
+    queue_a = server.cli("queues", "create", "Support", "--bot", bot_a)["id"]
+    queue_b = server.cli("queues", "create", "Billing", "--bot", bot_b)["id"]
+    agent_a, supervisor = "agent.a@example.com", "supervisor@example.com"
+    for email, role, *queue in (
+        (agent_a, "agent", "--queue", "Support"),
+        (supervisor, "supervisor"),
+    ):
+        # --password-stdin: a password in argv is visible to every local user.
+        server.cli("users", "create", email, "--role", role, *queue, "--password-stdin",
+                   stdin=PASSWORD + "\n")  # fmt: skip
+    world = World(server, bot_a, bot_b, token, queue_a, queue_b, agent_a, supervisor)
+    deposit_a = world.deposit(bot_a, CLIP_A, caller="+15550100001")
+    deposit_b = world.deposit(bot_b, CLIP_B, caller="+15550100002")
+    world.wait_transcribed(deposit_a)
+    world.wait_transcribed(deposit_b)
+    world.voicemail_a, world.voicemail_b = deposit_a.voicemail_id, deposit_b.voicemail_id
+    return world
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def screenshot(page: Any, name: str, *, full_page: bool = True) -> None:
+    """Write ``name``.png into ``$VOICEMAIL_SCREENSHOTS`` when that is set."""
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)

@@ -1,0 +1,187 @@
+"""Signing in to the inbox: cookies, login CSRF, session fixation, sign-out, Argon2id."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from tests.conftest import InboxUser, make_user, sign_in
+from voicemail.db.base import utcnow
+from voicemail.db.models import User, WebSession
+from voicemail.runtime import Runtime
+from voicemail.users import service as users
+from voicemail.users import sessions
+from voicemail.users.service import AGENT
+
+
+def signed_in(runtime: Runtime, token: str | None) -> str | None:
+    """The e-mail a session token signs in as, or None."""
+    with runtime.sessions() as session:
+        row = sessions.lookup(session, token=token)
+        return row.user.email if row is not None else None
+
+
+def set_cookie_headers(response: object) -> list[str]:
+    return response.headers.get_list("set-cookie")  # type: ignore[attr-defined, no-any-return]
+
+
+def test_sign_in_sets_a_secure_http_only_same_site_cookie_and_redirects(
+    inbox: TestClient, runtime: Runtime
+) -> None:
+    agent = make_user(runtime, AGENT)
+    inbox.get("/inbox/login")
+    response = inbox.post(
+        "/inbox/login",
+        data={
+            "email": agent.email.upper(),  # e-mail addresses are matched case-insensitively
+            "password": agent.password,
+            "login_csrf": inbox.cookies["voicemail_login_csrf"],
+            "next": "/inbox/voicemails?state=new",
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/inbox/voicemails?state=new"
+    cookie = next(h for h in set_cookie_headers(response) if h.startswith("voicemail_session="))
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "secure", "samesite", "path"} <= attributes
+    assert "samesite=lax" in cookie.lower()
+    assert signed_in(runtime, inbox.cookies["voicemail_session"]) == agent.email
+    # Only a hash of the token is stored: the database cannot be used to sign in.
+    with runtime.sessions() as session:
+        stored = session.scalars(select(WebSession.id)).all()
+    assert inbox.cookies["voicemail_session"] not in stored
+
+
+def test_wrong_password_unknown_user_and_inactive_user_are_refused_alike(
+    inbox: TestClient, runtime: Runtime
+) -> None:
+    agent = make_user(runtime, AGENT)
+    gone = make_user(runtime, AGENT)
+    with runtime.sessions.begin() as session:
+        session.execute(update(User).where(User.id == gone.id).values(active=False))
+    for email, password in [
+        (agent.email, "wrong password!"),
+        ("nobody@example.com", agent.password),
+        (gone.email, gone.password),
+    ]:
+        response = sign_in(inbox, email, password)
+        assert response.status_code == 401
+        assert "Wrong e-mail or password" in response.text
+        assert "voicemail_session" not in inbox.cookies
+
+
+def test_passwords_are_stored_as_argon2id_hashes(runtime: Runtime) -> None:
+    agent = make_user(runtime, AGENT)
+    with runtime.sessions() as session:
+        stored = session.scalar(select(User.password_hash).where(User.id == agent.id))
+    assert stored is not None
+    assert stored.startswith("$argon2id$")
+    assert agent.password not in stored
+
+
+def test_a_login_post_without_the_forms_csrf_token_is_refused(
+    inbox: TestClient, runtime: Runtime
+) -> None:
+    """Login CSRF: another site must not sign a victim in to the attacker's account."""
+    agent = make_user(runtime, AGENT)
+    response = inbox.post(
+        "/inbox/login", data={"email": agent.email, "password": agent.password, "login_csrf": "x"}
+    )
+    assert response.status_code == 403
+    assert "voicemail_session" not in inbox.cookies
+
+
+def test_login_replaces_a_session_the_browser_already_had(
+    inbox: TestClient, runtime: Runtime
+) -> None:
+    """Session fixation: a token planted before login (made-up, or the attacker's own valid
+    session) is never the one the victim ends up signed in with."""
+    attacker = make_user(runtime, AGENT)
+    victim = make_user(runtime, AGENT)
+    inbox.cookies.set("voicemail_session", "attacker-chosen-value", domain="testserver.local")
+    assert sign_in(inbox, victim.email).status_code == 303
+    after_made_up = inbox.cookies["voicemail_session"]
+    assert after_made_up != "attacker-chosen-value"
+    assert signed_in(runtime, "attacker-chosen-value") is None
+
+    assert sign_in(inbox, attacker.email).status_code == 303
+    planted = inbox.cookies["voicemail_session"]
+    assert sign_in(inbox, victim.email).status_code == 303
+    fresh = inbox.cookies["voicemail_session"]
+    assert fresh not in (planted, after_made_up)
+    assert signed_in(runtime, fresh) == victim.email
+    assert signed_in(runtime, planted) is None  # the planted session was ended
+
+
+def test_sign_out_needs_the_csrf_token_and_ends_the_session(
+    inbox: TestClient, runtime: Runtime
+) -> None:
+    agent = make_user(runtime, AGENT)
+    sign_in(inbox, agent.email)
+    token = inbox.cookies["voicemail_session"]
+    refused = inbox.post("/inbox/logout", data={"csrf_token": "forged"})
+    assert refused.status_code == 403
+    assert signed_in(runtime, token) == agent.email
+    with runtime.sessions() as session:
+        csrf = session.scalars(select(WebSession.csrf_token)).one()
+    done = inbox.post("/inbox/logout", data={"csrf_token": csrf})
+    assert done.status_code == 303
+    assert done.headers["location"] == "/inbox/login"
+    assert signed_in(runtime, token) is None
+
+
+def test_the_csrf_token_is_also_accepted_as_a_header(inbox: TestClient, runtime: Runtime) -> None:
+    agent = make_user(runtime, AGENT)
+    sign_in(inbox, agent.email)
+    with runtime.sessions() as session:
+        csrf = session.scalars(select(WebSession.csrf_token)).one()
+    response = inbox.post("/inbox/logout", headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 303
+
+
+def test_after_login_only_inbox_paths_are_followed(inbox: TestClient, runtime: Runtime) -> None:
+    """No open redirect through ``next``."""
+    agent = make_user(runtime, AGENT)
+    for target in ["https://evil.example/", "//evil.example/inbox", "/inbox//evil.example"]:
+        inbox.cookies.clear()
+        inbox.get("/inbox/login")
+        response = inbox.post(
+            "/inbox/login",
+            data={
+                "email": agent.email,
+                "password": agent.password,
+                "login_csrf": inbox.cookies["voicemail_login_csrf"],
+                "next": target,
+            },
+        )
+        assert response.headers["location"] == "/inbox", target
+
+
+def test_an_expired_session_no_longer_signs_in(inbox: TestClient, runtime: Runtime) -> None:
+    agent: InboxUser = make_user(runtime, AGENT)
+    sign_in(inbox, agent.email)
+    token = inbox.cookies["voicemail_session"]
+    with runtime.sessions.begin() as session:
+        session.execute(update(WebSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert signed_in(runtime, token) is None
+    with runtime.sessions.begin() as session:
+        assert sessions.purge_expired(session) == 1
+
+
+def test_user_creation_rejects_bad_input(runtime: Runtime) -> None:
+    import pytest
+
+    from voicemail.errors import BadRequest, Conflict
+
+    agent = make_user(runtime, AGENT)
+    with runtime.sessions.begin() as session:
+        with pytest.raises(Conflict):
+            users.create_user(session, email=agent.email.upper(), role=AGENT, password="x" * 12)
+        with pytest.raises(BadRequest, match="Role"):
+            users.create_user(session, email="a@example.com", role="root", password="x" * 12)
+        with pytest.raises(BadRequest, match="password"):
+            users.create_user(session, email="a@example.com", role=AGENT, password="short")
+        with pytest.raises(BadRequest, match="e-mail"):
+            users.create_user(session, email="not-an-address", role=AGENT, password="x" * 12)

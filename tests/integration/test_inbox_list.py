@@ -1,0 +1,360 @@
+"""The inbox list: who sees what, order, keyset pages, filters, search and live updates
+(on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import (
+    Credentials,
+    deposit_file,
+    make_queue,
+    make_user,
+    new_bot,
+    sign_in,
+)
+from voicemail import ids
+from voicemail.bots import service as bots
+from voicemail.db.models import Account, CallSession, Transcript, Voicemail
+from voicemail.inbox import listing
+from voicemail.runtime import Runtime
+
+BASE = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ROW_ID = re.compile(r'<tr class="voicemail-row" data-id="(f-[^"]+)"')
+
+
+@dataclass
+class Spec:
+    bot_id: str
+    at: datetime = BASE
+    text: str | None = "Hello there"
+    language: str | None = "en"
+    state: str = "new"
+    queue_id: str | None = None
+    assignee_id: str | None = None
+    caller: str | None = "+15550001111"
+    status: str = "stored"
+
+
+def add(runtime: Runtime, *specs: Spec) -> list[str]:
+    """Voicemails written straight through the models (fast); their ids."""
+    made = []
+    with runtime.sessions.begin() as session:
+        for spec in specs:
+            call = CallSession(
+                bot_id=spec.bot_id, session_id=ids.new_session_id(), caller_from=spec.caller
+            )
+            session.add(call)
+            session.flush()
+            voicemail = Voicemail(
+                id=ids.new_id(ids.FILE),
+                session_pk=call.id,
+                bot_id=spec.bot_id,
+                seq=1,
+                status=spec.status,
+                storage_key="k",
+                audio_sha256="0" * 64,
+                duration_seconds=12.4,
+                sample_rate=8000,
+                size_bytes=1000,
+                source_format="wav",
+                message_id=ids.new_id(ids.MESSAGE),
+                component_id=ids.new_id(ids.COMPONENT),
+                created_at=spec.at,
+                queue_id=spec.queue_id,
+                assignee_id=spec.assignee_id,
+                inbox_state=spec.state,
+            )
+            session.add(voicemail)
+            if spec.text is not None:
+                session.add(
+                    Transcript(
+                        voicemail_id=voicemail.id,
+                        text=spec.text,
+                        language=spec.language,
+                        words=[],
+                        model="test",
+                        processing_seconds=0.1,
+                    )
+                )
+            made.append(voicemail.id)
+    return made
+
+
+def listed(inbox: TestClient, path: str = "/inbox", **params: str) -> list[str]:
+    response = inbox.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return ROW_ID.findall(response.text)
+
+
+def older_link(page: str) -> str | None:
+    found = re.search(r'<a class="button" rel="next" href="([^"]+)"', page)
+    return html.unescape(found[1]) if found else None
+
+
+def signed_in(inbox: TestClient, runtime: Runtime, role: str, queues: tuple[str, ...] = ()) -> Any:
+    user = make_user(runtime, role, queues=queues)
+    assert sign_in(inbox, user.email).status_code == 303
+    return user
+
+
+def test_not_signed_in_goes_to_login(inbox: TestClient) -> None:
+    response = inbox.get("/inbox", params={"state": "new"})
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/inbox/login?next=")
+    polled = inbox.get("/inbox/rows?after=", headers={"Accept": "application/json"})
+    assert polled.status_code == 401
+
+
+def test_who_sees_what(inbox: TestClient, runtime: Runtime, creds: Credentials) -> None:
+    bot_b, bot_c = new_bot(runtime), new_bot(runtime)
+    queue_a = make_queue(runtime, "Billing", bot_ids=(creds.bot_id,))
+    queue_b = make_queue(runtime, "Sales", bot_ids=(bot_b,))
+    with runtime.sessions.begin() as session:
+        other = Account(id=ids.new_id(ids.ACCOUNT), name="Other company")
+        session.add(other)
+        session.flush()
+        other_bot = bots.create_bot(session, name="Theirs", account_id=other.id).id
+    agent = make_user(runtime, "agent", queues=(queue_a,))
+    in_a = add(runtime, *(Spec(creds.bot_id, queue_id=queue_a) for _ in range(2)))
+    in_b = add(runtime, *(Spec(bot_b, queue_id=queue_b) for _ in range(2)))
+    unqueued = add(runtime, Spec(bot_c))
+    assigned = add(runtime, Spec(bot_b, queue_id=queue_b, assignee_id=agent.id, state="assigned"))
+    receiving = add(runtime, Spec(creds.bot_id, queue_id=queue_a, status="receiving"))
+    theirs = add(runtime, Spec(other_bot))
+
+    assert sign_in(inbox, agent.email).status_code == 303
+    assert set(listed(inbox)) == {*in_a, *assigned}
+    inbox.cookies.clear()
+    signed_in(inbox, runtime, "supervisor")
+    seen = set(listed(inbox))
+    assert seen == {*in_a, *in_b, *unqueued, *assigned}
+    assert not seen & {*receiving, *theirs}
+
+
+def test_newest_first_and_keyset_pages(
+    inbox: TestClient, runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
+) -> None:
+    queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
+    # Some share a timestamp: the id breaks the tie, so no row is skipped or shown twice.
+    specs = [
+        Spec(creds.bot_id, at=BASE - timedelta(minutes=n // 3), queue_id=queue) for n in range(60)
+    ]
+    made = add(runtime, *specs)
+    real = deposit_file(runtime, creds.bot_id, speech_clip, work=tmp_path / "w", session_id="s1")
+    real_id = real.voicemail.id
+    signed_in(inbox, runtime, "agent", queues=(queue,))
+
+    pages: list[list[str]] = []
+    path: str | None = "/inbox"
+    while path is not None:
+        page = inbox.get(path)
+        assert page.status_code == 200
+        pages.append(ROW_ID.findall(page.text))
+        path = older_link(page.text)
+    assert [len(rows) for rows in pages] == [50, 11]
+    shown = [row for rows in pages for row in rows]
+    with runtime.sessions() as session:
+        stamps = {v.id: v.created_at for v in session.query(Voicemail).all()}
+    assert shown == sorted(shown, key=lambda vid: (stamps[vid], vid), reverse=True)
+    assert set(shown) == {*made, real_id}
+    assert shown[0] == real_id  # deposited now, after the others
+    first = inbox.get("/inbox").text
+    assert "Transcribing…" in first  # the real one before its job ran
+
+
+def test_filters_kept_in_older_link(
+    inbox: TestClient, runtime: Runtime, creds: Credentials
+) -> None:
+    queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
+    add(
+        runtime,
+        *(Spec(creds.bot_id, at=BASE - timedelta(minutes=n), queue_id=queue) for n in range(55)),
+    )
+    add(runtime, *(Spec(creds.bot_id, queue_id=queue, state="handled") for _ in range(3)))
+    signed_in(inbox, runtime, "supervisor")
+    page = inbox.get("/inbox", params={"state": "new", "queue": queue}).text
+    link = older_link(page)
+    assert link is not None and "state=new" in link and f"queue={queue}" in link
+    assert len(ROW_ID.findall(inbox.get(link).text)) == 5
+
+
+def test_each_filter_narrows(inbox: TestClient, runtime: Runtime, creds: Credentials) -> None:
+    bot_b, bot_c = new_bot(runtime), new_bot(runtime)
+    queue_a = make_queue(runtime, "Billing", bot_ids=(creds.bot_id,))
+    queue_b = make_queue(runtime, "Sales", bot_ids=(bot_b,))
+    new_a, assigned_b, handled_a, french_b, old_a, unqueued = add(
+        runtime,
+        Spec(creds.bot_id, queue_id=queue_a),
+        Spec(bot_b, queue_id=queue_b, state="assigned"),
+        Spec(creds.bot_id, queue_id=queue_a, state="handled"),
+        Spec(bot_b, queue_id=queue_b, language="fr"),
+        Spec(creds.bot_id, queue_id=queue_a, at=BASE - timedelta(days=40)),
+        Spec(bot_c),
+    )
+    everything = {new_a, assigned_b, handled_a, french_b, old_a, unqueued}
+    signed_in(inbox, runtime, "supervisor")
+    assert set(listed(inbox)) == everything
+    assert set(listed(inbox, queue=queue_a)) == {new_a, handled_a, old_a}
+    assert set(listed(inbox, queue="none")) == {unqueued}
+    assert set(listed(inbox, state="new")) == {new_a, french_b, old_a, unqueued}
+    assert set(listed(inbox, state="handled")) == {handled_a}
+    assert set(listed(inbox, state="open")) == everything - {handled_a}
+    assert set(listed(inbox, state="assigned", queue=queue_b)) == {assigned_b}
+    assert set(listed(inbox, language="fr")) == {french_b}
+    assert set(listed(inbox, language="EN")) == everything - {french_b}
+    day = BASE.date().isoformat()
+    assert set(listed(inbox, **{"from": day, "to": day})) == everything - {old_a}
+    old_day = (BASE - timedelta(days=40)).date().isoformat()
+    assert set(listed(inbox, **{"to": old_day})) == {old_a}
+    assert set(listed(inbox, **{"from": "2026-03-11"})) == set()
+    # An empty value is "any", as a form submitted with the defaults sends.
+    assert set(listed(inbox, queue="", state="", language="", q="")) == everything
+
+
+def test_search(inbox: TestClient, runtime: Runtime, creds: Credentials) -> None:
+    refund, delivery, both, from_caller = add(
+        runtime,
+        Spec(creds.bot_id, text="I would like a refund for my order please"),
+        Spec(creds.bot_id, text="Where is my delivery? It is late."),
+        Spec(creds.bot_id, text="Refunds and delivery times, call me back"),
+        Spec(creds.bot_id, text="Just checking in", caller="+442071234567"),
+    )
+    untranscribed = add(runtime, Spec(creds.bot_id, text=None))
+    signed_in(inbox, runtime, "supervisor")
+    assert set(listed(inbox, q="refund")) == {refund, both}
+    assert set(listed(inbox, q="refu")) == {refund, both}  # a prefix
+    assert set(listed(inbox, q="DELIVER")) == {delivery, both}
+    assert set(listed(inbox, q="refund delivery")) == {both}  # every word
+    assert listed(inbox, q="refund zebra") == []
+    everything = {refund, delivery, both, from_caller, *untranscribed}
+    assert set(listed(inbox, q="?! -- ()")) == everything  # no words: no filter
+    assert set(listed(inbox, q='refund* "(')) == {refund, both}  # not query syntax
+    assert set(listed(inbox, q="2071234")) == {from_caller}  # part of the caller's number
+    assert set(listed(inbox, q="+44 (207) 123")) == {from_caller}  # written as people do
+    assert listed(inbox, q="+1 999 888") == []
+    assert set(listed(inbox, q="+442071234567")) == {from_caller}
+
+
+def test_search_finds_a_real_transcript(
+    inbox: TestClient, runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
+) -> None:
+    other = add(runtime, Spec(creds.bot_id, text="Nothing to see"))
+    real = deposit_file(runtime, creds.bot_id, speech_clip, work=tmp_path / "w", session_id="s2")
+    real_id = real.voicemail.id
+    while runtime.worker().run_once():
+        pass
+    signed_in(inbox, runtime, "supervisor")
+    assert listed(inbox, q="plea call") == [real_id]
+    page = inbox.get("/inbox").text
+    assert "Hello, please call me back." in page
+    assert set(listed(inbox)) == {real_id, *other}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"state": "lost"},
+        {"language": "english"},
+        {"language": "e1"},
+        {"from": "2026-13-01"},
+        {"to": "yesterday"},
+        {"from": "2026-03-10", "to": "2026-03-01"},
+        {"queue": "q-00000000000000000000000000000000"},
+        {"before": "not-a-cursor"},
+        {"before": "2026-03-10T12:00:00+00:00|u-123"},
+        {"q": "x" * 300},
+    ],
+)
+def test_bad_filters_are_400(inbox: TestClient, runtime: Runtime, params: dict[str, str]) -> None:
+    signed_in(inbox, runtime, "supervisor")
+    page = inbox.get("/inbox", params=params)
+    assert page.status_code == 400
+    assert "text/html" in page.headers["content-type"]
+    # The live updates take the same filters, and a cursor of their own (``after``).
+    rows_params = {"after": params.get("before", ""), **params}
+    rows_params.pop("before", None)
+    polled = inbox.get("/inbox/rows", params=rows_params, headers={"Accept": "application/json"})
+    assert polled.status_code == 400
+    assert polled.json()["errors"]
+
+
+def test_agent_filters_only_on_own_queues(
+    inbox: TestClient, runtime: Runtime, creds: Credentials
+) -> None:
+    mine = make_queue(runtime, "Mine", bot_ids=(creds.bot_id,))
+    theirs = make_queue(runtime, "Theirs")
+    signed_in(inbox, runtime, "agent", queues=(mine,))
+    assert inbox.get("/inbox", params={"queue": mine}).status_code == 200
+    assert inbox.get("/inbox", params={"queue": theirs}).status_code == 400
+    assert inbox.get("/inbox", params={"queue": "none"}).status_code == 400
+
+
+def test_rows_after_returns_only_newer(
+    inbox: TestClient, runtime: Runtime, creds: Credentials
+) -> None:
+    queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
+    add(
+        runtime,
+        *(Spec(creds.bot_id, at=BASE - timedelta(minutes=n), queue_id=queue) for n in range(3)),
+    )
+    signed_in(inbox, runtime, "agent", queues=(queue,))
+    page = inbox.get("/inbox").text
+    found = re.search(r'data-after="([^"]+)"', page)
+    assert found is not None
+    after = html.unescape(found[1])
+    assert 'data-poll-seconds="' in page
+
+    def poll(**params: str) -> Any:
+        response = inbox.get(
+            "/inbox/rows", params={"after": after, **params}, headers={"Accept": "application/json"}
+        )
+        assert response.status_code == 200
+        return response.json()
+
+    assert poll()["count"] == 0
+    newer = add(
+        runtime,
+        Spec(creds.bot_id, at=BASE + timedelta(seconds=1), queue_id=queue),
+        Spec(creds.bot_id, at=BASE + timedelta(seconds=2), queue_id=queue, state="handled"),
+    )
+    add(runtime, Spec(creds.bot_id, at=BASE + timedelta(seconds=3)))  # no queue: not the agent's
+    data = poll()
+    assert data["count"] == 2
+    assert ROW_ID.findall(data["html"]) == [newer[1], newer[0]]
+    assert data["newest"].endswith("|" + newer[1])
+    assert ROW_ID.findall(poll(state="new")["html"]) == [newer[0]]
+    # A page further back does not poll.
+    older = inbox.get("/inbox", params={"before": after}).text
+    assert "data-rows-url" not in older
+
+
+def test_search_with_many_matches_walks_newest_first(
+    inbox: TestClient, runtime: Runtime, creds: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search matching many transcripts is planned differently (see ``listing._search``):
+    the rows and their order are the same."""
+    made = add(
+        runtime,
+        *(
+            Spec(creds.bot_id, at=BASE - timedelta(minutes=n), text=f"refund number {n}")
+            for n in range(55)
+        ),
+    )
+    add(runtime, Spec(creds.bot_id, text="something else"))
+    signed_in(inbox, runtime, "supervisor")
+    few = listed(inbox, q="refund")
+    monkeypatch.setattr(listing, "SCAN_ABOVE", 1)
+    many = inbox.get("/inbox", params={"q": "refund"}).text
+    assert ROW_ID.findall(many) == few == made[:50]
+    link = older_link(many)
+    assert link is not None
+    assert ROW_ID.findall(inbox.get(link).text) == made[50:]
