@@ -306,6 +306,24 @@ def run_database(
         for label, (client, target) in cases.items():
             results[label], plans[label] = measure(runtime, client, target, args.requests)
             print(f"  {label}: {results[label]}", flush=True)
+        # Alert thresholds on every queue: each page then also counts the queues' backlog
+        # for the banner; and the supervisors' backlog page with its two charts.
+        with runtime.sessions.begin() as session:
+            for queue_id in filled["queue_ids"]:
+                queues.set_alerts(
+                    session,
+                    queue=queues.get_queue(session, queue_id=queue_id),
+                    max_count=10,
+                    max_age_minutes=60,
+                )
+        later = {
+            "first page, agent, alert thresholds set": (agent, "/inbox"),
+            "first page, supervisor, alert thresholds set": (supervisor, "/inbox"),
+            "backlog page (supervisor)": (supervisor, "/inbox/supervisor"),
+        }
+        for label, (client, target) in later.items():
+            results[label], plans[label] = measure(runtime, client, target, args.requests)
+            print(f"  {label}: {results[label]}", flush=True)
         return {
             "fill_seconds": round(filled["fill_seconds"], 1),
             "results": results,

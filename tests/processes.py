@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,63 @@ class Admin:
     def voicemails(self) -> list[Voicemail]:
         with self.runtime.sessions() as session:
             return list(session.scalars(select(Voicemail)))
+
+
+@dataclass
+class Service:
+    """``voicemail serve`` on its embedded defaults (SQLite, a folder, the real model, the
+    in-process worker) in a folder of its own, and its CLI on the same data."""
+
+    url: str
+    env: dict[str, str]
+    cwd: Path
+    log: Path
+
+    def cli(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
+        """``voicemail ARGS --json``; its JSON output (the command must succeed)."""
+        done = subprocess.run(
+            [*VOICEMAIL, *args, "--json"],
+            env=self.env,
+            cwd=self.cwd,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"voicemail {' '.join(args)}: {done.stderr}"
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+
+@contextmanager
+def embedded_service(home: Path, **settings: str) -> Iterator[Service]:
+    """A ready ``voicemail serve`` under ``home`` with only these ``VOICEMAIL_…`` settings
+    (besides its data folder and public URL); stopped at the end."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VOICEMAIL_")}
+    env.update(VOICEMAIL_DATA_DIR=str(home / "voicemail-data"), VOICEMAIL_PUBLIC_URL=url)
+    env.update(settings)
+    log = home / "serve.log"
+    with log.open("w") as log_handle:
+        process = subprocess.Popen(
+            [*VOICEMAIL, "serve", "--port", str(port)],
+            env=env,
+            cwd=home,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+        )
+
+    def ready() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, timeout=START_TIMEOUT, what="service ready", every=0.3)
+        yield Service(url=url, env=env, cwd=home, log=log)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

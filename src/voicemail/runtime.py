@@ -24,6 +24,7 @@ from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
+from voicemail.users.sessions import drop_expired_web_sessions
 from voicemail.voicemails.lifecycle import purge_expired
 from voicemail.voicemails.live import finalize_abandoned
 from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
@@ -163,6 +164,12 @@ class Runtime:
             settings.alert_check_seconds,
             partial(run_alert_check, self.sessions),
         )
+        # Inbox sign-ins past their expiry (they no longer work; this only drops the rows).
+        expired_sign_ins = Housekeeping(
+            "drop expired inbox sessions",
+            settings.purge_interval_seconds,
+            partial(drop_expired_web_sessions, self.sessions),
+        )
         return Worker(
             sessions=self.sessions,
             handlers={
@@ -178,7 +185,9 @@ class Runtime:
             retry_base_seconds=self.settings.job_retry_base_seconds,
             poll_seconds=self.settings.worker_poll_seconds,
             wake=self.wake_worker,
-            housekeeping=[sweep, webhooks, purge, abandoned, alerts] if housekeeping else [],
+            housekeeping=[sweep, webhooks, purge, abandoned, alerts, expired_sign_ins]
+            if housekeeping
+            else [],
             on_give_up=transcription_given_up,
         )
 

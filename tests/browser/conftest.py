@@ -11,10 +11,8 @@ the repository; without it nothing is written.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -27,8 +25,9 @@ import httpx
 import jwt
 import pytest
 
+from tests.processes import Service, embedded_service
 from tests.services import unavailable
-from tests.support import audio_dir, clip_by_name, free_port, missing_audio_reason, read_manifest
+from tests.support import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS_ENV = "VOICEMAIL_SCREENSHOTS"
@@ -48,28 +47,6 @@ CLIP_A = "lj_LJ001-0001"  # 9.7 s
 CLIP_B = "ast_vm-intro"  # 5.7 s
 
 
-@dataclass
-class Server:
-    url: str
-    env: dict[str, str]
-    cwd: Path
-    log: Path
-
-    def cli(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
-        done = subprocess.run(
-            [*VOICEMAIL, *args, "--json"],
-            env=self.env,
-            cwd=self.cwd,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, f"voicemail {' '.join(args)}: {done.stderr}"
-        result: dict[str, Any] = json.loads(done.stdout)
-        return result
-
-
 @dataclass(frozen=True)
 class Deposit:
     bot: str
@@ -81,7 +58,7 @@ class Deposit:
 class World:
     """What the module's server holds: two bots in two queues, their users, a voicemail each."""
 
-    server: Server
+    server: Service
     bot_a: str
     bot_b: str
     token: str  # a JWT of an app with deposit rights on both bots
@@ -141,49 +118,22 @@ def _require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     _require_chromium()
     if audio_dir() is None:
         pytest.skip(missing_audio_reason())
     home = tmp_path_factory.mktemp("inbox-server")
-    port = free_port()
     # Chromium counts http://127.0.0.1 as a secure origin, so the default Secure cookies work.
-    url = f"http://127.0.0.1:{port}"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("VOICEMAIL_")}
-    env.update(
-        VOICEMAIL_DATA_DIR=str(home / "voicemail-data"),
-        VOICEMAIL_PUBLIC_URL=url,
+    with embedded_service(
+        home,
         VOICEMAIL_RATE_LIMIT_PER_MINUTE="10000",  # the fixtures poll for transcripts
         VOICEMAIL_INBOX_POLL_SECONDS="1",  # so a new voicemail shows up soon in an open list
-    )
-    log = home / "serve.log"
-    with log.open("w") as log_handle:
-        process = subprocess.Popen(
-            [*VOICEMAIL, "serve", "--port", str(port)],
-            env=env,
-            cwd=home,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.3)
-        yield Server(url=url, env=env, cwd=home, log=log)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def world(server: Server) -> World:
+def world(server: Service) -> World:
     scopes = ("--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit")
     bot_a = server.cli("bots", "create", "Support line")["botId"]
     bot_b = server.cli("bots", "create", "Billing line")["botId"]

@@ -7,14 +7,10 @@ words kept), digits 0-20 written as words; corpus-level WER over all clips.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import time
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +19,11 @@ import jwt
 import numpy as np
 import pytest
 
+from tests.processes import Service, embedded_service
 from tests.support import (
     audio_dir,
     clip_by_name,
     corpus_wer,
-    free_port,
     missing_audio_reason,
     read_manifest,
 )
@@ -45,62 +41,14 @@ CLIPS = [
 VOICEMAIL = [sys.executable, "-m", "voicemail"]
 
 
-@dataclass
-class Service:
-    url: str
-    env: dict[str, str]
-    cwd: Path
-    log: Path
-
-    def cli(self, *args: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [*VOICEMAIL, *args, "--json"],
-            env=self.env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        result: dict[str, Any] = json.loads(done.stdout)
-        return result
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     if audio_dir() is None:
         pytest.skip(missing_audio_reason())
     home = tmp_path_factory.mktemp("service")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("VOICEMAIL_")}
-    env["VOICEMAIL_DATA_DIR"] = str(home / "voicemail-data")
     # The test polls for transcripts faster than Kore's 60 requests a minute allow.
-    env["VOICEMAIL_RATE_LIMIT_PER_MINUTE"] = "10000"
-    log = home / "serve.log"
-    with log.open("w") as log_handle:
-        process = subprocess.Popen(
-            [*VOICEMAIL, "serve", "--port", str(port)],
-            env=env,
-            cwd=home,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.3)
-        yield Service(url=url, env=env, cwd=home, log=log)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with embedded_service(home, VOICEMAIL_RATE_LIMIT_PER_MINUTE="10000") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -111,6 +111,7 @@ class Voicemail(Base):
         Index("ix_voicemails_assignee_id_created_at", "assignee_id", "created_at"),
         Index("ix_voicemails_inbox_state_created_at", "inbox_state", "created_at"),
         Index("ix_voicemails_created_at", "created_at"),
+        Index("ix_voicemails_handled_at", "handled_at"),  # handled today, time to handle
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)  # the file id, f-<uuid>
@@ -332,13 +333,12 @@ class Queue(Base):
 
 class QueueMember(Base):
     __tablename__ = "queue_members"
+    __table_args__ = (UniqueConstraint("queue_id", "user_id"),)
 
-    queue_id: Mapped[str] = mapped_column(
-        ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True
-    )
-    user_id: Mapped[str] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
+    # A key of its own (not the pair): `voicemail migrate-data` copies tables by one key.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
 
 
 class WebSession(Base):

@@ -17,12 +17,9 @@ from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
 from voicemail.db.models import Queue, User, Voicemail
 from voicemail.errors import BadRequest, Conflict
+from voicemail.inbox.service import ASSIGNED, HANDLED, NEW
 from voicemail.queues.service import list_queues, member_queue_ids
-from voicemail.users.service import AGENT
-
-NEW = "new"
-ASSIGNED = "assigned"
-HANDLED = "handled"
+from voicemail.users.service import AGENT, audit_actor
 
 OTHER = "Other"
 DISPOSITIONS = ("Resolved", "Called back", "No action", OTHER)
@@ -37,10 +34,6 @@ VOICEMAIL_REOPEN = "voicemail.reopen"
 
 USER_TARGET = "user:"
 QUEUE_TARGET = "queue:"
-
-
-def actor(user: User) -> str:
-    return f"user:{user.email}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +79,7 @@ def _record(
 ) -> None:
     audit.record(
         session,
-        actor=actor(user),
+        actor=audit_actor(user),
         action=action,
         bot_id=voicemail.bot_id,
         session_id=voicemail.session.session_id,

@@ -48,7 +48,7 @@ CLI = Actor(audit.CLI)
 
 
 def web_actor(user: User) -> Actor:
-    return Actor(f"user:{user.email}", user.account_id, user.id)
+    return Actor(users.audit_actor(user), user.account_id, user.id)
 
 
 def _record(session: Session, actor: Actor, action: str, **detail: Any) -> None:

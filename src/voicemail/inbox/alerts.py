@@ -133,7 +133,11 @@ def evaluate(
     if not queues:
         return []
     counts = stats.queue_counts(
-        session, queue_ids=[queue.id for queue in queues], account_id=account_id, now=moment
+        session,
+        queue_ids=[queue.id for queue in queues],
+        account_id=account_id,
+        now=moment,
+        with_handled_today=False,  # alerts are about what waits
     )
     result = []
     for queue in queues:

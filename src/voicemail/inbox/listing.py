@@ -20,6 +20,7 @@ from voicemail import ids
 from voicemail.db import fulltext
 from voicemail.db.models import Bot, CallSession, Queue, Transcript, User, Voicemail
 from voicemail.errors import BadRequest
+from voicemail.inbox.service import STATES, UNHANDLED
 from voicemail.queues.service import list_queues, visible_to
 from voicemail.users.service import AGENT
 from voicemail.voicemails.service import STORED
@@ -27,7 +28,6 @@ from voicemail.voicemails.service import STORED
 PAGE_SIZE = 50
 PREVIEW_CHARS = 140
 NO_QUEUE = "none"
-STATES = ("new", "assigned", "handled")
 OPEN = "open"  # not handled yet: new or assigned
 MAX_QUERY = 200
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
@@ -184,7 +184,7 @@ def _conditions(
     elif filters.queue is not None:
         where.append(Voicemail.queue_id == filters.queue)
     if filters.state == OPEN:
-        where.append(Voicemail.inbox_state.in_(("new", "assigned")))
+        where.append(Voicemail.inbox_state.in_(UNHANDLED))
     elif filters.state is not None:
         where.append(Voicemail.inbox_state == filters.state)
     if filters.language is not None:

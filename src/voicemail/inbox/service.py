@@ -12,15 +12,29 @@ from voicemail.errors import NotFound
 from voicemail.queues.service import visible_to
 from voicemail.voicemails.service import STORED
 
+# Where a voicemail stands in the inbox (``Voicemail.inbox_state``).
+NEW = "new"
+ASSIGNED = "assigned"  # someone has it
+HANDLED = "handled"  # with a disposition
+STATES = (NEW, ASSIGNED, HANDLED)
+UNHANDLED = (NEW, ASSIGNED)
 
-def get_visible_voicemail(session: Session, *, user: User, voicemail_id: str) -> Voicemail:
+
+def get_visible_voicemail(
+    session: Session, *, user: User, voicemail_id: str, for_update: bool = False
+) -> Voicemail:
     """The voicemail, if this user may see it; NotFound otherwise (whether it exists in
-    another queue or not at all: the answer does not tell)."""
-    voicemail = session.scalar(
+    another queue or not at all: the answer does not tell). ``for_update`` locks its row
+    until the transaction ends (PostgreSQL), so two agents handling it at once take turns
+    and the second sees the first's change."""
+    query = (
         select(Voicemail)
         .join(Bot, Bot.id == Voicemail.bot_id)
         .where(Voicemail.id == voicemail_id, Voicemail.status == STORED, visible_to(user))
     )
+    if for_update:
+        query = query.with_for_update(of=Voicemail)
+    voicemail = session.scalar(query)
     if voicemail is None:
         raise NotFound("No such voicemail")
     return voicemail

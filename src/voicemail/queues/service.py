@@ -60,10 +60,16 @@ def list_queues(session: Session, *, account_id: str | None = None) -> Sequence[
     return session.scalars(query).all()
 
 
+def _membership(session: Session, *, queue: Queue, user: User) -> QueueMember | None:
+    return session.scalar(
+        select(QueueMember).where(QueueMember.queue_id == queue.id, QueueMember.user_id == user.id)
+    )
+
+
 def add_member(session: Session, *, queue: Queue, user: User) -> None:
     if user.account_id != queue.account_id:
         raise BadRequest("The user belongs to another account")
-    if session.get(QueueMember, (queue.id, user.id)) is None:
+    if _membership(session, queue=queue, user=user) is None:
         session.add(QueueMember(queue_id=queue.id, user_id=user.id))
         session.flush()
         session.expire(user, ["queues"])
@@ -71,7 +77,7 @@ def add_member(session: Session, *, queue: Queue, user: User) -> None:
 
 
 def remove_member(session: Session, *, queue: Queue, user: User) -> None:
-    member = session.get(QueueMember, (queue.id, user.id))
+    member = _membership(session, queue=queue, user=user)
     if member is not None:
         session.delete(member)
         session.flush()

@@ -135,6 +135,11 @@ def set_active(session: Session, *, user: User, active: bool) -> None:
     user.active = active
 
 
+def audit_actor(user: User) -> str:
+    """How the audit log names a change or read made by this user in the inbox."""
+    return f"user:{user.email}"
+
+
 def user_json(user: User) -> dict[str, object]:
     return {
         "id": user.id,

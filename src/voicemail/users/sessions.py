@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail.db.base import utcnow
 from voicemail.db.models import User, WebSession
@@ -74,6 +74,12 @@ def end_all(session: Session, *, user_id: str) -> None:
 def purge_expired(session: Session) -> int:
     result = session.execute(delete(WebSession).where(WebSession.expires_at <= utcnow()))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def drop_expired_web_sessions(sessions: sessionmaker[Session]) -> int:
+    """The workers' housekeeping task: ``purge_expired`` in its own transaction."""
+    with sessions.begin() as session:
+        return purge_expired(session)
 
 
 def same_token(expected: str | None, given: str | None) -> bool:

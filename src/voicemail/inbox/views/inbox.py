@@ -13,6 +13,7 @@ from voicemail.inbox import listing
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import CurrentUser
 from voicemail.inbox.pages import SECURITY_HEADERS, render, templates
+from voicemail.inbox.service import STATES
 
 router = APIRouter()
 
@@ -59,7 +60,7 @@ def inbox_list(
             "states": [
                 ("", "Any"),
                 (listing.OPEN, "Open"),
-                *[(s, s.title()) for s in listing.STATES],
+                *[(s, s.title()) for s in STATES],
             ],
             "older_url": older_url,
             "is_first_page": cursor is None,

@@ -16,6 +16,7 @@ from voicemail.inbox.service import get_visible_voicemail
 from voicemail.inbox.waveform import waveform
 from voicemail.media.routes import RangeNotSatisfiable, audit_access, stream_object
 from voicemail.queues.service import can_see
+from voicemail.users.service import audit_actor
 from voicemail.voicemails import kore
 
 router = APIRouter(prefix="/voicemails")
@@ -61,7 +62,7 @@ def voicemail_audio(
 ) -> Response:
     """The recording, seekable (Range), from whichever storage holds it."""
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
-    audit_access(runtime, voicemail, request, actor=actions.actor(user))
+    audit_access(runtime, voicemail, request, actor=audit_actor(user))
     try:
         return stream_object(
             runtime.storage,
@@ -97,7 +98,9 @@ def assign(
     user: CurrentUser,
     target: Annotated[str, Form(max_length=100)],
 ) -> Response:
-    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    voicemail = get_visible_voicemail(
+        session, user=user, voicemail_id=voicemail_id, for_update=True
+    )
     actions.assign(session, user=user, voicemail=voicemail, target=target)
     # An agent who passed it to a queue they are not in can no longer open it.
     if not can_see(user, voicemail):
@@ -114,7 +117,9 @@ def handle(
     custom: Annotated[str, Form(max_length=actions.MAX_CUSTOM_DISPOSITION + 100)] = "",
     note: Annotated[str, Form(max_length=actions.MAX_NOTE + 100)] = "",
 ) -> Response:
-    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    voicemail = get_visible_voicemail(
+        session, user=user, voicemail_id=voicemail_id, for_update=True
+    )
     actions.handle(
         session, user=user, voicemail=voicemail, disposition=disposition, custom=custom, note=note
     )
@@ -128,13 +133,17 @@ def note(
     user: CurrentUser,
     note: Annotated[str, Form(max_length=actions.MAX_NOTE + 100)] = "",
 ) -> Response:
-    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    voicemail = get_visible_voicemail(
+        session, user=user, voicemail_id=voicemail_id, for_update=True
+    )
     actions.set_note(session, user=user, voicemail=voicemail, note=note)
     return _back(voicemail_id)
 
 
 @router.post("/{voicemail_id}/reopen", include_in_schema=False, dependencies=[CsrfChecked])
 def reopen(voicemail_id: str, session: SessionDep, user: CurrentUser) -> Response:
-    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    voicemail = get_visible_voicemail(
+        session, user=user, voicemail_id=voicemail_id, for_update=True
+    )
     actions.reopen(session, user=user, voicemail=voicemail)
     return _back(voicemail_id)

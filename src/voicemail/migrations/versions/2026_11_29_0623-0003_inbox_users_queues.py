@@ -61,6 +61,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "queue_members",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("queue_id", sa.String(length=48), nullable=False),
         sa.Column("user_id", sa.String(length=48), nullable=False),
         sa.ForeignKeyConstraint(
@@ -75,7 +76,8 @@ def upgrade() -> None:
             name=op.f("fk_queue_members_user_id_users"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("queue_id", "user_id", name=op.f("pk_queue_members")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_queue_members")),
+        sa.UniqueConstraint("queue_id", "user_id", name=op.f("uq_queue_members_queue_id_user_id")),
     )
     with op.batch_alter_table("queue_members", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_queue_members_user_id"), ["user_id"], unique=False)
@@ -124,6 +126,7 @@ def upgrade() -> None:
             "ix_voicemails_assignee_id_created_at", ["assignee_id", "created_at"], unique=False
         )
         batch_op.create_index("ix_voicemails_created_at", ["created_at"], unique=False)
+        batch_op.create_index("ix_voicemails_handled_at", ["handled_at"], unique=False)
         batch_op.create_index(
             "ix_voicemails_inbox_state_created_at", ["inbox_state", "created_at"], unique=False
         )
@@ -208,6 +211,7 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f("fk_voicemails_assignee_id_users"), type_="foreignkey")
         batch_op.drop_index("ix_voicemails_queue_id_created_at")
         batch_op.drop_index("ix_voicemails_inbox_state_created_at")
+        batch_op.drop_index("ix_voicemails_handled_at")
         batch_op.drop_index("ix_voicemails_created_at")
         batch_op.drop_index("ix_voicemails_assignee_id_created_at")
         batch_op.drop_column("handled_by_id")
