@@ -15,12 +15,17 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from voicemail.db.base import Base, UTCDateTime, utcnow
 
 ID = String(48)
+# The inbox's backlog: voicemails waiting for someone (a live call still being recorded is
+# not in the inbox yet). A partial index holds only these rows; queries that want it use
+# this exact text, as SQLite only picks a partial index whose condition the query repeats.
+UNHANDLED_SQL = "inbox_state IN ('new', 'assigned') AND status = 'stored'"
 
 
 class Account(Base):
@@ -112,6 +117,14 @@ class Voicemail(Base):
         Index("ix_voicemails_inbox_state_created_at", "inbox_state", "created_at"),
         Index("ix_voicemails_created_at", "created_at"),
         Index("ix_voicemails_handled_at", "handled_at"),  # handled today, time to handle
+        Index(
+            "ix_voicemails_unhandled",
+            "queue_id",
+            "inbox_state",
+            "created_at",
+            sqlite_where=text(UNHANDLED_SQL),
+            postgresql_where=text(UNHANDLED_SQL),
+        ),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)  # the file id, f-<uuid>

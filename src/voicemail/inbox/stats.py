@@ -8,19 +8,19 @@ account with many queues and 100 000 voicemails must still open the page quickly
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from markupsafe import Markup
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, case, func, select, text
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from voicemail.db.base import utcnow
-from voicemail.db.models import Bot, Queue, Voicemail
+from voicemail.db.models import UNHANDLED_SQL, Bot, Queue, Voicemail
 from voicemail.inbox import charts
-from voicemail.inbox.service import ASSIGNED, HANDLED, NEW, UNHANDLED
+from voicemail.inbox.service import ASSIGNED, HANDLED, NEW
 from voicemail.queues.service import get_queue
 from voicemail.voicemails.service import STORED
 
@@ -114,10 +114,15 @@ def queue_counts(
 ) -> dict[str | None, QueueCounts]:
     """Per queue id (None: unqueued), the unhandled voicemails split new / assigned, the
     oldest of them, and how many were handled today; queues with nothing waiting and
-    nothing handled today are absent. Two GROUP BY queries, each reading only the rows it
-    counts through an index: unhandled ones by ``(inbox_state, created_at)``, those handled
-    today by ``handled_at`` (not the mass of older handled voicemails)."""
+    nothing handled today are absent.
+
+    Each count reads only the rows it counts: the waiting ones from the partial index
+    ``ix_voicemails_unhandled`` alone (queued voicemails are in their queue's account, so
+    no bot is looked up for them), those handled today through ``handled_at``. Otherwise
+    SQLite walks every voicemail in queue order for the GROUP BY (130 ms at 100 000
+    voicemails, against 6)."""
     moment = now or utcnow()
+    counts: dict[str | None, QueueCounts] = {}
     waiting = (
         select(
             Voicemail.queue_id,
@@ -125,34 +130,44 @@ def queue_counts(
             func.sum(case((Voicemail.inbox_state == ASSIGNED, 1), else_=0)),
             func.min(Voicemail.created_at),
         )
-        .join(Bot, Bot.id == Voicemail.bot_id)
-        # Live calls still being recorded are not in the inbox yet.
-        .where(_in_account(account_id), Voicemail.status == STORED)
-        .where(Voicemail.inbox_state.in_(UNHANDLED))
+        .where(text(UNHANDLED_SQL))
         .group_by(Voicemail.queue_id)
     )
     if queue_ids is not None:
-        waiting = waiting.where(Voicemail.queue_id.in_(list(queue_ids)))
-    counts = {
-        queue_id: QueueCounts(
-            queue_id=queue_id, new=int(new or 0), assigned=int(assigned or 0), oldest=oldest
-        )
-        for queue_id, new, assigned, oldest in session.execute(waiting)
-    }
+        # Just these queues (not the unqueued voicemails).
+        scopes = [waiting.where(Voicemail.queue_id.in_(list(queue_ids)))]
+    elif account_id is not None:
+        account_queues = select(Queue.id).where(Queue.account_id == account_id)
+        scopes = [
+            waiting.where(Voicemail.queue_id.in_(list(session.scalars(account_queues)))),
+            # The account's voicemails in no queue, through their bot (usually few).
+            waiting.where(
+                Voicemail.queue_id.is_(None),
+                Voicemail.bot_id.in_(select(Bot.id).where(Bot.account_id == account_id)),
+            ),
+        ]
+    else:
+        scopes = [waiting]
+    for scope in scopes:
+        for queue_id, new, assigned, oldest in session.execute(scope):
+            counts[queue_id] = QueueCounts(
+                queue_id=queue_id, new=int(new or 0), assigned=int(assigned or 0), oldest=oldest
+            )
     if not with_handled_today:
         return counts
+    # Today's handled rows, counted here: with a GROUP BY, SQLite would walk every
+    # voicemail in queue order instead of the few handled today through ``handled_at``.
     handled = (
-        select(Voicemail.queue_id, func.count())
+        select(Voicemail.queue_id)
         .join(Bot, Bot.id == Voicemail.bot_id)
         .where(_in_account(account_id), Voicemail.handled_at >= day_start(moment))
         .where(Voicemail.inbox_state == HANDLED)
-        .group_by(Voicemail.queue_id)
     )
     if queue_ids is not None:
         handled = handled.where(Voicemail.queue_id.in_(list(queue_ids)))
-    for queue_id, count in session.execute(handled):
+    for queue_id, count in Counter(session.scalars(handled)).items():
         found = counts.get(queue_id, QueueCounts(queue_id))
-        counts[queue_id] = replace(found, handled_today=int(count))
+        counts[queue_id] = replace(found, handled_today=count)
     return counts
 
 
