@@ -42,6 +42,7 @@ class Spec:
     assignee_id: str | None = None
     caller: str | None = "+15550001111"
     status: str = "stored"
+    stored_at: datetime | None = None  # when it became whole; default: ``at``
 
 
 def add(runtime: Runtime, *specs: Spec) -> list[str]:
@@ -69,6 +70,7 @@ def add(runtime: Runtime, *specs: Spec) -> list[str]:
                 message_id=ids.new_id(ids.MESSAGE),
                 component_id=ids.new_id(ids.COMPONENT),
                 created_at=spec.at,
+                stored_at=spec.stored_at or spec.at,
                 queue_id=spec.queue_id,
                 assignee_id=spec.assignee_id,
                 inbox_state=spec.state,
@@ -110,7 +112,9 @@ def test_not_signed_in_goes_to_login(inbox: TestClient) -> None:
     response = inbox.get("/inbox", params={"state": "new"})
     assert response.status_code == 303
     assert response.headers["location"].startswith("/inbox/login?next=")
-    polled = inbox.get("/inbox/rows?after=", headers={"Accept": "application/json"})
+    polled = inbox.get(
+        "/inbox/rows?since=2026-03-10T12:00:00Z", headers={"Accept": "application/json"}
+    )
     assert polled.status_code == 401
 
 
@@ -279,8 +283,8 @@ def test_bad_filters_are_400(inbox: TestClient, runtime: Runtime, params: dict[s
     page = inbox.get("/inbox", params=params)
     assert page.status_code == 400
     assert "text/html" in page.headers["content-type"]
-    # The live updates take the same filters, and a cursor of their own (``after``).
-    rows_params = {"after": params.get("before", ""), **params}
+    # The live updates take the same filters, and a time of their own (``since``).
+    rows_params = {"since": params.get("before", BASE.isoformat()), **params}
     rows_params.pop("before", None)
     polled = inbox.get("/inbox/rows", params=rows_params, headers={"Accept": "application/json"})
     assert polled.status_code == 400
@@ -298,42 +302,54 @@ def test_agent_filters_only_on_own_queues(
     assert inbox.get("/inbox", params={"queue": "none"}).status_code == 400
 
 
-def test_rows_after_returns_only_newer(
+def test_polling_returns_what_was_stored_since_in_its_place(
     inbox: TestClient, runtime: Runtime, creds: Credentials
 ) -> None:
+    """By storing time, not deposit time: a live call that began before a voicemail that
+    was shown, and ended after, still reaches an open page."""
     queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
+    now = datetime.now(UTC)
     add(
         runtime,
-        *(Spec(creds.bot_id, at=BASE - timedelta(minutes=n), queue_id=queue) for n in range(3)),
+        *(Spec(creds.bot_id, at=now - timedelta(minutes=5 + n), queue_id=queue) for n in range(3)),
     )
     signed_in(inbox, runtime, "agent", queues=(queue,))
     page = inbox.get("/inbox").text
-    found = re.search(r'data-after="([^"]+)"', page)
+    found = re.search(r'data-since="([^"]+)"', page)
     assert found is not None
-    after = html.unescape(found[1])
+    since = html.unescape(found[1])
     assert 'data-poll-seconds="' in page
 
     def poll(**params: str) -> Any:
         response = inbox.get(
-            "/inbox/rows", params={"after": after, **params}, headers={"Accept": "application/json"}
+            "/inbox/rows", params={"since": since, **params}, headers={"Accept": "application/json"}
         )
         assert response.status_code == 200
         return response.json()
 
     assert poll()["count"] == 0
+    later = now + timedelta(seconds=30)
     newer = add(
         runtime,
-        Spec(creds.bot_id, at=BASE + timedelta(seconds=1), queue_id=queue),
-        Spec(creds.bot_id, at=BASE + timedelta(seconds=2), queue_id=queue, state="handled"),
+        Spec(creds.bot_id, at=now - timedelta(minutes=1), stored_at=later, queue_id=queue),
+        Spec(creds.bot_id, at=now, stored_at=later, queue_id=queue, state="handled"),
+        # Began 20 minutes ago (older than every shown row), ended now: a long live call.
+        Spec(creds.bot_id, at=now - timedelta(minutes=20), stored_at=later, queue_id=queue),
     )
-    add(runtime, Spec(creds.bot_id, at=BASE + timedelta(seconds=3)))  # no queue: not the agent's
+    add(runtime, Spec(creds.bot_id, at=now, stored_at=later))  # no queue: not the agent's
     data = poll()
-    assert data["count"] == 2
-    assert ROW_ID.findall(data["html"]) == [newer[1], newer[0]]
-    assert data["newest"].endswith("|" + newer[1])
-    assert ROW_ID.findall(poll(state="new")["html"]) == [newer[0]]
+    assert data["count"] == 3
+    assert ROW_ID.findall(data["html"]) == [newer[1], newer[0], newer[2]]  # newest first
+    assert datetime.fromisoformat(data["since"]) >= datetime.fromisoformat(since)
+    assert ROW_ID.findall(poll(state="new")["html"]) == [newer[0], newer[2]]
+    # Long before: nothing was stored since a time after all of them.
+    assert poll(since=(later + timedelta(minutes=1)).isoformat())["count"] == 0
+    bad = inbox.get(
+        "/inbox/rows", params={"since": "yesterday"}, headers={"Accept": "application/json"}
+    )
+    assert bad.status_code == 400
     # A page further back does not poll.
-    older = inbox.get("/inbox", params={"before": after}).text
+    older = inbox.get("/inbox", params={"before": f"{now.isoformat()}|{newer[0]}"}).text
     assert "data-rows-url" not in older
 
 

@@ -60,10 +60,6 @@ class Cursor:
         return cls(created_at.astimezone(UTC), voicemail_id)
 
 
-# Before every voicemail: "newer than EPOCH" is all of them (a list that was empty).
-EPOCH = Cursor(datetime(1970, 1, 1, tzinfo=UTC), "")
-
-
 @dataclass(frozen=True)
 class Filters:
     """The list's filters, validated; ``params()`` gives them back for links."""
@@ -300,14 +296,18 @@ def list_page(
     return Page(rows[:PAGE_SIZE], older, filters)
 
 
-def newer_rows(
-    session: Session, *, user: User, filters: Filters, after: Cursor
+# How far back a poll looks before the time it was told: a voicemail stored by a transaction
+# that committed after the last poll began carries a slightly earlier ``stored_at``.
+POLL_OVERLAP = timedelta(seconds=10)
+
+
+def stored_since(
+    session: Session, *, user: User, filters: Filters, since: datetime
 ) -> tuple[list[Row], bool]:
-    """The rows newer than ``after`` (newest first), at most a page; and whether there are
-    more than that (the page then reloads rather than show a gap)."""
-    position = or_(
-        Voicemail.created_at > after.created_at,
-        and_(Voicemail.created_at == after.created_at, Voicemail.id > after.voicemail_id),
-    )
+    """The rows stored since ``since`` (less ``POLL_OVERLAP``; the page skips rows it
+    shows already), newest first, at most a page; and whether there are more than that
+    (the page then reloads rather than show a gap). By storing time, not deposit time: a
+    live call that began before voicemails that ended first is still new to the page."""
+    position = Voicemail.stored_at > since - POLL_OVERLAP
     rows = _rows(session, user=user, filters=filters, position=position)
     return rows[:PAGE_SIZE], len(rows) > PAGE_SIZE

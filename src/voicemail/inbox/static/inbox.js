@@ -1,6 +1,7 @@
 // The inbox list: new voicemails appear without a reload. The first page polls
-// /inbox/rows for rows newer than its newest one while the tab is visible, prepends them and
-// announces them to screen readers. (No inline scripts: the CSP forbids them.)
+// /inbox/rows for voicemails stored since it last looked, while the tab is visible, puts each
+// in its place (newest first) and announces them to screen readers. (No inline scripts: the
+// CSP forbids them.)
 (function () {
   "use strict";
   var table = document.getElementById("voicemail-list");
@@ -8,33 +9,49 @@
   var body = table.tBodies[0];
   var status = document.getElementById("live-status");
   var seconds = parseFloat(table.dataset.pollSeconds) || 5;
-  var after = table.dataset.after || "";
+  var since = table.dataset.since || "";
   var timer = null;
   var busy = false;
 
   function url() {
     var base = table.dataset.rowsUrl;
-    return base + (base.indexOf("?") === -1 ? "?" : "&") + "after=" + encodeURIComponent(after);
+    return base + (base.indexOf("?") === -1 ? "?" : "&") + "since=" + encodeURIComponent(since);
   }
 
   function announce(count) {
     if (status) status.textContent = count === 1 ? "1 new voicemail" : count + " new voicemails";
   }
 
-  function prepend(html) {
+  function receivedAt(row) {
+    var time = row.querySelector("time[datetime]");
+    return time ? Date.parse(time.getAttribute("datetime")) : 0;
+  }
+
+  // Before the first shown row received earlier; a row older than the whole page belongs
+  // to a later page and is left there.
+  function place(row) {
+    var at = receivedAt(row);
+    var shown = body.querySelectorAll("tr.voicemail-row");
+    for (var i = 0; i < shown.length; i += 1) {
+      if (receivedAt(shown[i]) < at) { body.insertBefore(row, shown[i]); return true; }
+    }
+    if (shown.length < 50) { body.appendChild(row); return true; }
+    return false;
+  }
+
+  function insert(html) {
     var template = document.createElement("template");
     template.innerHTML = html.trim();
     var rows = template.content.querySelectorAll("tr.voicemail-row");
     var empty = body.querySelector("tr.empty");
     if (empty && rows.length) empty.remove();
-    var first = body.firstChild;
     var added = 0;
-    Array.prototype.forEach.call(rows, function (row) {
-      // A row may already be shown (e.g. a retried poll): never twice.
+    // Oldest first, so that each lands above the ones older than itself.
+    Array.prototype.slice.call(rows).reverse().forEach(function (row) {
+      // The poll looks back a little: a row shown already is never shown twice.
       if (body.querySelector('tr[data-id="' + row.dataset.id + '"]')) return;
       row.classList.add("fresh");
-      body.insertBefore(row, first);
-      added += 1;
+      if (place(row)) added += 1;
     });
     return added;
   }
@@ -50,9 +67,9 @@
       .then(function (data) {
         if (!data) return;
         if (data.more) { window.location.reload(); return; }
+        since = data.since;
         if (data.count > 0) {
-          var added = prepend(data.html);
-          after = data.newest;
+          var added = insert(data.html);
           if (added) announce(added);
         }
       })

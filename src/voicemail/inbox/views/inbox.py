@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -9,6 +10,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from voicemail.api.deps import ReadSessionDep, RuntimeDep
+from voicemail.db.base import utcnow
+from voicemail.errors import BadRequest
 from voicemail.inbox import listing
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import CurrentUser
@@ -44,6 +47,7 @@ def inbox_list(
         session, user=user, queue=queue, state=state, language=language, start=start, end=end, q=q
     )
     cursor = listing.Cursor.parse(before, name="before") if before else None
+    looked_at = utcnow()  # before the query: what is stored later, the page polls for
     page = listing.list_page(session, user=user, filters=filters, before=cursor)
     older_url = None
     if page.older is not None:
@@ -66,7 +70,7 @@ def inbox_list(
             "is_first_page": cursor is None,
             # Live updates: only the first page polls, from its newest row on.
             "rows_url": "/inbox/rows?" + urlencode(filters.params()),
-            "newest": str(page.rows[0].cursor) if page.rows else "",
+            "since": looked_at.isoformat(),
             "poll_seconds": runtime.settings.inbox_poll_seconds,
         },
     )
@@ -74,10 +78,9 @@ def inbox_list(
 
 @router.get("/rows", include_in_schema=False)
 def inbox_rows(
-    request: Request,
     session: ReadSessionDep,
     user: CurrentUser,
-    after: Annotated[str, Query(max_length=100)],
+    since: Annotated[str, Query(max_length=64)],
     queue: QueueParam = None,
     state: StateParam = None,
     language: LanguageParam = None,
@@ -85,21 +88,22 @@ def inbox_rows(
     end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
     q: SearchParam = None,
 ) -> Response:
-    """The rows newer than ``after`` as an HTML fragment in JSON, for the polling script.
-    An empty ``after`` (an empty list) means "from the start"."""
+    """The rows stored since ``since`` (the ``since`` of the page or of the last poll), as
+    an HTML fragment in JSON for the polling script, with the ``since`` of the next poll."""
     filters = listing.parse_filters(
         session, user=user, queue=queue, state=state, language=language, start=start, end=end, q=q
     )
-    cursor = listing.Cursor.parse(after, name="after") if after else listing.EPOCH
-    rows, more = listing.newer_rows(session, user=user, filters=filters, after=cursor)
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        raise BadRequest("since is not a time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    looked_at = utcnow()
+    rows, more = listing.stored_since(session, user=user, filters=filters, since=moment)
     html = templates.get_template("_rows.html").render(rows=rows)
     response = JSONResponse(
-        {
-            "count": len(rows),
-            "more": more,
-            "newest": str(rows[0].cursor) if rows else (after or ""),
-            "html": html,
-        }
+        {"count": len(rows), "more": more, "since": looked_at.isoformat(), "html": html}
     )
     response.headers.update(SECURITY_HEADERS)
     return response
