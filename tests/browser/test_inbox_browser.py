@@ -269,10 +269,17 @@ def test_inbox_fits_a_phone(browser: Any, world: World) -> None:
 
 
 def test_new_voicemails_appear_without_reload(context: Any, world: World) -> None:
+    """A new voicemail shows up in the open list; when the model has transcribed it, its
+    row is replaced in place with the preview. No navigation happens."""
     page = context.new_page()
     sign_in(page, world.supervisor)
     deposit = world.deposit(world.bot_b, "ast_queue-youarenext", caller="+15550100004")
-    page.wait_for_selector(
-        f'#voicemail-list tr.voicemail-row[data-id="{deposit.voicemail_id}"]', timeout=30_000
+    row = f'#voicemail-list tr.voicemail-row[data-id="{deposit.voicemail_id}"]'
+    page.wait_for_selector(row, timeout=30_000)
+    page.wait_for_function(
+        "s => /first in line/i.test(document.querySelector(s + ' .preview').textContent)",
+        arg=row,
+        timeout=60_000,
     )
+    assert page.locator(row).count() == 1
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1

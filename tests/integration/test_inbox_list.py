@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import (
     Credentials,
+    csrf_of,
     deposit_file,
     make_queue,
     make_user,
@@ -42,7 +43,7 @@ class Spec:
     assignee_id: str | None = None
     caller: str | None = "+15550001111"
     status: str = "stored"
-    stored_at: datetime | None = None  # when it became whole; default: ``at``
+    changed_at: datetime | None = None  # when it became whole; default: ``at``
 
 
 def add(runtime: Runtime, *specs: Spec) -> list[str]:
@@ -70,7 +71,7 @@ def add(runtime: Runtime, *specs: Spec) -> list[str]:
                 message_id=ids.new_id(ids.MESSAGE),
                 component_id=ids.new_id(ids.COMPONENT),
                 created_at=spec.at,
-                stored_at=spec.stored_at or spec.at,
+                changed_at=spec.changed_at or spec.at,
                 queue_id=spec.queue_id,
                 assignee_id=spec.assignee_id,
                 inbox_state=spec.state,
@@ -302,11 +303,11 @@ def test_agent_filters_only_on_own_queues(
     assert inbox.get("/inbox", params={"queue": "none"}).status_code == 400
 
 
-def test_polling_returns_what_was_stored_since_in_its_place(
+def test_polling_returns_what_changed_since(
     inbox: TestClient, runtime: Runtime, creds: Credentials
 ) -> None:
-    """By storing time, not deposit time: a live call that began before a voicemail that
-    was shown, and ended after, still reaches an open page."""
+    """By the time a row changed, not deposit time: a live call that began before a
+    voicemail that was shown, and ended after, still reaches an open page."""
     queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
     now = datetime.now(UTC)
     add(
@@ -331,12 +332,12 @@ def test_polling_returns_what_was_stored_since_in_its_place(
     later = now + timedelta(seconds=30)
     newer = add(
         runtime,
-        Spec(creds.bot_id, at=now - timedelta(minutes=1), stored_at=later, queue_id=queue),
-        Spec(creds.bot_id, at=now, stored_at=later, queue_id=queue, state="handled"),
+        Spec(creds.bot_id, at=now - timedelta(minutes=1), changed_at=later, queue_id=queue),
+        Spec(creds.bot_id, at=now, changed_at=later, queue_id=queue, state="handled"),
         # Began 20 minutes ago (older than every shown row), ended now: a long live call.
-        Spec(creds.bot_id, at=now - timedelta(minutes=20), stored_at=later, queue_id=queue),
+        Spec(creds.bot_id, at=now - timedelta(minutes=20), changed_at=later, queue_id=queue),
     )
-    add(runtime, Spec(creds.bot_id, at=now, stored_at=later))  # no queue: not the agent's
+    add(runtime, Spec(creds.bot_id, at=now, changed_at=later))  # no queue: not the agent's
     data = poll()
     assert data["count"] == 3
     assert ROW_ID.findall(data["html"]) == [newer[1], newer[0], newer[2]]  # newest first
@@ -351,6 +352,48 @@ def test_polling_returns_what_was_stored_since_in_its_place(
     # A page further back does not poll.
     older = inbox.get("/inbox", params={"before": f"{now.isoformat()}|{newer[0]}"}).text
     assert "data-rows-url" not in older
+
+
+def test_polling_returns_rows_transcribed_or_handled_since(
+    inbox: TestClient, runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
+) -> None:
+    """A row shown already comes back when its transcript arrives, or when someone takes or
+    handles it, so an open list never offers a colleague's voicemail as new."""
+    queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
+    deposited = deposit_file(
+        runtime, creds.bot_id, speech_clip, work=tmp_path / "w", session_id=ids.new_session_id()
+    )
+    signed_in(inbox, runtime, "agent", queues=(queue,))
+    page = inbox.get("/inbox").text
+    assert "Transcribing" in page
+    found = re.search(r'data-since="([^"]+)"', page)
+    assert found is not None
+
+    def poll(since: str) -> Any:
+        response = inbox.get(
+            "/inbox/rows", params={"since": since}, headers={"Accept": "application/json"}
+        )
+        assert response.status_code == 200
+        return response.json()
+
+    # Past the overlap the poll allows for late commits: nothing changed since.
+    moved_on = (datetime.now(UTC) + listing.POLL_OVERLAP).isoformat()
+    assert poll(moved_on)["count"] == 0
+    while runtime.worker().run_once():
+        pass
+    transcribed = poll(moved_on)
+    assert ROW_ID.findall(transcribed["html"]) == [deposited.voicemail.id]
+    assert "Hello, please call me back." in transcribed["html"]
+
+    moved_on = (datetime.now(UTC) + listing.POLL_OVERLAP).isoformat()
+    handled = inbox.post(
+        f"/inbox/voicemails/{deposited.voicemail.id}/handle",
+        data={"disposition": "Resolved", "csrf_token": csrf_of(inbox)},
+    )
+    assert handled.status_code == 303
+    data = poll(moved_on)
+    assert ROW_ID.findall(data["html"]) == [deposited.voicemail.id]
+    assert '<span class="badge handled">' in data["html"]
 
 
 def test_search_with_many_matches_walks_newest_first(

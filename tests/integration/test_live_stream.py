@@ -220,7 +220,7 @@ def test_live_call_in_progress_then_stored_on_hangup(
     assert voicemail.call_sid == call_sid
     assert voicemail.hangup_at is not None
     # Stored at the hang-up, not when the call began: an open inbox polls by this time.
-    assert voicemail.stored_at is not None and voicemail.stored_at > voicemail.created_at
+    assert voicemail.changed_at is not None and voicemail.changed_at > voicemail.created_at
     assert voicemail.source_format == live.SOURCE_FORMAT
     assert voicemail.duration_seconds == pytest.approx(len(pcm) / 2 / RATE)
     assert stored_pcm(runtime, voicemail) == pcm  # every byte sent, in order

@@ -117,7 +117,7 @@ class Voicemail(Base):
         Index("ix_voicemails_inbox_state_created_at", "inbox_state", "created_at"),
         Index("ix_voicemails_created_at", "created_at"),
         Index("ix_voicemails_handled_at", "handled_at"),  # handled today, time to handle
-        Index("ix_voicemails_stored_at", "stored_at"),  # what an open inbox has not shown yet
+        Index("ix_voicemails_changed_at", "changed_at"),  # what an open inbox has not shown yet
         Index(
             "ix_voicemails_unhandled",
             "queue_id",
@@ -147,10 +147,11 @@ class Voicemail(Base):
     # and when the caller hung up (the socket closed cleanly).
     call_sid: Mapped[str | None] = mapped_column(String(128))
     hangup_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # When it became whole (an upload: at once; a live call: at hang-up). An open inbox
-    # polls for voicemails stored since it last looked: a call that began before others
-    # that ended first is still new to it.
-    stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When its row in the inbox list last changed: stored (an upload at once, a live call at
+    # hang-up), transcribed, assigned, handled, reopened. An open inbox polls for rows
+    # changed since it last looked: a call that began before others that ended first is
+    # still new to it, and an agent sees a colleague take or handle a voicemail.
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The inbox: which queue and agent it is with, and how it was handled.
     queue_id: Mapped[str | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
     assignee_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

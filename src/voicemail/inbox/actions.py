@@ -77,6 +77,8 @@ def assign_targets(session: Session, *, user: User) -> list[Target]:
 def _record(
     session: Session, *, user: User, voicemail: Voicemail, action: str, detail: dict[str, Any]
 ) -> None:
+    """The audit entry of a change, which also tells open inboxes that the row changed."""
+    voicemail.changed_at = utcnow()
     audit.record(
         session,
         actor=audit_actor(user),

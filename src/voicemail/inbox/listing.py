@@ -296,18 +296,18 @@ def list_page(
     return Page(rows[:PAGE_SIZE], older, filters)
 
 
-# How far back a poll looks before the time it was told: a voicemail stored by a transaction
-# that committed after the last poll began carries a slightly earlier ``stored_at``.
+# How far back a poll looks before the time it was told: a change committed after the last
+# poll began carries a slightly earlier ``changed_at``.
 POLL_OVERLAP = timedelta(seconds=10)
 
 
-def stored_since(
+def changed_since(
     session: Session, *, user: User, filters: Filters, since: datetime
 ) -> tuple[list[Row], bool]:
-    """The rows stored since ``since`` (less ``POLL_OVERLAP``; the page skips rows it
-    shows already), newest first, at most a page; and whether there are more than that
-    (the page then reloads rather than show a gap). By storing time, not deposit time: a
-    live call that began before voicemails that ended first is still new to the page."""
-    position = Voicemail.stored_at > since - POLL_OVERLAP
+    """The rows that changed since ``since`` (less ``POLL_OVERLAP``), newest first, at most
+    a page; and whether there are more than that (the page then reloads rather than show a
+    gap). New rows, and rows shown already with a new transcript, assignee or state: the
+    page puts the first in their place and replaces the others."""
+    position = Voicemail.changed_at > since - POLL_OVERLAP
     rows = _rows(session, user=user, filters=filters, position=position)
     return rows[:PAGE_SIZE], len(rows) > PAGE_SIZE

@@ -492,7 +492,7 @@ def finalize(
     voicemail.duration_seconds = duration
     voicemail.source_format = SOURCE_FORMAT
     voicemail.status = service.STORED
-    voicemail.stored_at = utcnow()
+    voicemail.changed_at = utcnow()
     voicemail.hangup_at = hangup_at or (parts[-1].created_at if parts else utcnow())
     session.flush()
     merged = merged_transcript(parts)

@@ -255,7 +255,7 @@ def _insert_voicemail(
         message_id=ids.new_id(ids.MESSAGE),
         component_id=ids.new_id(ids.COMPONENT),
         created_at=now,
-        stored_at=now,
+        changed_at=now,
         # The inbox queue of the bot at the time (evaluated in the INSERT).
         queue_id=select(Bot.queue_id).where(Bot.id == call.bot_id).scalar_subquery(),
     )

@@ -97,6 +97,7 @@ def save_transcript(
     )
     session.add(transcript)
     voicemail.transcript = transcript
+    voicemail.changed_at = utcnow()  # an open inbox shows the preview
     webhooks.emit(
         session,
         bot_id=voicemail.bot_id,

@@ -1,7 +1,8 @@
 // The inbox list: new voicemails appear without a reload. The first page polls
-// /inbox/rows for voicemails stored since it last looked, while the tab is visible, puts each
-// in its place (newest first) and announces them to screen readers. (No inline scripts: the
-// CSP forbids them.)
+// /inbox/rows for rows changed since it last looked, while the tab is visible: a new
+// voicemail goes in its place (newest first) and is announced to screen readers; a row shown
+// already (now transcribed, taken or handled by someone) is replaced where it is. (No inline
+// scripts: the CSP forbids them.)
 (function () {
   "use strict";
   var table = document.getElementById("voicemail-list");
@@ -46,10 +47,16 @@
     var empty = body.querySelector("tr.empty");
     if (empty && rows.length) empty.remove();
     var added = 0;
-    // Oldest first, so that each lands above the ones older than itself.
+    // Oldest first, so that each new one lands above the ones older than itself.
     Array.prototype.slice.call(rows).reverse().forEach(function (row) {
-      // The poll looks back a little: a row shown already is never shown twice.
-      if (body.querySelector('tr[data-id="' + row.dataset.id + '"]')) return;
+      var shown = body.querySelector('tr[data-id="' + row.dataset.id + '"]');
+      if (shown) {
+        // Shown already: its transcript, assignee or state changed (or the poll looked
+        // back over it). Replaced where it is, keeping any highlight of a new row.
+        if (shown.classList.contains("fresh")) row.classList.add("fresh");
+        shown.replaceWith(row);
+        return;
+      }
       row.classList.add("fresh");
       if (place(row)) added += 1;
     });

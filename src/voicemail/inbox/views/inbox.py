@@ -100,7 +100,7 @@ def inbox_rows(
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     looked_at = utcnow()
-    rows, more = listing.stored_since(session, user=user, filters=filters, since=moment)
+    rows, more = listing.changed_since(session, user=user, filters=filters, since=moment)
     html = templates.get_template("_rows.html").render(rows=rows)
     response = JSONResponse(
         {"count": len(rows), "more": more, "since": looked_at.isoformat(), "html": html}

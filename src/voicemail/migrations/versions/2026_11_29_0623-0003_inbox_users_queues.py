@@ -115,7 +115,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("voicemails", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("stored_at", voicemail.db.base.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("changed_at", voicemail.db.base.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column("queue_id", sa.String(length=48), nullable=True))
         batch_op.add_column(sa.Column("assignee_id", sa.String(length=48), nullable=True))
@@ -133,7 +133,7 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_voicemails_created_at", ["created_at"], unique=False)
         batch_op.create_index("ix_voicemails_handled_at", ["handled_at"], unique=False)
-        batch_op.create_index("ix_voicemails_stored_at", ["stored_at"], unique=False)
+        batch_op.create_index("ix_voicemails_changed_at", ["changed_at"], unique=False)
         batch_op.create_index(
             "ix_voicemails_unhandled",
             ["queue_id", "inbox_state", "created_at"],
@@ -170,7 +170,7 @@ def upgrade() -> None:
         )
 
     # ### end Alembic commands ###
-    op.execute("UPDATE voicemails SET stored_at = created_at WHERE status = 'stored'")
+    op.execute("UPDATE voicemails SET changed_at = created_at WHERE status = 'stored'")
     # Full-text search over transcripts (see voicemail.db.fulltext), outside the models.
     if op.get_bind().dialect.name == "sqlite":
         # The triggers find a transcript's FTS row by its id, an indexed FTS column.
@@ -227,13 +227,13 @@ def downgrade() -> None:
         batch_op.drop_index("ix_voicemails_queue_id_created_at")
         batch_op.drop_index("ix_voicemails_inbox_state_created_at")
         batch_op.drop_index("ix_voicemails_unhandled")
-        batch_op.drop_index("ix_voicemails_stored_at")
+        batch_op.drop_index("ix_voicemails_changed_at")
         batch_op.drop_index("ix_voicemails_handled_at")
         batch_op.drop_index("ix_voicemails_created_at")
         batch_op.drop_index("ix_voicemails_assignee_id_created_at")
         batch_op.drop_column("handled_by_id")
         batch_op.drop_column("handled_at")
-        batch_op.drop_column("stored_at")
+        batch_op.drop_column("changed_at")
         batch_op.drop_column("note")
         batch_op.drop_column("disposition")
         batch_op.drop_column("inbox_state")
