@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import jwt
 from sqlalchemy import select
 
 from tests.conftest import deposit_file
-from tests.support import free_port
+from tests.support import free_port, wait_until
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
@@ -36,17 +35,6 @@ from voicemail.transcription import FakeTranscriber
 VOICEMAIL = [sys.executable, "-m", "voicemail"]
 SIGNING_KEY = "process-test-signing-key-" + "k" * 32
 START_TIMEOUT = 120.0
-
-
-def wait_until(condition: Any, *, timeout: float, what: str, every: float = 0.05) -> Any:
-    """Poll ``condition()`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(every)
 
 
 @dataclass

@@ -21,12 +21,13 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import unicodedata
 import wave
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jiwer
 import numpy as np
@@ -203,8 +204,11 @@ def spoken_message(
     return pcm, " ".join(clip.reference for clip in clips)
 
 
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL)."""
+def run_cli(
+    settings: Settings, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL),
+    with ``stdin`` as its input when given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
     env.update(
         VOICEMAIL_DATA_DIR=str(settings.data_dir),
@@ -217,8 +221,20 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "voicemail", *args],
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def wait_until(condition: Any, *, timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``condition()`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(every)

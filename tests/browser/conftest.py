@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -31,7 +30,6 @@ from tests.support import audio_dir, clip_by_name, missing_audio_reason, read_ma
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS_ENV = "VOICEMAIL_SCREENSHOTS"
-VOICEMAIL = [sys.executable, "-m", "voicemail"]
 PASSWORD = "correct horse battery"
 CHROMIUM_ARGS = [
     "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start

@@ -7,7 +7,6 @@ words kept), digits 0-20 written as words; corpus-level WER over all clips.
 
 from __future__ import annotations
 
-import sys
 import time
 import wave
 from collections.abc import Iterator
@@ -38,7 +37,6 @@ CLIPS = [
     "fw_stereo_left",
     "ast_demo-echotest",
 ]
-VOICEMAIL = [sys.executable, "-m", "voicemail"]
 
 
 @pytest.fixture(scope="module")

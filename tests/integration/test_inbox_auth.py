@@ -16,7 +16,7 @@ from voicemail.users import sessions
 from voicemail.users.service import AGENT
 
 
-def signed_in(runtime: Runtime, token: str | None) -> str | None:
+def signed_in_as(runtime: Runtime, token: str | None) -> str | None:
     """The e-mail a session token signs in as, or None."""
     with runtime.sessions() as session:
         row = sessions.lookup(session, token=token)
@@ -47,7 +47,7 @@ def test_sign_in_sets_a_secure_http_only_same_site_cookie_and_redirects(
     attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
     assert {"httponly", "secure", "samesite", "path"} <= attributes
     assert "samesite=lax" in cookie.lower()
-    assert signed_in(runtime, inbox.cookies["voicemail_session"]) == agent.email
+    assert signed_in_as(runtime, inbox.cookies["voicemail_session"]) == agent.email
     # Only a hash of the token is stored: the database cannot be used to sign in.
     with runtime.sessions() as session:
         stored = session.scalars(select(WebSession.id)).all()
@@ -104,15 +104,15 @@ def test_login_replaces_a_session_the_browser_already_had(
     assert sign_in(inbox, victim.email).status_code == 303
     after_made_up = inbox.cookies["voicemail_session"]
     assert after_made_up != "attacker-chosen-value"
-    assert signed_in(runtime, "attacker-chosen-value") is None
+    assert signed_in_as(runtime, "attacker-chosen-value") is None
 
     assert sign_in(inbox, attacker.email).status_code == 303
     planted = inbox.cookies["voicemail_session"]
     assert sign_in(inbox, victim.email).status_code == 303
     fresh = inbox.cookies["voicemail_session"]
     assert fresh not in (planted, after_made_up)
-    assert signed_in(runtime, fresh) == victim.email
-    assert signed_in(runtime, planted) is None  # the planted session was ended
+    assert signed_in_as(runtime, fresh) == victim.email
+    assert signed_in_as(runtime, planted) is None  # the planted session was ended
 
 
 def test_sign_out_needs_the_csrf_token_and_ends_the_session(
@@ -123,13 +123,13 @@ def test_sign_out_needs_the_csrf_token_and_ends_the_session(
     token = inbox.cookies["voicemail_session"]
     refused = inbox.post("/inbox/logout", data={"csrf_token": "forged"})
     assert refused.status_code == 403
-    assert signed_in(runtime, token) == agent.email
+    assert signed_in_as(runtime, token) == agent.email
     with runtime.sessions() as session:
         csrf = session.scalars(select(WebSession.csrf_token)).one()
     done = inbox.post("/inbox/logout", data={"csrf_token": csrf})
     assert done.status_code == 303
     assert done.headers["location"] == "/inbox/login"
-    assert signed_in(runtime, token) is None
+    assert signed_in_as(runtime, token) is None
 
 
 def test_the_csrf_token_is_also_accepted_as_a_header(inbox: TestClient, runtime: Runtime) -> None:
@@ -165,7 +165,7 @@ def test_an_expired_session_no_longer_signs_in(inbox: TestClient, runtime: Runti
     token = inbox.cookies["voicemail_session"]
     with runtime.sessions.begin() as session:
         session.execute(update(WebSession).values(expires_at=utcnow() - timedelta(seconds=1)))
-    assert signed_in(runtime, token) is None
+    assert signed_in_as(runtime, token) is None
     assert sessions.drop_expired_web_sessions(runtime.sessions) == 1  # the workers' task
     with runtime.sessions() as session:
         assert session.scalars(select(WebSession)).all() == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,82 +13,25 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import (
+    BASE,
     Credentials,
+    InboxRow,
+    add_inbox_rows,
     csrf_of,
     deposit_file,
     make_queue,
     make_user,
     new_bot,
     sign_in,
+    signed_in,
 )
 from voicemail import ids
 from voicemail.bots import service as bots
-from voicemail.db.models import Account, CallSession, Transcript, Voicemail
+from voicemail.db.models import Account, Voicemail
 from voicemail.inbox import listing
 from voicemail.runtime import Runtime
 
-BASE = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ROW_ID = re.compile(r'<tr class="voicemail-row" data-id="(f-[^"]+)"')
-
-
-@dataclass
-class Spec:
-    bot_id: str
-    at: datetime = BASE
-    text: str | None = "Hello there"
-    language: str | None = "en"
-    state: str = "new"
-    queue_id: str | None = None
-    assignee_id: str | None = None
-    caller: str | None = "+15550001111"
-    status: str = "stored"
-    changed_at: datetime | None = None  # when it became whole; default: ``at``
-
-
-def add(runtime: Runtime, *specs: Spec) -> list[str]:
-    """Voicemails written straight through the models (fast); their ids."""
-    made = []
-    with runtime.sessions.begin() as session:
-        for spec in specs:
-            call = CallSession(
-                bot_id=spec.bot_id, session_id=ids.new_session_id(), caller_from=spec.caller
-            )
-            session.add(call)
-            session.flush()
-            voicemail = Voicemail(
-                id=ids.new_id(ids.FILE),
-                session_pk=call.id,
-                bot_id=spec.bot_id,
-                seq=1,
-                status=spec.status,
-                storage_key="k",
-                audio_sha256="0" * 64,
-                duration_seconds=12.4,
-                sample_rate=8000,
-                size_bytes=1000,
-                source_format="wav",
-                message_id=ids.new_id(ids.MESSAGE),
-                component_id=ids.new_id(ids.COMPONENT),
-                created_at=spec.at,
-                changed_at=spec.changed_at or spec.at,
-                queue_id=spec.queue_id,
-                assignee_id=spec.assignee_id,
-                inbox_state=spec.state,
-            )
-            session.add(voicemail)
-            if spec.text is not None:
-                session.add(
-                    Transcript(
-                        voicemail_id=voicemail.id,
-                        text=spec.text,
-                        language=spec.language,
-                        words=[],
-                        model="test",
-                        processing_seconds=0.1,
-                    )
-                )
-            made.append(voicemail.id)
-    return made
 
 
 def listed(inbox: TestClient, path: str = "/inbox", **params: str) -> list[str]:
@@ -101,12 +43,6 @@ def listed(inbox: TestClient, path: str = "/inbox", **params: str) -> list[str]:
 def older_link(page: str) -> str | None:
     found = re.search(r'<a class="button" rel="next" href="([^"]+)"', page)
     return html.unescape(found[1]) if found else None
-
-
-def signed_in(inbox: TestClient, runtime: Runtime, role: str, queues: tuple[str, ...] = ()) -> Any:
-    user = make_user(runtime, role, queues=queues)
-    assert sign_in(inbox, user.email).status_code == 303
-    return user
 
 
 def test_not_signed_in_goes_to_login(inbox: TestClient) -> None:
@@ -129,12 +65,16 @@ def test_who_sees_what(inbox: TestClient, runtime: Runtime, creds: Credentials) 
         session.flush()
         other_bot = bots.create_bot(session, name="Theirs", account_id=other.id).id
     agent = make_user(runtime, "agent", queues=(queue_a,))
-    in_a = add(runtime, *(Spec(creds.bot_id, queue_id=queue_a) for _ in range(2)))
-    in_b = add(runtime, *(Spec(bot_b, queue_id=queue_b) for _ in range(2)))
-    unqueued = add(runtime, Spec(bot_c))
-    assigned = add(runtime, Spec(bot_b, queue_id=queue_b, assignee_id=agent.id, state="assigned"))
-    receiving = add(runtime, Spec(creds.bot_id, queue_id=queue_a, status="receiving"))
-    theirs = add(runtime, Spec(other_bot))
+    in_a = add_inbox_rows(runtime, *(InboxRow(creds.bot_id, queue_id=queue_a) for _ in range(2)))
+    in_b = add_inbox_rows(runtime, *(InboxRow(bot_b, queue_id=queue_b) for _ in range(2)))
+    unqueued = add_inbox_rows(runtime, InboxRow(bot_c))
+    assigned = add_inbox_rows(
+        runtime, InboxRow(bot_b, queue_id=queue_b, assignee_id=agent.id, state="assigned")
+    )
+    receiving = add_inbox_rows(
+        runtime, InboxRow(creds.bot_id, queue_id=queue_a, status="receiving")
+    )
+    theirs = add_inbox_rows(runtime, InboxRow(other_bot))
 
     assert sign_in(inbox, agent.email).status_code == 303
     assert set(listed(inbox)) == {*in_a, *assigned}
@@ -151,9 +91,10 @@ def test_newest_first_and_keyset_pages(
     queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
     # Some share a timestamp: the id breaks the tie, so no row is skipped or shown twice.
     specs = [
-        Spec(creds.bot_id, at=BASE - timedelta(minutes=n // 3), queue_id=queue) for n in range(60)
+        InboxRow(creds.bot_id, at=BASE - timedelta(minutes=n // 3), queue_id=queue)
+        for n in range(60)
     ]
-    made = add(runtime, *specs)
+    made = add_inbox_rows(runtime, *specs)
     real = deposit_file(runtime, creds.bot_id, speech_clip, work=tmp_path / "w", session_id="s1")
     real_id = real.voicemail.id
     signed_in(inbox, runtime, "agent", queues=(queue,))
@@ -180,11 +121,16 @@ def test_filters_kept_in_older_link(
     inbox: TestClient, runtime: Runtime, creds: Credentials
 ) -> None:
     queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
-    add(
+    add_inbox_rows(
         runtime,
-        *(Spec(creds.bot_id, at=BASE - timedelta(minutes=n), queue_id=queue) for n in range(55)),
+        *(
+            InboxRow(creds.bot_id, at=BASE - timedelta(minutes=n), queue_id=queue)
+            for n in range(55)
+        ),
     )
-    add(runtime, *(Spec(creds.bot_id, queue_id=queue, state="handled") for _ in range(3)))
+    add_inbox_rows(
+        runtime, *(InboxRow(creds.bot_id, queue_id=queue, state="handled") for _ in range(3))
+    )
     signed_in(inbox, runtime, "supervisor")
     page = inbox.get("/inbox", params={"state": "new", "queue": queue}).text
     link = older_link(page)
@@ -196,14 +142,14 @@ def test_each_filter_narrows(inbox: TestClient, runtime: Runtime, creds: Credent
     bot_b, bot_c = new_bot(runtime), new_bot(runtime)
     queue_a = make_queue(runtime, "Billing", bot_ids=(creds.bot_id,))
     queue_b = make_queue(runtime, "Sales", bot_ids=(bot_b,))
-    new_a, assigned_b, handled_a, french_b, old_a, unqueued = add(
+    new_a, assigned_b, handled_a, french_b, old_a, unqueued = add_inbox_rows(
         runtime,
-        Spec(creds.bot_id, queue_id=queue_a),
-        Spec(bot_b, queue_id=queue_b, state="assigned"),
-        Spec(creds.bot_id, queue_id=queue_a, state="handled"),
-        Spec(bot_b, queue_id=queue_b, language="fr"),
-        Spec(creds.bot_id, queue_id=queue_a, at=BASE - timedelta(days=40)),
-        Spec(bot_c),
+        InboxRow(creds.bot_id, queue_id=queue_a),
+        InboxRow(bot_b, queue_id=queue_b, state="assigned"),
+        InboxRow(creds.bot_id, queue_id=queue_a, state="handled"),
+        InboxRow(bot_b, queue_id=queue_b, language="fr"),
+        InboxRow(creds.bot_id, queue_id=queue_a, at=BASE - timedelta(days=40)),
+        InboxRow(bot_c),
     )
     everything = {new_a, assigned_b, handled_a, french_b, old_a, unqueued}
     signed_in(inbox, runtime, "supervisor")
@@ -226,14 +172,14 @@ def test_each_filter_narrows(inbox: TestClient, runtime: Runtime, creds: Credent
 
 
 def test_search(inbox: TestClient, runtime: Runtime, creds: Credentials) -> None:
-    refund, delivery, both, from_caller = add(
+    refund, delivery, both, from_caller = add_inbox_rows(
         runtime,
-        Spec(creds.bot_id, text="I would like a refund for my order please"),
-        Spec(creds.bot_id, text="Where is my delivery? It is late."),
-        Spec(creds.bot_id, text="Refunds and delivery times, call me back"),
-        Spec(creds.bot_id, text="Just checking in", caller="+442071234567"),
+        InboxRow(creds.bot_id, text="I would like a refund for my order please"),
+        InboxRow(creds.bot_id, text="Where is my delivery? It is late."),
+        InboxRow(creds.bot_id, text="Refunds and delivery times, call me back"),
+        InboxRow(creds.bot_id, text="Just checking in", caller="+442071234567"),
     )
-    untranscribed = add(runtime, Spec(creds.bot_id, text=None))
+    untranscribed = add_inbox_rows(runtime, InboxRow(creds.bot_id, text=None))
     signed_in(inbox, runtime, "supervisor")
     assert set(listed(inbox, q="refund")) == {refund, both}
     assert set(listed(inbox, q="refu")) == {refund, both}  # a prefix
@@ -252,7 +198,7 @@ def test_search(inbox: TestClient, runtime: Runtime, creds: Credentials) -> None
 def test_search_finds_a_real_transcript(
     inbox: TestClient, runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
 ) -> None:
-    other = add(runtime, Spec(creds.bot_id, text="Nothing to see"))
+    other = add_inbox_rows(runtime, InboxRow(creds.bot_id, text="Nothing to see"))
     real = deposit_file(runtime, creds.bot_id, speech_clip, work=tmp_path / "w", session_id="s2")
     real_id = real.voicemail.id
     while runtime.worker().run_once():
@@ -310,9 +256,12 @@ def test_polling_returns_what_changed_since(
     voicemail that was shown, and ended after, still reaches an open page."""
     queue = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
     now = datetime.now(UTC)
-    add(
+    add_inbox_rows(
         runtime,
-        *(Spec(creds.bot_id, at=now - timedelta(minutes=5 + n), queue_id=queue) for n in range(3)),
+        *(
+            InboxRow(creds.bot_id, at=now - timedelta(minutes=5 + n), queue_id=queue)
+            for n in range(3)
+        ),
     )
     signed_in(inbox, runtime, "agent", queues=(queue,))
     page = inbox.get("/inbox").text
@@ -330,14 +279,16 @@ def test_polling_returns_what_changed_since(
 
     assert poll()["count"] == 0
     later = now + timedelta(seconds=30)
-    newer = add(
+    newer = add_inbox_rows(
         runtime,
-        Spec(creds.bot_id, at=now - timedelta(minutes=1), changed_at=later, queue_id=queue),
-        Spec(creds.bot_id, at=now, changed_at=later, queue_id=queue, state="handled"),
+        InboxRow(creds.bot_id, at=now - timedelta(minutes=1), changed_at=later, queue_id=queue),
+        InboxRow(creds.bot_id, at=now, changed_at=later, queue_id=queue, state="handled"),
         # Began 20 minutes ago (older than every shown row), ended now: a long live call.
-        Spec(creds.bot_id, at=now - timedelta(minutes=20), changed_at=later, queue_id=queue),
+        InboxRow(creds.bot_id, at=now - timedelta(minutes=20), changed_at=later, queue_id=queue),
     )
-    add(runtime, Spec(creds.bot_id, at=now, changed_at=later))  # no queue: not the agent's
+    add_inbox_rows(
+        runtime, InboxRow(creds.bot_id, at=now, changed_at=later)
+    )  # no queue: not the agent's
     data = poll()
     assert data["count"] == 3
     assert ROW_ID.findall(data["html"]) == [newer[1], newer[0], newer[2]]  # newest first
@@ -401,14 +352,14 @@ def test_search_with_many_matches_walks_newest_first(
 ) -> None:
     """A search matching many transcripts is planned differently (see ``listing._search``):
     the rows and their order are the same."""
-    made = add(
+    made = add_inbox_rows(
         runtime,
         *(
-            Spec(creds.bot_id, at=BASE - timedelta(minutes=n), text=f"refund number {n}")
+            InboxRow(creds.bot_id, at=BASE - timedelta(minutes=n), text=f"refund number {n}")
             for n in range(55)
         ),
     )
-    add(runtime, Spec(creds.bot_id, text="something else"))
+    add_inbox_rows(runtime, InboxRow(creds.bot_id, text="something else"))
     signed_in(inbox, runtime, "supervisor")
     few = listed(inbox, q="refund")
     monkeypatch.setattr(listing, "SCAN_ABOVE", 1)

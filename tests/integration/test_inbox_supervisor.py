@@ -3,15 +3,23 @@ banner on inbox pages."""
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, date, datetime, time, timedelta
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_queue, make_user, new_bot, sign_in
+from tests.conftest import (
+    InboxRow,
+    add_inbox_rows,
+    make_queue,
+    make_user,
+    new_bot,
+    sign_in,
+    signed_in,
+)
+from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
-from voicemail.db.models import CallSession, Queue, Voicemail
+from voicemail.db.models import Queue
 from voicemail.inbox import alerts
 from voicemail.runtime import Runtime
 from voicemail.users import service as users
@@ -26,37 +34,21 @@ def add_voicemail(
     handled_at: datetime | None = None,
     status: str = "stored",
 ) -> str:
-    """A voicemail row in the bot's queue, deposited at ``created_at`` (no audio: these
-    pages only count)."""
-    from voicemail import ids
-    from voicemail.bots import service as bots
-
-    with runtime.sessions.begin() as session:
-        bot = bots.get_bot(session, bot_id=bot_id)
-        call = CallSession(bot_id=bot_id, session_id=os.urandom(12).hex(), created_at=created_at)
-        session.add(call)
-        session.flush()
-        voicemail = Voicemail(
-            id=ids.new_id(ids.FILE),
-            session_pk=call.id,
-            bot_id=bot_id,
-            seq=1,
-            status=status,
-            storage_key=f"test/{os.urandom(8).hex()}.wav",
-            audio_sha256=os.urandom(32).hex(),
-            duration_seconds=4.0,
-            sample_rate=8000,
-            size_bytes=64000,
-            source_format="wav",
-            message_id=ids.new_id(ids.MESSAGE),
-            component_id=ids.new_id(ids.COMPONENT),
-            created_at=created_at,
-            queue_id=bot.queue_id,
-            inbox_state=state,
-            handled_at=handled_at,
-        )
-        session.add(voicemail)
-        return voicemail.id
+    """A voicemail row in the bot's queue, deposited at ``created_at`` (no audio and no
+    transcript: these pages only count)."""
+    with runtime.sessions() as session:
+        queue_id = bots.get_bot(session, bot_id=bot_id).queue_id
+    row = InboxRow(
+        bot_id,
+        at=created_at,
+        state=state,
+        handled_at=handled_at,
+        status=status,
+        queue_id=queue_id,
+        text=None,
+    )
+    [voicemail_id] = add_inbox_rows(runtime, row)
+    return voicemail_id
 
 
 def backlog_row(page: str, queue: str) -> str:
@@ -84,12 +76,6 @@ def bars(page: str, chart_id: str) -> list[dict[str, str]]:
 def midday(days_ago: int) -> datetime:
     day = utcnow().date() - timedelta(days=days_ago)
     return datetime.combine(day, time(12), tzinfo=UTC)
-
-
-def signed_in(inbox: TestClient, runtime: Runtime, role: str, queues: tuple[str, ...] = ()) -> str:
-    user = make_user(runtime, role, queues=queues)
-    assert sign_in(inbox, user.email).status_code == 303
-    return user.id
 
 
 def test_backlog_counts_oldest_and_handled(inbox: TestClient, runtime: Runtime) -> None:

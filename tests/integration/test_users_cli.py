@@ -6,9 +6,7 @@ chain several checks per command.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from sqlalchemy import select
 
 from tests.conftest import deposit_file, new_bot, sign_in
 from tests.integration.test_cli import ok_json, one_line_error
+from tests.support import run_cli
 from voicemail.audit import service as audit
 from voicemail.db.models import AuditEntry, User, Voicemail
 from voicemail.runtime import Runtime
@@ -30,23 +29,9 @@ SECRET = "a long enough secret 42"
 def voicemail(
     settings: Settings, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``voicemail ARGS`` on the test's data folder, with ``stdin`` as its input."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    env.update(
-        VOICEMAIL_DATA_DIR=str(settings.data_dir),
-        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
-        VOICEMAIL_LOG_FORMAT="console",
-        COLUMNS="200",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "voicemail", *args],
-        env=env,
-        input=stdin or "",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """``voicemail ARGS`` on the test's data folder, with ``stdin`` as its input (empty
+    when not given: a password prompt then ends at once)."""
+    return run_cli(settings, *args, stdin=stdin or "")
 
 
 def cli_actions(runtime: Runtime) -> list[str]:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
+from functools import partial
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from tests.conftest import Credentials
+from tests.integration.test_cli import ok_json
 from tests.integration.webhook_receiver import running_receiver
+from tests.support import run_cli
 from voicemail.db.models import AuditEntry
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
@@ -22,34 +22,7 @@ from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 @pytest.fixture
 def cli(settings: Settings, runtime: Runtime) -> Any:
     """Run ``voicemail ARGS`` against the same database and keys as ``runtime``."""
-    assert settings.signing_key is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    env.update(
-        VOICEMAIL_DATA_DIR=str(settings.data_dir),
-        VOICEMAIL_SIGNING_KEY=settings.signing_key.get_secret_value(),
-        VOICEMAIL_LOG_FORMAT="console",
-        COLUMNS="160",
-    )
-    if settings.database_url:
-        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "voicemail", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    return run
-
-
-def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
-    [line] = result.stdout.splitlines()
-    return json.loads(line)
+    return partial(run_cli, settings)
 
 
 def failed(result: subprocess.CompletedProcess[str]) -> str:

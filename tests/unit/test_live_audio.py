@@ -9,14 +9,14 @@ Silero (which does not take tones for speech).
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from tests.support import wait_until
 from voicemail.transcription.engine import SAMPLE_RATE, Audio, Segment, Transcript, Word
 from voicemail.transcription.live import (
     CutPolicy,
@@ -275,13 +275,6 @@ def stream(live: LiveTranscription, pcm: bytes, sample_rate: int) -> None:
         assert live.pending_seconds < live.policy.min_chunk + 7.0
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the background transcription never got there"
-        time.sleep(0.01)
-
-
 # -- LiveTranscription -----------------------------------------------------------------
 
 
@@ -335,7 +328,7 @@ def test_feed_never_waits_for_the_model_and_nothing_is_lost_meanwhile() -> None:
     pcm = message(bursts, bursts[-1].start + bursts[-1].seconds + 0.5, 8000)
 
     feed_frames(live, pcm, 8000)  # the model is stuck on the first chunk all along
-    wait_until(lambda: len(transcriber.calls) == 1)
+    wait_until(lambda: len(transcriber.calls) == 1, timeout=20, what="the background transcription")
     assert not live.wait_idle(timeout=0.05)
     assert live.parts_done == 0
     assert live.seconds == pytest.approx(len(pcm) / 2 / 8000)
@@ -411,7 +404,7 @@ def test_close_abandons_the_work() -> None:
     transcriber = ToneTranscriber(gate=gate)
     live = live_for(transcriber)
     feed_frames(live, message(sentence_bursts(40), 40.0, 8000), 8000)
-    wait_until(lambda: len(transcriber.calls) == 1)
+    wait_until(lambda: len(transcriber.calls) == 1, timeout=20, what="the background transcription")
 
     live.close()
     gate.set()

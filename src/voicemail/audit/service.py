@@ -49,6 +49,11 @@ def app_actor(app_id: str) -> str:
     return f"app:{app_id}"
 
 
+def user_actor(email: str) -> str:
+    """An inbox user's reads and changes."""
+    return f"user:{email}"
+
+
 def record(
     session: Session,
     *,

@@ -19,7 +19,7 @@ from voicemail.db.models import Queue, User, Voicemail
 from voicemail.errors import BadRequest, Conflict
 from voicemail.inbox.service import ASSIGNED, HANDLED, NEW
 from voicemail.queues.service import list_queues, member_queue_ids
-from voicemail.users.service import AGENT, audit_actor
+from voicemail.users.service import AGENT
 
 OTHER = "Other"
 DISPOSITIONS = ("Resolved", "Called back", "No action", OTHER)
@@ -81,7 +81,7 @@ def _record(
     voicemail.changed_at = utcnow()
     audit.record(
         session,
-        actor=audit_actor(user),
+        actor=audit.user_actor(user.email),
         action=action,
         bot_id=voicemail.bot_id,
         session_id=voicemail.session.session_id,

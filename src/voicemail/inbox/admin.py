@@ -48,7 +48,7 @@ CLI = Actor(audit.CLI)
 
 
 def web_actor(user: User) -> Actor:
-    return Actor(users.audit_actor(user), user.account_id, user.id)
+    return Actor(audit.user_actor(user.email), user.account_id, user.id)
 
 
 def _record(session: Session, actor: Actor, action: str, **detail: Any) -> None:
@@ -63,10 +63,6 @@ def _user(session: Session, actor: Actor, email_or_id: str) -> User:
     return user
 
 
-def _queue(session: Session, actor: Actor, name_or_id: str) -> Queue:
-    return queues.find_queue(session, name_or_id=name_or_id, account_id=actor.account_id)
-
-
 def _bot(session: Session, actor: Actor, bot_id: str) -> Bot:
     bot = bots.get_bot(session, bot_id=bot_id)
     if actor.account_id is not None and bot.account_id != actor.account_id:
@@ -75,7 +71,8 @@ def _bot(session: Session, actor: Actor, bot_id: str) -> Bot:
 
 
 def find_queue(session: Session, *, actor: Actor, name_or_id: str) -> Queue:
-    return _queue(session, actor, name_or_id)
+    """A queue by id or name, within the actor's account."""
+    return queues.find_queue(session, name_or_id=name_or_id, account_id=actor.account_id)
 
 
 # Users ---------------------------------------------------------------------------------
@@ -159,7 +156,7 @@ def create_queue(
 
 
 def add_member(session: Session, *, actor: Actor, queue: str, user: str) -> Queue:
-    found = _queue(session, actor, queue)
+    found = find_queue(session, actor=actor, name_or_id=queue)
     member = _user(session, actor, user)
     queues.add_member(session, queue=found, user=member)
     _record(session, actor, QUEUE_ADD_MEMBER, queueId=found.id, userId=member.id)
@@ -167,7 +164,7 @@ def add_member(session: Session, *, actor: Actor, queue: str, user: str) -> Queu
 
 
 def remove_member(session: Session, *, actor: Actor, queue: str, user: str) -> Queue:
-    found = _queue(session, actor, queue)
+    found = find_queue(session, actor=actor, name_or_id=queue)
     member = _user(session, actor, user)
     queues.remove_member(session, queue=found, user=member)
     _record(session, actor, QUEUE_REMOVE_MEMBER, queueId=found.id, userId=member.id)
@@ -183,7 +180,7 @@ def set_alerts(
     max_age_minutes: int | None,
 ) -> Queue:
     """Alert thresholds of a queue; None turns one off."""
-    found = _queue(session, actor, queue)
+    found = find_queue(session, actor=actor, name_or_id=queue)
     queues.set_alerts(session, queue=found, max_count=max_count, max_age_minutes=max_age_minutes)
     _record(
         session,
@@ -199,7 +196,7 @@ def set_alerts(
 def set_bot_queue(session: Session, *, actor: Actor, bot_id: str, queue: str | None) -> Bot:
     """Where a bot's new voicemails go; None: to no queue."""
     bot = _bot(session, actor, bot_id)
-    found = _queue(session, actor, queue) if queue else None
+    found = find_queue(session, actor=actor, name_or_id=queue) if queue else None
     queues.set_bot_queue(session, bot=bot, queue=found)
     _record(session, actor, BOT_SET_QUEUE, bot_id=bot.id, queueId=found.id if found else None)
     return bot

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from voicemail.api.deps import SessionDep
+from voicemail.api.deps import ReadSessionDep
 from voicemail.db.models import User, WebSession
 from voicemail.errors import Forbidden, VoicemailError
 from voicemail.users import sessions
@@ -40,8 +40,10 @@ class CsrfRejected(VoicemailError):
         super().__init__("This form has expired; reload the page and try again")
 
 
-def current_web_session(request: Request, session: SessionDep) -> WebSession:
-    """The request's session (from the cookie), or LoginRequired."""
+def current_web_session(request: Request, session: ReadSessionDep) -> WebSession:
+    """The request's session (from the cookie), or LoginRequired. Looked up in the read
+    session: pages that only read (the list, its polls, the player's Range requests) then
+    use that one session and open no write transaction."""
     row = sessions.lookup(session, token=request.cookies.get(sessions.COOKIE_NAME))
     if row is None:
         raise LoginRequired()

@@ -49,15 +49,20 @@ class Cursor:
     @classmethod
     def parse(cls, value: str, *, name: str) -> Cursor:
         moment, _, voicemail_id = value.partition("|")
-        try:
-            created_at = datetime.fromisoformat(moment)
-        except ValueError:
-            raise BadRequest(f"{name} is not a list position") from None
         if not ids.is_id(voicemail_id, ids.FILE):
             raise BadRequest(f"{name} is not a list position")
-        if created_at.tzinfo is None:
-            created_at = created_at.replace(tzinfo=UTC)
-        return cls(created_at.astimezone(UTC), voicemail_id)
+        return cls(parse_moment(moment, name=name, what="a list position"), voicemail_id)
+
+
+def parse_moment(value: str, *, name: str, what: str = "a time") -> datetime:
+    """An ISO 8601 time from the query string, in UTC (UTC when it names no zone)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{name} is not {what}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)

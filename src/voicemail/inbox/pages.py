@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from voicemail.api.errors import error_response
 from voicemail.db.base import utcnow
+from voicemail.inbox.alerts import span
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -54,6 +55,7 @@ def age(moment: datetime | None, now: datetime | None = None) -> str:
 templates.env.filters["duration"] = duration
 templates.env.filters["age"] = age
 templates.env.filters["iso"] = lambda moment: moment.isoformat() if moment else ""
+templates.env.filters["span"] = span  # "3 h 5 min", as the alert banners say it
 
 
 def render(

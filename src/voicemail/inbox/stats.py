@@ -21,7 +21,7 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import UNHANDLED_SQL, Bot, Queue, Voicemail
 from voicemail.inbox import charts
 from voicemail.inbox.service import ASSIGNED, HANDLED, NEW
-from voicemail.queues.service import get_queue
+from voicemail.queues.service import get_queue, list_queues
 from voicemail.voicemails.service import STORED
 
 CHART_DAYS = 14
@@ -89,8 +89,13 @@ class DayMedian:
 
 
 def day_start(moment: datetime) -> datetime:
-    """Midnight UTC of ``moment``'s day."""
-    return datetime.combine(moment.date(), time(), tzinfo=moment.tzinfo)
+    """Midnight UTC of ``moment``'s day (``moment`` in UTC)."""
+    return midnight(moment.date())
+
+
+def midnight(day: date) -> datetime:
+    """The UTC start of ``day``."""
+    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 def chart_days(now: datetime, days: int = CHART_DAYS) -> list[date]:
@@ -171,13 +176,13 @@ def queue_counts(
     return counts
 
 
-def backlog(session: Session, *, account_id: str, now: datetime | None = None) -> list[BacklogRow]:
-    """One row per queue of the account (by name), then the unqueued voicemails."""
+def backlog(
+    session: Session, *, account_id: str, queues: Sequence[Queue], now: datetime | None = None
+) -> list[BacklogRow]:
+    """One row per queue of the account (``queues``, in their order), then the unqueued
+    voicemails."""
     moment = now or utcnow()
     counts = queue_counts(session, account_id=account_id, now=moment)
-    queues = session.scalars(
-        select(Queue).where(Queue.account_id == account_id).order_by(Queue.name)
-    ).all()
     rows = [
         BacklogRow(
             queue_id=queue.id,
@@ -228,7 +233,7 @@ def daily_counts(
         .where(
             _in_account(account_id),
             Voicemail.status == STORED,
-            Voicemail.created_at >= _midnight(wanted[0]),
+            Voicemail.created_at >= midnight(wanted[0]),
         )
         .group_by(day)
     )
@@ -236,10 +241,6 @@ def daily_counts(
         query = query.where(Voicemail.queue_id == queue_id)
     found = {str(key): int(count) for key, count in session.execute(query)}
     return [DayCount(day=d, count=found.get(d.isoformat(), 0)) for d in wanted]
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 def handle_times(
@@ -260,7 +261,7 @@ def handle_times(
         .where(
             _in_account(account_id),
             Voicemail.inbox_state == HANDLED,
-            Voicemail.handled_at >= _midnight(wanted[0]),
+            Voicemail.handled_at >= midnight(wanted[0]),
         )
     )
     if queue_id is not None:
@@ -301,7 +302,8 @@ def supervisor_page(
     the account (NotFound for any other)."""
     moment = now or utcnow()
     queue = get_queue(session, queue_id=queue_id, account_id=account_id) if queue_id else None
-    rows = backlog(session, account_id=account_id, now=moment)
+    queues = list_queues(session, account_id=account_id)  # by name
+    rows = backlog(session, account_id=account_id, queues=queues, now=moment)
     daily = daily_counts(
         session, account_id=account_id, queue_id=queue.id if queue else None, now=moment
     )
@@ -361,11 +363,7 @@ def supervisor_page(
     )
     return SupervisorPage(
         backlog=rows,
-        queues=list(
-            session.scalars(
-                select(Queue).where(Queue.account_id == account_id).order_by(Queue.name)
-            )
-        ),
+        queues=list(queues),
         queue=queue,
         daily=daily,
         handle=handle,

@@ -388,8 +388,8 @@ def _language_code(hint: str) -> str:
 
 def allowed_languages(languages: Sequence[str], supported: Sequence[str]) -> list[str]:
     """A bot's allowlist as Whisper codes, in order, unknown codes left out."""
-    codes = (whisper_language(code, list(supported)) for code in languages)
-    return list(dict.fromkeys(code for code in codes if code is not None))
+    codes = (_language_code(code) for code in languages if code.strip())
+    return list(dict.fromkeys(code for code in codes if code in supported))
 
 
 def choose_language(

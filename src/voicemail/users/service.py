@@ -40,6 +40,11 @@ def normalize_email(email: str) -> str:
     return email
 
 
+def check_role(role: str) -> None:
+    if role not in ROLES:
+        raise BadRequest(f"Role must be one of: {', '.join(ROLES)}")
+
+
 def check_password_rules(password: str) -> None:
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         raise BadRequest(
@@ -56,8 +61,7 @@ def create_user(
     name: str | None = None,
     account_id: str | None = None,
 ) -> User:
-    if role not in ROLES:
-        raise BadRequest(f"Role must be one of: {', '.join(ROLES)}")
+    check_role(role)
     email = normalize_email(email)
     check_password_rules(password)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
@@ -126,18 +130,12 @@ def set_password(session: Session, *, user: User, password: str) -> None:
 
 
 def set_role(session: Session, *, user: User, role: str) -> None:
-    if role not in ROLES:
-        raise BadRequest(f"Role must be one of: {', '.join(ROLES)}")
+    check_role(role)
     user.role = role
 
 
 def set_active(session: Session, *, user: User, active: bool) -> None:
     user.active = active
-
-
-def audit_actor(user: User) -> str:
-    """How the audit log names a change or read made by this user in the inbox."""
-    return f"user:{user.email}"
 
 
 def user_json(user: User) -> dict[str, object]:

@@ -63,7 +63,11 @@ def lookup(session: Session, *, token: str | None) -> WebSession | None:
 
 
 def end(session: Session, *, token: str) -> None:
-    session.execute(delete(WebSession).where(WebSession.id == _digest(token)))
+    end_session(session, session_id=_digest(token))
+
+
+def end_session(session: Session, *, session_id: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.id == session_id))
 
 
 def end_all(session: Session, *, user_id: str) -> None:

@@ -225,13 +225,8 @@ def _purge_batch(
 ) -> tuple[int, list[RemovedVoicemail]]:
     """One batch: (how many were selected, what was removed)."""
     candidates = session.execute(
-        select(Voicemail.id, Voicemail.session_pk)
-        .where(
-            Voicemail.bot_id == bot_id,
-            Voicemail.created_at < cutoff,
-            Voicemail.status != RECEIVING,
-        )
-        .order_by(Voicemail.created_at, Voicemail.id)
+        _expired(bot_id, cutoff)
+        .with_only_columns(Voicemail.id, Voicemail.session_pk)
         .limit(batch_size)
     ).all()
     if not candidates:

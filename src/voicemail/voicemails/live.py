@@ -231,15 +231,12 @@ def open_connection(
     voicemail = _receiving_voicemail(session, bot_id=bot_id, call_sid=meta.call_sid)
     resumed = voicemail is not None
     if voicemail is None:
-        seq = session.scalar(
-            select(func.coalesce(func.max(Voicemail.seq), 0)).where(Voicemail.session_pk == call.id)
-        )
         file_id = ids.new_id(ids.FILE)
         voicemail = Voicemail(
             id=file_id,
             session_pk=call.id,
             bot_id=bot_id,
-            seq=int(seq or 0) + 1,
+            seq=service.next_seq(session, call),
             status=service.RECEIVING,
             storage_key=service.storage_key(bot, file_id, now),
             audio_sha256=RECEIVING_SHA_PREFIX + file_id,
@@ -454,9 +451,9 @@ def finalize(
     # reconnect's part is seen here, or the reconnect waits and then finds the call stored.
     if idle_seconds is not None and not _is_idle(session, voicemail_id, idle_seconds):
         return None
-    voicemail = session.get(Voicemail, voicemail_id)
+    # As it is now, under the lock (not as this session may have loaded it before).
+    voicemail = session.get(Voicemail, voicemail_id, populate_existing=True)
     assert voicemail is not None
-    session.refresh(voicemail)
     parts = list(
         session.scalars(
             select(StreamPart)

@@ -223,6 +223,14 @@ def _locked_call_session(
     return call
 
 
+def next_seq(session: Session, call: CallSession) -> int:
+    """The number of the session's next voicemail (1 for its first)."""
+    seq = session.scalar(
+        select(func.coalesce(func.max(Voicemail.seq), 0)).where(Voicemail.session_pk == call.id)
+    )
+    return int(seq or 0) + 1
+
+
 def _insert_voicemail(
     session: Session,
     *,
@@ -236,14 +244,11 @@ def _insert_voicemail(
 ) -> None:
     """The voicemail row (the next number in its session), its transcription job, and its
     ``voicemail.created`` webhook event."""
-    seq = session.scalar(
-        select(func.coalesce(func.max(Voicemail.seq), 0)).where(Voicemail.session_pk == call.id)
-    )
     voicemail = Voicemail(
         id=file_id,
         session_pk=call.id,
         bot_id=call.bot_id,
-        seq=int(seq or 0) + 1,
+        seq=next_seq(session, call),
         status=STORED,
         storage_key=key,
         audio_sha256=audio.sha256,

@@ -232,29 +232,27 @@ class WebhookSender:
 
     def deliver_due(self) -> int:
         """Send what is due, batch after batch, until nothing is (or a round's cap); the
-        number of attempts made."""
-        total = 0
-        for _ in range(MAX_BATCHES_PER_ROUND):
-            sent = self.run_batch()
-            total += sent
-            if sent < self.batch_size:
-                break
-        return total
-
-    def run_batch(self) -> int:
+        number of attempts made. One client for the round: its connections are reused."""
         with self.read_sessions() as session:
             if not any_due(session):
                 return 0
+        total = 0
+        with httpx.Client(
+            timeout=self.timeout_seconds, transport=self.transport, follow_redirects=False
+        ) as client:
+            for _ in range(MAX_BATCHES_PER_ROUND):
+                sent = self._run_batch(client)
+                total += sent
+                if sent < self.batch_size:
+                    break
+        return total
+
+    def _run_batch(self, client: httpx.Client) -> int:
         with self.sessions.begin() as session:
             claimed = claim_due(session, limit=self.batch_size, lease_seconds=self.lease_seconds)
         if not claimed:
             return 0
-        with (
-            httpx.Client(
-                timeout=self.timeout_seconds, transport=self.transport, follow_redirects=False
-            ) as client,
-            ThreadPoolExecutor(len(claimed), thread_name_prefix="webhook") as pool,
-        ):
+        with ThreadPoolExecutor(len(claimed), thread_name_prefix="webhook") as pool:
             list(pool.map(lambda item: self._deliver(client, item), claimed))
         return len(claimed)
 

@@ -239,20 +239,15 @@ def list_deliveries(
     session: Session,
     *,
     subscription_id: str | None = None,
-    bot_id: str | None = None,
     status: str | None = None,
     limit: int = DEFAULT_LIST_LIMIT,
 ) -> Sequence[WebhookDelivery]:
-    """The newest deliveries first, filtered by subscription, bot and status."""
+    """The newest deliveries first, filtered by subscription and status."""
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise BadRequest(f"limit must be 1 to {MAX_LIST_LIMIT}")
     query = select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(limit)
     if subscription_id is not None:
         query = query.where(WebhookDelivery.subscription_id == subscription_id)
-    if bot_id is not None:
-        query = query.join(
-            WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id
-        ).where(WebhookSubscription.bot_id == bot_id)
     if check_status(status) is not None:
         query = query.where(WebhookDelivery.status == status)
     return session.scalars(query).all()

@@ -10,6 +10,7 @@
   var body = table.tBodies[0];
   var status = document.getElementById("live-status");
   var seconds = parseFloat(table.dataset.pollSeconds) || 5;
+  var pageSize = parseInt(table.dataset.pageSize, 10) || 50;
   var since = table.dataset.since || "";
   var timer = null;
   var busy = false;
@@ -36,7 +37,7 @@
     for (var i = 0; i < shown.length; i += 1) {
       if (receivedAt(shown[i]) < at) { body.insertBefore(row, shown[i]); return true; }
     }
-    if (shown.length < 50) { body.appendChild(row); return true; }
+    if (shown.length < pageSize) { body.appendChild(row); return true; }
     return false;
   }
 

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from voicemail.api.deps import SessionDep
+from voicemail.api.deps import ReadSessionDep, SessionDep
 from voicemail.inbox import admin
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import AdminUser, CsrfChecked
@@ -45,7 +45,7 @@ def _back(done: str) -> RedirectResponse:
 
 @router.get("", include_in_schema=False)
 def admin_page(
-    request: Request, session: SessionDep, user: AdminUser, done: str | None = None
+    request: Request, session: ReadSessionDep, user: AdminUser, done: str | None = None
 ) -> Response:
     found = admin.overview(session, account_id=user.account_id)
     context = {

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from voicemail.api.deps import ReadSessionDep, RuntimeDep
 from voicemail.db.base import utcnow
-from voicemail.errors import BadRequest
 from voicemail.inbox import listing
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import CurrentUser
@@ -20,13 +18,25 @@ from voicemail.inbox.service import STATES
 
 router = APIRouter()
 
-# The same optional filters on both routes; empty values mean "any".
-QueueParam = Annotated[str | None, Query(max_length=64)]
-StateParam = Annotated[str | None, Query(max_length=16)]
-LanguageParam = Annotated[str | None, Query(max_length=16)]
-DateParam = Annotated[str | None, Query(max_length=32)]
-SearchParam = Annotated[str | None, Query(max_length=listing.MAX_QUERY)]
-CursorParam = Annotated[str | None, Query(max_length=100)]
+
+def list_filters(
+    session: ReadSessionDep,
+    user: CurrentUser,
+    queue: Annotated[str | None, Query(max_length=64)] = None,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+    language: Annotated[str | None, Query(max_length=16)] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
+    q: Annotated[str | None, Query(max_length=listing.MAX_QUERY)] = None,
+) -> listing.Filters:
+    """The list's filters from the query string, the same on both routes (empty values
+    mean "any"); BadRequest for a bad one."""
+    return listing.parse_filters(
+        session, user=user, queue=queue, state=state, language=language, start=start, end=end, q=q
+    )
+
+
+FiltersDep = Annotated[listing.Filters, Depends(list_filters)]
 
 
 # GET /inbox: routes.py adds it to the /inbox router itself (its path is empty).
@@ -35,19 +45,11 @@ def inbox_list(
     runtime: RuntimeDep,
     session: ReadSessionDep,
     user: CurrentUser,
-    queue: QueueParam = None,
-    state: StateParam = None,
-    language: LanguageParam = None,
-    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
-    q: SearchParam = None,
-    before: CursorParam = None,
+    filters: FiltersDep,
+    before: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
-    filters = listing.parse_filters(
-        session, user=user, queue=queue, state=state, language=language, start=start, end=end, q=q
-    )
     cursor = listing.Cursor.parse(before, name="before") if before else None
-    looked_at = utcnow()  # before the query: what is stored later, the page polls for
+    looked_at = utcnow()  # before the query: what changes later, the page polls for
     page = listing.list_page(session, user=user, filters=filters, before=cursor)
     older_url = None
     if page.older is not None:
@@ -68,10 +70,11 @@ def inbox_list(
             ],
             "older_url": older_url,
             "is_first_page": cursor is None,
-            # Live updates: only the first page polls, from its newest row on.
+            # Live updates: only the first page polls, for rows changed from now on.
             "rows_url": "/inbox/rows?" + urlencode(filters.params()),
             "since": looked_at.isoformat(),
             "poll_seconds": runtime.settings.inbox_poll_seconds,
+            "page_size": listing.PAGE_SIZE,
         },
     )
 
@@ -80,25 +83,12 @@ def inbox_list(
 def inbox_rows(
     session: ReadSessionDep,
     user: CurrentUser,
+    filters: FiltersDep,
     since: Annotated[str, Query(max_length=64)],
-    queue: QueueParam = None,
-    state: StateParam = None,
-    language: LanguageParam = None,
-    start: Annotated[str | None, Query(alias="from", max_length=32)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=32)] = None,
-    q: SearchParam = None,
 ) -> Response:
-    """The rows stored since ``since`` (the ``since`` of the page or of the last poll), as
+    """The rows changed since ``since`` (the ``since`` of the page or of the last poll), as
     an HTML fragment in JSON for the polling script, with the ``since`` of the next poll."""
-    filters = listing.parse_filters(
-        session, user=user, queue=queue, state=state, language=language, start=start, end=end, q=q
-    )
-    try:
-        moment = datetime.fromisoformat(since)
-    except ValueError:
-        raise BadRequest("since is not a time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = listing.parse_moment(since, name="since")
     looked_at = utcnow()
     rows, more = listing.changed_since(session, user=user, filters=filters, since=moment)
     html = templates.get_template("_rows.html").render(rows=rows)

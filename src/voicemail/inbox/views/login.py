@@ -91,10 +91,9 @@ def login(
 
 
 @router.post("/logout", include_in_schema=False, dependencies=[CsrfChecked])
-def logout(request: Request, session: SessionDep, web_session: WebSessionDep) -> Response:
-    token = request.cookies.get(sessions.COOKIE_NAME)
-    if token:
-        sessions.end(session, token=token)
+def logout(session: SessionDep, web_session: WebSessionDep) -> Response:
+    # The dependency has found the browser's session: end that one.
+    sessions.end_session(session, session_id=web_session.id)
     response = RedirectResponse("/inbox/login", status_code=303)
     response.delete_cookie(sessions.COOKIE_NAME, path="/")
     return response

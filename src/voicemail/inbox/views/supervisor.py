@@ -9,12 +9,11 @@ from fastapi.responses import Response
 
 from voicemail.api.deps import ReadSessionDep
 from voicemail.inbox import stats
-from voicemail.inbox.alerts import banner_alerts, span
+from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import SupervisorUser
-from voicemail.inbox.pages import render, templates
+from voicemail.inbox.pages import render
 
 router = APIRouter()
-templates.env.filters["span"] = span
 
 
 @router.get("/supervisor", include_in_schema=False)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from voicemail.api.deps import RuntimeDep, SessionDep
+from voicemail.api.deps import ReadSessionDep, RuntimeDep, SessionDep
+from voicemail.audit.service import user_actor
 from voicemail.inbox import actions
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import CsrfChecked, CurrentUser
@@ -16,7 +17,6 @@ from voicemail.inbox.service import get_visible_voicemail
 from voicemail.inbox.waveform import waveform
 from voicemail.media.routes import RangeNotSatisfiable, audit_access, stream_object
 from voicemail.queues.service import can_see
-from voicemail.users.service import audit_actor
 from voicemail.voicemails import kore
 
 router = APIRouter(prefix="/voicemails")
@@ -29,7 +29,7 @@ def _back(voicemail_id: str) -> RedirectResponse:
 
 @router.get("/{voicemail_id}", include_in_schema=False)
 def voicemail_page(
-    voicemail_id: str, request: Request, session: SessionDep, user: CurrentUser
+    voicemail_id: str, request: Request, session: ReadSessionDep, user: CurrentUser
 ) -> Response:
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
     return render(
@@ -56,13 +56,13 @@ def voicemail_audio(
     voicemail_id: str,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     user: CurrentUser,
     download: bool = False,
 ) -> Response:
     """The recording, seekable (Range), from whichever storage holds it."""
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
-    audit_access(runtime, voicemail, request, actor=audit_actor(user))
+    audit_access(runtime, voicemail, request, actor=user_actor(user.email))
     try:
         return stream_object(
             runtime.storage,
@@ -79,7 +79,7 @@ def voicemail_audio(
 
 @router.get("/{voicemail_id}/waveform.json", include_in_schema=False)
 def voicemail_waveform(
-    voicemail_id: str, runtime: RuntimeDep, session: SessionDep, user: CurrentUser
+    voicemail_id: str, runtime: RuntimeDep, session: ReadSessionDep, user: CurrentUser
 ) -> dict[str, object]:
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
     peaks = waveform(
