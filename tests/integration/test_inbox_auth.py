@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from tests.conftest import InboxUser, make_user, sign_in
+from voicemail.api.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.models import User, WebSession
 from voicemail.runtime import Runtime
+from voicemail.settings import Settings
 from voicemail.users import service as users
 from voicemail.users import sessions
 from voicemail.users.service import AGENT
@@ -186,3 +189,26 @@ def test_user_creation_rejects_bad_input(runtime: Runtime) -> None:
             users.create_user(session, email="a@example.com", role=AGENT, password="short")
         with pytest.raises(BadRequest, match="e-mail"):
             users.create_user(session, email="not-an-address", role=AGENT, password="x" * 12)
+
+
+def test_a_change_is_committed_before_its_response_is_sent(
+    settings: Settings, runtime: Runtime
+) -> None:
+    """The browser follows the login's redirect at once, possibly to another process: the
+    new session must be in the database when the 303 starts, not just after it."""
+    agent = make_user(runtime, AGENT)
+    app = create_app(settings, runtime=runtime, run_worker=False)
+    sessions_at_start: list[int] = []
+
+    async def watched(scope: Any, receive: Any, send: Any) -> None:
+        async def send_and_look(message: Any) -> None:
+            if message["type"] == "http.response.start" and scope["method"] == "POST":
+                with runtime.sessions() as session:  # another connection, as another process
+                    sessions_at_start.append(len(session.scalars(select(WebSession)).all()))
+            await send(message)
+
+        await app(scope, receive, send_and_look)
+
+    with TestClient(watched, base_url="https://testserver", follow_redirects=False) as client:
+        assert sign_in(client, agent.email).status_code == 303
+    assert sessions_at_start == [1]

@@ -29,7 +29,12 @@ def get_db(runtime: RuntimeDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# Committed before the response is sent (scope "function"): a client that has its 202 or
+# its redirect then finds the change, whichever process or connection it asks next. With
+# FastAPI's default ("request") the commit ran after the response had gone out, and a
+# browser following a redirect could read the state from before the change; a failed commit
+# could not change an answer already sent.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
 async def get_read_db(runtime: RuntimeDep) -> AsyncIterator[Session]:
