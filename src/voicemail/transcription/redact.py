@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from voicemail.transcription.digits import digit_runs
+from voicemail.transcription.digits import digit_runs, language_code
 from voicemail.transcription.engine import Word
 
 CARD = "card"
@@ -40,20 +40,63 @@ SSN_DIGITS = 9
 SSN_CUE_REACH_CHARS = 50
 
 _SSN_SHAPE_RE = re.compile(r"(?<![\d-])\d{3}[- ]\d{2}[- ]\d{4}(?![\d-])")
-_SSN_CUE_RE = re.compile(r"\b(?:social(?:\s+security)?|s\.?\s?s\.?\s?n\.?)\b", re.IGNORECASE)
+# US callers speaking Spanish or Portuguese say "seguro social".
+_SSN_CUE_RE = re.compile(
+    r"\b(?:social(?:\s+security)?|s\.?\s?s\.?\s?n\.?|seguro\s+social)\b", re.IGNORECASE
+)
 
-# Spoken or written separators inside an address.
-_DOT = r"(?:\s*\.\s*|\s+dot\s+)"
-_LOCAL_SEP = r"(?:\s*[._+-]\s*|\s+(?:dot|underscore|dash|hyphen|plus)\s+)"
-_AT = r"(?:\s*@\s*|\s+at\s+(?:sign\s+)?)"
-_TLDS = (
-    "com|org|net|edu|gov|mil|int|io|co|us|uk|ca|au|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|ie|"
-    "in|jp|cn|br|mx|info|biz|me|ai|app|dev|tv|email"
-)
-_EMAIL_RE = re.compile(
-    rf"\b[a-z0-9]+(?:{_LOCAL_SEP}[a-z0-9]+)*{_AT}[a-z0-9-]+(?:{_DOT}[a-z0-9-]+)*{_DOT}(?:{_TLDS})\b",
-    re.IGNORECASE,
-)
+# E-mail addresses: any local@domain.tld shape, in any script (IDN domains such as
+# "correo.españa" included), with no list of top-level domains: a TLD is 2 to 63 letters
+# or an "xn--" label. A transcript also spells them out in its language ("anna arroba
+# firma punto pl"): these are each language's words for "@", "." and the separators of a
+# local part (regular expressions). A written "." counts only without spaces around it,
+# so a sentence's full stop ("I was at home. Then") never ends a domain.
+@dataclass(frozen=True)
+class EmailWords:
+    at: str
+    dot: str
+    local_separators: str  # "dot", "underscore", "dash", ...
+
+
+EMAIL_WORDS: dict[str, EmailWords] = {
+    "en": EmailWords(r"at(?:\s+sign)?", r"dot", r"dot|underscore|dash|hyphen|plus"),
+    "es": EmailWords(
+        r"arroba", r"punto", r"punto|gui[oó]n\s+bajo|gui[oó]n|barra\s+baja|m[aá]s"
+    ),
+    "fr": EmailWords(r"arobase|arrobase|at", r"point", r"point|tiret\s+bas|tiret|underscore"),
+    "de": EmailWords(
+        r"at|ät|klammeraffe", r"punkt", r"punkt|unterstrich|bindestrich|minus|plus"
+    ),
+    "pt": EmailWords(r"arroba", r"ponto", r"ponto|underline|underscore|tra[cç]o|h[ií]fen"),
+    "it": EmailWords(
+        r"chiocciola|at", r"punto", r"punto|trattino\s+basso|underscore|trattino"
+    ),
+    "nl": EmailWords(r"apenstaartje|at", r"punt", r"punt|liggend\s+streepje|underscore|streepje"),
+    "da": EmailWords(r"snabel-a|at", r"punktum|prik", r"punktum|prik|understregning|bindestreg"),
+}
+
+
+def _email_re(words: EmailWords | None) -> re.Pattern[str]:
+    """The address pattern of a language; with ``words`` None, written addresses only."""
+
+    def written_or_spoken(written: str, spoken: str | None) -> str:
+        return rf"(?:{written}|\s+(?:{spoken})\s+)" if spoken else rf"(?:{written})"
+
+    at = written_or_spoken(r"\s*@\s*", words.at if words else None)
+    dot = written_or_spoken(r"\.", words.dot if words else None)
+    local_sep = written_or_spoken(r"\s*[._+-]\s*", words.local_separators if words else None)
+    word = r"[^\W_]+"  # letters and digits of any script
+    label = r"[^\W_](?:[\w-]*[^\W_])?"
+    tld = r"(?:xn--[a-z0-9-]{1,59}|[^\W\d_]{2,63})"
+    return re.compile(
+        rf"(?<![\w%+-]){word}(?:{local_sep}{word})*{at}{label}(?:{dot}{label})*{dot}{tld}"
+        r"(?![\w-])",
+        re.IGNORECASE,
+    )
+
+
+_EMAIL_RES = {code: _email_re(words) for code, words in EMAIL_WORDS.items()}
+_WRITTEN_EMAIL_RE = _email_re(None)  # languages without spoken words: "@" written
 # A spoken "reach me at acme dot com" is a web address, not someone's e-mail: a spoken
 # address's local part is not one of these words.
 _NOT_LOCAL_PARTS = frozenset(
@@ -103,33 +146,41 @@ def redact_transcript(
     kinds: Iterable[str],
     *,
     keep_number: str | None = None,
+    language: str | None = None,
 ) -> Redacted:
     """``text`` and ``words`` with every match of ``kinds`` replaced by its placeholder.
 
     ``keep_number`` is the call-back number (digits, "+" allowed): a digit run with those
-    digits is never taken for a card.
+    digits is never taken for a card. ``language`` is the transcript's: numbers and
+    addresses spoken in it are read (English when None).
     """
     wanted = [kind for kind in KINDS if kind in set(kinds)]
     if not wanted:
         return Redacted(text, list(words), [])
-    text_spans = find_spans(text, wanted, keep_number=keep_number)
+    text_spans = find_spans(text, wanted, keep_number=keep_number, language=language)
     new_text = _replace(text, text_spans)
 
     # The words are searched as one string of their own: the text and the words' texts
     # can differ in spacing, so the text's offsets would not carry over.
     joined, offsets = _join_words(words)
-    word_spans = find_spans(joined, wanted, keep_number=keep_number)
+    word_spans = find_spans(joined, wanted, keep_number=keep_number, language=language)
     new_words = _replace_words(list(words), offsets, joined, word_spans)
 
     found = {span.kind for span in text_spans} | {span.kind for span in word_spans}
     return Redacted(new_text, new_words, [kind for kind in KINDS if kind in found])
 
 
-def find_spans(text: str, kinds: Sequence[str], *, keep_number: str | None = None) -> list[Span]:
+def find_spans(
+    text: str,
+    kinds: Sequence[str],
+    *,
+    keep_number: str | None = None,
+    language: str | None = None,
+) -> list[Span]:
     """The spans of ``text`` to redact, without overlaps, in order."""
     spans: list[Span] = []
     if EMAIL in kinds:
-        for match in _EMAIL_RE.finditer(text):
+        for match in _EMAIL_RES.get(language_code(language), _WRITTEN_EMAIL_RE).finditer(text):
             local = re.split(r"\W+", match.group().lower(), maxsplit=1)[0]
             spoken = "@" not in match.group()
             if spoken and local in _NOT_LOCAL_PARTS:
@@ -139,7 +190,7 @@ def find_spans(text: str, kinds: Sequence[str], *, keep_number: str | None = Non
     if SSN in kinds:
         for match in _SSN_SHAPE_RE.finditer(text):
             spans.append(Span(match.start(), match.end(), SSN))
-    runs = digit_runs(text) if (CARD in kinds or SSN in kinds) else []
+    runs = digit_runs(text, language) if (CARD in kinds or SSN in kinds) else []
     if SSN in kinds:
         cues = [cue.span() for cue in _SSN_CUE_RE.finditer(text)]
         for run in runs:
