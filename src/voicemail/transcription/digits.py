@@ -333,9 +333,7 @@ def _other_language_runs(text: str, code: str) -> list[DigitRun]:
 
 
 def _plain_items(tokens: list[tuple[str, int, int]]) -> list[_Item]:
-    return [
-        _Item(t, s, e, ascii_digits(t) if t.isdecimal() else None) for t, s, e in tokens
-    ]
+    return [_Item(t, s, e, ascii_digits(t) if t.isdecimal() else None) for t, s, e in tokens]
 
 
 def _spoken_items(text: str, tokens: list[tuple[str, int, int]], code: str) -> list[_Item]:
