@@ -338,7 +338,7 @@ def spoken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, En
     engine = WhisperTranscriber(
         model_dir_resolver=partial(resolve_model_dir, None, folder / "model-cache")
     )
-    clips = {"phone": ["555", "123", "4560"], "card": ["4123", "4560", "1234", "5612"]}
+    clips = {"phone": ["415", "555", "0134"], "card": ["4123", "4560", "1234", "5612"]}
     out: dict[str, tuple[Path, EngineTranscript]] = {}
     for name, groups in clips.items():
         wav = write_wav(folder / f"{name}.wav", spoken_number(directory, groups))
@@ -365,13 +365,13 @@ def test_real_spoken_phone_number_is_the_callback_number(
     spoken: dict[str, tuple[Path, EngineTranscript]],
     tmp_path: Path,
 ) -> None:
-    """Whisper writes "Nobody is available ... moment. 5-5-5-1-2-3-4-5-6-0." (no cue here:
-    the longest plausible run is taken)."""
+    """Whisper writes "Nobody is available ... moment. 4-1-5-5-5-5-0-1-3-4." (no cue here:
+    the longest plausible run is taken, and given in E.164 in the bot's region)."""
     wav, result = spoken["phone"]
-    configure(runtime, creds.bot_id, redact=["card", "ssn", "email"])
+    configure(runtime, creds.bot_id, redact=["card", "ssn", "email"], region="US")
     store_real(runtime, creds.bot_id, wav, result, tmp_path / "w", "67aa38026e199c8f470e0c03")
     doc = fetch(client, creds, "67aa38026e199c8f470e0c03")["transcriptions"][0]
-    assert doc["callbackNumber"] == "5551234560", result.text
+    assert doc["callbackNumber"] == "+14155550134", result.text
     assert doc["redacted"] == []  # a phone number is not a card
     assert doc["components"][0]["data"]["text"] == result.text
 
