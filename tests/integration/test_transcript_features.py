@@ -365,7 +365,7 @@ def test_real_spoken_phone_number_is_the_callback_number(
     spoken: dict[str, tuple[Path, EngineTranscript]],
     tmp_path: Path,
 ) -> None:
-    """Whisper writes "Nobody is available ... moment. 4-1-5-5-5-5-0-1-3-4." (no cue here:
+    """Whisper writes the ten digits after "Nobody is available ... moment." (no cue here:
     the longest plausible run is taken, and given in E.164 in the bot's region)."""
     wav, result = spoken["phone"]
     configure(runtime, creds.bot_id, redact=["card", "ssn", "email"], region="US")

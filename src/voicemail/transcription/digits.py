@@ -108,7 +108,7 @@ SPOKEN_WORDS: dict[str, SpokenWords] = {
     "es": SpokenWords(
         repeats={"doble": 2, "triple": 3},
         fillers=frozenset({"eh", "em", "mm", "mmm", "este"}),
-        plus=frozenset({"más", "mas"}),
+        plus=frozenset({"más"}),
     ),
     "fr": SpokenWords(
         repeats={"double": 2, "triple": 3},
@@ -149,10 +149,6 @@ _NO_WORDS = SpokenWords()
 def language_code(language: str | None) -> str:
     """The ISO 639-1 code of a transcript's language; English when none was detected."""
     return (language or "en").strip().lower().split("-")[0].split("_")[0] or "en"
-
-
-def reads_spoken_numbers(language: str | None) -> bool:
-    return language_code(language) in SPOKEN_NUMBER_LANGUAGES
 
 
 def ascii_digits(text: str) -> str:
@@ -381,7 +377,7 @@ def _alias(tokens: list[tuple[str, int, int]], i: int, aliases: dict[str, str], 
 def _is_number_word(word: str, code: str) -> bool:
     try:
         text_to_num.text2num(word, code)
-    except Exception:
+    except ValueError:  # not a number in this language
         return False
     return True
 
