@@ -113,9 +113,16 @@ def make_credentials(runtime: Runtime, scopes: list[str] | None = None) -> Crede
 
 
 def deposit_file(
-    runtime: Runtime, bot_id: str, path: Path, *, work: Path, session_id: str
+    runtime: Runtime,
+    bot_id: str,
+    path: Path,
+    *,
+    work: Path,
+    session_id: str,
+    caller: str | None = None,
 ) -> voicemails.Deposited:
-    """Deposit a recording as the API does (decode, store, row and job), without HTTP."""
+    """Deposit a recording as the API does (decode, store, row and job), without HTTP;
+    ``caller`` is the gateway's ``from``."""
     work.mkdir(parents=True, exist_ok=True)
     audio = decode_recording(path, AudioLimits(), work_dir=work)
     return voicemails.deposit(
@@ -124,7 +131,7 @@ def deposit_file(
         bot_id=bot_id,
         session_id=session_id,
         audio=audio,
-        caller_from=None,
+        caller_from=caller,
         caller_to=None,
         language=None,
         max_attempts=runtime.settings.job_max_attempts,

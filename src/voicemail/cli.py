@@ -324,6 +324,13 @@ def bots_configure(
         str | None,
         typer.Option(help=REDACT_HELP),
     ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="Country callers' numbers are read in without a country code (ISO 3166, "
+            'e.g. US, GB); call-back numbers are given in E.164. "" clears.'
+        ),
+    ] = None,
     queue: Annotated[
         str | None,
         typer.Option(
@@ -333,7 +340,9 @@ def bots_configure(
     as_json: JsonOpt = False,
 ) -> None:
     """Change a bot's transcription and retention settings, and its inbox queue; prints them
-    all (with queueId when --queue is given)."""
+    all (with queueId when --queue is given). Warns when an allowed language's spoken
+    numbers are not read (redaction and the call-back number then see written digits only).
+    """
 
     def action(rt: Runtime, s: Any) -> dict[str, object]:
         if queue is not None:
@@ -346,14 +355,25 @@ def bots_configure(
             languages=_csv_option(languages),
             vocabulary=_csv_option(vocabulary),
             redact=_csv_option(redact),
+            region=region,
         )
         settings = bots.bot_settings(bot)
         audit_change(s, audit.BOT_CONFIGURE, bot_id=bot.id, **settings)
         if queue is not None:
             settings["queueId"] = bot.queue_id
+        if languages is not None or redact is not None or region is not None:
+            unread.extend(bots.languages_without_spoken_numbers(bot))
         return settings
 
+    unread: list[str] = []
     settings = run_in_transaction(action)
+    if unread:
+        err.print(
+            f"note: numbers spoken in {', '.join(unread)} are not read as digits; redaction "
+            "and the call-back number see only the digits Whisper writes",
+            highlight=False,
+            soft_wrap=True,
+        )
     table = Table("setting", Column("value", overflow="fold"), title="Bot settings")
     for key, value in settings.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)

@@ -112,7 +112,13 @@ def test_bots_and_apps_admin(cli: Cli, tmp_path: Path) -> None:
     bot_id = bot["botId"]
 
     listed = ok_json(cli("bots", "list", "--json"))
-    defaults = {"retentionDays": 90, "languages": [], "vocabulary": [], "redact": []}
+    defaults = {
+        "retentionDays": 90,
+        "languages": [],
+        "vocabulary": [],
+        "redact": [],
+        "region": None,
+    }
     assert listed == {"bots": [{**bot, **defaults}]}
 
     human = cli("bots", "list")

@@ -103,6 +103,7 @@ def test_page_shows_player_words_and_links(
     assert 'id="waveform"' in body and 'id="speed"' in body
     assert f'href="/inbox/voicemails/{setup.voicemail_id}/audio?download=1"' in body
     assert 'id="callback" class="button primary" href="tel:+14155550134"' in body
+    assert ">Call back +1 415-555-0134</a>" in body  # E.164 to dial, international to read
     assert '<span id="state" class="badge new">new</span>' in body
     assert "<script" in body and "<script>" not in body  # CSP: no inline script
 

@@ -39,8 +39,13 @@ from voicemail.transcription.engine import Transcript as EngineTranscript
 from voicemail.voicemails.tasks import save_transcript
 
 MESSAGE = (
-    "Hi, it's Sam from Acme. Call me back at 555-123-4567. My card is 4111 1111 1111 1111 "
+    "Hi, it's Sam from Acme. Call me back at 415-555-0134. My card is 4111 1111 1111 1111 "
     "and my email is sam dot jones at example dot com."
+)
+SPANISH = (
+    "Hola, soy Ana de Acme. Llámame al seis uno dos, treinta y cuatro, cincuenta y seis, "
+    "setenta y ocho. Mi tarjeta es cuatro cinco cinco seis, siete tres siete cinco, ocho seis "
+    "ocho nueve, nueve ocho cinco cinco, y mi correo es anna@firma.pl."
 )
 
 
@@ -69,14 +74,14 @@ def fetch(client: TestClient, creds: Credentials, session_id: str) -> dict[str, 
 
 
 def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials) -> None:
-    configured = ok_json(
-        run_cli(
-            settings,
-            *("bots", "configure", creds.bot_id, "--retention-days", "30"),
-            *("--languages", "en, ES", "--vocabulary", "Acme,WidgetPro", "--redact", "card,email"),
-            "--json",
-        )
+    result = run_cli(
+        settings,
+        *("bots", "configure", creds.bot_id, "--retention-days", "30"),
+        *("--languages", "en, ES", "--vocabulary", "Acme,WidgetPro", "--redact", "card,email"),
+        *("--region", "us"),
+        "--json",
     )
+    configured = ok_json(result)
     assert configured == {
         "botId": creds.bot_id,
         "name": "Support line",
@@ -84,7 +89,9 @@ def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials
         "languages": ["en", "es"],
         "vocabulary": ["Acme", "WidgetPro"],
         "redact": ["card", "email"],
+        "region": "US",
     }
+    assert result.stderr == ""  # English and Spanish numbers are both read
     # Only what is given changes; "" clears.
     cleared = ok_json(
         run_cli(settings, "bots", "configure", creds.bot_id, "--languages", "", "--json")
@@ -96,15 +103,41 @@ def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials
     bad = run_cli(settings, "bots", "configure", creds.bot_id, "--redact", "card,phone")
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr.strip() == "error: Cannot redact 'phone'; choose from card, ssn, email"
+    bad = run_cli(settings, "bots", "configure", creds.bot_id, "--region", "XX")
+    assert (bad.returncode, bad.stdout) == (1, "")
+    assert bad.stderr.strip() == (
+        "error: Unknown region 'XX': use an ISO 3166 country code such as US, GB, ES"
+    )
 
     with runtime.sessions() as session:
         entries = session.scalars(
             select(AuditEntry).where(AuditEntry.action == audit.BOT_CONFIGURE)
         ).all()
         bot = bots.get_bot(session, bot_id=creds.bot_id)
-        assert bot.languages == [] and bot.redact == ["card", "email"]
+        assert bot.languages == [] and bot.redact == ["card", "email"] and bot.region == "US"
     assert [(e.actor, e.bot_id) for e in entries] == [("cli", creds.bot_id)] * 2
     assert [e.detail["languages"] for e in entries] == [["en", "es"], []]  # the new settings
+    assert [e.detail["region"] for e in entries] == ["US", "US"]
+
+
+def test_bots_configure_region_and_languages_without_spoken_numbers(
+    settings: Settings, creds: Credentials
+) -> None:
+    result = run_cli(
+        settings, "bots", "configure", creds.bot_id, "--languages", "en,ja,fr", "--json"
+    )
+    assert ok_json(result)["region"] is None
+    # Japanese numbers in words are not read: the admin is told.
+    assert result.stderr.strip() == (
+        "note: numbers spoken in ja are not read as digits; redaction and the call-back "
+        "number see only the digits Whisper writes"
+    )
+    gb = ok_json(run_cli(settings, "bots", "configure", creds.bot_id, "--region", "gb", "--json"))
+    assert (gb["region"], gb["languages"]) == ("GB", ["en", "ja", "fr"])
+    cleared = ok_json(
+        run_cli(settings, "bots", "configure", creds.bot_id, "--region", "", "--json")
+    )
+    assert cleared["region"] is None
 
 
 # -- post-processing in the pipeline (the fake transcriber) -----------------------------
@@ -129,6 +162,7 @@ def test_bot_settings_reach_the_transcriber_and_the_stored_transcript(
         languages=["es", "fr"],
         vocabulary=["Acme"],
         redact=["card", "ssn", "email"],
+        region="US",
     )
     deposit_file(
         runtime,
@@ -144,10 +178,10 @@ def test_bot_settings_reach_the_transcriber_and_the_stored_transcript(
     doc = fetch(client, creds, "67aa38026e199c8f470e0c01")["transcriptions"][0]
     text = doc["components"][0]["data"]["text"]
     assert text == (
-        "Hi, it's Sam from Acme. Call me back at 555-123-4567. My card is [card] "
+        "Hi, it's Sam from Acme. Call me back at 415-555-0134. My card is [card] "
         "and my email is [email]."
     )
-    assert doc["callbackNumber"] == "5551234567"
+    assert doc["callbackNumber"] == "+14155550134"  # E.164, in the bot's region
     assert doc["redacted"] == ["card", "email"]
     # The fake's own "en" is not allowed: an allowed language, with the low probability a
     # detector would give it.
@@ -183,6 +217,78 @@ def test_without_settings_nothing_is_redacted(
     assert doc["components"][0]["data"]["text"] == transcriber.text
     assert (doc["callbackNumber"], doc["redacted"]) == (None, [])
     assert (doc["language"], doc["languageProbability"]) == ("en", 0.97)
+
+
+def test_spanish_transcript_is_redacted_and_its_callback_number_found(
+    client: TestClient,
+    creds: Credentials,
+    runtime: Runtime,
+    transcriber: FakeTranscriber,
+    speech_clip: Path,
+    tmp_path: Path,
+) -> None:
+    transcriber.text, transcriber.language = SPANISH, "es"
+    configure(runtime, creds.bot_id, languages=["es", "en"], redact=["card", "email"], region="ES")
+    deposit_file(
+        runtime,
+        creds.bot_id,
+        speech_clip,
+        work=tmp_path / "w",
+        session_id="67aa38026e199c8f470e0c05",
+        caller="+34915550000",
+    )
+    assert runtime.worker().run_once()
+    doc = fetch(client, creds, "67aa38026e199c8f470e0c05")["transcriptions"][0]
+    assert doc["components"][0]["data"]["text"] == (
+        "Hola, soy Ana de Acme. Llámame al seis uno dos, treinta y cuatro, cincuenta y seis, "
+        "setenta y ocho. Mi tarjeta es [card], y mi correo es [email]."
+    )
+    assert (doc["callbackNumber"], doc["redacted"], doc["language"]) == (
+        "+34612345678",
+        ["card", "email"],
+        "es",
+    )
+    assert doc["callerNumber"] == "+34915550000"  # the caller's own number as the gateway sent it
+    words = [w["word"] for w in doc["words"]]
+    assert "[card]," in words and "[email]." in words
+    assert not any(w in words for w in ("cuatro", "nueve", "anna@firma.pl."))
+
+
+@pytest.mark.parametrize(
+    ("region", "caller", "expected"),
+    [
+        ("GB", None, "+442079460958"),  # the bot's region
+        (None, "+44 7911 123456", "+442079460958"),  # no region: the caller's country
+        (None, "02079460958", None),  # neither: no country to read it in
+        ("US", None, None),  # not a valid number in the US: not offered
+    ],
+)
+def test_national_callback_number_in_e164(
+    client: TestClient,
+    creds: Credentials,
+    runtime: Runtime,
+    transcriber: FakeTranscriber,
+    speech_clip: Path,
+    tmp_path: Path,
+    region: str | None,
+    caller: str | None,
+    expected: str | None,
+) -> None:
+    transcriber.text = "Hello, it's Tom. Please ring me back on 020 7946 0958. Cheers."
+    if region:
+        configure(runtime, creds.bot_id, region=region)
+    deposit_file(
+        runtime,
+        creds.bot_id,
+        speech_clip,
+        work=tmp_path / "w",
+        session_id="67aa38026e199c8f470e0c06",
+        caller=caller,
+    )
+    assert runtime.worker().run_once()
+    doc = fetch(client, creds, "67aa38026e199c8f470e0c06")["transcriptions"][0]
+    assert doc["callbackNumber"] == expected
+    assert doc["callerNumber"] == caller  # stored and echoed as the gateway sent it
 
 
 # -- the real model on real spoken digits -----------------------------------------------
@@ -232,7 +338,7 @@ def spoken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, En
     engine = WhisperTranscriber(
         model_dir_resolver=partial(resolve_model_dir, None, folder / "model-cache")
     )
-    clips = {"phone": ["555", "123", "4560"], "card": ["4123", "4560", "1234", "5612"]}
+    clips = {"phone": ["415", "555", "0134"], "card": ["4123", "4560", "1234", "5612"]}
     out: dict[str, tuple[Path, EngineTranscript]] = {}
     for name, groups in clips.items():
         wav = write_wav(folder / f"{name}.wav", spoken_number(directory, groups))
@@ -259,13 +365,13 @@ def test_real_spoken_phone_number_is_the_callback_number(
     spoken: dict[str, tuple[Path, EngineTranscript]],
     tmp_path: Path,
 ) -> None:
-    """Whisper writes "Nobody is available ... moment. 5-5-5-1-2-3-4-5-6-0." (no cue here:
-    the longest plausible run is taken)."""
+    """Whisper writes the ten digits after "Nobody is available ... moment." (no cue here:
+    the longest plausible run is taken, and given in E.164 in the bot's region)."""
     wav, result = spoken["phone"]
-    configure(runtime, creds.bot_id, redact=["card", "ssn", "email"])
+    configure(runtime, creds.bot_id, redact=["card", "ssn", "email"], region="US")
     store_real(runtime, creds.bot_id, wav, result, tmp_path / "w", "67aa38026e199c8f470e0c03")
     doc = fetch(client, creds, "67aa38026e199c8f470e0c03")["transcriptions"][0]
-    assert doc["callbackNumber"] == "5551234560", result.text
+    assert doc["callbackNumber"] == "+14155550134", result.text
     assert doc["redacted"] == []  # a phone number is not a card
     assert doc["components"][0]["data"]["text"] == result.text
 

@@ -17,8 +17,16 @@ def words_of(text: str, step: float = 0.5) -> list[Word]:
     ]
 
 
-def redacted_text(text: str, kinds: tuple[str, ...] = KINDS) -> str:
-    return redact_transcript(text, words_of(text), kinds).text
+def redacted_text(text: str, kinds: tuple[str, ...] = KINDS, language: str | None = None) -> str:
+    return redact_transcript(text, words_of(text), kinds, language=language).text
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
 
 
 @pytest.mark.parametrize(
@@ -77,10 +85,105 @@ def test_social_security_numbers(text: str, expected: str) -> None:
         # A web address, not an e-mail: the "local part" is "me".
         ("you can reach me at acme dot com", "you can reach me at acme dot com"),
         ("I'll be at home at five", "I'll be at home at five"),
+        # Any top-level domain, in any script.
+        ("Napisz na anna@firma.pl, dzięki", "Napisz na [email], dzięki"),
+        ("mail anna.nowak@poczta.onet.pl.", "mail [email]."),
+        ("write to jo@shop.photography or jo@x.museum", "write to [email] or [email]"),
+        ("josé@correo.españa escribe", "[email] escribe"),
+        ("info@пример.рф", "[email]"),
+        ("contact: hi@xn--80ak6aa92e.com", "contact: [email]"),
+        ("anna at firma dot pl", "[email]"),
+        ("it's anna.nowak at firma.pl okay", "it's [email] okay"),
+        # A full stop after "at" is no domain's dot; nor is a number's.
+        ("I was at home. Then I left.", "I was at home. Then I left."),
+        ("see you at 5.30 tomorrow", "see you at 5.30 tomorrow"),
+        ("version 2.0 at noon.", "version 2.0 at noon."),
+        ("we met at the cafe.It was late", "we met at the cafe.It was late"),
     ],
 )
 def test_email_addresses(text: str, expected: str) -> None:
     assert redacted_text(text, ("email",)) == expected
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "expected"),
+    [
+        ("es", "Mi correo es anna arroba firma punto pl, gracias", "Mi correo es [email], gracias"),
+        ("es", "ana punto garcía arroba correo punto es", "[email]"),
+        ("fr", "c'est marie point dupont arobase orange point fr", "c'est [email]"),
+        ("de", "anna punkt schmidt at firma punkt de", "[email]"),
+        ("pt", "joao arroba empresa ponto com ponto br", "[email]"),
+        ("it", "marco chiocciola azienda punto it", "[email]"),
+        ("nl", "jan apenstaartje bedrijf punt nl", "[email]"),
+        # An English spelling in a transcript detected as another language.
+        ("es", "sam dot jones at example dot com", "[email]"),
+        # Written addresses in any language, with or without spoken words of its own.
+        ("ja", "メールはanna@firma.plです", "メールは[email]です"),
+        # A sentence's "punto" is no dot: "en punto" is "o'clock".
+        ("es", "Llego a las cinco en punto. Nos vemos", "Llego a las cinco en punto. Nos vemos"),
+    ],
+)
+def test_email_addresses_spoken_in_other_languages(language: str, text: str, expected: str) -> None:
+    assert redacted_text(text, ("email",), language) == expected
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "expected"),
+    [
+        (
+            "es",
+            "mi tarjeta es cuatro cinco cinco seis, siete tres siete cinco, ocho seis ocho "
+            "nueve, nueve ocho cinco cinco, caduca en marzo",
+            "mi tarjeta es [card], caduca en marzo",
+        ),
+        (
+            "es",
+            "la tarjeta cuarenta y cinco, cincuenta y seis, setenta y tres, setenta y cinco, "
+            "ochenta y seis, ochenta y nueve, noventa y ocho, cincuenta y cinco.",
+            "la tarjeta [card].",
+        ),
+        (
+            "fr",
+            "ma carte quatre cinq cinq six, sept trois sept cinq, huit six huit neuf, neuf "
+            "huit cinq cinq merci",
+            "ma carte [card] merci",
+        ),
+        (
+            "de",
+            "Karte vier fünf fünf sechs sieben drei sieben fünf acht sechs acht neun neun acht "
+            "fünf fünf, danke",
+            "Karte [card], danke",
+        ),
+        (
+            "pt",
+            "cartão quatro cinco cinco meia, sete três sete cinco, oito meia oito nove, nove "
+            "oito cinco cinco",
+            "cartão [card]",
+        ),
+        (
+            "it",
+            "carta quattro cinque cinque sei sette tre sette cinque otto sei otto nove nove "
+            "otto cinque cinque grazie",
+            "carta [card] grazie",
+        ),
+        (
+            "nl",
+            "kaart vier vijf vijf zes zeven drie zeven vijf acht zes acht negen negen acht "
+            "vijf vijf",
+            "kaart [card]",
+        ),
+        # Numerals are read in every language.
+        ("ja", "カードは4556 7375 8689 9855です", "カードは[card]です"),
+    ],
+)
+def test_card_numbers_spoken_in_other_languages(language: str, text: str, expected: str) -> None:
+    assert luhn_valid("4556737586899855")  # a real card number's shape, not just 16 digits
+    assert redacted_text(text, ("card",), language) == expected
+
+
+def test_social_security_number_spoken_in_spanish() -> None:
+    text = "mi seguro social es uno dos tres, cuatro cinco, seis siete ocho nueve"
+    assert redacted_text(text, ("ssn",), "es") == "mi seguro social es [ssn]"
 
 
 def test_only_the_chosen_kinds_are_redacted() -> None:
@@ -155,15 +258,56 @@ def test_callback_number_is_taken_before_redaction_and_kept() -> None:
 def test_international_callback_number_is_never_redacted_as_a_card() -> None:
     # 14 digits: card-shaped, but it is the number to call back.
     text = "Please call me back at 0044 20 7946 0958, thanks."
-    result = post_process(text, words_of(text), redact=("card",))
-    assert result.callback_number == "00442079460958"
+    result = post_process(text, words_of(text), redact=("card",), region="GB")
+    assert result.callback_number == "+442079460958"
     assert result.text == text
     assert result.redacted == []
 
 
 def test_post_process_without_redaction() -> None:
-    text = "It's Sam, my number is five five five, one two three four."
+    text = "It's Sam, my number is two one two, five five five, oh one nine nine."
     words = words_of(text)
-    result = post_process(text, words, redact=())
+    result = post_process(text, words, redact=(), region="US")
     assert (result.text, result.words, result.redacted) == (text, words, [])
-    assert result.callback_number == "5551234"
+    assert result.callback_number == "+12125550199"
+
+
+def test_post_process_in_spanish() -> None:
+    text = (
+        "Hola, soy Ana. Llámame al seis uno dos, treinta y cuatro, cincuenta y seis, setenta y "
+        "ocho. Mi tarjeta es cuatro cinco cinco seis siete tres siete cinco ocho seis ocho "
+        "nueve nueve ocho cinco cinco y mi correo anna arroba firma punto pl."
+    )
+    result = post_process(text, words_of(text), redact=KINDS, language="es", region="ES")
+    assert result.callback_number == "+34612345678"
+    assert result.text == (
+        "Hola, soy Ana. Llámame al seis uno dos, treinta y cuatro, cincuenta y seis, setenta y "
+        "ocho. Mi tarjeta es [card] y mi correo [email]."
+    )
+    assert result.redacted == ["card", "email"]
+    assert " ".join(w.word for w in result.words) == result.text
+
+
+def test_post_process_reads_a_national_number_in_the_callers_country() -> None:
+    text = "Please call me back on 07911 123456."
+    # The bot has no region: the caller's own number says the UK.
+    assert post_process(text, [], redact=(), caller="+44 20 7946 0958").callback_number == (
+        "+447911123456"
+    )
+    # Neither: no country to read it in.
+    assert post_process(text, [], redact=(), caller="07700900123").callback_number is None
+    # The bot's region comes first.
+    result = post_process(text, [], redact=(), region="US", caller="+442079460958")
+    assert result.callback_number == "+447911123456"  # not valid in the US, valid in GB
+    text = "Call me back at 212 555 0199."
+    assert post_process(
+        text, [], redact=(), region="US", caller="+442079460958"
+    ).callback_number == ("+12125550199")
+
+
+def test_an_invalid_number_is_neither_offered_nor_kept_from_redaction() -> None:
+    # Not a valid number anywhere: no call-back number, and a card-long run is redacted.
+    text = "Call me back at 0044 20 7946 09588."  # a digit too many
+    result = post_process(text, words_of(text), redact=("card",), region="GB")
+    assert result.callback_number is None
+    assert result.text == "Call me back at [card]."

@@ -79,6 +79,13 @@ def whisper_languages() -> tuple[str, ...]:
     return tuple(_LANGUAGE_CODES)
 
 
+def phone_regions() -> frozenset[str]:
+    """The regions (ISO 3166 alpha-2) whose phone numbers ``phonenumbers`` knows."""
+    import phonenumbers
+
+    return frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
 def configure_bot(
     session: Session,
     *,
@@ -87,9 +94,11 @@ def configure_bot(
     languages: Sequence[str] | None = None,
     vocabulary: Sequence[str] | None = None,
     redact: Sequence[str] | None = None,
+    region: str | None = None,
 ) -> Bot:
     """Change a bot's transcription and lifecycle settings; None leaves a setting as it is,
-    an empty list clears it. Every value is checked before anything changes."""
+    an empty list (or region "") clears it. Every value is checked before anything
+    changes."""
     bot = get_bot(session, bot_id=bot_id)
     if retention_days is not None and not (
         RETENTION_MIN_DAYS <= retention_days <= RETENTION_MAX_DAYS
@@ -114,6 +123,12 @@ def configure_bot(
         unknown = [kind for kind in redact if kind not in REDACTABLE]
         if unknown:
             raise BadRequest(f"Cannot redact {unknown[0]!r}; choose from {', '.join(REDACTABLE)}")
+    if region is not None:
+        region = region.strip().upper()
+        if region and region not in phone_regions():
+            raise BadRequest(
+                f"Unknown region {region!r}: use an ISO 3166 country code such as US, GB, ES"
+            )
     if retention_days is not None:
         bot.retention_days = retention_days
     if languages is not None:
@@ -122,6 +137,8 @@ def configure_bot(
         bot.vocabulary = list(vocabulary)
     if redact is not None:
         bot.redact = list(redact)
+    if region is not None:
+        bot.region = region or None
     session.flush()
     return bot
 
@@ -135,4 +152,13 @@ def bot_settings(bot: Bot) -> dict[str, object]:
         "languages": list(bot.languages),
         "vocabulary": list(bot.vocabulary),
         "redact": list(bot.redact),
+        "region": bot.region,
     }
+
+
+def languages_without_spoken_numbers(bot: Bot) -> list[str]:
+    """The bot's allowed languages in which redaction and the call-back number read only
+    numbers Whisper writes with digits, not numbers spelled out in words."""
+    from voicemail.transcription.digits import SPOKEN_NUMBER_LANGUAGES
+
+    return [code for code in bot.languages if code not in SPOKEN_NUMBER_LANGUAGES]

@@ -52,6 +52,10 @@ class Bot(Base):
     vocabulary: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     # What to redact from stored transcripts: "card", "ssn", "email".
     redact: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # The country its callers' numbers are read in when said without a country code (ISO
+    # 3166 alpha-2, "US"); None: only numbers said with their country code, or in the
+    # caller's own country, become a call-back number.
+    region: Mapped[str | None] = mapped_column(String(2))
     # The inbox queue its new voicemails land in (None: the account's unqueued voicemails).
     queue_id: Mapped[str | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
 
@@ -183,7 +187,7 @@ class Transcript(Base):
     model: Mapped[str] = mapped_column(String(200))
     processing_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # The number the caller asked to be called back on, as digits (E.164 when it has "+").
+    # The number the caller asked to be called back on, in E.164 (older rows: as said).
     callback_number: Mapped[str | None] = mapped_column(String(32))
     # The kinds of data redacted from text and words ("card", "ssn", "email").
     redacted: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")

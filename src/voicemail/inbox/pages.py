@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from voicemail.api.errors import error_response
 from voicemail.db.base import utcnow
 from voicemail.inbox.alerts import span
+from voicemail.transcription.callback import display_number
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -56,6 +57,7 @@ templates.env.filters["duration"] = duration
 templates.env.filters["age"] = age
 templates.env.filters["iso"] = lambda moment: moment.isoformat() if moment else ""
 templates.env.filters["span"] = span  # "3 h 5 min", as the alert banners say it
+templates.env.filters["phone"] = display_number  # "+1 415-555-0134"; other text as it is
 
 
 def render(

@@ -1,8 +1,9 @@
 """A bot's post-processing of a finished transcript: the call-back number, then redaction.
 
 The order matters: the call-back number is read from the words as spoken, before
-redaction could replace it, and redaction is told to leave that number alone (a 13-15
-digit international number is otherwise card-shaped).
+redaction could replace it, and redaction is told to leave that number's digits alone (a
+13-15 digit international number is otherwise card-shaped). Both read spoken numbers in
+the transcript's language.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from voicemail.transcription.callback import find_callback_number
+from voicemail.transcription.callback import caller_region, find_callback
 from voicemail.transcription.engine import Word
 from voicemail.transcription.redact import redact_transcript
 
@@ -19,12 +20,29 @@ from voicemail.transcription.redact import redact_transcript
 class PostProcessed:
     text: str
     words: list[Word]
-    callback_number: str | None
+    callback_number: str | None  # E.164
     redacted: list[str]  # the kinds of data found and replaced
 
 
-def post_process(text: str, words: Sequence[Word], *, redact: Iterable[str]) -> PostProcessed:
-    """``text`` and ``words`` of a transcript after the bot's settings (``Bot.redact``)."""
-    callback_number = find_callback_number(text)
-    redacted = redact_transcript(text, words, redact, keep_number=callback_number)
+def post_process(
+    text: str,
+    words: Sequence[Word],
+    *,
+    redact: Iterable[str],
+    language: str | None = None,
+    region: str | None = None,
+    caller: str | None = None,
+) -> PostProcessed:
+    """``text`` and ``words`` of a transcript in ``language`` after the bot's settings
+    (``Bot.redact``, ``Bot.region``); ``caller`` is the caller's own number, whose country
+    is the second guess for a number said without its country code."""
+    found = find_callback(text, language=language, regions=(region, caller_region(caller)))
+    run, callback_number = found if found is not None else (None, None)
+    redacted = redact_transcript(
+        text,
+        words,
+        redact,
+        keep_number=run.digits if run is not None else None,  # the digits as said
+        language=language,
+    )
     return PostProcessed(redacted.text, redacted.words, callback_number, redacted.kinds)

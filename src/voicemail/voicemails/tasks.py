@@ -82,7 +82,14 @@ def save_transcript(
     """Store ``result`` as the voicemail's transcript, in the caller's transaction: the
     bot's post-processing applied (call-back number, redaction), and the
     ``transcription.completed`` event queued with it."""
-    processed = post_process(result.text, result.words, redact=voicemail.bot.redact)
+    processed = post_process(
+        result.text,
+        result.words,
+        redact=voicemail.bot.redact,
+        language=result.language,
+        region=voicemail.bot.region,
+        caller=voicemail.session.caller_from,
+    )
     transcript = Transcript(
         voicemail_id=voicemail.id,
         text=processed.text,
