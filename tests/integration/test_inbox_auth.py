@@ -10,12 +10,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from tests.conftest import InboxUser, browser, make_user, sign_in
+from tests.services.redis import RedisService
 from tests.support import wait_until
 from voicemail.api.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.models import User, WebSession
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.transcription import FakeTranscriber
 from voicemail.users import service as users
 from voicemail.users import sessions
 from voicemail.users.service import AGENT
@@ -348,3 +350,36 @@ def test_a_throttle_ends_when_its_window_has_passed(inbox: TestClient, runtime: 
             what="the throttle to end",
             every=0.5,
         )
+
+
+class TestThrottlingOnRedis:
+    @pytest.fixture
+    def settings(self, settings: Settings, redis_service: RedisService) -> Settings:
+        return settings.model_copy(
+            update={"redis_url": redis_service.url, "redis_key_prefix": redis_service.key_prefix}
+        )
+
+    def test_two_api_processes_share_the_failure_counts(
+        self, settings: Settings, runtime: Runtime, redis_service: RedisService
+    ) -> None:
+        agent = make_user(runtime, AGENT)
+        # A second API process: its own runtime, limiter and Redis connections.
+        other = Runtime.build(settings, transcriber=FakeTranscriber())
+        try:
+            first_app = create_app(settings, runtime=runtime, run_worker=False)
+            second_app = create_app(settings, runtime=other, run_worker=False)
+            with (
+                browser(first_app, address=ATTACKER) as on_first,
+                browser(second_app, address=ATTACKER) as on_second,
+            ):
+                for n in range(settings.login_failures_per_account_and_address):
+                    client = on_first if n % 2 == 0 else on_second
+                    assert sign_in(client, agent.email, "wrong password!").status_code == 401
+                assert_throttled(sign_in(on_first, agent.email))
+                assert_throttled(sign_in(on_second, agent.email))
+        finally:
+            other.close()
+        # Counted under the configured prefix; the keys hold a digest, not the e-mail.
+        keys = [key for key in redis_service.stored_keys() if "login-failures" in key]
+        assert keys and all(key.startswith(f"{redis_service.key_prefix}:") for key in keys)
+        assert not any(agent.email in key for key in keys)
