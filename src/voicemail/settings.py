@@ -217,6 +217,30 @@ class Settings(BaseSettings):
         "(password spraying). Several users behind one NAT share it",
     )
 
+    # Who may read /metrics. Default (neither set): the API port answers /metrics to
+    # loopback clients only (a Prometheus on the same host), 403 to anyone else.
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, /metrics (on the API port, the metrics listen address and "
+        "`worker --metrics-port`) requires `Authorization: Bearer <token>` from every client, "
+        "loopback included; compared in constant time, never logged",
+    )
+    metrics_listen: str | None = Field(
+        default=None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        description="host:port (IPv6 in brackets) on which each API process serves /metrics "
+        "alone, e.g. a private interface; the API port then answers 404 for /metrics. One "
+        "address per process: give each process on a host its own port",
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # A validator, not min_length: pydantic's own error would print the token.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
