@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from tests.conftest import InboxUser, browser, make_user, sign_in
+from tests.processes import Admin, cluster_at
 from tests.services.redis import RedisService
 from tests.support import wait_until
 from voicemail.api.app import create_app
@@ -383,3 +387,40 @@ class TestThrottlingOnRedis:
         keys = [key for key in redis_service.stored_keys() if "login-failures" in key]
         assert keys and all(key.startswith(f"{redis_service.key_prefix}:") for key in keys)
         assert not any(agent.email in key for key in keys)
+
+
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(tmp_path: Path) -> None:
+    """Real ``voicemail serve`` processes: uvicorn takes the client address from
+    X-Forwarded-For only when the peer is a trusted proxy (FORWARDED_ALLOW_IPS, loopback by
+    default); from anyone else the header is ignored, so rotating it buys no attempts."""
+    throttle = {
+        "VOICEMAIL_LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": "2",
+        "VOICEMAIL_COOKIE_SECURE": "false",  # plain HTTP to 127.0.0.1 in this test
+    }
+    with contextmanager(cluster_at)(tmp_path, None) as cluster:
+        admin = Admin(cluster)
+        try:
+            agent = make_user(admin.runtime, AGENT)
+            behind_proxy = cluster.serve("behind-proxy", "--no-worker", env=throttle)
+            exposed = cluster.serve(
+                "exposed", "--no-worker", env={**throttle, "FORWARDED_ALLOW_IPS": "192.0.2.1"}
+            )
+        finally:
+            admin.close()
+
+        def attempt(url: str, forwarded_for: str, password: str) -> int:
+            with httpx.Client(
+                base_url=url, headers={"X-Forwarded-For": forwarded_for}, timeout=30
+            ) as client:
+                return int(sign_in(client, agent.email, password).status_code)
+
+        # Our test is the trusted (loopback) proxy: each forwarded address counts alone.
+        for _ in range(2):
+            assert attempt(behind_proxy.url, "198.51.100.1", "wrong password!") == 401
+        assert attempt(behind_proxy.url, "198.51.100.1", agent.password) == 429
+        assert attempt(behind_proxy.url, "198.51.100.2", agent.password) == 303
+
+        # Not a trusted proxy: the header is ignored and every attempt is the peer's.
+        assert attempt(exposed.url, "203.0.113.1", "wrong password!") == 401
+        assert attempt(exposed.url, "203.0.113.2", "wrong password!") == 401
+        assert attempt(exposed.url, "203.0.113.3", agent.password) == 429
