@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -231,6 +232,19 @@ def inbox(settings: Settings, runtime: Runtime) -> Iterator[TestClient]:
     app = create_app(settings, runtime=runtime, run_worker=False)
     with TestClient(
         app, base_url="https://testserver", raise_server_exceptions=False, follow_redirects=False
+    ) as test_client:
+        yield test_client
+
+
+@contextmanager
+def browser(app: Any, *, address: str = "testclient") -> Iterator[TestClient]:
+    """Another browser of the inbox app (its own cookies), connecting from ``address``."""
+    with TestClient(
+        app,
+        base_url="https://testserver",
+        raise_server_exceptions=False,
+        follow_redirects=False,
+        client=(address, 50000),
     ) as test_client:
         yield test_client
 

@@ -205,22 +205,23 @@ def spoken_message(
 
 
 def run_cli(
-    settings: Settings, *args: str, stdin: str | None = None
+    settings: Settings, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL),
-    with ``stdin`` as its input when given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    env.update(
+    with ``stdin`` as its input when given and ``env`` added to its environment."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
+    environment.update(
         VOICEMAIL_DATA_DIR=str(settings.data_dir),
         VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
         VOICEMAIL_LOG_FORMAT="console",
         COLUMNS="200",
     )
     if settings.database_url:
-        env["VOICEMAIL_DATABASE_URL"] = settings.database_url
+        environment["VOICEMAIL_DATABASE_URL"] = settings.database_url
+    environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "voicemail", *args],
-        env=env,
+        env=environment,
         input=stdin,
         capture_output=True,
         text=True,

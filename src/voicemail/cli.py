@@ -244,7 +244,13 @@ def _serve_worker_metrics(runtime: Runtime, host: str, port: int) -> None:
     # Each worker process serves its own metrics (Prometheus scrapes every process); this
     # needs no state shared between processes. The thread is a daemon: it ends with us.
     try:
-        server = serve_metrics(runtime.metrics, host=host, port=port)
+        token = runtime.settings.metrics_token
+        server = serve_metrics(
+            runtime.metrics,
+            host=host,
+            port=port,
+            token=token.get_secret_value() if token is not None else None,
+        )
     except OSError as exc:
         fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
     log.info("serving metrics", extra={"url": f"http://{host}:{server.server_port}/metrics"})

@@ -11,6 +11,13 @@ What each process exposes:
   and Prometheus scrapes each process anyway, so this needs no shared state (no multiprocess
   directory, no push gateway); the queue itself is already visible through any API process.
 
+Who may read them (``VOICEMAIL_METRICS_TOKEN``, ``VOICEMAIL_METRICS_LISTEN``): by default
+the API port answers ``/metrics`` to loopback clients only; with a token, every client must
+send it as a bearer token (on the API port, the metrics listen address and a worker's
+``--metrics-port`` alike); with a listen address, each API process serves its metrics there
+and the API port answers 404 (``api/health.py``). Metrics name no caller, but they show
+traffic, deposit outcomes and the backlog, which is nobody else's business.
+
 Labels are bounded: routes are path templates (``/api/public/bot/{botId}/voicemail``, never
 the bot id), unknown paths share one value, methods outside the standard set are ``other``,
 and deposit rejections are named by a fixed set of reasons.
@@ -18,11 +25,14 @@ and deposit rejections are named by a fixed set of reasons.
 
 from __future__ import annotations
 
+import hmac
 import logging
+import socket
 import threading
 from collections.abc import Iterable
 from datetime import datetime
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import (
@@ -32,8 +42,9 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     generate_latest,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,6 +54,9 @@ from starlette.requests import ClientDisconnect
 from voicemail.db.base import utcnow
 from voicemail.errors import BadAudio, VoicemailError
 from voicemail.jobs import service as jobs
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +226,56 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def serve_metrics(metrics: Metrics, *, host: str, port: int) -> WSGIServer:
-    """Serve ``/metrics`` of a process without an HTTP API (a standalone worker), in a
-    background thread. ``port`` 0 picks a free port (``server.server_port``)."""
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+def bearer_token_matches(authorization: str | None, token: str) -> bool:
+    """``Authorization: Bearer <token>``, compared in constant time."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as a host and a port."""
+    host, _, port = address.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access line per scrape on stderr (as prometheus_client's own server)."""
+
+
+def _token_required(app: WSGIApplication, token: str) -> WSGIApplication:
+    def protected(environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        if bearer_token_matches(environ.get("HTTP_AUTHORIZATION"), token):
+            return app(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("WWW-Authenticate", 'Bearer realm="metrics"'),
+            ],
+        )
+        return [b"/metrics needs the metrics token: Authorization: Bearer <token>\n"]
+
+    return protected
+
+
+def serve_metrics(
+    metrics: Metrics, *, host: str, port: int, token: str | None = None
+) -> WSGIServer:
+    """Serve ``/metrics`` on its own address, in a background thread: a standalone worker's,
+    or an API process's with ``VOICEMAIL_METRICS_LISTEN``. With ``token``, only requests
+    that carry it as a bearer token are answered. ``port`` 0 picks a free port
+    (``server.server_port``); ``server.shutdown()`` stops it."""
+    app: WSGIApplication = make_wsgi_app(metrics.registry)
+    if token is not None:
+        app = _token_required(app, token)
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(host, port, app, server_class=Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True)
+    thread.start()
     return server

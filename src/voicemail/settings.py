@@ -184,6 +184,63 @@ class Settings(BaseSettings):
         default=60, ge=1, description="How often workers compare queue backlogs with alerts"
     )
 
+    # Sign-in throttling (inbox). Only failed sign-ins count, in a moving window, shared
+    # through Redis when VOICEMAIL_REDIS_URL is set. A refused attempt is answered 429 with
+    # Retry-After before its password is checked. Three limits, so that guessing is bounded
+    # and an attacker still cannot cheaply lock a real user out: one source address trying
+    # one account is stopped early, while the account as a whole is refused only when many
+    # addresses fail on it.
+    login_failure_window_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=24 * 3600,
+        description="The window failed sign-ins are counted in; a throttle ends at the latest "
+        "this long after the failures that caused it (it never locks for good)",
+    )
+    login_failures_per_account_and_address: int = Field(
+        default=5,
+        ge=1,
+        description="Failed sign-ins on one account from one source address per window. Only "
+        "that address is refused; the user signs in from elsewhere",
+    )
+    login_failures_per_account: int = Field(
+        default=50,
+        ge=1,
+        description="Failed sign-ins on one account from all addresses per window: bounds "
+        "guessing spread over many addresses. Lower is safer against guessing but lets fewer "
+        "attacking addresses lock the user out for the window",
+    )
+    login_failures_per_address: int = Field(
+        default=30,
+        ge=1,
+        description="Failed sign-ins from one source address, on any accounts, per window "
+        "(password spraying). Several users behind one NAT share it",
+    )
+
+    # Who may read /metrics. Default (neither set): the API port answers /metrics to
+    # loopback clients only (a Prometheus on the same host), 403 to anyone else.
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, /metrics (on the API port, the metrics listen address and "
+        "`worker --metrics-port`) requires `Authorization: Bearer <token>` from every client, "
+        "loopback included; compared in constant time, never logged",
+    )
+    metrics_listen: str | None = Field(
+        default=None,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        description="host:port (IPv6 in brackets) on which each API process serves /metrics "
+        "alone, e.g. a private interface; the API port then answers 404 for /metrics. One "
+        "address per process: give each process on a host its own port",
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # A validator, not min_length: pydantic's own error would print the token.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -11,8 +11,10 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -570,6 +572,60 @@ def test_enforced_jti_still_checks_the_signature_first(
     # A forged token must not burn the jti for the real client.
     real = jti_creds.token(jti="x", exp=int(time.time()) + 60)
     assert_ok(fetch(client, jti_creds.bot_id, real))
+
+
+@pytest.mark.parametrize("rate_limit", [1])
+def test_jti_refused_by_the_rate_limit_is_not_used_up(
+    client: TestClient, jti_creds: Credentials, runtime: Runtime
+) -> None:
+    exp = int(time.time()) + 300
+    assert_ok(fetch(client, jti_creds.bot_id, jti_creds.token(jti="first", exp=exp)))
+    token = jti_creds.token(jti="limited", exp=exp)
+    assert_rate_limited(fetch(client, jti_creds.bot_id, token))
+    # Once the account may make requests again, the refused token still works, once.
+    set_account_limit(runtime, jti_creds.account_id, 10)
+    assert_ok(fetch(client, jti_creds.bot_id, token))
+    assert_jti_rejected(fetch(client, jti_creds.bot_id, token), "JTI has already been used")
+
+
+def test_jti_refused_for_a_missing_scope_or_another_bot_is_not_used_up(
+    client: TestClient, jti_creds: Credentials, runtime: Runtime
+) -> None:
+    exp = int(time.time()) + 300
+    token = jti_creds.token(jti="wrong-bot", exp=exp)
+    assert_forbidden(fetch(client, new_bot_of(runtime, jti_creds), token), auth.SCOPE_FETCH)
+    delete = client.delete(
+        f"/api/public/bot/{jti_creds.bot_id}/voicemail",
+        params={"sessionId": SESSION},
+        headers={"auth": token},
+    )
+    assert_forbidden(delete, auth.SCOPE_DELETE)
+    webhooks = client.get(f"/api/admin/bots/{jti_creds.bot_id}/webhooks", headers={"auth": token})
+    assert webhooks.status_code == 403, webhooks.text
+    # None of the refusals used the token up: it works on the bot and scope it was meant for.
+    assert_ok(fetch(client, jti_creds.bot_id, token))
+    assert_jti_rejected(fetch(client, jti_creds.bot_id, token), "JTI has already been used")
+
+
+def new_bot_of(runtime: Runtime, creds: Credentials) -> str:
+    """Another bot of the credentials' account, on which the app holds no scope."""
+    with runtime.sessions.begin() as session:
+        return bots.create_bot(session, name="Sales line", account_id=creds.account_id).id
+
+
+def test_a_jti_is_used_exactly_once_by_concurrent_requests(
+    client: TestClient, jti_creds: Credentials
+) -> None:
+    token = jti_creds.token(jti="raced", exp=int(time.time()) + 300)
+    barrier = threading.Barrier(8)
+
+    def attempt() -> int:
+        barrier.wait()
+        return fetch(client, jti_creds.bot_id, token).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda _: attempt(), range(8)))
+    assert sorted(statuses) == [200] + [401] * 7, statuses
 
 
 # ------------------------------------------------------------------ rate limits

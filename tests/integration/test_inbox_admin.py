@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import select
 
-from tests.conftest import PASSWORD, csrf_of, make_queue, make_user, new_bot, sign_in
+from tests.conftest import PASSWORD, browser, csrf_of, make_queue, make_user, new_bot, sign_in
 from voicemail import ids
 from voicemail.bots import service as bots
 from voicemail.db.models import Account, AuditEntry, Bot, Queue, User
@@ -231,6 +231,31 @@ def test_an_admin_cannot_deactivate_or_demote_themselves(
     again = user_by_email(runtime, admin.email)
     assert again is not None and again.active and again.role == ADMIN
     assert inbox.get("/inbox/admin").status_code == 200
+
+
+def test_a_password_change_ends_every_other_session_of_that_user(
+    inbox: TestClient, second_browser: TestClient, runtime: Runtime
+) -> None:
+    admin = make_user(runtime, ADMIN)
+    agent = make_user(runtime, AGENT)
+    sign_in(inbox, admin.email)
+    with browser(inbox.app) as laptop, browser(inbox.app) as phone:
+        # The admin is also signed in on a laptop; the agent on a phone and a second browser.
+        assert sign_in(laptop, admin.email).status_code == 303
+        assert sign_in(phone, agent.email).status_code == 303
+        assert sign_in(second_browser, agent.email).status_code == 303
+
+        # An admin changing their own password (it may have leaked) stays signed in only in
+        # the browser that changed it.
+        post(inbox, f"/inbox/admin/users/{admin.id}/password", {"password": "my new secret 1"})
+        assert inbox.get("/inbox/admin").status_code == 200
+        assert laptop.get("/inbox/admin").headers["location"].startswith("/inbox/login")
+
+        # Another user's password: every one of their sessions ends.
+        post(inbox, f"/inbox/admin/users/{agent.id}/password", {"password": "agent secret 12"})
+        for agents_browser in (phone, second_browser):
+            assert agents_browser.get("/inbox").headers["location"].startswith("/inbox/login")
+        assert inbox.get("/inbox/admin").status_code == 200
 
 
 def test_a_deactivated_users_session_stops_working(

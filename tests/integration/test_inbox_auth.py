@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from tests.conftest import InboxUser, make_user, sign_in
+from tests.conftest import InboxUser, browser, make_user, sign_in
+from tests.processes import Admin, cluster_at
+from tests.services.redis import RedisService
+from tests.support import wait_until
 from voicemail.api.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.models import User, WebSession
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.transcription import FakeTranscriber
 from voicemail.users import service as users
 from voicemail.users import sessions
 from voicemail.users.service import AGENT
@@ -212,3 +220,207 @@ def test_a_change_is_committed_before_its_response_is_sent(
     with TestClient(watched, base_url="https://testserver", follow_redirects=False) as client:
         assert sign_in(client, agent.email).status_code == 303
     assert sessions_at_start == [1]
+
+
+# ------------------------------------------------------------------ sign-in throttling
+
+ATTACKER = "198.51.100.7"
+USER_ADDRESS = "203.0.113.20"
+
+
+@pytest.fixture
+def verified(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The e-mails whose password the login route checked (Argon2), in order."""
+    checked: list[str] = []
+    real = users.authenticate
+
+    def counting(session: Any, *, email: str, password: str) -> Any:
+        checked.append(email)
+        return real(session, email=email, password=password)
+
+    monkeypatch.setattr(users, "authenticate", counting)
+    return checked
+
+
+def assert_throttled(response: Any, window: int = 900) -> int:
+    assert response.status_code == 429, response.text
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= window
+    assert "Too many failed sign-ins" in response.text
+    return retry_after
+
+
+def test_failed_sign_ins_are_throttled_per_account_from_one_address(
+    inbox: TestClient, runtime: Runtime, verified: list[str]
+) -> None:
+    agent = make_user(runtime, AGENT)
+    with browser(inbox.app, address=ATTACKER) as attacker:
+        for _ in range(runtime.settings.login_failures_per_account_and_address):
+            assert sign_in(attacker, agent.email, "wrong password!").status_code == 401
+        # The sixth attempt is refused, the right password too, before it is checked.
+        checked = len(verified)
+        assert_throttled(sign_in(attacker, agent.email))
+        refused = sign_in(attacker, agent.email.upper(), "another guess 1")
+        assert "minutes before trying again" in refused.text
+        assert_throttled(refused)
+        assert len(verified) == checked
+        assert attacker.cookies.get("voicemail_session") is None
+        # A fetch() client asking for JSON gets Kore's envelope with the same Retry-After.
+        attacker.get("/inbox/login")
+        as_json = attacker.post(
+            "/inbox/login",
+            data={
+                "email": agent.email,
+                "password": agent.password,
+                "login_csrf": attacker.cookies["voicemail_login_csrf"],
+            },
+            headers={"Accept": "application/json"},
+        )
+        assert as_json.status_code == 429
+        [error] = as_json.json()["errors"]
+        assert error["code"] == 429 and "Too many failed sign-ins" in error["msg"]
+        assert 1 <= int(as_json.headers["Retry-After"]) <= 900
+    # The real user, elsewhere, is not locked out by someone else's guesses.
+    with browser(inbox.app, address=USER_ADDRESS) as user:
+        assert sign_in(user, agent.email).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"login_failures_per_account_and_address": 100, "login_failures_per_account": 4}],
+)
+def test_failures_from_many_addresses_throttle_the_account(
+    inbox: TestClient, runtime: Runtime, verified: list[str]
+) -> None:
+    agent = make_user(runtime, AGENT)
+    other = make_user(runtime, AGENT)
+    for n in range(4):
+        with browser(inbox.app, address=f"192.0.2.{n + 1}") as bot:
+            assert sign_in(bot, agent.email, "wrong password!").status_code == 401
+    with browser(inbox.app, address=USER_ADDRESS) as user:
+        checked = len(verified)
+        assert_throttled(sign_in(user, agent.email))
+        assert len(verified) == checked
+        # Only that account: another user at the same address signs in.
+        assert sign_in(user, other.email).status_code == 303
+
+
+@pytest.mark.parametrize("overrides", [{"login_failures_per_address": 4}])
+def test_failures_on_many_accounts_throttle_the_address(
+    inbox: TestClient, runtime: Runtime, verified: list[str]
+) -> None:
+    agent = make_user(runtime, AGENT)
+    with browser(inbox.app, address=ATTACKER) as attacker:
+        # Password spraying: one guess per account, known or not.
+        for n in range(3):
+            assert sign_in(attacker, f"someone-{n}@example.com", "Winter2026!").status_code == 401
+        assert sign_in(attacker, agent.email, "Winter2026!").status_code == 401
+        checked = len(verified)
+        assert_throttled(sign_in(attacker, agent.email))
+        assert_throttled(sign_in(attacker, "someone-new@example.com", "Winter2026!"))
+        assert len(verified) == checked
+    with browser(inbox.app, address=USER_ADDRESS) as user:
+        assert sign_in(user, agent.email).status_code == 303
+
+
+def test_a_successful_sign_in_is_not_counted_and_clears_its_failures(
+    inbox: TestClient, runtime: Runtime
+) -> None:
+    agent = make_user(runtime, AGENT)
+    limit = runtime.settings.login_failures_per_account_and_address
+    with browser(inbox.app, address=USER_ADDRESS) as user:
+        for _ in range(3):
+            for _ in range(limit - 1):
+                assert sign_in(user, agent.email, "mistyped it!").status_code == 401
+            assert sign_in(user, agent.email).status_code == 303
+        # Many successes in a row are never refused.
+        for _ in range(limit + 1):
+            assert sign_in(user, agent.email).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"login_failure_window_seconds": 2, "login_failures_per_account_and_address": 2}],
+)
+def test_a_throttle_ends_when_its_window_has_passed(inbox: TestClient, runtime: Runtime) -> None:
+    agent = make_user(runtime, AGENT)
+    with browser(inbox.app, address=USER_ADDRESS) as user:
+        for _ in range(2):
+            assert sign_in(user, agent.email, "wrong password!").status_code == 401
+        assert assert_throttled(sign_in(user, agent.email), window=2) <= 2
+        wait_until(
+            lambda: sign_in(user, agent.email).status_code == 303,
+            timeout=15,
+            what="the throttle to end",
+            every=0.5,
+        )
+
+
+class TestThrottlingOnRedis:
+    @pytest.fixture
+    def settings(self, settings: Settings, redis_service: RedisService) -> Settings:
+        return settings.model_copy(
+            update={"redis_url": redis_service.url, "redis_key_prefix": redis_service.key_prefix}
+        )
+
+    def test_two_api_processes_share_the_failure_counts(
+        self, settings: Settings, runtime: Runtime, redis_service: RedisService
+    ) -> None:
+        agent = make_user(runtime, AGENT)
+        # A second API process: its own runtime, limiter and Redis connections.
+        other = Runtime.build(settings, transcriber=FakeTranscriber())
+        try:
+            first_app = create_app(settings, runtime=runtime, run_worker=False)
+            second_app = create_app(settings, runtime=other, run_worker=False)
+            with (
+                browser(first_app, address=ATTACKER) as on_first,
+                browser(second_app, address=ATTACKER) as on_second,
+            ):
+                for n in range(settings.login_failures_per_account_and_address):
+                    client = on_first if n % 2 == 0 else on_second
+                    assert sign_in(client, agent.email, "wrong password!").status_code == 401
+                assert_throttled(sign_in(on_first, agent.email))
+                assert_throttled(sign_in(on_second, agent.email))
+        finally:
+            other.close()
+        # Counted under the configured prefix; the keys hold a digest, not the e-mail.
+        keys = [key for key in redis_service.stored_keys() if "login-failures" in key]
+        assert keys and all(key.startswith(f"{redis_service.key_prefix}:") for key in keys)
+        assert not any(agent.email in key for key in keys)
+
+
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(tmp_path: Path) -> None:
+    """Real ``voicemail serve`` processes: uvicorn takes the client address from
+    X-Forwarded-For only when the peer is a trusted proxy (FORWARDED_ALLOW_IPS, loopback by
+    default); from anyone else the header is ignored, so rotating it buys no attempts."""
+    throttle = {
+        "VOICEMAIL_LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": "2",
+        "VOICEMAIL_COOKIE_SECURE": "false",  # plain HTTP to 127.0.0.1 in this test
+    }
+    with contextmanager(cluster_at)(tmp_path, None) as cluster:
+        admin = Admin(cluster)
+        try:
+            agent = make_user(admin.runtime, AGENT)
+            behind_proxy = cluster.serve("behind-proxy", "--no-worker", env=throttle)
+            exposed = cluster.serve(
+                "exposed", "--no-worker", env={**throttle, "FORWARDED_ALLOW_IPS": "192.0.2.1"}
+            )
+        finally:
+            admin.close()
+
+        def attempt(url: str, forwarded_for: str, password: str) -> int:
+            with httpx.Client(
+                base_url=url, headers={"X-Forwarded-For": forwarded_for}, timeout=30
+            ) as client:
+                return int(sign_in(client, agent.email, password).status_code)
+
+        # Our test is the trusted (loopback) proxy: each forwarded address counts alone.
+        for _ in range(2):
+            assert attempt(behind_proxy.url, "198.51.100.1", "wrong password!") == 401
+        assert attempt(behind_proxy.url, "198.51.100.1", agent.password) == 429
+        assert attempt(behind_proxy.url, "198.51.100.2", agent.password) == 303
+
+        # Not a trusted proxy: the header is ignored and every attempt is the peer's.
+        assert attempt(exposed.url, "203.0.113.1", "wrong password!") == 401
+        assert attempt(exposed.url, "203.0.113.2", "wrong password!") == 401
+        assert attempt(exposed.url, "203.0.113.3", agent.password) == 429

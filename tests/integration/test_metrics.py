@@ -3,6 +3,7 @@ request ids carried from the header into every log line of the request."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -17,16 +18,19 @@ import prometheus_client
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from sqlalchemy import update
 
 from tests.conftest import Credentials
-from tests.support import write_wav
+from tests.support import free_port, run_cli, write_wav
+from voicemail.api.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.models import Job
 from voicemail.logs import build_formatter
 from voicemail.metrics import UNMATCHED_ROUTE, JobQueueCollector, Metrics, serve_metrics
 from voicemail.runtime import Runtime
+from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 
 DEPOSIT_ROUTE = "/api/public/bot/{botId}/voicemail"
@@ -35,6 +39,14 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 # ------------------------------------------------------------------ helpers
+
+
+@pytest.fixture
+def client(settings: Settings, runtime: Runtime) -> Iterator[TestClient]:
+    """The API as a Prometheus on the same host reaches it: from loopback, which the
+    default (no metrics token or listen address) lets read /metrics."""
+    with api_client(settings, runtime, "127.0.0.1") as test_client:
+        yield test_client
 
 
 def scrape(client: TestClient) -> Samples:
@@ -270,6 +282,109 @@ def test_a_standalone_worker_serves_its_own_metrics(runtime: Runtime) -> None:
     assert value(samples, "voicemail_transcription_real_time_factor_sum") == 0.25
     # The queue is the API's to report (from the database); a worker does not repeat it.
     assert "voicemail_job_queue_depth" not in response.text
+
+
+# ------------------------------------------------------------------ who may read /metrics
+
+METRICS_TOKEN = "metrics-token-" + "s3cr3t" * 4
+
+
+def api_client(settings: Settings, runtime: Runtime, address: str) -> TestClient:
+    app = create_app(settings, runtime=runtime, run_worker=False)
+    return TestClient(app, raise_server_exceptions=False, client=(address, 50000))
+
+
+@pytest.mark.parametrize("address", ["203.0.113.5", "10.0.0.8", "testclient"])
+def test_by_default_metrics_answer_only_loopback_clients(
+    settings: Settings, runtime: Runtime, address: str
+) -> None:
+    with api_client(settings, runtime, address) as outsider:
+        response = outsider.get("/metrics")
+    assert response.status_code == 403
+    [error] = response.json()["errors"]
+    assert error["code"] == 403 and "VOICEMAIL_METRICS_TOKEN" in error["msg"]
+    assert "voicemail_" not in response.text
+    for loopback in ("127.0.0.1", "::1"):
+        with api_client(settings, runtime, loopback) as local:
+            assert local.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("overrides", [{"metrics_token": METRICS_TOKEN}])
+def test_with_a_token_every_client_must_send_it(
+    settings: Settings, runtime: Runtime, json_logs: io.StringIO
+) -> None:
+    for address in ("127.0.0.1", "203.0.113.5"):
+        with api_client(settings, runtime, address) as scraper:
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong-token-of-the-same-sort"},
+                {"Authorization": f"Bearer {METRICS_TOKEN}x"},
+                {"Authorization": f"Basic {METRICS_TOKEN}"},
+                {"auth": METRICS_TOKEN},
+            ):
+                refused = scraper.get("/metrics", headers=headers)
+                assert refused.status_code == 401, headers
+                assert refused.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+                assert refused.json()["errors"][0]["code"] == 401
+            good = scraper.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+            assert good.status_code == 200
+            assert "voicemail_deposits_total" in good.text
+    # Neither the token nor a guess at it is ever written to the logs.
+    logged = json_logs.getvalue()
+    assert log_lines(json_logs), "no log lines were captured"
+    assert "s3cr3t" not in logged and "wrong-token" not in logged
+
+
+@pytest.mark.parametrize("with_token", [False, True])
+def test_metrics_on_their_own_listen_address(
+    settings: Settings, runtime: Runtime, with_token: bool
+) -> None:
+    port = free_port()
+    update: dict[str, object] = {"metrics_listen": f"127.0.0.1:{port}"}
+    if with_token:
+        update["metrics_token"] = SecretStr(METRICS_TOKEN)
+    settings = settings.model_copy(update=update)
+    runtime = dataclasses.replace(runtime, settings=settings)
+    with api_client(settings, runtime, "127.0.0.1") as api:
+        # The API port no longer serves them, not even to loopback or the token's holder.
+        on_api = api.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert on_api.status_code == 404
+        assert on_api.json() == {"errors": [{"msg": "Not found", "code": 404}]}
+        url = f"http://127.0.0.1:{port}/metrics"
+        plain = httpx.get(url, timeout=5)
+        if with_token:
+            assert plain.status_code == 401
+            assert "voicemail_" not in plain.text
+            authorized = httpx.get(
+                url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5
+            )
+        else:
+            authorized = plain
+        assert authorized.status_code == 200
+        assert "voicemail_job_queue_depth" in authorized.text
+    # The listener ends with the app.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url, timeout=2)
+
+
+def test_a_standalone_workers_metrics_can_require_the_token(runtime: Runtime) -> None:
+    server = serve_metrics(runtime.metrics, host="127.0.0.1", port=0, token=METRICS_TOKEN)
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    try:
+        refused = httpx.get(url, headers={"Authorization": "Bearer nope"}, timeout=5)
+        allowed = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert refused.status_code == 401 and "voicemail_" not in refused.text
+    assert allowed.status_code == 200 and "process_cpu_seconds_total" in allowed.text
+
+
+def test_a_too_short_metrics_token_is_refused_without_showing_it(settings: Settings) -> None:
+    result = run_cli(settings, "bots", "list", env={"VOICEMAIL_METRICS_TOKEN": "short-secret"})
+    assert result.returncode == 1
+    assert "VOICEMAIL_METRICS_TOKEN" in result.stderr and "16 characters" in result.stderr
+    assert "short-secret" not in result.stderr + result.stdout
 
 
 # ------------------------------------------------------------------ request ids and logs

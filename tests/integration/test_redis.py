@@ -90,6 +90,28 @@ def test_guard_keeps_long_jtis_as_short_keys(redis_service: RedisService) -> Non
     assert all(len(key) < 200 for key in redis_service.stored_keys())
 
 
+def test_guard_gives_back_a_released_jti_to_every_process(redis_service: RedisService) -> None:
+    now = time.time()
+    replay, other = guard(redis_service), guard(redis_service)
+    assert replay.first_use("cs-a", "refused", now + 60, now)
+    # The request that claimed it was refused (rate limit): the token can be used again,
+    # on any process, and then once only.
+    replay.release("cs-a", "refused")
+    assert redis_service.stored_keys() == []
+    assert other.first_use("cs-a", "refused", now + 60, now)
+    assert not replay.first_use("cs-a", "refused", now + 60, now)
+
+
+def test_releasing_a_jti_while_redis_is_down_logs_and_does_not_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    replay = RedisReplayGuard.from_url(closed_redis_url(), key_prefix="vmtest-closed")
+    caplog.set_level(logging.WARNING)
+    replay.release("cs-a", "jti-1")  # the jti stays claimed: a false refusal, never a pass
+    assert any("stays used" in record.getMessage() for record in caplog.records)
+    assert_no_password_logged(caplog)
+
+
 def test_many_processes_racing_on_one_jti_let_exactly_one_through(
     redis_service: RedisService,
 ) -> None:

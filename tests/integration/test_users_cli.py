@@ -73,6 +73,8 @@ def test_users_create_sign_in_and_password_changes(
     assert SECRET not in stdin_created.stdout + stdin_created.stderr
     agent = TestClient(inbox.app, base_url="https://testserver", follow_redirects=False)
     assert sign_in(agent, "agent@example.com", SECRET).status_code == 303
+    phone = TestClient(inbox.app, base_url="https://testserver", follow_redirects=False)
+    assert sign_in(phone, "agent@example.com", SECRET).status_code == 303
 
     # A new password signs the agent out everywhere; only the new one works afterwards.
     changed = voicemail(
@@ -84,7 +86,8 @@ def test_users_create_sign_in_and_password_changes(
         stdin="another secret 4242\n",
     )
     assert changed.returncode == 0, changed.stderr
-    assert agent.get("/inbox/admin").headers["location"].startswith("/inbox/login")
+    for browser in (agent, phone):
+        assert browser.get("/inbox/admin").headers["location"].startswith("/inbox/login")
     assert sign_in(agent, "agent@example.com", SECRET).status_code == 401
     assert sign_in(agent, "agent@example.com", "another secret 4242").status_code == 303
 

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from wsgiref.simple_server import WSGIServer
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -18,6 +19,7 @@ from voicemail.inbox import routes as inbox_routes
 from voicemail.inbox.pages import STATIC_DIR
 from voicemail.jobs.worker import WorkerPool
 from voicemail.media import routes as media_routes
+from voicemail.metrics import parse_listen, serve_metrics
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.voicemails import routes as voicemail_routes
@@ -47,6 +49,7 @@ def create_app(
             upgrade(settings.resolved_database_url)
         app.state.runtime = rt
         rt.metrics.watch_job_queue(rt.sessions)  # /metrics reads the queue from the database
+        metrics_server = _serve_metrics(settings, rt)
         stop = threading.Event()
         thread: threading.Thread | None = None
         if with_worker:
@@ -62,6 +65,9 @@ def create_app(
             rt.wake_worker.set()  # the pool's loops share it
             if thread is not None:
                 thread.join(timeout=settings.job_lease_seconds)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             if runtime is None:
                 rt.close()
 
@@ -86,6 +92,20 @@ def create_app(
     )
     app.add_middleware(AccessLogMiddleware)
     return app
+
+
+def _serve_metrics(settings: Settings, runtime: Runtime) -> WSGIServer | None:
+    """/metrics on ``VOICEMAIL_METRICS_LISTEN``, when set (the API port then refuses it)."""
+    if settings.metrics_listen is None:
+        return None
+    host, port = parse_listen(settings.metrics_listen)
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    server = serve_metrics(runtime.metrics, host=host, port=port, token=token)
+    log.info(
+        "serving metrics",
+        extra={"url": f"http://{settings.metrics_listen}/metrics", "token": token is not None},
+    )
+    return server
 
 
 def _run_worker(runtime: Runtime, pool: WorkerPool, stop: threading.Event) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -9,7 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from voicemail.api.deps import RuntimeDep
-from voicemail.errors import VoicemailError
+from voicemail.errors import Forbidden, NotFound, VoicemailError
+from voicemail.metrics import bearer_token_matches
+from voicemail.settings import Settings
 
 router = APIRouter(tags=["operations"])
 
@@ -59,13 +62,54 @@ def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
     )
 
 
+class MetricsTokenRequired(VoicemailError):
+    status_code = 401
+
+    def __init__(self) -> None:
+        super().__init__("/metrics needs the metrics token: Authorization: Bearer <token>")
+        self.headers = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_metrics_access(settings: Settings, request: Request) -> None:
+    """Who may read /metrics on the API port (``voicemail.metrics`` says why): nobody when
+    it has its own listen address, the token's holders when one is set, else loopback
+    clients only. The client address is uvicorn's: the peer, or the X-Forwarded-For address
+    of a trusted proxy (FORWARDED_ALLOW_IPS), so a proxy on this host that forwards the
+    public's requests must send X-Forwarded-For (or not forward /metrics)."""
+    if settings.metrics_listen is not None:
+        raise NotFound("Not found")
+    if settings.metrics_token is not None:
+        authorization = request.headers.get("authorization")
+        if not bearer_token_matches(authorization, settings.metrics_token.get_secret_value()):
+            raise MetricsTokenRequired()
+        return
+    if not _is_loopback(request.client.host if request.client is not None else None):
+        raise Forbidden(
+            "/metrics answers loopback clients only; set VOICEMAIL_METRICS_TOKEN or "
+            "VOICEMAIL_METRICS_LISTEN to scrape it from elsewhere"
+        )
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics of this process",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: {"description": "VOICEMAIL_METRICS_TOKEN is set and the request lacks it"},
+        403: {"description": "No token is set and the client is not on loopback"},
+        404: {"description": "Metrics are served on VOICEMAIL_METRICS_LISTEN instead"},
+    },
 )
-def metrics(runtime: RuntimeDep) -> Response:
+def metrics(request: Request, runtime: RuntimeDep) -> Response:
     # A plain def: FastAPI runs it in a thread, and the queue gauges query the database.
+    check_metrics_access(runtime.settings, request)
     body, content_type = runtime.metrics.render()
     return Response(body, media_type=content_type)

@@ -1,5 +1,8 @@
 """Per-account request limits (a moving one-minute window), with the `limits` library.
 
+The same limiter, and so the same storage, also counts failed inbox sign-ins
+(``users/throttle.py``): ``retry_after``, ``count`` and ``clear`` take any limit item.
+
 One process counts in memory. Several API processes count together in Redis
 (``VOICEMAIL_REDIS_URL``), so an account gets N requests a minute in total, not N per process.
 
@@ -21,10 +24,11 @@ import logging
 import math
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from voicemail.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # After Redis fails, count in memory for this long before trying Redis again, so that an
 # outage costs one failed round trip every few seconds, not one per request.
@@ -84,15 +89,40 @@ class AccountRateLimiter:
     def hit(self, account_id: str, *, per_minute: int, bucket: str) -> None:
         """Count one request; raise ``RateLimited`` with a Retry-After when over the limit."""
         item = RateLimitItemPerMinute(per_minute)
+        self._shared(lambda limiter: self._count(limiter, item, account_id, bucket))
+
+    def retry_after(self, item: RateLimitItem, *identifiers: str) -> int | None:
+        """Seconds until one more hit fits under ``item``, or None when it fits now. Counts
+        nothing."""
+
+        def peek(limiter: MovingWindowRateLimiter) -> int | None:
+            if limiter.test(item, *identifiers):
+                return None
+            stats = limiter.get_window_stats(item, *identifiers)
+            return max(1, math.ceil(stats.reset_time - time.time()))
+
+        return self._shared(peek)
+
+    def count(self, item: RateLimitItem, *identifiers: str) -> None:
+        """Count one hit under ``item`` (none past its limit: the moving window keeps at most
+        that many)."""
+        self._shared(lambda limiter: limiter.hit(item, *identifiers))
+
+    def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        self._shared(lambda limiter: limiter.clear(item, *identifiers))
+
+    def _shared(self, operation: Callable[[MovingWindowRateLimiter], T]) -> T:
+        """``operation`` on the shared storage, or on this process's memory while the shared
+        one is unreachable."""
         if not self.falling_back:
             try:
-                self._count(self._limiter, item, account_id, bucket)
+                result = operation(self._limiter)
             except StorageError as exc:
                 self._shared_failed(exc)
             else:
                 self._shared_answered()
-                return
-        self._count(self._fallback, item, account_id, bucket)
+                return result
+        return operation(self._fallback)
 
     @staticmethod
     def _count(

@@ -2,6 +2,13 @@
 
 One process keeps them in memory. Several API processes share them in Redis
 (``VOICEMAIL_REDIS_URL``), so a token used on one process is refused on every other.
+
+A jti is claimed atomically (``first_use``) once the token is verified and its scope held,
+then the request is charged to its rate limit; a request that the limit refuses gives its
+jti back (``release``), so a refused request does not use up a token. Claiming before the
+limit, not after it, keeps "exactly once" under concurrency (two requests racing on one
+jti: one claims it, the other is a replay) and keeps replays from counting against the
+account's limit.
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ class ReplayGuard(Protocol):
 
         Raises ``ReplayStoreUnavailable`` when it cannot tell."""
 
+    def release(self, app_id: str, jti: str) -> None:
+        """Forget a jti claimed by ``first_use`` for a request that was then refused, so
+        that the token can still be used. Never raises: a jti that stays claimed is a false
+        refusal, never a false pass."""
+
     def check(self) -> None:
         """Raise if the store cannot be used (for /readyz)."""
 
@@ -67,6 +79,12 @@ class MemoryReplayGuard:
             self._seen.add((app_id, jti))
             heapq.heappush(self._expiry, (expires_at, app_id, jti))
             return True
+
+    def release(self, app_id: str, jti: str) -> None:
+        # Its heap entry stays: popping it later discards a key that is gone or, if the
+        # token was used since, expires with the same token.
+        with self._lock:
+            self._seen.discard((app_id, jti))
 
     def check(self) -> None:
         return None
@@ -109,6 +127,17 @@ class RedisReplayGuard:
             )
             raise ReplayStoreUnavailable() from exc
         return created is True
+
+    def release(self, app_id: str, jti: str) -> None:
+        # The key was created by this request's SET NX, and no other request can have
+        # created it since (NX), so deleting it gives back exactly what this request took.
+        try:
+            self._client.delete(self.key(app_id, jti))
+        except redis.RedisError as exc:
+            log.warning(
+                "jti replay store unreachable; a refused request's jti stays used",
+                extra={"redis": self._location, "error": type(exc).__name__},
+            )
 
     def check(self) -> None:
         self._client.ping()

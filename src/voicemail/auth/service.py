@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
@@ -146,6 +146,10 @@ _APP_FOR_REQUEST = (
 )
 
 
+def _admit_all(caller: Caller) -> None:
+    return None
+
+
 def authenticate(
     session: Session,
     *,
@@ -155,13 +159,19 @@ def authenticate(
     bot_id: str,
     scope: str,
     leeway: int,
+    admit: Callable[[Caller], None] = _admit_all,
 ) -> Caller:
-    """Check the token and that its app holds ``scope`` on ``bot_id``.
+    """Check the token and that its app holds ``scope`` on ``bot_id``, then ``admit`` the
+    caller (the route's rate limit, which raises to refuse).
 
     Unknown apps and bad signatures give the same 401 as a missing token, so a caller cannot
     probe which client ids exist. A missing scope, or a bot that does not exist, gives 403.
     Every public request comes through here, so it is one query: the app, its account's
     limit, and whether the grant exists on a bot of the app's own account.
+
+    A JTI-enforced token is used up only by a request that passes all of these: its jti is
+    claimed after the signature and the scope were checked, and given back when ``admit``
+    refuses (``auth/replay.py`` says why in this order).
     """
     if token is None:
         raise InvalidCredentials()
@@ -175,15 +185,23 @@ def authenticate(
     claims = verify_token(
         token, box.decrypt(ciphertext), enforce_jti=enforce_jti, leeway=leeway, now=now
     )
-    if enforce_jti:
-        assert claims.jti is not None and claims.exp is not None
-        if not replay_guard.first_use(app_id, claims.jti, claims.exp + leeway, now):
-            raise TokenRejected("JTI has already been used: this token was replayed")
     if not held:
         raise Forbidden(f"The app does not have the '{scope}' scope on this bot")
-    return Caller(
+    caller = Caller(
         app_id=app_id, bot_id=bot_id, account_id=account_id, rate_limit_per_minute=rate_limit
     )
+    if not enforce_jti:
+        admit(caller)
+        return caller
+    assert claims.jti is not None and claims.exp is not None
+    if not replay_guard.first_use(app_id, claims.jti, claims.exp + leeway, now):
+        raise TokenRejected("JTI has already been used: this token was replayed")
+    try:
+        admit(caller)
+    except BaseException:
+        replay_guard.release(app_id, claims.jti)
+        raise
+    return caller
 
 
 def authenticate_basic(

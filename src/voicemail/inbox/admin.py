@@ -36,19 +36,20 @@ BOT_SET_QUEUE = "bot.set-queue"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who makes a change: the audit actor, the account they may change (None: any) and
-    the signed-in user (None for the CLI)."""
+    """Who makes a change: the audit actor, the account they may change (None: any), the
+    signed-in user and the id of their browser session (None for the CLI)."""
 
     name: str
     account_id: str | None = None
     user_id: str | None = None
+    session_id: str | None = None
 
 
 CLI = Actor(audit.CLI)
 
 
-def web_actor(user: User) -> Actor:
-    return Actor(audit.user_actor(user.email), user.account_id, user.id)
+def web_actor(user: User, session_id: str | None = None) -> Actor:
+    return Actor(audit.user_actor(user.email), user.account_id, user.id, session_id)
 
 
 def _record(session: Session, actor: Actor, action: str, **detail: Any) -> None:
@@ -109,12 +110,13 @@ def create_user(
 
 
 def set_password(session: Session, *, actor: Actor, email_or_id: str, password: str) -> User:
-    """A new password; the user is signed out everywhere (a reset is often for a leak)."""
+    """A new password; the user is signed out everywhere (a reset is often for a leak). An
+    admin changing their own password stays signed in in the browser that changed it, and
+    only there."""
     user = _user(session, actor, email_or_id)
     users.set_password(session, user=user, password=password)
-    # An admin changing their own password stays signed in here (the other users: everywhere out).
-    if user.id != actor.user_id:
-        sessions.end_all(session, user_id=user.id)
+    own = user.id == actor.user_id
+    sessions.end_all(session, user_id=user.id, keep=actor.session_id if own else None)
     _record(session, actor, USER_SET_PASSWORD, userId=user.id, email=user.email)
     return user
 

@@ -70,9 +70,13 @@ def end_session(session: Session, *, session_id: str) -> None:
     session.execute(delete(WebSession).where(WebSession.id == session_id))
 
 
-def end_all(session: Session, *, user_id: str) -> None:
-    """Sign a user out everywhere (password change, deactivation)."""
-    session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+def end_all(session: Session, *, user_id: str, keep: str | None = None) -> None:
+    """Sign a user out everywhere (password change, deactivation), except the session
+    ``keep`` (an id: the browser that made the change, for a user changing their own)."""
+    query = delete(WebSession).where(WebSession.user_id == user_id)
+    if keep is not None:
+        query = query.where(WebSession.id != keep)
+    session.execute(query)
 
 
 def purge_expired(session: Session) -> int:

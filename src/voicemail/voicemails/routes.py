@@ -121,8 +121,9 @@ def authorize(
     per_minute: int | None = None,
 ) -> auth.Caller:
     """Authenticate the token for ``scope`` on the bot, then count the request against its
-    account's limit in ``bucket`` (``per_minute``, else the account's own, else the default)."""
-    caller = auth.authenticate(
+    account's limit in ``bucket`` (``per_minute``, else the account's own, else the default).
+    A request refused by the limit does not use up a one-time (JTI) token."""
+    return auth.authenticate(
         session,
         box=runtime.box,
         replay_guard=runtime.replay_guard,
@@ -130,9 +131,8 @@ def authorize(
         bot_id=bot_id,
         scope=scope,
         leeway=runtime.settings.jwt_leeway_seconds,
+        admit=lambda caller: charge(runtime, caller, bucket=bucket, per_minute=per_minute),
     )
-    charge(runtime, caller, bucket=bucket, per_minute=per_minute)
-    return caller
 
 
 def charge(

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from voicemail.api.deps import ReadSessionDep, SessionDep
 from voicemail.inbox import admin
 from voicemail.inbox.alerts import banner_alerts
-from voicemail.inbox.deps import AdminUser, CsrfChecked
+from voicemail.inbox.deps import AdminUser, CsrfChecked, WebSessionDep
 from voicemail.inbox.pages import render
 from voicemail.users import service as users
 
@@ -94,9 +94,15 @@ def set_role(session: SessionDep, user: AdminUser, user_id: str, role: Text) -> 
 
 @router.post("/users/{user_id}/password", include_in_schema=False, dependencies=[CsrfChecked])
 def set_password(
-    session: SessionDep, user: AdminUser, user_id: str, password: Password
+    session: SessionDep,
+    user: AdminUser,
+    web_session: WebSessionDep,
+    user_id: str,
+    password: Password,
 ) -> Response:
-    admin.set_password(session, actor=admin.web_actor(user), email_or_id=user_id, password=password)
+    # The admin's own browser session is kept when they change their own password.
+    actor = admin.web_actor(user, web_session.id)
+    admin.set_password(session, actor=actor, email_or_id=user_id, password=password)
     return _back("password-reset")
 
 
