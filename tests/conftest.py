@@ -113,7 +113,14 @@ def make_credentials(runtime: Runtime, scopes: list[str] | None = None) -> Crede
 
 
 def deposit_file(
-    runtime: Runtime, bot_id: str, path: Path, *, work: Path, session_id: str
+    runtime: Runtime,
+    bot_id: str,
+    path: Path,
+    *,
+    work: Path,
+    session_id: str,
+    caller_from: str | None = None,
+    caller_to: str | None = None,
 ) -> voicemails.Deposited:
     """Deposit a recording as the API does (decode, store, row and job), without HTTP."""
     work.mkdir(parents=True, exist_ok=True)
@@ -124,8 +131,8 @@ def deposit_file(
         bot_id=bot_id,
         session_id=session_id,
         audio=audio,
-        caller_from=None,
-        caller_to=None,
+        caller_from=caller_from,
+        caller_to=caller_to,
         language=None,
         max_attempts=runtime.settings.job_max_attempts,
     )
