@@ -20,7 +20,6 @@ from tests.integration.webhook_receiver import running_receiver
 from tests.support import copies_in_database, copies_in_folder
 from voicemail import ids
 from voicemail.auth import service as auth
-from voicemail.errors import Conflict
 from voicemail.db.models import (
     AuditEntry,
     CallSession,
@@ -31,6 +30,7 @@ from voicemail.db.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from voicemail.errors import Conflict
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
@@ -356,7 +356,8 @@ CALLER = "+14155550123"
 DIALED = "+18005550142"
 SPOKEN = "Hi, this is Zebulon about the quixotic invoice, call me back on 415 555 0199."
 CALLBACK = "4155550199"
-CALLER_DATA = (SPOKEN, "Zebulon", CALLER, DIALED, CALLBACK)
+# "quixotic" in lower case, as the full-text index keeps its words.
+CALLER_DATA = (SPOKEN, "Zebulon", "quixotic", CALLER, DIALED, CALLBACK)
 
 
 def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
@@ -423,6 +424,33 @@ def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
         types = [r.event["type"] for r in receiver.received]
         assert types == [webhooks.VOICEMAIL_CREATED, webhooks.VOICEMAIL_DELETED]
         assert not any(needle.encode() in receiver.received[-1].body for needle in CALLER_DATA)
+
+
+def test_delete_leaves_no_copy_in_the_sqlite_file(
+    client: TestClient,
+    creds: Credentials,
+    runtime: Runtime,
+    settings: Settings,
+    speech_clip: Path,
+    transcriber: FakeTranscriber,
+) -> None:
+    """The embedded database's file, as a backup would copy it: deleted rows are zeroed,
+    not left in free pages, and the full-text index keeps no word of them."""
+    if not settings.is_sqlite:
+        pytest.skip("the embedded SQLite file only")
+    transcriber.text = SPOKEN
+    deposit(client, creds, speech_clip, **{"from": CALLER, "to": DIALED})
+    assert runtime.worker().run_once()
+
+    assert delete(client, creds).status_code == 200
+
+    # What the write-ahead log still holds is copied into the file, and the log emptied.
+    raw = runtime.engine.raw_connection()
+    try:
+        assert raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    finally:
+        raw.close()
+    assert copies_in_folder(settings.data_dir, CALLER_DATA) == []
 
 
 @dataclass

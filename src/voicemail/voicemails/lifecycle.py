@@ -3,10 +3,11 @@
 Order, so that nothing is lost and nothing is left half deleted:
 
 1. one transaction removes the voicemail rows (their transcripts, jobs and stream parts
-   cascade in the database; the full-text index follows the transcripts), the call sessions
-   left empty (they hold the caller's numbers), redacts the webhook deliveries of its
-   earlier events (they hold its data: ``webhooks.service.redact_deliveries``), and writes
-   one audit entry and one ``voicemail.deleted`` event per voicemail, both with ids only;
+   cascade in the database; the full-text index drops their words:
+   ``fulltext.forget_deleted``), the call sessions left empty (they hold the caller's
+   numbers), redacts the webhook deliveries of its earlier events (they hold its data:
+   ``webhooks.service.redact_deliveries``), and writes one audit entry and one
+   ``voicemail.deleted`` event per voicemail, both with ids only;
 2. after it commits, the audio objects are deleted.
 
 So no copy of the audio, transcript or caller data is left anywhere we keep it. The logs
@@ -41,6 +42,7 @@ from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail.audit import service as audit
+from voicemail.db import fulltext
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
 from voicemail.errors import Conflict, NotFound
@@ -330,6 +332,7 @@ def _remove_rows(
             data={"voicemailId": gone.voicemail_id, "sessionId": gone.session_id, **about},
         )
     session.execute(delete(Voicemail).where(Voicemail.id.in_(ids)))
+    fulltext.forget_deleted(session)
     return removed
 
 
