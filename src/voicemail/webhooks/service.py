@@ -32,7 +32,6 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import (
     App,
     Bot,
-    Voicemail,
     WebhookAttempt,
     WebhookDelivery,
     WebhookSubscription,
@@ -391,7 +390,7 @@ def redeliver(
     usual backoff while the event is within the retry window, so a redelivery of an old
     event gets one attempt (as GitHub's and Stripe's manual redeliveries do)."""
     delivery = get_delivery(session, delivery_id=delivery_id, bot_id=bot_id)
-    if is_redacted(session, delivery):
+    if is_redacted(delivery):
         raise Conflict(
             f"Webhook delivery {delivery_id} is about a deleted voicemail; its content was "
             "deleted with it and it cannot be sent again"
@@ -420,12 +419,12 @@ def redeliver(
     return delivery
 
 
-def is_redacted(session: Session, delivery: WebhookDelivery) -> bool:
-    """Whether the delivery's body was redacted: an event about a voicemail that no longer
-    exists (but its own ``voicemail.deleted``, which holds no voicemail data)."""
-    if delivery.voicemail_id is None or delivery.event_type == VOICEMAIL_DELETED:
+def is_redacted(delivery: WebhookDelivery) -> bool:
+    """Whether the delivery's body is a tombstone (``redact_deliveries``)."""
+    if delivery.voicemail_id is None:
         return False
-    return session.get(Voicemail, delivery.voicemail_id) is None
+    data = json.loads(delivery.body).get("data")
+    return isinstance(data, dict) and data.get("redacted") is True
 
 
 def bot_visible_to_app(session: Session, *, app_id: str, bot_id: str) -> bool:
