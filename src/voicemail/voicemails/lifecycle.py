@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from voicemail.audit import service as audit
 from voicemail.db import fulltext
 from voicemail.db.base import utcnow
-from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
+from voicemail.db.models import Bot, CallSession, Job, StreamPart, Transcript, Voicemail
 from voicemail.errors import Conflict, NotFound
 from voicemail.storage import Storage
 from voicemail.voicemails import kore
@@ -331,8 +331,10 @@ def _remove_rows(
             event_type=webhooks.VOICEMAIL_DELETED,
             data={"voicemailId": gone.voicemail_id, "sessionId": gone.session_id, **about},
         )
+    transcribed = session.scalar(select(exists().where(Transcript.voicemail_id.in_(ids))))
     session.execute(delete(Voicemail).where(Voicemail.id.in_(ids)))
-    fulltext.forget_deleted(session)
+    if transcribed:
+        fulltext.forget_deleted(session)
     return removed
 
 

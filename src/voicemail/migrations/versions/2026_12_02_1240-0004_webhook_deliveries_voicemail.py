@@ -59,7 +59,7 @@ def _backfill(conn: sa.Connection) -> None:
     while True:
         rows = conn.execute(
             sa.select(deliveries.c.id, deliveries.c.event_type, deliveries.c.body)
-            .add_columns(deliveries.c.status)
+            .add_columns(deliveries.c.status, deliveries.c.last_error)
             .where(deliveries.c.id > last)
             .order_by(deliveries.c.id)
             .limit(BATCH)
@@ -77,14 +77,38 @@ def _backfill(conn: sa.Connection) -> None:
         alive = set(
             conn.scalars(sa.select(voicemails.c.id).where(voicemails.c.id.in_(set(named.values()))))
         )
+        filed: list[dict[str, Any]] = []
+        redacted: list[dict[str, Any]] = []
         for row_id, voicemail_id in named.items():
             row, event = events[row_id]
-            values: dict[str, Any] = {"voicemail_id": voicemail_id}
-            if voicemail_id not in alive and row.event_type != VOICEMAIL_DELETED:
-                values["body"] = _tombstone(event)
-                if row.status == PENDING:
-                    values.update(status=CANCELLED, leased_until=None, last_error=CANCELLED_ERROR)
-            conn.execute(sa.update(deliveries).where(deliveries.c.id == row_id).values(**values))
+            values: dict[str, Any] = {"row_id": row_id, "voicemail_id": voicemail_id}
+            if voicemail_id in alive or row.event_type == VOICEMAIL_DELETED:
+                filed.append(values)
+                continue
+            pending = row.status == PENDING
+            values.update(
+                body=_tombstone(event),
+                status=CANCELLED if pending else row.status,
+                leased_until=None,
+                last_error=CANCELLED_ERROR if pending else row.last_error,
+            )
+            redacted.append(values)
+        by_id = deliveries.c.id == sa.bindparam("row_id")
+        if filed:
+            conn.execute(
+                sa.update(deliveries)
+                .where(by_id)
+                .values(voicemail_id=sa.bindparam("voicemail_id")),
+                filed,
+            )
+        if redacted:
+            columns = ("voicemail_id", "body", "status", "leased_until", "last_error")
+            conn.execute(
+                sa.update(deliveries)
+                .where(by_id)
+                .values({name: sa.bindparam(name) for name in columns}),
+                redacted,
+            )
 
 
 def _event(body: str) -> dict[str, Any]:
