@@ -12,11 +12,12 @@ Both match every word of the query as a prefix ("refund" finds "refunds"), in an
 Deletion. FTS5 deletes a row's tokens only by adding delete markers: the words of a deleted
 transcript stay readable in the index's segments (``transcripts_fts_data``) until their
 segments are merged. ``forget_deleted`` merges them all at once ('optimize') in the
-transaction that deleted transcripts, so a deleted transcript leaves no word behind; it
-rewrites the whole index (0.25 s at 100 000 transcripts, measured on the development
-machine), paid once per delete request or purge batch. SQLite 3.42's 'secure-delete' option
-would do it per row, but the SQLite we run on may be older. PostgreSQL's ``tsvector`` is a
-column of the transcript's row and goes with it.
+transaction that deleted transcripts, so a deleted transcript leaves no word behind. It
+rewrites the whole index, once per delete request or purge batch, under the write lock: a
+session's DELETE took 0.15 s with 10 000 transcripts of 60 words and 0.85 s with 100 000
+(0.003 s and 0.015 s without it) on the shared 2-core development machine. SQLite 3.42's
+'secure-delete' option would do it per row, but the SQLite we run on may be older (3.40 on
+Debian 12). PostgreSQL's ``tsvector`` is a column of the transcript's row and goes with it.
 """
 
 from __future__ import annotations
