@@ -120,10 +120,11 @@ def deposit_file(
     *,
     work: Path,
     session_id: str,
-    caller: str | None = None,
+    caller_from: str | None = None,
+    caller_to: str | None = None,
 ) -> voicemails.Deposited:
     """Deposit a recording as the API does (decode, store, row and job), without HTTP;
-    ``caller`` is the gateway's ``from``."""
+    ``caller_from``/``caller_to`` are the gateway's ``from`` and ``to``."""
     work.mkdir(parents=True, exist_ok=True)
     audio = decode_recording(path, AudioLimits(), work_dir=work)
     return voicemails.deposit(
@@ -132,8 +133,8 @@ def deposit_file(
         bot_id=bot_id,
         session_id=session_id,
         audio=audio,
-        caller_from=caller,
-        caller_to=None,
+        caller_from=caller_from,
+        caller_to=caller_to,
         language=None,
         max_attempts=runtime.settings.job_max_attempts,
     )

@@ -634,26 +634,36 @@ def purge(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete now the voicemails older than their bot's retention (workers do it hourly)."""
+    """Delete now the voicemails older than their bot's retention, and the webhook
+    deliveries and audit entries older than theirs (workers do it hourly)."""
     with runtime_for_cli() as runtime:
+        settings = runtime.settings
         try:
             report = lifecycle.purge_expired(
                 runtime.sessions,
                 storage=runtime.storage,
-                batch_size=runtime.settings.purge_batch_size,
+                batch_size=settings.purge_batch_size,
                 actor=audit.CLI,
+                dry_run=dry_run,
+            )
+            logs = lifecycle.prune_logs(
+                runtime.sessions,
+                delivery_retention_days=settings.webhook_delivery_retention_days,
+                audit_retention_days=settings.audit_retention_days,
+                batch_size=settings.log_prune_batch_size,
                 dry_run=dry_run,
             )
         except VoicemailError as exc:
             fail(exc.message)
-    payload = report.as_json()
+    payload = report.as_json() | logs.as_json()
     verb = "Would purge" if dry_run else "Purged"
     table = Table(
         id_column("voicemailId"),
         "sessionId",
         "createdAt",
         Column("botId", overflow="fold"),
-        title=f"{verb} {len(report.voicemails)} voicemail(s)",
+        title=f"{verb} {len(report.voicemails)} voicemail(s), {logs.deliveries} webhook "
+        f"deliveries, {logs.audit_entries} audit entries",
     )
     for row in report.voicemails:
         table.add_row(row.voicemail_id, row.session_id, _iso_utc(row.created_at), row.bot_id)
@@ -792,7 +802,7 @@ def webhooks_deliveries(
         str | None, typer.Option("--subscription", help="Only this subscription's (wh-…).")
     ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="pending, delivered or failed.")
+        str | None, typer.Option("--status", help="pending, delivered, failed or cancelled.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=webhooks.MAX_LIST_LIMIT)] = (
         webhooks.DEFAULT_LIST_LIMIT

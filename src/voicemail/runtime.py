@@ -25,7 +25,7 @@ from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
 from voicemail.users.sessions import drop_expired_web_sessions
-from voicemail.voicemails.lifecycle import purge_expired
+from voicemail.voicemails.lifecycle import prune_logs, purge_expired
 from voicemail.voicemails.live import finalize_abandoned
 from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
 from voicemail.voicemails.tasks import transcribe_voicemail, transcription_given_up
@@ -139,6 +139,18 @@ class Runtime:
                 batch_size=settings.purge_batch_size,
             ),
         )
+        # The delivery and audit logs, past their own retention.
+        logs = Housekeeping(
+            "prune delivery and audit logs",
+            settings.purge_interval_seconds,
+            partial(
+                prune_logs,
+                self.sessions,
+                delivery_retention_days=settings.webhook_delivery_retention_days,
+                audit_retention_days=settings.audit_retention_days,
+                batch_size=settings.log_prune_batch_size,
+            ),
+        )
         webhooks = Housekeeping(
             "deliver webhooks", settings.webhook_poll_seconds, self.webhook_sender().deliver_due
         )
@@ -185,7 +197,7 @@ class Runtime:
             retry_base_seconds=self.settings.job_retry_base_seconds,
             poll_seconds=self.settings.worker_poll_seconds,
             wake=self.wake_worker,
-            housekeeping=[sweep, webhooks, purge, abandoned, alerts, expired_sign_ins]
+            housekeeping=[sweep, webhooks, purge, logs, abandoned, alerts, expired_sign_ins]
             if housekeeping
             else [],
             on_give_up=transcription_given_up,

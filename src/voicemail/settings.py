@@ -143,6 +143,31 @@ class Settings(BaseSettings):
         le=10_000,
         description="Voicemails deleted per purge transaction (keeps each one short)",
     )
+    # Retention of the logs about voicemails (pruned by the workers every
+    # purge_interval_seconds, and by `voicemail purge`).
+    webhook_delivery_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Webhook deliveries (their event bodies and attempt logs) are deleted this "
+        "many days after their event, once no longer pending. Longer keeps more history for "
+        "redelivery and debugging; bodies of deleted voicemails are redacted at once anyway",
+    )
+    audit_retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="Audit entries are deleted this many days after they were written. "
+        'Longer answers "who read this" further back; entries hold ids, never voicemail '
+        "content",
+    )
+    log_prune_batch_size: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Webhook deliveries or audit entries deleted per transaction when pruning "
+        "(keeps each one short)",
+    )
 
     # Webhooks
     webhook_retry_base_seconds: float = Field(

@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from tests.conftest import Credentials, make_credentials, new_bot
+from tests.integration.webhook_receiver import running_receiver
+from tests.support import copies_in_database, copies_in_folder
 from voicemail import ids
 from voicemail.auth import service as auth
 from voicemail.db.models import (
@@ -28,6 +30,7 @@ from voicemail.db.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from voicemail.errors import Conflict
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
@@ -60,13 +63,13 @@ def creds(runtime: Runtime) -> Credentials:
 
 
 def deposit(
-    client: TestClient, creds: Credentials, clip: Path, session: str = SESSION
+    client: TestClient, creds: Credentials, clip: Path, session: str = SESSION, **fields: str
 ) -> dict[str, Any]:
     response = client.post(
         f"/api/public/bot/{creds.bot_id}/voicemail",
         headers=creds.headers(),
         files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-        data={"sessionId": session},
+        data={"sessionId": session, **fields},
     )
     assert response.status_code == 202, response.text
     body: dict[str, Any] = response.json()
@@ -110,12 +113,14 @@ def storage_keys(runtime: Runtime) -> list[str]:
         return list(session.scalars(select(Voicemail.storage_key).order_by(Voicemail.created_at)))
 
 
-def subscribe(runtime: Runtime, bot_id: str, events: list[str]) -> str:
+def subscribe(
+    runtime: Runtime, bot_id: str, events: list[str], url: str = "http://127.0.0.1:9/hook"
+) -> str:
     with runtime.sessions.begin() as session:
         subscription = WebhookSubscription(
             id=ids.new_id(ids.WEBHOOK),
             bot_id=bot_id,
-            url="http://127.0.0.1:9/hook",
+            url=url,
             events=events,
             secret_ciphertext=runtime.box.encrypt("whsec-test"),
         )
@@ -344,6 +349,108 @@ def test_an_object_whose_delete_fails_is_left_to_the_orphan_sweep(
     )
     assert removed == 1
     assert not runtime.storage.exists(key)
+
+
+# What a caller left: numbers and words that must not outlive a deletion anywhere.
+CALLER = "+14155550123"
+DIALED = "+18005550142"
+SPOKEN = "Hi, this is Zebulon about the quixotic invoice, call me back on 415 555 0199."
+CALLBACK = "4155550199"
+# "quixotic" in lower case, as the full-text index keeps its words.
+CALLER_DATA = (SPOKEN, "Zebulon", "quixotic", CALLER, DIALED, CALLBACK)
+
+
+def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
+    client: TestClient,
+    creds: Credentials,
+    runtime: Runtime,
+    settings: Settings,
+    speech_clip: Path,
+    transcriber: FakeTranscriber,
+) -> None:
+    """Every table and column the database has (webhook bodies and the delivery log, the
+    audit log, the full-text index…) and the storage folders: after the DELETE, none holds
+    the transcript or the caller's numbers. Pending events about the voicemail are
+    cancelled; the receiver gets ``voicemail.deleted`` only, with ids."""
+    transcriber.text = SPOKEN
+    with running_receiver() as receiver:
+        subscribe(runtime, creds.bot_id, list(webhooks.EVENTS), url=receiver.url)
+        deposit(client, creds, speech_clip, **{"from": CALLER, "to": DIALED})
+        runtime.webhook_sender().deliver_due()  # voicemail.created: delivered
+        assert runtime.worker().run_once()  # transcription.completed: still pending
+        fetch(client, creds)  # an audit entry of a read
+        runtime.read_audit.flush()
+        where = {copy.where for copy in copies_in_database(runtime.engine, CALLER_DATA)}
+        # The search sees the copies (it would not pass for want of looking).
+        assert {
+            "sessions.caller_from",
+            "sessions.caller_to",
+            "transcripts.text",
+            "transcripts.words",
+            "transcripts.callback_number",
+            "webhook_deliveries.body",
+        } <= where, where
+        [created] = [r.event for r in receiver.received]
+        assert created["data"]["from"] == CALLER
+
+        assert delete(client, creds).status_code == 200
+        runtime.read_audit.flush()
+
+        assert copies_in_database(runtime.engine, CALLER_DATA) == []
+        for folder in (settings.recordings_dir, settings.scratch_dir):
+            assert copies_in_folder(folder, CALLER_DATA) == []
+        assert not [p for p in settings.recordings_dir.rglob("*") if p.is_file()]
+        with runtime.sessions() as session:
+            rows = session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+            status = {row.event_type: row.status for row in rows}
+            bodies = {row.event_type: json.loads(row.body) for row in rows}
+            with pytest.raises(Conflict, match="deleted voicemail"):
+                webhooks.redeliver(session, actor="cli", delivery_id=rows[0].id)
+        assert status == {
+            webhooks.VOICEMAIL_CREATED: webhooks.DELIVERED,
+            webhooks.TRANSCRIPTION_COMPLETED: webhooks.CANCELLED,
+            webhooks.VOICEMAIL_DELETED: webhooks.PENDING,
+        }
+        # The tombstone keeps the envelope (the event id a receiver dedupes on) and ids.
+        assert bodies[webhooks.VOICEMAIL_CREATED]["id"] == created["id"]
+        assert bodies[webhooks.VOICEMAIL_CREATED]["data"] == {
+            "voicemailId": created["data"]["voicemailId"],
+            "sessionId": SESSION,
+            "redacted": True,
+        }
+
+        runtime.webhook_sender().deliver_due()
+
+        types = [r.event["type"] for r in receiver.received]
+        assert types == [webhooks.VOICEMAIL_CREATED, webhooks.VOICEMAIL_DELETED]
+        assert not any(needle.encode() in receiver.received[-1].body for needle in CALLER_DATA)
+
+
+def test_delete_leaves_no_copy_in_the_sqlite_file(
+    client: TestClient,
+    creds: Credentials,
+    runtime: Runtime,
+    settings: Settings,
+    speech_clip: Path,
+    transcriber: FakeTranscriber,
+) -> None:
+    """The embedded database's file, as a backup would copy it: deleted rows are zeroed,
+    not left in free pages, and the full-text index keeps no word of them."""
+    if not settings.is_sqlite:
+        pytest.skip("the embedded SQLite file only")
+    transcriber.text = SPOKEN
+    deposit(client, creds, speech_clip, **{"from": CALLER, "to": DIALED})
+    assert runtime.worker().run_once()
+
+    assert delete(client, creds).status_code == 200
+
+    # What the write-ahead log still holds is copied into the file, and the log emptied.
+    raw = runtime.engine.raw_connection()
+    try:
+        assert raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    finally:
+        raw.close()
+    assert copies_in_folder(settings.data_dir, CALLER_DATA) == []
 
 
 @dataclass

@@ -3,26 +3,39 @@ models describe, and downgrading to base and upgrading again gives it back."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, column, insert, inspect, select, table
 
 from voicemail.bots import service as bots
-from voicemail.db import models  # noqa: F401  (registers the tables)
+from voicemail.db import models
 from voicemail.db.base import Base
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.fulltext import is_index_object
 from voicemail.db.migrate import alembic_config, downgrade, upgrade
 
 TABLES = {table.name for table in Base.metadata.sorted_tables}
+# webhook_deliveries as revision 0003 made it.
+DELIVERY_COLUMNS = (
+    "subscription_id",
+    "event_id",
+    "event_type",
+    "body",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -140,3 +153,86 @@ def test_hosts_upgrading_at_once_take_turns(
         assert host.returncode == 0, stderr
     assert current_revision(engine) == head()
     assert differences(engine) == []
+
+
+def test_0005_files_deliveries_under_their_voicemail_and_redacts_those_of_deleted_ones(
+    empty_database_url: str, engine: Engine
+) -> None:
+    """Deliveries written before 0005 learn their voicemail from their body; those of a
+    voicemail deleted before the upgrade keep no copy of its data (pending ones cancelled)."""
+    upgrade(empty_database_url, "0004")
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        bot = bots.create_bot(session, name="Before 0005")
+        call = models.CallSession(bot_id=bot.id, session_id="67aa38026e199c8f470e0401")
+        session.add(call)
+        session.flush()
+        session.add(
+            models.Voicemail(
+                id="f-kept",
+                session_pk=call.id,
+                bot_id=bot.id,
+                seq=1,
+                storage_key="k",
+                audio_sha256="0" * 64,
+                duration_seconds=1.0,
+                sample_rate=8000,
+                size_bytes=1,
+                source_format="wav",
+                message_id="ms-1",
+                component_id="cp-1",
+            )
+        )
+        session.add(
+            models.WebhookSubscription(
+                id="wh-1", bot_id=bot.id, url="http://x/", events=[], secret_ciphertext="c"
+            )
+        )
+    old = table("webhook_deliveries", *(column(name) for name in DELIVERY_COLUMNS))
+
+    def body(event_type: str, voicemail_id: str | None) -> str:
+        data = {"voicemailId": voicemail_id, "sessionId": "s", "from": "+15550100999"}
+        return json.dumps({"id": "ev-1", "type": event_type, "botId": bot.id, "data": data})
+
+    rows = [
+        ("voicemail.created", "f-kept", "delivered"),
+        ("transcription.completed", "f-gone", "delivered"),
+        ("voicemail.created", "f-gone", "pending"),
+        ("voicemail.deleted", "f-gone", "pending"),
+        ("queue.alert", None, "delivered"),
+    ]
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for event_type, voicemail_id, status in rows:
+            conn.execute(
+                insert(old).values(
+                    subscription_id="wh-1",
+                    event_id="ev-1",
+                    event_type=event_type,
+                    body=body(event_type, voicemail_id),
+                    status=status,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+
+    upgrade(empty_database_url)
+
+    with sessions() as session:
+        found = session.scalars(
+            select(models.WebhookDelivery).order_by(models.WebhookDelivery.id)
+        ).all()
+    assert [row.voicemail_id for row in found] == [vm for _, vm, _ in rows]
+    assert [row.status for row in found] == [
+        "delivered",
+        "delivered",
+        "cancelled",
+        "pending",
+        "delivered",
+    ]
+    redacted = [json.loads(row.body)["data"] for row in found[1:3]]
+    assert redacted == [{"voicemailId": "f-gone", "sessionId": "s", "redacted": True}] * 2
+    # The kept voicemail's event and the deletion event (which we write with ids only; the
+    # one above is made up) are left as written.
+    assert "+15550100999" in found[0].body and "+15550100999" in found[3].body

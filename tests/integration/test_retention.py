@@ -1,5 +1,7 @@
 """The retention purge: voicemails older than their bot's ``retention_days`` go (rows, audio,
-URLs), in batches, with an audit entry and a ``voicemail.deleted`` event each; live ones stay."""
+URLs, every copy of their data), in batches, with an audit entry and a ``voicemail.deleted``
+event each; live ones stay. The webhook delivery log and the audit log have retentions of
+their own."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from tests.conftest import Credentials, deposit_file, new_bot
-from tests.support import run_cli
+from tests.support import copies_in_database, copies_in_folder, run_cli
 from voicemail import ids
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
@@ -20,13 +23,16 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import (
     AuditEntry,
     CallSession,
+    StreamPart,
     Transcript,
     Voicemail,
+    WebhookAttempt,
     WebhookDelivery,
     WebhookSubscription,
 )
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails import lifecycle
 from voicemail.webhooks import service as webhooks
 
@@ -203,3 +209,180 @@ def test_purge_command(
     with runtime.sessions() as db:
         [entry] = db.scalars(select(AuditEntry)).all()
     assert (entry.actor, entry.action, entry.voicemail_id) == ("cli", "voicemail.purge", old)
+
+
+# What a caller left: numbers and words that must not outlive the purge anywhere ("walrus"
+# in lower case, as the full-text index keeps its words).
+CALLER = "+442079460321"
+DIALED = "+442079460999"
+SPOKEN = "Walrus Kowalczyk here, about order 7731, call me back on 020 7946 0555."
+CALLER_DATA = (SPOKEN, "Kowalczyk", "walrus", CALLER, DIALED)
+
+
+def test_purge_leaves_no_copy_of_the_callers_data_anywhere(
+    runtime: Runtime,
+    settings: Settings,
+    creds: Credentials,
+    speech_clip: Path,
+    tmp_path: Path,
+    transcriber: FakeTranscriber,
+) -> None:
+    """Every table and column the database has (webhook bodies, the audit log, live parts'
+    transcripts, the full-text index…) and the storage folders hold none of the purged
+    voicemail's data; a voicemail kept by the purge keeps its own."""
+    transcriber.text = SPOKEN
+    subscribe(runtime, creds.bot_id, list(webhooks.EVENTS))
+    old = deposit_file(
+        runtime,
+        creds.bot_id,
+        speech_clip,
+        work=tmp_path,
+        session_id=session_id(1),
+        caller_from=CALLER,
+        caller_to=DIALED,
+    ).voicemail
+    assert runtime.worker().run_once()
+    with runtime.sessions.begin() as db:
+        db.execute(
+            update(Voicemail)
+            .where(Voicemail.id == old.id)
+            .values(created_at=utcnow() - timedelta(days=91))
+        )
+        # As a live call leaves them: its parts, with what was transcribed while it streamed.
+        db.add(
+            StreamPart(
+                voicemail_id=old.id,
+                seq=1,
+                storage_key=old.storage_key.removesuffix(".wav") + "/part-0001.pcm",
+                sample_rate=8000,
+                duration_seconds=3.0,
+                transcript={"text": SPOKEN, "words": [], "language": "en"},
+            )
+        )
+    kept = deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(2), age_days=1)
+    where = {copy.where for copy in copies_in_database(runtime.engine, CALLER_DATA)}
+    assert {
+        "sessions.caller_from",
+        "sessions.caller_to",
+        "transcripts.text",
+        "stream_parts.transcript",
+        "webhook_deliveries.body",
+    } <= where, where
+
+    report = lifecycle.purge_expired(runtime.sessions, storage=runtime.storage)
+
+    assert [vm.voicemail_id for vm in report.voicemails] == [old.id]
+    assert remaining(runtime) == {kept}
+    assert copies_in_database(runtime.engine, CALLER_DATA) == []
+    for folder in (settings.recordings_dir, settings.scratch_dir):
+        assert copies_in_folder(folder, CALLER_DATA) == []
+    with runtime.sessions() as db:
+        rows = db.scalars(select(WebhookDelivery).where(WebhookDelivery.voicemail_id == old.id))
+        status = {row.event_type: row.status for row in rows}
+    assert status == {
+        webhooks.VOICEMAIL_CREATED: webhooks.CANCELLED,
+        webhooks.TRANSCRIPTION_COMPLETED: webhooks.CANCELLED,
+        webhooks.VOICEMAIL_DELETED: webhooks.PENDING,
+    }
+
+
+def add_delivery(
+    runtime: Runtime, bot_id: str, *, status: str, age_days: float, attempts: int = 1
+) -> int:
+    """A delivery of a queue event ``age_days`` old, with ``attempts`` attempts logged."""
+    at = utcnow() - timedelta(days=age_days)
+    with runtime.sessions.begin() as db:
+        subscription = db.scalars(
+            select(WebhookSubscription).where(WebhookSubscription.bot_id == bot_id)
+        ).first()
+        assert subscription is not None
+        delivery = WebhookDelivery(
+            subscription_id=subscription.id,
+            event_id=ids.new_id(ids.EVENT),
+            event_type=webhooks.QUEUE_ALERT,
+            body="{}",
+            status=status,
+            attempts=attempts,
+            created_at=at,
+            next_attempt_at=at,
+        )
+        db.add(delivery)
+        db.flush()
+        for _ in range(attempts):
+            db.add(WebhookAttempt(delivery_id=delivery.id, attempted_at=at, duration_ms=1.0))
+        return delivery.id
+
+
+def add_audit_entry(runtime: Runtime, *, age_days: float) -> int:
+    with runtime.sessions.begin() as db:
+        entry = audit.record(db, actor=audit.CLI, action=audit.BOT_CONFIGURE)
+        entry.at = utcnow() - timedelta(days=age_days)
+        db.flush()
+        return entry.id
+
+
+def logs(runtime: Runtime) -> tuple[set[int], set[int], set[int]]:
+    """The ids of the deliveries, of the deliveries with attempts, and of the audit entries."""
+    with runtime.sessions() as db:
+        return (
+            set(db.scalars(select(WebhookDelivery.id))),
+            set(db.scalars(select(WebhookAttempt.delivery_id))),
+            set(db.scalars(select(AuditEntry.id))),
+        )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"webhook_delivery_retention_days": 7, "audit_retention_days": 30, "log_prune_batch_size": 2}],
+)
+def test_workers_prune_the_delivery_and_audit_logs_after_their_retention(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    subscribe(runtime, creds.bot_id, [webhooks.QUEUE_ALERT])
+    old_done = {
+        add_delivery(runtime, creds.bot_id, status=status, age_days=8)
+        for status in (webhooks.DELIVERED, webhooks.FAILED, webhooks.CANCELLED, webhooks.FAILED)
+    }
+    # Still being retried (a redelivery of an old event): kept until it is done with.
+    old_pending = add_delivery(runtime, creds.bot_id, status=webhooks.PENDING, age_days=8)
+    recent = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=6)
+    old_entries = {add_audit_entry(runtime, age_days=31) for _ in range(3)}
+    recent_entry = add_audit_entry(runtime, age_days=29)
+    [task] = [t for t in runtime.worker().housekeeping if t.name == "prune delivery and audit logs"]
+    assert task.every_seconds == runtime.settings.purge_interval_seconds
+
+    report = task.action()
+
+    assert isinstance(report, lifecycle.LogPruneReport)
+    assert (report.deliveries, report.audit_entries) == (4, 3)
+    assert report.batches == 4  # 2 + 2 deliveries, 2 + 1 entries: bounded transactions
+    deliveries, with_attempts, entries = logs(runtime)
+    assert deliveries == with_attempts == {old_pending, recent}
+    assert entries == {recent_entry}
+    assert not old_done & deliveries and not old_entries & entries
+    again = task.action()
+    assert isinstance(again, lifecycle.LogPruneReport) and again.batches == 0
+
+
+def test_purge_command_prunes_the_logs_too(
+    runtime: Runtime, settings: Settings, creds: Credentials
+) -> None:
+    subscribe(runtime, creds.bot_id, [webhooks.QUEUE_ALERT])
+    old_delivery = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=31)
+    new_delivery = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=29)
+    old_entry = add_audit_entry(runtime, age_days=366)
+    new_entry = add_audit_entry(runtime, age_days=364)
+
+    dry = run_cli(settings, "purge", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert (planned["deliveriesPruned"], planned["auditEntriesPruned"]) == (1, 1)
+    assert logs(runtime)[0] == {old_delivery, new_delivery}
+
+    done = run_cli(settings, "purge", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["deliveriesPruned"], result["auditEntriesPruned"]) == (1, 1)
+    deliveries, _, entries = logs(runtime)
+    assert deliveries == {new_delivery}
+    assert entries == {new_entry} and old_entry not in entries

@@ -235,7 +235,7 @@ def test_spanish_transcript_is_redacted_and_its_callback_number_found(
         speech_clip,
         work=tmp_path / "w",
         session_id="67aa38026e199c8f470e0c05",
-        caller="+34915550000",
+        caller_from="+34915550000",
     )
     assert runtime.worker().run_once()
     doc = fetch(client, creds, "67aa38026e199c8f470e0c05")["transcriptions"][0]
@@ -283,7 +283,7 @@ def test_national_callback_number_in_e164(
         speech_clip,
         work=tmp_path / "w",
         session_id="67aa38026e199c8f470e0c06",
-        caller=caller,
+        caller_from=caller,
     )
     assert runtime.worker().run_once()
     doc = fetch(client, creds, "67aa38026e199c8f470e0c06")["transcriptions"][0]

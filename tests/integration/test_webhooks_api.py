@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -244,3 +245,46 @@ def test_bad_delivery_filters_are_400(client: TestClient, admin: Credentials) ->
     assert_error(
         client.post(f"{base(admin.bot_id)}/deliveries/abc/redeliver", headers=admin.headers()), 400
     )
+
+
+def test_deliveries_of_a_deleted_voicemail_are_cancelled_and_cannot_be_redelivered(
+    client: TestClient, runtime: Runtime, speech_clip: Path
+) -> None:
+    creds = make_credentials(runtime, [auth.SCOPE_WEBHOOKS, auth.SCOPE_DEPOSIT, auth.SCOPE_DELETE])
+    sub = create(client, creds, events=["voicemail.created", "voicemail.deleted"]).json()
+    session_id = "67aa38026e199c8f470e0a01"
+    deposited = client.post(
+        f"/api/public/bot/{creds.bot_id}/voicemail",
+        headers=creds.headers(),
+        files={"file": (speech_clip.name, speech_clip.read_bytes(), "audio/wav")},
+        data={"sessionId": session_id, "from": "+15550100777"},
+    )
+    assert deposited.status_code == 202, deposited.text
+    deleted = client.delete(
+        f"/api/public/bot/{creds.bot_id}/voicemail",
+        params={"sessionId": session_id},
+        headers=creds.headers(),
+    )
+    assert deleted.status_code == 200, deleted.text
+
+    log = client.get(
+        f"{base(creds.bot_id)}/{sub['id']}/deliveries",
+        params={"status": "cancelled"},
+        headers=creds.headers(),
+    )
+
+    assert log.status_code == 200, log.text
+    [cancelled] = log.json()["deliveries"]
+    assert cancelled["eventType"] == "voicemail.created" and cancelled["attempts"] == 0
+    assert cancelled["nextAttemptAt"] is None and "deleted" in cancelled["lastError"]
+    again = client.post(
+        f"{base(creds.bot_id)}/deliveries/{cancelled['id']}/redeliver", headers=creds.headers()
+    )
+    assert "deleted voicemail" in assert_error(again, 409)
+    everything = client.get(
+        f"{base(creds.bot_id)}/{sub['id']}/deliveries", headers=creds.headers()
+    ).json()["deliveries"]
+    assert [(d["eventType"], d["status"]) for d in everything] == [
+        ("voicemail.deleted", "pending"),
+        ("voicemail.created", "cancelled"),
+    ]

@@ -3,6 +3,11 @@
 An entry is written in the transaction of what it records where there is one (a delete, a
 configuration change), so the change and its entry commit together; reads write theirs in
 batches written by a background thread (``ReadAuditLog``).
+
+Entries hold ids and circumstances, never a voicemail's content or the caller's numbers, so
+that deleting a voicemail leaves no copy here (its deletion's own entry keeps only ids, the
+file name, its time and length). They are kept ``audit_retention_days``: the workers'
+housekeeping deletes older ones in batches (``prune_entries``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail.db.base import utcnow
@@ -185,6 +190,29 @@ class ReadAuditLog:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.flush()
+
+
+def count_older(session: Session, *, before: datetime) -> int:
+    """How many entries ``prune_entries`` would delete, in all batches."""
+    return int(session.scalar(select(func.count(AuditEntry.id)).where(AuditEntry.at < before)) or 0)
+
+
+def prune_entries(session: Session, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` entries older than ``before``, oldest first (through
+    ``ix_audit_log_at``), in the caller's transaction; how many went."""
+    ids = session.scalars(
+        select(AuditEntry.id)
+        .where(AuditEntry.at < before)
+        .order_by(AuditEntry.at, AuditEntry.id)
+        .limit(limit)
+    ).all()
+    if not ids:
+        return 0
+    result = session.execute(
+        delete(AuditEntry).where(AuditEntry.id.in_(ids)),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def list_entries(

@@ -43,6 +43,10 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows are overwritten with zeros, not left in free pages of the file, where
+        # a copy of it (a backup) would still hold deleted transcripts and callers' numbers.
+        # Many builds default to it; some do not.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

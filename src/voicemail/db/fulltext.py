@@ -8,6 +8,16 @@ Migration 0003 builds the index, outside the models (the ORM never writes it):
   text)``: no stemming, as voicemails come in many languages) with a GIN index.
 
 Both match every word of the query as a prefix ("refund" finds "refunds"), in any order.
+
+Deletion. FTS5 deletes a row's tokens only by adding delete markers: the words of a deleted
+transcript stay readable in the index's segments (``transcripts_fts_data``) until their
+segments are merged. ``forget_deleted`` merges them all at once ('optimize') in the
+transaction that deleted transcripts, so a deleted transcript leaves no word behind. It
+rewrites the whole index, once per delete request or purge batch, under the write lock: a
+session's DELETE took 0.15 s with 10 000 transcripts of 60 words and 0.85 s with 100 000
+(0.003 s and 0.015 s without it) on the shared 2-core development machine. SQLite 3.42's
+'secure-delete' option would do it per row, but the SQLite we run on may be older (3.40 on
+Debian 12). PostgreSQL's ``tsvector`` is a column of the transcript's row and goes with it.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, literal_column, select, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
 
 from voicemail.db.models import Transcript
 
@@ -52,6 +63,13 @@ def matching_ids(dialect: Dialect, query: str) -> Select[Any] | None:
         .select_from(text(FTS_TABLE))
         .where(text(f"{FTS_TABLE} MATCH :match").bindparams(match=match))
     )
+
+
+def forget_deleted(session: Session) -> None:
+    """After deleting transcripts, in the same transaction: drop their words from the index
+    for good (see the module doc). Nothing to do on PostgreSQL."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("INSERT INTO transcripts_fts(transcripts_fts) VALUES ('optimize')"))
 
 
 def is_index_object(name: str | None) -> bool:

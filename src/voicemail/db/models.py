@@ -263,7 +263,10 @@ class WebhookDelivery(Base):
     """One event for one subscription: the exact body sent, and where its delivery stands."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_created_at", "created_at"),  # the log's retention
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     subscription_id: Mapped[str] = mapped_column(
@@ -271,8 +274,13 @@ class WebhookDelivery(Base):
     )
     event_id: Mapped[str] = mapped_column(ID)  # ev-<uuid>, the same for every subscription
     event_type: Mapped[str] = mapped_column(String(64))
+    # The voicemail the event is about (None for queue events): deleting a voicemail finds
+    # the copies of its data here and redacts them. No foreign key: the row outlives the
+    # voicemail (its ``voicemail.deleted`` event, the delivery log).
+    voicemail_id: Mapped[str | None] = mapped_column(ID, index=True)
     body: Mapped[str] = mapped_column(Text)
-    # pending → delivered | failed (gave up); a pending one is retried at next_attempt_at
+    # pending → delivered | failed (gave up) | cancelled (its voicemail was deleted first);
+    # a pending one is retried at next_attempt_at
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

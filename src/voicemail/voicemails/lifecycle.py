@@ -3,9 +3,16 @@
 Order, so that nothing is lost and nothing is left half deleted:
 
 1. one transaction removes the voicemail rows (their transcripts, jobs and stream parts
-   cascade in the database), the call sessions left empty, and writes one audit entry and
-   one ``voicemail.deleted`` event per voicemail;
+   cascade in the database; the full-text index drops their words:
+   ``fulltext.forget_deleted``), the call sessions left empty (they hold the caller's
+   numbers), redacts the webhook deliveries of its earlier events (they hold its data:
+   ``webhooks.service.redact_deliveries``), and writes one audit entry and one
+   ``voicemail.deleted`` event per voicemail, both with ids only;
 2. after it commits, the audio objects are deleted.
+
+So no copy of the audio, transcript or caller data is left anywhere we keep it. The logs
+that remain (delivery attempts, audit entries) have retentions of their own: ``prune_logs``,
+run by the workers' housekeeping and by ``voicemail purge``.
 
 If 1 fails nothing has changed, and the caller may retry. Once 1 has committed the recording
 is unreachable even while its object still exists: media URLs and the fetch API find audio
@@ -35,8 +42,9 @@ from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail.audit import service as audit
+from voicemail.db import fulltext
 from voicemail.db.base import utcnow
-from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
+from voicemail.db.models import Bot, CallSession, Job, StreamPart, Transcript, Voicemail
 from voicemail.errors import Conflict, NotFound
 from voicemail.storage import Storage
 from voicemail.voicemails import kore
@@ -300,6 +308,7 @@ def _remove_rows(
     ):
         parts[voicemail_id].append(key)
     removed = [_describe(vm, parts[vm.id]) for vm in voicemails]
+    webhooks.redact_deliveries(session, ids)
     for gone, voicemail in zip(removed, voicemails, strict=True):
         about = {
             "reason": reason,
@@ -322,8 +331,69 @@ def _remove_rows(
             event_type=webhooks.VOICEMAIL_DELETED,
             data={"voicemailId": gone.voicemail_id, "sessionId": gone.session_id, **about},
         )
+    transcribed = session.scalar(select(exists().where(Transcript.voicemail_id.in_(ids))))
     session.execute(delete(Voicemail).where(Voicemail.id.in_(ids)))
+    if transcribed:
+        fulltext.forget_deleted(session)
     return removed
+
+
+# Retention of the logs ------------------------------------------------------------------
+
+
+@dataclass
+class LogPruneReport:
+    deliveries: int = 0  # webhook deliveries deleted (with their attempts)
+    audit_entries: int = 0
+    batches: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return {"deliveriesPruned": self.deliveries, "auditEntriesPruned": self.audit_entries}
+
+
+def prune_logs(
+    sessions: sessionmaker[Session],
+    *,
+    delivery_retention_days: int,
+    audit_retention_days: int,
+    batch_size: int,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> LogPruneReport:
+    """Delete webhook deliveries (done with, see ``webhooks.service.prune_deliveries``) and
+    audit entries older than their retention, each batch its own short transaction, so a
+    large backlog holds no long lock and a stop half way loses nothing (the next run goes
+    on). Several workers may run it at once: a row another one deleted is simply gone.
+    ``dry_run`` only counts what would go."""
+    moment = now or utcnow()
+    report = LogPruneReport()
+    delivery_cutoff = moment - timedelta(days=delivery_retention_days)
+    audit_cutoff = moment - timedelta(days=audit_retention_days)
+    if dry_run:
+        with sessions() as session:
+            report.deliveries = webhooks.count_prunable(session, before=delivery_cutoff)
+            report.audit_entries = audit.count_older(session, before=audit_cutoff)
+        return report
+    while True:
+        with sessions.begin() as session:
+            pruned = webhooks.prune_deliveries(session, before=delivery_cutoff, limit=batch_size)
+        report.deliveries += pruned
+        report.batches += bool(pruned)
+        if pruned < batch_size:
+            break
+    while True:
+        with sessions.begin() as session:
+            pruned = audit.prune_entries(session, before=audit_cutoff, limit=batch_size)
+        report.audit_entries += pruned
+        report.batches += bool(pruned)
+        if pruned < batch_size:
+            break
+    if report.deliveries or report.audit_entries:
+        log.info(
+            "webhook deliveries and audit entries past their retention pruned",
+            extra={"deliveries": report.deliveries, "audit_entries": report.audit_entries},
+        )
+    return report
 
 
 def _delete_objects(storage: Storage, removed: Iterable[RemovedVoicemail]) -> int:

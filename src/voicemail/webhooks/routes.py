@@ -103,7 +103,9 @@ def list_webhook_deliveries(
     runtime: RuntimeDep,
     session: ReadSessionDep,
     token: TokenDep,
-    status: Annotated[str | None, Query(description="pending, delivered or failed")] = None,
+    status: Annotated[
+        str | None, Query(description="pending, delivered, failed or cancelled")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_LIST_LIMIT)] = service.DEFAULT_LIST_LIMIT,
 ) -> schemas.DeliveryList:
     authorize_admin(runtime, session, token, bot_id)

@@ -52,7 +52,10 @@ class Delivery(BaseModel):
     subscriptionId: str
     eventId: str
     eventType: str
-    status: str = Field(description="pending, delivered, or failed (gave up)")
+    status: str = Field(
+        description="pending, delivered, failed (gave up) or cancelled (its voicemail was "
+        "deleted before it was sent)"
+    )
     attempts: int
     nextAttemptAt: datetime | None = Field(description="When a pending one is tried next")
     lastStatusCode: int | None

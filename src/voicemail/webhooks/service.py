@@ -4,24 +4,38 @@
 a deletion): it writes one delivery row per subscription that wants the event, so an event
 is never lost and never sent for a change that rolled back. Workers deliver the rows
 (``webhooks.delivery``).
+
+Deletion. An event about a voicemail carries its data (the caller's numbers, the transcript),
+and each delivery row keeps that body: its ``voicemail_id`` lets ``redact_deliveries``, in
+the transaction that deletes the voicemail, replace every such body with a tombstone that
+keeps only ids, and cancel the deliveries not yet sent. A receiver learns of the deletion by
+the ``voicemail.deleted`` event, which holds no caller data. The log itself is kept
+``webhook_delivery_retention_days`` (``prune_deliveries``, run by the workers).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from voicemail import ids
 from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
-from voicemail.db.models import App, Bot, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from voicemail.db.models import (
+    App,
+    Bot,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.security import SecretBox
 
@@ -41,11 +55,14 @@ EVENTS = (
     QUEUE_ALERT_CLEARED,
 )
 
-# Delivery statuses: pending → delivered | failed (gave up); redelivery makes one pending.
+# Delivery statuses: pending → delivered | failed (gave up) | cancelled (the voicemail it is
+# about was deleted before it was sent); redelivery makes a delivered or failed one pending.
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
-STATUSES = (PENDING, DELIVERED, FAILED)
+CANCELLED = "cancelled"
+STATUSES = (PENDING, DELIVERED, FAILED, CANCELLED)
+CANCELLED_ERROR = "cancelled: the voicemail was deleted before this event was delivered"
 
 # Audit actions
 WEBHOOK_CREATE = "webhook.create"
@@ -66,7 +83,9 @@ class CreatedSubscription:
 
 def emit(session: Session, *, bot_id: str, event_type: str, data: dict[str, Any]) -> str | None:
     """Queue ``event_type`` for every subscription of ``bot_id`` that wants it; returns the
-    event id, or None when no subscription wants it (nothing is written then)."""
+    event id, or None when no subscription wants it (nothing is written then). An event
+    whose ``data`` names a ``voicemailId`` is filed under that voicemail (see the module
+    doc: its deletion redacts it)."""
     if event_type not in EVENTS:
         raise ValueError(f"unknown event {event_type!r}")
     subscriptions = [
@@ -80,6 +99,7 @@ def emit(session: Session, *, bot_id: str, event_type: str, data: dict[str, Any]
         return None
     event_id = ids.new_id(ids.EVENT)
     now = utcnow()
+    voicemail_id = data.get("voicemailId")
     body = json.dumps(
         {
             "id": event_id,
@@ -96,11 +116,88 @@ def emit(session: Session, *, bot_id: str, event_type: str, data: dict[str, Any]
                 subscription_id=sub.id,
                 event_id=event_id,
                 event_type=event_type,
+                voicemail_id=voicemail_id if isinstance(voicemail_id, str) else None,
                 body=body,
                 next_attempt_at=now,
             )
         )
     return event_id
+
+
+def redact_deliveries(session: Session, voicemail_ids: Collection[str]) -> int:
+    """In the transaction that deletes these voicemails: every delivery of an event about
+    them (but their ``voicemail.deleted``) keeps only a tombstone body, the event's envelope
+    with ``data`` reduced to ``voicemailId``, ``sessionId`` and ``"redacted": true``; those
+    not sent yet are cancelled. Their attempt log stays (it holds no voicemail data). A
+    delivery being posted at this moment was read before: that one POST still carries the
+    data, as if it had gone a moment earlier, and its outcome no longer changes the status.
+    Returns how many rows were redacted."""
+    if not voicemail_ids:
+        return 0
+    rows = session.scalars(
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.voicemail_id.in_(voicemail_ids),
+            WebhookDelivery.event_type != VOICEMAIL_DELETED,
+        )
+        .order_by(WebhookDelivery.id)
+        .with_for_update()
+    ).all()
+    for delivery in rows:
+        delivery.body = tombstone(delivery.body)
+        if delivery.status == PENDING:
+            delivery.status = CANCELLED
+            delivery.leased_until = None
+            delivery.last_error = CANCELLED_ERROR
+    session.flush()
+    return len(rows)
+
+
+def tombstone(body: str) -> str:
+    """What a redacted delivery keeps of its body: the envelope and the ids, no data."""
+    event = json.loads(body)
+    data = event.get("data") or {}
+    kept = {key: event.get(key) for key in ("id", "type", "createdAt", "botId")}
+    kept["data"] = {
+        "voicemailId": data.get("voicemailId"),
+        "sessionId": data.get("sessionId"),
+        "redacted": True,
+    }
+    return json.dumps(kept, separators=(",", ":"))
+
+
+def _prunable(before: datetime) -> tuple[ColumnElement[bool], ...]:
+    # Done with (delivered, failed or cancelled): a pending one is still being retried.
+    return (WebhookDelivery.created_at < before, WebhookDelivery.status != PENDING)
+
+
+def count_prunable(session: Session, *, before: datetime) -> int:
+    """How many deliveries ``prune_deliveries`` would delete, in all batches."""
+    found = session.scalar(select(func.count(WebhookDelivery.id)).where(*_prunable(before)))
+    return int(found or 0)
+
+
+def prune_deliveries(session: Session, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` deliveries created before ``before`` that are done with, with
+    their attempt log, in the caller's transaction; how many went. Oldest first, through
+    ``ix_webhook_deliveries_created_at``."""
+    done = _prunable(before)
+    ids = session.scalars(
+        select(WebhookDelivery.id)
+        .where(*done)
+        .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+        .limit(limit)
+    ).all()
+    if not ids:
+        return 0
+    # The attempts first, as delete_subscription does (no reliance on the FK's cascade).
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(ids)))
+    # The conditions again: a delivery redelivered meanwhile is pending, and stays.
+    result = session.execute(
+        delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids), *done),
+        execution_options={"synchronize_session": False},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # Subscriptions ---------------------------------------------------------------------------
@@ -293,6 +390,11 @@ def redeliver(
     usual backoff while the event is within the retry window, so a redelivery of an old
     event gets one attempt (as GitHub's and Stripe's manual redeliveries do)."""
     delivery = get_delivery(session, delivery_id=delivery_id, bot_id=bot_id)
+    if is_redacted(delivery):
+        raise Conflict(
+            f"Webhook delivery {delivery_id} is about a deleted voicemail; its content was "
+            "deleted with it and it cannot be sent again"
+        )
     now = utcnow()
     if delivery.status == PENDING and delivery.leased_until and delivery.leased_until > now:
         raise Conflict(f"Webhook delivery {delivery_id} is being sent right now; try again soon")
@@ -315,6 +417,14 @@ def redeliver(
         },
     )
     return delivery
+
+
+def is_redacted(delivery: WebhookDelivery) -> bool:
+    """Whether the delivery's body is a tombstone (``redact_deliveries``)."""
+    if delivery.voicemail_id is None:
+        return False
+    data = json.loads(delivery.body).get("data")
+    return isinstance(data, dict) and data.get("redacted") is True
 
 
 def bot_visible_to_app(session: Session, *, app_id: str, bot_id: str) -> bool:
