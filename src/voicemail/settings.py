@@ -96,8 +96,8 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="CPU time one upload's decode may use; past it the upload is refused "
-        "(413). Ten minutes of 8-channel 192 kHz FLAC, the worst within the other limits, "
-        "takes about 2 s on a current server core",
+        "(413). 590 s of 8-channel 192 kHz FLAC, the costliest within the other limits, "
+        "took 3 s of one core in bench/decode_load.py; a phone message takes milliseconds",
     )
     decode_concurrency: int = Field(
         default=2,
