@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
-from voicemail.audio import AudioLimits, decode_recording, format_bytes
+from voicemail.audio import AudioLimits, DecodedAudio, decode_recording, format_bytes
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -259,19 +259,16 @@ async def _decode_and_deposit(
     caller_to: str | None,
     language: str | None,
 ) -> service.Deposited:
-    """Copy the upload into a scratch folder, decode it in one of the process's decoding
-    turns (``voicemails.decoding``), then store it. Each step runs in the thread pool; only
-    the decode holds a turn (copying and storing are I/O). The scratch folder is removed
-    whatever happens, also when the request is cancelled."""
+    """Decode the upload in one of the process's decoding turns (``voicemails.decoding``),
+    then store it. Both run in the thread pool; only the decode holds a turn (storing is
+    I/O), and an upload waiting for its turn holds no thread and no scratch copy. The
+    scratch folder is removed whatever happens, also when the request is cancelled."""
     settings = runtime.settings
-    scratch = await run_in_threadpool(_scratch_copy, upload, settings.scratch_dir)
+    audio: DecodedAudio | None = None
     try:
         async with runtime.decode_slots.turn():
             audio = await run_in_threadpool(
-                decode_recording,
-                scratch / "upload",
-                AudioLimits.from_settings(settings),
-                work_dir=scratch,
+                _decode_upload, upload, settings.scratch_dir, AudioLimits.from_settings(settings)
             )
         return await run_in_threadpool(
             service.deposit,
@@ -286,19 +283,22 @@ async def _decode_and_deposit(
             max_attempts=settings.job_max_attempts,
         )
     finally:
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(shutil.rmtree, scratch, ignore_errors=True)
+        if audio is not None:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(shutil.rmtree, audio.wav_path.parent, ignore_errors=True)
 
 
-def _scratch_copy(upload: UploadFile, work_dir: Path) -> Path:
-    """A new scratch folder in ``work_dir`` holding the upload as ``upload``."""
+def _decode_upload(upload: UploadFile, work_dir: Path, limits: AudioLimits) -> DecodedAudio:
+    """The upload copied into a new scratch folder in ``work_dir`` and decoded there. The
+    WAV's folder is that scratch folder: the caller removes it; on failure it is gone."""
     work_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=work_dir))
     try:
-        with (scratch / "upload").open("wb") as out:
+        source = scratch / "upload"
+        with source.open("wb") as out:
             upload.file.seek(0)
             shutil.copyfileobj(upload.file, out, 1024 * 1024)
+        return decode_recording(source, limits, work_dir=scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return scratch
