@@ -183,6 +183,30 @@ def write_wav(path: Path, samples: npt.ArrayLike, sample_rate: int = 16_000) -> 
     return path
 
 
+def silent_flac(path: Path, seconds: float, sample_rate: int, layout: str = "mono") -> Path:
+    """A FLAC file of digital silence: a few hundred bytes a minute whatever its rate and
+    channels, so it decodes to far more than it weighs (the abuse the decode limits stop)."""
+    import av
+
+    channels = av.AudioLayout(layout).nb_channels
+    chunk = 65536
+    zeros = np.zeros((1, chunk * channels), dtype="<i2")
+    total = round(seconds * sample_rate)
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=sample_rate, layout=layout)
+        for start in range(0, total, chunk):
+            count = min(chunk, total - start)
+            frame = av.AudioFrame.from_ndarray(
+                zeros[:, : count * channels], format="s16", layout=layout
+            )
+            frame.sample_rate, frame.pts = sample_rate, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
     with socket.socket() as sock:

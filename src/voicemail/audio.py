@@ -1,10 +1,24 @@
 """Validate and normalise an uploaded voicemail recording.
 
 ``decode_recording`` probes the upload by its content (never its name), decodes it in a
-stream with PyAV and writes a mono 16-bit PCM WAV at the source's sample rate (capped at
-48 kHz) into a work directory. Anything we cannot or will not accept raises
-``BadAudio`` (or ``PayloadTooLarge`` for an oversized file) with a message meant for a
-person; nothing half-written is left behind.
+stream with PyAV and writes a mono 16-bit PCM WAV at the source's sample rate, capped at
+16 kHz, into a work directory. Anything we cannot or will not accept raises ``BadAudio``
+(or ``PayloadTooLarge`` for an oversized file or one too costly to decode) with a message
+meant for a person; nothing half-written is left behind.
+
+Why 16 kHz mono: it is what Whisper listens to (it resamples anything else to 16 kHz mono
+first), and telephone audio is 8 kHz, which is kept as it is. Storing more would only cost
+disk: a 96 KB FLAC of 590 s of 96 kHz silence used to become a 56.6 MB WAV; it is now at
+most 590 s x 16 000 x 2 bytes (18.9 MB), and a stored recording is never more than
+``max_seconds`` x 32 000 bytes whatever the upload.
+
+Why the decode is bounded on more than the upload's size: what an upload costs is set by
+what it decodes to, which a small file can inflate. So the decode refuses, as soon as it
+sees them, a sample rate outside ``min_sample_rate``..``max_sample_rate`` (a 1 Hz WAV of 5
+samples would otherwise "last" 5 s), more than ``max_channels`` channels, audio past
+``max_seconds``, and a decode that has used more than ``cpu_seconds`` of CPU time (this
+thread's, checked between packets; ffmpeg is told to decode on this thread only, so the
+figure is the decode's whole cost and one decode never takes more than one core).
 
 Why the WAV truncation check reads the RIFF header itself: when the file is seekable,
 ffmpeg's WAV demuxer silently clamps a ``data`` chunk that claims more bytes than the
@@ -25,10 +39,11 @@ import os
 import secrets
 import struct
 import tempfile
+import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import av
 import av.error
@@ -36,6 +51,9 @@ from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 
 from voicemail.errors import BadAudio, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from voicemail.settings import Settings
 
 __all__ = ["AudioLimits", "DecodedAudio", "decode_recording", "format_bytes"]
 
@@ -45,7 +63,8 @@ ACCEPTED_FORMATS = "WAV (PCM, µ-law or A-law), MP3, OGG (Opus or Vorbis), FLAC 
 # not on this list (HLS playlists, images, subtitles, ...) never gets its header read.
 _FORMAT_WHITELIST = "wav,mp3,ogg,flac,mov"
 
-MAX_OUTPUT_RATE = 48_000
+# Whisper's rate; 8 kHz telephone audio stays 8 kHz.
+MAX_OUTPUT_RATE = 16_000
 
 # A WAV "data" size of 0 or one of these placeholders means "length unknown" (written by
 # gateways and tools that stream the file before they know its length: 0xFFFFFFFF by
@@ -63,8 +82,24 @@ _EPSILON_SECONDS = 1e-6  # float rounding when summing frame durations
 @dataclass(frozen=True)
 class AudioLimits:
     min_seconds: float = 1.0
-    max_seconds: float = 600.0
-    max_bytes: int = 50 * 1024 * 1024
+    max_seconds: float = 600.0  # of decoded audio
+    max_bytes: int = 50 * 1024 * 1024  # of the upload
+    min_sample_rate: int = 8_000
+    max_sample_rate: int = 192_000
+    max_channels: int = 8
+    cpu_seconds: float = 10.0  # CPU time one decode may use
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AudioLimits:
+        return cls(
+            min_seconds=settings.min_duration_seconds,
+            max_seconds=settings.max_duration_seconds,
+            max_bytes=settings.max_upload_bytes,
+            min_sample_rate=settings.decode_min_sample_rate,
+            max_sample_rate=settings.decode_max_sample_rate,
+            max_channels=settings.decode_max_channels,
+            cpu_seconds=settings.decode_cpu_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,10 +115,10 @@ class DecodedAudio:
 def decode_recording(source: Path, limits: AudioLimits, *, work_dir: Path) -> DecodedAudio:
     """Decode ``source`` into a normalised WAV in ``work_dir``.
 
-    Raises ``PayloadTooLarge`` when the file exceeds ``limits.max_bytes`` and
-    ``BadAudio`` for anything that is not acceptable audio. An ``OSError`` reading
-    ``source`` itself (missing file, permissions) or writing to ``work_dir`` is a server
-    problem and propagates unchanged.
+    Raises ``PayloadTooLarge`` when the file exceeds ``limits.max_bytes`` or its decode
+    ``limits.cpu_seconds``, and ``BadAudio`` for anything that is not acceptable audio. An
+    ``OSError`` reading ``source`` itself (missing file, permissions) or writing to
+    ``work_dir`` is a server problem and propagates unchanged.
     """
     size = source.stat().st_size
     if size == 0:
@@ -94,11 +129,12 @@ def decode_recording(source: Path, limits: AudioLimits, *, work_dir: Path) -> De
             f"{format_bytes(limits.max_bytes)}."
         )
 
+    budget = _CpuBudget(limits.cpu_seconds)
     fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix=".wav", dir=work_dir)
     tmp_path = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, source.open("rb") as raw:
-            decoded = _decode_to_wav(raw, out, limits)
+            decoded = _decode_to_wav(raw, out, limits, budget)
         declared = _declared_seconds(source, decoded)
         if declared is not None and _looks_truncated(declared, decoded.duration_seconds):
             raise BadAudio(
@@ -158,10 +194,44 @@ class _AnonymousReader:
         return self._raw.tell()
 
 
-def _decode_to_wav(raw: BinaryIO, out: BinaryIO, limits: AudioLimits) -> _Decoded:
+class _CpuBudget:
+    """CPU time this thread may still use for one decode (``time.thread_time``: other
+    threads' decodes and requests do not count against it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._deadline = time.thread_time() + seconds
+
+    def check(self) -> None:
+        if time.thread_time() > self._deadline:
+            raise PayloadTooLarge(
+                "The recording is too costly to decode: it needed more than "
+                f"{_format_seconds(self.seconds)} s of processing time. Please send it at a "
+                "lower sample rate or with fewer channels (mono at 8 or 16 kHz is all a "
+                "voicemail needs)."
+            )
+
+
+def _check_parameters(sample_rate: int, channels: int, limits: AudioLimits) -> None:
+    """Refuse a sample rate or channel count out of bounds (0: not known yet, not checked)."""
+    if sample_rate and not limits.min_sample_rate <= sample_rate <= limits.max_sample_rate:
+        raise BadAudio(
+            f"The recording's sample rate is {sample_rate:,} Hz; accepted are "
+            f"{limits.min_sample_rate:,} to {limits.max_sample_rate:,} Hz."
+        )
+    if channels > limits.max_channels:
+        raise BadAudio(
+            f"The recording has {channels} channels; at most {limits.max_channels} are "
+            "accepted. Please send a mono or stereo recording."
+        )
+
+
+def _decode_to_wav(
+    raw: BinaryIO, out: BinaryIO, limits: AudioLimits, budget: _CpuBudget
+) -> _Decoded:
     try:
-        return _decode_stream(raw, out, limits)
-    except BadAudio:
+        return _decode_stream(raw, out, limits, budget)
+    except (BadAudio, PayloadTooLarge):
         raise
     except (av.error.FFmpegError, ValueError, EOFError, RuntimeError) as exc:
         # FFmpegError covers InvalidDataError, the "format not on whitelist" ArgumentError
@@ -173,7 +243,9 @@ def _decode_to_wav(raw: BinaryIO, out: BinaryIO, limits: AudioLimits) -> _Decode
         ) from exc
 
 
-def _decode_stream(raw: BinaryIO, out: BinaryIO, limits: AudioLimits) -> _Decoded:
+def _decode_stream(
+    raw: BinaryIO, out: BinaryIO, limits: AudioLimits, budget: _CpuBudget
+) -> _Decoded:
     with av.open(
         _AnonymousReader(raw),
         mode="r",
@@ -186,7 +258,13 @@ def _decode_stream(raw: BinaryIO, out: BinaryIO, limits: AudioLimits) -> _Decode
                 f"Please upload {ACCEPTED_FORMATS}."
             )
         stream = container.streams.audio[0]
-        source_format = f"{container.format.name}/{stream.codec_context.codec.canonical_name}"
+        codec = stream.codec_context
+        source_format = f"{container.format.name}/{codec.codec.canonical_name}"
+        # Refused before any decoding when the header already says so; each frame is
+        # checked again below (a stream may change its parameters on the way).
+        _check_parameters(codec.sample_rate, codec.channels, limits)
+        # On this thread only: the CPU budget then measures the whole decode.
+        codec.thread_count = 1
         stream_seconds = (
             float(stream.duration * stream.time_base)
             if stream.duration is not None and stream.time_base is not None
@@ -198,23 +276,30 @@ def _decode_stream(raw: BinaryIO, out: BinaryIO, limits: AudioLimits) -> _Decode
         decoded_seconds = 0.0
         written = 0
         try:
-            for frame in container.decode(stream):
-                if frame.samples == 0 or frame.sample_rate <= 0:
-                    continue
-                decoded_seconds += frame.samples / frame.sample_rate
-                if decoded_seconds > limits.max_seconds + _EPSILON_SECONDS:
-                    raise BadAudio(
-                        "The recording is too long: the maximum is "
-                        f"{_format_limit(limits.max_seconds)}."
-                    )
-                if resampler is None or writer is None:
-                    rate = min(frame.sample_rate, MAX_OUTPUT_RATE)
-                    resampler = AudioResampler(format="s16", layout="mono", rate=rate)
-                    writer = wave.open(out, "wb")  # noqa: SIM115 - closed in finally
-                    writer.setnchannels(1)
-                    writer.setsampwidth(2)
-                    writer.setframerate(rate)
-                written += _write_frames(writer, resampler.resample(frame))
+            # Packet by packet (not ``container.decode``) so that the CPU budget is checked
+            # between any two packets, also those that decode to no frame.
+            for packet in container.demux(stream):
+                budget.check()
+                for frame in packet.decode():
+                    if frame.samples == 0 or frame.sample_rate <= 0:
+                        continue
+                    _check_parameters(frame.sample_rate, frame.layout.nb_channels, limits)
+                    # Stops as soon as the decoded audio passes the bound.
+                    decoded_seconds += frame.samples / frame.sample_rate
+                    if decoded_seconds > limits.max_seconds + _EPSILON_SECONDS:
+                        raise BadAudio(
+                            "The recording is too long: the maximum is "
+                            f"{_format_limit(limits.max_seconds)}."
+                        )
+                    if resampler is None or writer is None:
+                        rate = min(frame.sample_rate, MAX_OUTPUT_RATE)
+                        resampler = AudioResampler(format="s16", layout="mono", rate=rate)
+                        writer = wave.open(out, "wb")  # noqa: SIM115 - closed in finally
+                        writer.setnchannels(1)
+                        writer.setsampwidth(2)
+                        writer.setframerate(rate)
+                    written += _write_frames(writer, resampler.resample(frame))
+            budget.check()
             if resampler is not None and writer is not None:
                 written += _write_frames(writer, resampler.resample(None))
         finally:

@@ -539,13 +539,7 @@ def deposit(
                 source = Path(scratch) / "upload"
                 shutil.copyfile(file, source)
                 audio = decode_recording(
-                    source,
-                    AudioLimits(
-                        settings.min_duration_seconds,
-                        settings.max_duration_seconds,
-                        settings.max_upload_bytes,
-                    ),
-                    work_dir=Path(scratch),
+                    source, AudioLimits.from_settings(settings), work_dir=Path(scratch)
                 )
                 result = voicemails.deposit(
                     runtime.sessions,

@@ -25,6 +25,7 @@ from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
 from voicemail.users.sessions import drop_expired_web_sessions
+from voicemail.voicemails.decoding import DecodeSlots
 from voicemail.voicemails.lifecycle import prune_logs, purge_expired
 from voicemail.voicemails.live import finalize_abandoned
 from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
@@ -82,6 +83,12 @@ class Runtime:
     read_audit: ReadAuditLog  # fetch and media-access entries, written in batches
     wake_worker: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)  # this process's, in its own registry
+    decode_slots: DecodeSlots = field(init=False)  # uploads decoded at once (deposit route)
+
+    def __post_init__(self) -> None:
+        self.decode_slots = DecodeSlots(
+            self.settings.decode_concurrency, wait_seconds=self.settings.decode_wait_seconds
+        )
 
     @classmethod
     def build(

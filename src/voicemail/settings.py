@@ -72,6 +72,47 @@ class Settings(BaseSettings):
     max_duration_seconds: float = Field(default=600.0, gt=0)
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 
+    # Decoding uploaded recordings (stored as mono 16-bit WAV at the source's rate, at most
+    # 16 kHz). An upload's cost is what it decodes to, which a small file can inflate.
+    decode_min_sample_rate: int = Field(
+        default=8_000,
+        ge=1,
+        description="Uploads at a lower sample rate are refused (400): telephone audio is "
+        "8 kHz; far lower rates make a few samples pass for seconds of voicemail",
+    )
+    decode_max_sample_rate: int = Field(
+        default=192_000,
+        ge=1,
+        description="Uploads at a higher sample rate are refused (400): decoding cost grows "
+        "with the rate, and nothing above 16 kHz is kept",
+    )
+    decode_max_channels: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Uploads with more channels are refused (400); all are mixed to mono",
+    )
+    decode_cpu_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="CPU time one upload's decode may use; past it the upload is refused "
+        "(413). 590 s of 8-channel 192 kHz FLAC, the costliest within the other limits, "
+        "took 3 s of one core in bench/decode_load.py; a phone message takes milliseconds",
+    )
+    decode_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Uploads one API process decodes at once (each on one core); the rest "
+        "wait for a turn, so a burst of uploads cannot starve the other requests of CPU",
+    )
+    decode_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an upload waits for a decoding turn before it is answered "
+        "503 with Retry-After (the gateway sends it again later)",
+    )
+
     # Live deposit over WebSocket (jambonz `listen`)
     stream_reconnect_seconds: float = Field(
         default=10.0,
@@ -307,6 +348,8 @@ class Settings(BaseSettings):
     def _durations_consistent(self) -> Settings:
         if self.min_duration_seconds >= self.max_duration_seconds:
             raise ValueError("min_duration_seconds must be below max_duration_seconds")
+        if self.decode_min_sample_rate > self.decode_max_sample_rate:
+            raise ValueError("decode_min_sample_rate must not be above decode_max_sample_rate")
         if self.stream_flush_seconds >= self.stream_reconnect_seconds:
             # A live connection must write a part before its call looks abandoned.
             raise ValueError("stream_flush_seconds must be below stream_reconnect_seconds")

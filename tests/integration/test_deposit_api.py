@@ -6,11 +6,15 @@ from __future__ import annotations
 import io
 import re
 import struct
+import threading
+import time
 import wave
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -19,7 +23,7 @@ from httpx import Response
 from sqlalchemy import func, select
 
 from tests.conftest import Credentials
-from tests.support import write_wav
+from tests.support import silent_flac, write_wav
 from tests.unit.test_audio import encode, read_clip
 from voicemail.db.models import CallSession, Job, Voicemail
 from voicemail.runtime import Runtime
@@ -467,7 +471,8 @@ MOV = "mov,mp4,m4a,3gp,3g2,mj2"
     ("container", "codec", "source_format", "rate"),
     [
         pytest.param("mp3", "libmp3lame", "mp3/mp3", 8000, id="mp3"),
-        pytest.param("ogg", "libopus", "ogg/opus", 48000, id="ogg-opus"),
+        # Opus decodes at 48 kHz; anything above 16 kHz is stored at 16 kHz.
+        pytest.param("ogg", "libopus", "ogg/opus", 16000, id="ogg-opus"),
         pytest.param("flac", "flac", "flac/flac", 8000, id="flac"),
         pytest.param("ipod", "aac", f"{MOV}/aac", 8000, id="m4a"),
     ],
@@ -613,3 +618,161 @@ def test_language_and_caller_are_kept(
     with runtime.sessions() as session:
         call = session.scalars(select(CallSession)).one()
         assert (call.caller_from, call.caller_to) == ("+15550100", "+15550199")
+
+
+# ------------------------------------------------------------------ what an upload becomes
+
+
+def test_long_silent_high_rate_flac_is_stored_at_16k(
+    client: TestClient, creds: Credentials, runtime: Runtime, tmp_path: Path
+) -> None:
+    # Observed: a 96 KB FLAC of 590 s of 96 kHz silence was stored as a 56.6 MB WAV.
+    flac = silent_flac(tmp_path / "silence.flac", 590, 96_000).read_bytes()
+    assert len(flac) < 100_000
+    body = accepted(post(client, creds, flac, filename="silence.flac", sessionId=SESSION))
+    assert body["durationSeconds"] == 590.0
+    voicemail = only_voicemail(runtime)
+    assert stored_wav(runtime, voicemail) == (1, 2, 16000, 590 * 16000)
+    [stored] = stored_files(runtime.settings)
+    assert stored.stat().st_size == voicemail.size_bytes == 44 + 590 * 16000 * 2
+    assert voicemail.sample_rate == 16000
+    # The fetch API and the media URL serve what was stored.
+    fetched = client.get(url(creds), params={"sessionId": SESSION}, headers=creds.headers())
+    [entry] = fetched.json()["voicemail recording"]
+    media = client.get(entry["fileUrl"], headers={"Range": "bytes=0-43"})
+    assert media.status_code == 206
+    assert struct.unpack_from("<HI", media.content, 22) == (1, 16000)  # channels, rate
+    assert scratch_is_empty(runtime.settings)
+
+
+def test_eight_channel_384k_flac_is_refused(
+    client: TestClient, creds: Credentials, runtime: Runtime, tmp_path: Path
+) -> None:
+    # Observed: a 255 KB 8-channel 384 kHz FLAC cost 6.3 s of CPU to decode.
+    flac = silent_flac(tmp_path / "wide.flac", 5, 384_000, "7.1").read_bytes()
+    assert_refused(
+        post(client, creds, flac),
+        runtime,
+        400,
+        r"^The recording's sample rate is 384,000 Hz; accepted are 8,000 to 192,000 Hz\.$",
+    )
+
+
+def test_one_hertz_wav_is_refused(
+    client: TestClient, creds: Credentials, runtime: Runtime, tmp_path: Path
+) -> None:
+    # Observed: a 1 Hz WAV of 5 samples was accepted as a 5 s voicemail.
+    five_samples = wav_bytes(tmp_path, [0.0, 0.5, -0.5, 0.5, 0.0], rate=1)
+    assert_refused(
+        post(client, creds, five_samples),
+        runtime,
+        400,
+        r"^The recording's sample rate is 1 Hz; accepted are 8,000 to 192,000 Hz\.$",
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"decode_max_sample_rate": 48_000, "decode_min_sample_rate": 16_000}]
+)
+def test_sample_rate_bounds_are_settings(
+    client: TestClient, creds: Credentials, runtime: Runtime, tmp_path: Path
+) -> None:
+    for rate in (8000, 96_000):
+        assert_refused(
+            post(client, creds, wav_bytes(tmp_path, tone(2.0, rate), rate=rate)),
+            runtime,
+            400,
+            rf"sample rate is {rate:,} Hz; accepted are 16,000 to 48,000 Hz",
+        )
+
+
+@pytest.mark.parametrize("overrides", [{"decode_cpu_seconds": 0.01}])
+def test_decode_past_its_cpu_budget_is_413(
+    client: TestClient, creds: Credentials, runtime: Runtime, tmp_path: Path
+) -> None:
+    flac = silent_flac(tmp_path / "costly.flac", 120, 192_000, "7.1").read_bytes()
+    assert_refused(
+        post(client, creds, flac),
+        runtime,
+        413,
+        r"^The recording is too costly to decode: it needed more than 0\.01 s of processing",
+    )
+
+
+# ------------------------------------------------------------------ decoding turns
+
+
+@contextmanager
+def decoding_turns_held(client: TestClient, runtime: Runtime) -> Iterator[None]:
+    """Every decoding turn of the app's process held (as by uploads being decoded) until
+    the block ends."""
+    portal = client.portal
+    assert portal is not None
+    release = portal.call(anyio.Event)
+    held = portal.call(anyio.Event)
+
+    async def hold(turns: int) -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(turns):
+                group.start_soon(hold_one)
+
+    async def hold_one() -> None:
+        async with runtime.decode_slots.turn():
+            if runtime.decode_slots.in_use == runtime.decode_slots.slots:
+                held.set()
+            await release.wait()
+
+    holding = portal.start_task_soon(hold, runtime.decode_slots.slots)
+    portal.call(held.wait)
+    try:
+        yield
+    finally:
+        portal.call(release.set)
+        holding.result(timeout=10)
+
+
+@pytest.mark.parametrize("overrides", [{"decode_concurrency": 2, "decode_wait_seconds": 0.5}])
+def test_upload_without_a_decoding_turn_gets_503_with_retry_after(
+    client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
+) -> None:
+    data = speech_clip.read_bytes()
+    with decoding_turns_held(client, runtime):
+        started = time.monotonic()
+        response = post(client, creds, data, sessionId=SESSION)
+        waited = time.monotonic() - started
+        assert response.headers["retry-after"] == "1"
+        assert_refused(
+            response,
+            runtime,
+            503,
+            r"^The server is busy decoding other recordings\. "
+            r"Please send this one again in 1 s\.$",
+        )
+        assert waited >= 0.5
+    # A turn is free again: the same upload goes through.
+    assert accepted(post(client, creds, data, sessionId=SESSION))["duplicate"] is False
+    assert runtime.decode_slots.in_use == 0
+
+
+@pytest.mark.parametrize("overrides", [{"decode_concurrency": 1, "decode_wait_seconds": 60}])
+def test_upload_waits_for_a_decoding_turn(
+    client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
+) -> None:
+    responses: list[Response] = []
+    with decoding_turns_held(client, runtime):
+        upload = threading.Thread(
+            target=lambda: responses.append(post(client, creds, speech_clip.read_bytes()))
+        )
+        upload.start()
+        deadline = time.monotonic() + 30
+        while runtime.decode_slots.waiting < 1:
+            assert time.monotonic() < deadline, "the upload never waited for a turn"
+            time.sleep(0.02)
+        # It waits without a thread: other requests are answered meanwhile.
+        assert client.get("/healthz").status_code == 200
+        assert responses == []
+        assert counts(runtime) == (0, 0, 0)
+    upload.join(timeout=30)
+    [response] = responses
+    accepted(response)
+    assert counts(runtime) == (1, 1, 1)

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import os
 import struct
+import time
 import wave
 import zlib
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from tests.support import silent_flac
 from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
 from voicemail.errors import BadAudio, PayloadTooLarge, VoicemailError
 
@@ -199,7 +201,8 @@ def manifest_rows(shared: Path) -> Iterator[dict[str, str]]:
 ENCODINGS = [
     # id, container, codec, layout, codec options, expected source_format, output rate
     ("mp3", "mp3", "libmp3lame", "mono", None, "mp3/mp3", None),
-    ("ogg-opus", "ogg", "libopus", "mono", None, "ogg/opus", 48_000),
+    # Opus always decodes at 48 kHz; like anything above 16 kHz it is stored at 16 kHz.
+    ("ogg-opus", "ogg", "libopus", "mono", None, "ogg/opus", 16_000),
     # ffmpeg's own Vorbis encoder is experimental and stereo-only: also covers downmixing.
     ("ogg-vorbis", "ogg", "vorbis", "stereo", {"strict": "experimental"}, "ogg/vorbis", None),
     ("flac", "flac", "flac", "mono", None, "flac/flac", None),
@@ -251,12 +254,14 @@ def test_telephone_mulaw_wav_stays_at_8000_hz(shared_audio: Path, work_dir: Path
     np.testing.assert_array_equal(stored_samples(result), expected)
 
 
-def test_every_shared_clip_keeps_its_rate_and_duration(shared_audio: Path, work_dir: Path) -> None:
+def test_every_shared_clip_keeps_its_duration_at_most_16k(
+    shared_audio: Path, work_dir: Path
+) -> None:
     rows = list(manifest_rows(shared_audio))
     assert rows
     for row in rows:
         for relative, rate in (
-            (row["file"], int(row["sample_rate"])),
+            (row["file"], min(int(row["sample_rate"]), 16_000)),
             (row["telephone_file"], 8000),
         ):
             result = decode_recording(shared_audio / relative, DEFAULT, work_dir=work_dir)
@@ -270,7 +275,8 @@ def test_every_shared_clip_keeps_its_rate_and_duration(shared_audio: Path, work_
 
 
 def test_original_pcm_samples_are_kept_bit_exact(shared_audio: Path, work_dir: Path) -> None:
-    source = shared_audio / SPEECH_22K
+    # At 16 kHz and below nothing is resampled.
+    source = shared_audio / SPEECH_16K
     with wave.open(str(source), "rb") as w:
         original = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
@@ -293,9 +299,18 @@ def test_detects_format_by_content_not_name(
 
 @pytest.mark.parametrize(
     ("source_rate", "stored_rate"),
-    [(8000, 8000), (16000, 16000), (44100, 44100), (48000, 48000), (96000, 48000), (192000, 48000)],
+    [
+        (8000, 8000),
+        (11025, 11025),
+        (16000, 16000),
+        (22050, 16000),
+        (44100, 16000),
+        (48000, 16000),
+        (96000, 16000),
+        (192000, 16000),
+    ],
 )
-def test_sample_rate_is_kept_up_to_48k(
+def test_sample_rate_is_kept_up_to_16k(
     inputs: Path, work_dir: Path, source_rate: int, stored_rate: int
 ) -> None:
     source = write_wav(inputs / "tone.wav", sine(3.0, source_rate), source_rate)
@@ -397,7 +412,7 @@ def test_streaming_wav_with_unknown_length_is_accepted(
 
     result = decode_recording(source, DEFAULT, work_dir=work_dir)
 
-    assert_normalised(result, work_dir, rate=22050, seconds=9.655)
+    assert_normalised(result, work_dir, rate=16000, seconds=9.655)
 
 
 def test_vbr_mp3_without_length_header_is_not_mistaken_for_truncated(
@@ -650,3 +665,130 @@ def test_damaged_files_give_bad_audio_or_a_result(
             assert list(work_dir.iterdir()) == [result.wav_path]
             assert wav_info(result)[:2] == (1, 2)
             result.wav_path.unlink()
+
+
+# ------------------------------------------------ bounds on what an upload becomes
+#
+# An upload's cost is what it decodes to: a FLAC of silence weighs a few hundred bytes a
+# minute at any rate and channel count.
+
+
+@pytest.fixture(scope="module")
+def costly_flac(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """120 s of 8-channel 192 kHz silence (within every bound, 90 KB) and the CPU seconds
+    its full decode takes on this thread."""
+    source = silent_flac(tmp_path_factory.mktemp("costly") / "costly.flac", 120, 192_000, "7.1")
+    work = tmp_path_factory.mktemp("costly-work")
+    started = time.thread_time()
+    result = decode_recording(source, DEFAULT, work_dir=work)
+    cost = time.thread_time() - started
+    assert result.sample_rate == 16_000 and result.duration_seconds == pytest.approx(120)
+    assert cost > 0.2, f"precondition: the file costs real CPU to decode ({cost:.3f} s)"
+    return source, cost
+
+
+def test_long_silent_high_rate_flac_is_stored_at_16k(inputs: Path, work_dir: Path) -> None:
+    # Observed: a 96 KB FLAC of 590 s of 96 kHz silence was stored as a 56.6 MB WAV.
+    source = silent_flac(inputs / "upload", 590, 96_000)
+    assert source.stat().st_size < 100_000
+
+    result = decode_recording(source, DEFAULT, work_dir=work_dir)
+
+    assert_normalised(result, work_dir, rate=16_000, seconds=590)
+    assert result.size_bytes == 44 + 590 * 16_000 * 2
+
+
+def test_eight_channel_192k_is_mixed_to_16k_mono(
+    costly_flac: tuple[Path, float], work_dir: Path
+) -> None:
+    source, _ = costly_flac
+    result = decode_recording(source, DEFAULT, work_dir=work_dir)
+    assert_normalised(result, work_dir, rate=16_000, seconds=120)
+    assert result.size_bytes == 44 + 120 * 16_000 * 2
+
+
+def test_eight_channel_384k_flac_is_refused_before_decoding(inputs: Path, work_dir: Path) -> None:
+    # Observed: a 255 KB 8-channel 384 kHz FLAC (590 s) cost 6.3 s of CPU to decode. Its
+    # header is enough to refuse it, so 5 s of it show the same.
+    source = silent_flac(inputs / "upload", 5, 384_000, "7.1")
+    started = time.thread_time()
+    assert_rejected(
+        source,
+        work_dir,
+        r"^The recording's sample rate is 384,000 Hz; accepted are 8,000 to 192,000 Hz\.$",
+    )
+    assert time.thread_time() - started < 0.5
+
+
+@pytest.mark.parametrize("rate", [1, 100, 4000, 7999])
+def test_sample_rate_below_the_minimum_is_refused(inputs: Path, work_dir: Path, rate: int) -> None:
+    # Observed: a 1 Hz WAV of 5 samples was accepted as a 5 s voicemail.
+    source = write_wav(inputs / "slow.wav", sine(5.0, rate, freq=rate / 4), rate)
+    assert_rejected(
+        source,
+        work_dir,
+        rf"^The recording's sample rate is {rate:,} Hz; accepted are 8,000 to 192,000 Hz\.$",
+    )
+
+
+def test_sample_rate_above_the_maximum_is_refused(inputs: Path, work_dir: Path) -> None:
+    source = write_wav(inputs / "fast.wav", sine(1.5, 192_001), 192_001)
+    assert_rejected(source, work_dir, r"sample rate is 192,001 Hz; accepted are 8,000 to 192,000")
+
+
+def test_sample_rate_bounds_are_settings(inputs: Path, work_dir: Path) -> None:
+    low = write_wav(inputs / "low.wav", sine(2.0, 4000, freq=500), 4000)
+    result = decode_recording(low, AudioLimits(min_sample_rate=4000), work_dir=work_dir)
+    assert_normalised(result, work_dir, rate=4000, seconds=2.0)
+    result.wav_path.unlink()
+    high = write_wav(inputs / "high.wav", sine(2.0, 96_000), 96_000)
+    assert_rejected(
+        high,
+        work_dir,
+        r"sample rate is 96,000 Hz; accepted are 8,000 to 48,000 Hz",
+        limits=AudioLimits(max_sample_rate=48_000),
+    )
+
+
+def test_more_channels_than_the_limit_are_refused(inputs: Path, work_dir: Path) -> None:
+    nine = np.stack([sine(2.0, 8000)] * 9, axis=1)
+    source = write_wav(inputs / "nine.wav", nine, 8000)
+    assert_rejected(
+        source,
+        work_dir,
+        r"^The recording has 9 channels; at most 8 are accepted\. "
+        r"Please send a mono or stereo recording\.$",
+    )
+    stereo = write_wav(inputs / "stereo.wav", np.stack([sine(2.0, 8000)] * 2, axis=1), 8000)
+    assert_rejected(
+        stereo, work_dir, "has 2 channels; at most 1 are", limits=AudioLimits(max_channels=1)
+    )
+
+
+def test_decode_past_its_cpu_budget_is_refused_at_once(
+    costly_flac: tuple[Path, float], work_dir: Path
+) -> None:
+    source, full_cost = costly_flac
+    started = time.thread_time()
+    error = assert_rejected(
+        source,
+        work_dir,
+        r"^The recording is too costly to decode: it needed more than 0\.05 s of processing "
+        r"time\. Please send it at a lower sample rate or with fewer channels",
+        limits=AudioLimits(cpu_seconds=0.05),
+        error=PayloadTooLarge,
+    )
+    assert error.status_code == 413
+    # Stopped at its budget, not after decoding everything.
+    assert time.thread_time() - started < full_cost / 2
+
+
+def test_too_long_stops_decoding_at_the_bound(
+    costly_flac: tuple[Path, float], work_dir: Path
+) -> None:
+    source, full_cost = costly_flac
+    started = time.thread_time()
+    assert_rejected(
+        source, work_dir, r"too long: the maximum is 5 s", limits=AudioLimits(max_seconds=5)
+    )
+    assert time.thread_time() - started < full_cost / 4

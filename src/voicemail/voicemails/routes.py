@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
-from voicemail.audio import AudioLimits, decode_recording, format_bytes
+from voicemail.audio import AudioLimits, DecodedAudio, decode_recording, format_bytes
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -218,8 +219,7 @@ async def deposit_voicemail(
         caller_to = _form_text(form, "to")
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             raise PayloadTooLarge(_too_large(settings.max_upload_bytes))
-        result = await run_in_threadpool(
-            _decode_and_deposit,
+        result = await _decode_and_deposit(
             runtime,
             upload,
             bot_id=bot_id,
@@ -249,7 +249,7 @@ def _too_large(limit: int) -> str:
     return f"The recording is larger than the {format_bytes(limit)} limit"
 
 
-def _decode_and_deposit(
+async def _decode_and_deposit(
     runtime: Runtime,
     upload: UploadFile,
     *,
@@ -259,24 +259,19 @@ def _decode_and_deposit(
     caller_to: str | None,
     language: str | None,
 ) -> service.Deposited:
+    """Decode the upload in one of the process's decoding turns (``voicemails.decoding``),
+    then store it. Both run in the thread pool; only the decode holds a turn (storing is
+    I/O), and an upload waiting for its turn holds no thread and no scratch copy. The
+    scratch folder is removed whatever happens, also when the request is cancelled."""
     settings = runtime.settings
-    work_dir = settings.scratch_dir
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
-        source = Path(scratch) / "upload"
-        with source.open("wb") as out:
-            upload.file.seek(0)
-            shutil.copyfileobj(upload.file, out, 1024 * 1024)
-        audio = decode_recording(
-            source,
-            AudioLimits(
-                min_seconds=settings.min_duration_seconds,
-                max_seconds=settings.max_duration_seconds,
-                max_bytes=settings.max_upload_bytes,
-            ),
-            work_dir=Path(scratch),
-        )
-        return service.deposit(
+    audio: DecodedAudio | None = None
+    try:
+        async with runtime.decode_slots.turn():
+            audio = await run_in_threadpool(
+                _decode_upload, upload, settings.scratch_dir, AudioLimits.from_settings(settings)
+            )
+        return await run_in_threadpool(
+            service.deposit,
             runtime.sessions,
             storage=runtime.storage,
             bot_id=bot_id,
@@ -287,3 +282,23 @@ def _decode_and_deposit(
             language=language,
             max_attempts=settings.job_max_attempts,
         )
+    finally:
+        if audio is not None:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(shutil.rmtree, audio.wav_path.parent, ignore_errors=True)
+
+
+def _decode_upload(upload: UploadFile, work_dir: Path, limits: AudioLimits) -> DecodedAudio:
+    """The upload copied into a new scratch folder in ``work_dir`` and decoded there. The
+    WAV's folder is that scratch folder: the caller removes it; on failure it is gone."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=work_dir))
+    try:
+        source = scratch / "upload"
+        with source.open("wb") as out:
+            upload.file.seek(0)
+            shutil.copyfileobj(upload.file, out, 1024 * 1024)
+        return decode_recording(source, limits, work_dir=scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
