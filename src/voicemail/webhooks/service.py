@@ -24,6 +24,7 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import App, Bot, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.security import SecretBox
+from voicemail.webhooks.targets import AddressNotAllowed, TargetPolicy
 
 VOICEMAIL_CREATED = "voicemail.created"
 TRANSCRIPTION_COMPLETED = "transcription.completed"
@@ -55,6 +56,9 @@ WEBHOOK_REDELIVER = "webhook.redeliver"
 MAX_URL_LENGTH = 2000
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 DEFAULT_LIST_LIMIT = 100
+MAX_DELIVERY_ID = 2**63 - 1  # a signed 64-bit integer: the widest id column we have
+# Public addresses only: what a subscription may target when no policy is given.
+DEFAULT_TARGETS = TargetPolicy()
 MAX_LIST_LIMIT = 1000
 
 
@@ -106,9 +110,10 @@ def emit(session: Session, *, bot_id: str, event_type: str, data: dict[str, Any]
 # Subscriptions ---------------------------------------------------------------------------
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, targets: TargetPolicy = DEFAULT_TARGETS) -> str:
     """An absolute http(s) URL with a host; no user:password (it would sit in the database
-    in clear, unlike the signing secret)."""
+    in clear, unlike the signing secret); a host whose addresses ``targets`` allows (names
+    resolved now; the delivery checks again, see ``webhooks.targets``)."""
     url = url.strip()
     if not url or len(url) > MAX_URL_LENGTH or any(ord(ch) < 33 for ch in url):
         raise BadRequest(f"Webhook URL must be 1 to {MAX_URL_LENGTH} characters, without spaces")
@@ -120,6 +125,15 @@ def check_url(url: str) -> str:
         raise BadRequest("Webhook URL must be an absolute http:// or https:// URL")
     if parsed.userinfo:
         raise BadRequest("Webhook URL must not hold a user name or password")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        targets.check_host(parsed.raw_host.decode("ascii"), port)
+    except AddressNotAllowed:
+        raise BadRequest(
+            "Webhook URL must point at a public address: loopback, private, link-local, "
+            "shared, reserved and cloud metadata addresses are not allowed (an operator "
+            "can allow on-premise networks with VOICEMAIL_WEBHOOK_ALLOWED_NETWORKS)"
+        ) from None
     return url
 
 
@@ -150,14 +164,17 @@ def create_subscription(
     bot_id: str,
     url: str,
     events: Sequence[str],
+    targets: TargetPolicy = DEFAULT_TARGETS,
 ) -> CreatedSubscription:
+    """``targets``: the addresses the URL may point at (the runtime's, from settings; the
+    default allows public addresses only)."""
     if session.get(Bot, bot_id) is None:
         raise NotFound(f"No bot {bot_id}")
     secret = new_secret()
     subscription = WebhookSubscription(
         id=ids.new_id(ids.WEBHOOK),
         bot_id=bot_id,
-        url=check_url(url),
+        url=check_url(url, targets),
         events=check_events(events),
         secret_ciphertext=box.encrypt(secret),
         created_at=utcnow(),
@@ -271,7 +288,10 @@ def attempts_of(session: Session, delivery_ids: Sequence[int]) -> dict[int, list
 def get_delivery(
     session: Session, *, delivery_id: int, bot_id: str | None = None
 ) -> WebhookDelivery:
-    delivery = session.get(WebhookDelivery, delivery_id)
+    # An id no database integer can hold names no delivery (and must not reach the driver,
+    # which fails on it: a 500 where the answer is 404).
+    in_range = 1 <= delivery_id <= MAX_DELIVERY_ID
+    delivery = session.get(WebhookDelivery, delivery_id) if in_range else None
     if delivery is not None and bot_id is not None:
         owner = session.scalar(
             select(WebhookSubscription.bot_id).where(
