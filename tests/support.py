@@ -218,6 +218,8 @@ def run_cli(
     )
     if settings.database_url:
         env["VOICEMAIL_DATABASE_URL"] = settings.database_url
+    if settings.webhook_allowed_networks:  # (tests' receivers listen on 127.0.0.1)
+        env["VOICEMAIL_WEBHOOK_ALLOWED_NETWORKS"] = settings.webhook_allowed_networks
     return subprocess.run(
         [sys.executable, "-m", "voicemail", *args],
         env=env,

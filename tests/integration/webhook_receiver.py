@@ -2,7 +2,8 @@
 
 It answers requests from a script of behaviours (an HTTP status, or ``SLOW`` to stall past
 the sender's timeout), then ``default`` once the script runs out, and records every request
-it receives: headers, raw body, and the moment it arrived.
+it receives: headers, raw body, and the moment it arrived. A 3xx answer carries
+``location``.
 """
 
 from __future__ import annotations
@@ -38,11 +39,17 @@ class Received:
 
 class Receiver:
     def __init__(
-        self, script: Sequence[int | str] = (), *, default: int = 200, slow_seconds: float = 1.0
+        self,
+        script: Sequence[int | str] = (),
+        *,
+        default: int | str = 200,
+        slow_seconds: float = 1.0,
+        location: str | None = None,
     ) -> None:
         self.script = list(script)
         self.default = default
         self.slow_seconds = slow_seconds
+        self.location = location
         self.received: list[Received] = []
         self.arrived = threading.Condition()
         self.port = free_port()
@@ -69,6 +76,8 @@ class Receiver:
                     time.sleep(receiver.slow_seconds)
                     behaviour = 200
                 self.send_response(int(behaviour))
+                if receiver.location is not None and 300 <= int(behaviour) < 400:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -101,9 +110,13 @@ class Receiver:
 
 @contextmanager
 def running_receiver(
-    script: Sequence[int | str] = (), *, default: int = 200, slow_seconds: float = 1.0
+    script: Sequence[int | str] = (),
+    *,
+    default: int | str = 200,
+    slow_seconds: float = 1.0,
+    location: str | None = None,
 ) -> Iterator[Receiver]:
-    receiver = Receiver(script, default=default, slow_seconds=slow_seconds)
+    receiver = Receiver(script, default=default, slow_seconds=slow_seconds, location=location)
     receiver.start()
     try:
         yield receiver

@@ -211,7 +211,10 @@ def get_subscription(
 ) -> WebhookSubscription:
     """The subscription; NotFound too when ``bot_id`` is given and it belongs to another bot
     (one bot's admin cannot learn that another bot's subscription exists)."""
-    subscription = session.get(WebhookSubscription, subscription_id)
+    # Only an id of the shape we issue is looked up: anything else names nothing, and some
+    # (a NUL byte) the database refuses outright, which would be a 500.
+    well_formed = ids.is_id(subscription_id, ids.WEBHOOK)
+    subscription = session.get(WebhookSubscription, subscription_id) if well_formed else None
     if subscription is None or (bot_id is not None and subscription.bot_id != bot_id):
         raise NotFound(f"No webhook subscription {subscription_id}")
     return subscription
@@ -264,6 +267,8 @@ def list_deliveries(
         raise BadRequest(f"limit must be 1 to {MAX_LIST_LIMIT}")
     query = select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(limit)
     if subscription_id is not None:
+        if not ids.is_id(subscription_id, ids.WEBHOOK):
+            return []  # names no subscription (see get_subscription)
         query = query.where(WebhookDelivery.subscription_id == subscription_id)
     if check_status(status) is not None:
         query = query.where(WebhookDelivery.status == status)
@@ -340,6 +345,8 @@ def redeliver(
 def bot_visible_to_app(session: Session, *, app_id: str, bot_id: str) -> bool:
     """Whether ``bot_id`` exists in ``app_id``'s account (the admin API answers 404, not 403,
     for a bot of another account, so an app cannot probe which bots exist elsewhere)."""
+    if "\x00" in bot_id:  # PostgreSQL refuses NUL in text (a 500); no bot has one
+        return False
     account = session.scalar(select(App.account_id).where(App.id == app_id))
     bot = session.get(Bot, bot_id)
     return account is not None and bot is not None and bot.account_id == account
