@@ -144,6 +144,13 @@ def _pick_fairly(
     """The ids to claim: subscriptions take turns (each one's oldest due delivery first,
     then each one's second…), none past its in-flight caps. Only each subscription's first
     few due rows are read, however long its backlog."""
+    subscriptions, accounts = in_flight(session, now=now)
+    # Receivers already at a cap are left out before anything is sorted: a hanging one's
+    # backlog (thousands of due rows, none of them claimable) costs only a filtered scan.
+    full_subscriptions = [
+        key for key, count in subscriptions.items() if count >= fair.per_subscription
+    ]
+    full_accounts = [key for key, count in accounts.items() if count >= fair.per_account]
     turn = (
         func.row_number()
         .over(
@@ -162,7 +169,11 @@ def _pick_fairly(
         )
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
         .join(Bot, Bot.id == WebhookSubscription.bot_id)
-        .where(*_due(now, due_by))
+        .where(
+            *_due(now, due_by),
+            WebhookDelivery.subscription_id.not_in(full_subscriptions),
+            Bot.account_id.not_in(full_accounts),
+        )
         .subquery()
     )
     candidates = session.execute(
@@ -170,7 +181,6 @@ def _pick_fairly(
         .where(due.c.turn <= min(limit, fair.per_subscription))
         .order_by(due.c.turn, due.c.next_attempt_at, due.c.id)
     ).all()
-    subscriptions, accounts = in_flight(session, now=now)
     picked: list[int] = []
     for delivery_id, subscription_id, account_id in candidates:
         if len(picked) >= limit:
