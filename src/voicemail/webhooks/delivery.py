@@ -143,7 +143,7 @@ def _pick_fairly(
 ) -> list[int]:
     """The ids to claim: subscriptions take turns (each one's oldest due delivery first,
     then each one's second…), none past its in-flight caps. Only each subscription's first
-    few due rows are read, however long its backlog."""
+    few due rows come back, however long its backlog."""
     subscriptions, accounts = in_flight(session, now=now)
     # Receivers already at a cap are left out before anything is sorted: a hanging one's
     # backlog (thousands of due rows, none of them claimable) costs only a filtered scan.
