@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.conftest import Credentials, deposit_file
-from tests.integration.webhook_receiver import SLOW, Received, running_receiver
+from tests.integration.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
 from tests.support import free_port, write_wav
 from voicemail import ids
 from voicemail.api.app import create_app
@@ -421,6 +421,25 @@ def test_a_hanging_receiver_delays_no_other_subscription_or_account(
     assert reached_hanging <= 2 * cap, reached_hanging
     # Not a speed test: the bound is what a backlog of 40 in batches of 8 costs (5 × 3 s).
     assert elapsed < 15.0, elapsed
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_at_the_attempt_deadline(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    """Each byte comes well within the 2 s read timeout; the whole answer would take 20 s.
+    The attempt ends at its deadline (2 timeouts), so it cannot hold a sender past its
+    lease and get the delivery sent again on another."""
+    with running_receiver([TRICKLE], slow_seconds=0.5) as receiver:
+        subscribe(runtime, creds.bot_id, receiver.url)
+        emit(runtime, creds.bot_id)
+        assert runtime.webhook_sender().deliver_due() == 1
+        receiver.wait_for(1)
+    [delivery] = deliveries(runtime)
+    [attempt] = attempt_log(runtime, delivery.id)
+    assert attempt.status_code is None and attempt.error == "timeout (ReadTimeout)"
+    timeout_ms = runtime.settings.webhook_timeout_seconds * 1000
+    assert 2 * timeout_ms <= attempt.duration_ms < 2 * timeout_ms + 3000
+    assert delivery.status == webhooks.PENDING
 
 
 def test_claims_take_turns_between_subscriptions_within_the_in_flight_caps(

@@ -53,11 +53,15 @@ from voicemail.webhooks.targets import (
     AddressNotAllowed,
     GuardedTransport,
     TargetPolicy,
+    attempt_deadline,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_LENGTH = 500
+# An attempt's whole time, in timeouts: each network operation has the timeout, and the
+# attempt as a whole (a receiver answering a byte at a time) this many.
+ATTEMPT_DEADLINE_TIMEOUTS = 2
 USER_AGENT = "voicemail-webhooks/1"
 
 
@@ -243,9 +247,13 @@ def claim_due(
     return claimed
 
 
-def post(client: httpx.Client, claimed: ClaimedDelivery, secret: str) -> Outcome:
+def post(
+    client: httpx.Client, claimed: ClaimedDelivery, secret: str, *, deadline_seconds: float
+) -> Outcome:
     """POST the delivery's body, signed now. Never raises for a network failure: that is an
-    outcome like a 500. The response body is not read.
+    outcome like a 500. The response body is not read. The whole attempt (connecting,
+    sending, the answer's head) ends after ``deadline_seconds``, however the receiver paces
+    its bytes.
 
     The error logged says what kind of failure it was (a timeout, a refused or unresolvable
     connection, a target the policy refuses), never the system's own words, which would
@@ -263,7 +271,10 @@ def post(client: httpx.Client, claimed: ClaimedDelivery, secret: str) -> Outcome
     status_code: int | None = None
     error: str | None = None
     try:
-        with client.stream("POST", claimed.url, content=body, headers=headers) as response:
+        with (
+            attempt_deadline(deadline_seconds),
+            client.stream("POST", claimed.url, content=body, headers=headers) as response,
+        ):
             status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
@@ -349,10 +360,11 @@ class WebhookSender:
         self.targets = targets
         self.limits = limits or FairnessLimits()
         self.poll_seconds = poll_seconds
-        # One request may take its connect, write and read timeouts (and a connect per
-        # address of its host). The margin covers recording the outcome. Past the lease,
-        # another worker may send the delivery again (receivers dedupe on the event id).
-        self.lease_seconds = 4 * timeout_seconds + 30
+        # One attempt ends by its deadline, however its receiver paces the bytes; the
+        # margin covers recording the outcome. Past the lease, another worker may send the
+        # delivery again (receivers dedupe on the event id).
+        self.deadline_seconds = ATTEMPT_DEADLINE_TIMEOUTS * timeout_seconds
+        self.lease_seconds = self.deadline_seconds + 2 * timeout_seconds + 30
         self._changed = threading.Condition()  # guards _in_flight and _closed
         self._in_flight = 0
         self._closed = False
@@ -460,7 +472,8 @@ class WebhookSender:
 
     def _attempt(self, client: httpx.Client, claimed: ClaimedDelivery) -> None:
         try:
-            outcome = post(client, claimed, self.box.decrypt(claimed.secret_ciphertext))
+            secret = self.box.decrypt(claimed.secret_ciphertext)
+            outcome = post(client, claimed, secret, deadline_seconds=self.deadline_seconds)
         except Exception as exc:  # a bug or an undecryptable secret: log it as the attempt
             log.exception("webhook delivery crashed", extra={"delivery_id": claimed.id})
             outcome = Outcome(utcnow(), None, f"internal error: {type(exc).__name__}", 0.0)

@@ -22,6 +22,12 @@ tell the subscriber what answers there. So:
 
 The connect path is httpcore's (``SyncBackend.connect_tcp``) with a resolved address in
 place of the name; only the resolution is ours.
+
+httpx's timeouts bound each network operation, not a request: a receiver that answers one
+byte at a time, each within the read timeout, would hold a sender for as long as it likes
+(and, past the delivery's lease, get it sent again on another sender). ``attempt_deadline``
+bounds every operation of the requests made within it by one deadline, enforced by the
+streams ``GuardedBackend`` returns.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpcore
@@ -193,6 +202,59 @@ def _literal_address(host: str) -> IPAddress | None:
         return None
 
 
+_deadline = threading.local()  # (sync httpx does a request's I/O in the caller's thread)
+
+
+@contextmanager
+def attempt_deadline(seconds: float) -> Iterator[None]:
+    """Every network operation of requests made in this block, in this thread, over
+    ``GuardedTransport``, ends ``seconds`` from now at the latest (a timeout error then)."""
+    _deadline.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _deadline.at = None
+
+
+def _clamped(timeout: float | None, error: type[Exception]) -> float | None:
+    """``timeout``, shortened to what is left before the deadline (if one is set)."""
+    at: float | None = getattr(_deadline, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the attempt ran out of time")
+    return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose operations respect ``attempt_deadline``."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _clamped(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _clamped(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _clamped(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> object:
+        return self._stream.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.SyncBackend):
     """httpcore's network backend, with the host resolved by us, checked, and the socket
     connected to the checked address (never to a second resolution of the name)."""
@@ -221,9 +283,11 @@ class GuardedBackend(httpcore.SyncBackend):
         error: Exception | None = None
         for address in addresses:  # as socket.create_connection: the first that answers
             try:
-                return super().connect_tcp(
-                    str(address), port, timeout, local_address, socket_options
+                left = _clamped(timeout, httpcore.ConnectTimeout)
+                stream = super().connect_tcp(
+                    str(address), port, left, local_address, socket_options
                 )
+                return DeadlineStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         assert error is not None
