@@ -163,7 +163,11 @@ class Settings(BaseSettings):
         "fall this long after the event",
     )
     webhook_timeout_seconds: float = Field(
-        default=10.0, gt=0, le=60, description="Connect/read timeout of one delivery attempt"
+        default=10.0,
+        gt=0,
+        le=60,
+        description="Connect/read timeout of one delivery attempt; the whole attempt ends "
+        "after twice this",
     )
     webhook_poll_seconds: float = Field(
         default=2.0, gt=0, le=60, description="How often workers look for deliveries due"
