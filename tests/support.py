@@ -245,6 +245,8 @@ def run_cli(
     )
     if settings.database_url:
         environment["VOICEMAIL_DATABASE_URL"] = settings.database_url
+    if settings.webhook_allowed_networks:  # (tests' receivers listen on 127.0.0.1)
+        environment["VOICEMAIL_WEBHOOK_ALLOWED_NETWORKS"] = settings.webhook_allowed_networks
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "voicemail", *args],

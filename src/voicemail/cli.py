@@ -745,7 +745,13 @@ def webhooks_create(
 
     def action(rt: Runtime, s: Any) -> dict[str, Any]:
         created = webhooks.create_subscription(
-            s, box=rt.box, actor=audit.CLI, bot_id=bot, url=url, events=event
+            s,
+            box=rt.box,
+            actor=audit.CLI,
+            bot_id=bot,
+            url=url,
+            events=event,
+            targets=rt.webhook_targets,
         )
         return webhook_schemas.created_out(created.subscription, created.secret).model_dump(
             mode="json"

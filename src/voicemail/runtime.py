@@ -30,7 +30,8 @@ from voicemail.voicemails.lifecycle import prune_logs, purge_expired
 from voicemail.voicemails.live import finalize_abandoned
 from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
 from voicemail.voicemails.tasks import transcribe_voicemail, transcription_given_up
-from voicemail.webhooks.delivery import RetryPolicy, WebhookSender
+from voicemail.webhooks.delivery import FairnessLimits, RetryPolicy, WebhookSender
+from voicemail.webhooks.targets import TargetPolicy
 
 # Scratch folders of uploads in progress; one left this long belongs to a killed process.
 STALE_SCRATCH_SECONDS = 3600
@@ -83,6 +84,7 @@ class Runtime:
     read_audit: ReadAuditLog  # fetch and media-access entries, written in batches
     wake_worker: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)  # this process's, in its own registry
+    webhook_senders: list[WebhookSender] = field(default_factory=list)  # closed on close()
     decode_slots: DecodeSlots = field(init=False)  # uploads decoded at once (deposit route)
 
     def __post_init__(self) -> None:
@@ -159,7 +161,7 @@ class Runtime:
             ),
         )
         webhooks = Housekeeping(
-            "deliver webhooks", settings.webhook_poll_seconds, self.webhook_sender().deliver_due
+            "deliver webhooks", settings.webhook_poll_seconds, self.webhook_sender().dispatch
         )
         # Live calls whose gateway went away and did not come back (their API process may
         # have died with the timer that would have finalized them).
@@ -210,9 +212,16 @@ class Runtime:
             on_give_up=transcription_given_up,
         )
 
+    @property
+    def webhook_targets(self) -> TargetPolicy:
+        """The addresses webhooks may reach (public ones, and the allowed networks)."""
+        return TargetPolicy.from_text(self.settings.webhook_allowed_networks)
+
     def webhook_sender(self) -> WebhookSender:
+        """A sender with its own threads; ``close`` (on ``Runtime.close`` at the latest)
+        waits for what it is still posting."""
         settings = self.settings
-        return WebhookSender(
+        sender = WebhookSender(
             sessions=self.sessions,
             read_sessions=self.read_sessions,
             box=self.box,
@@ -222,7 +231,16 @@ class Runtime:
                 window_seconds=settings.webhook_retry_window_seconds,
             ),
             timeout_seconds=settings.webhook_timeout_seconds,
+            poll_seconds=settings.webhook_poll_seconds,
+            targets=self.webhook_targets,
+            limits=FairnessLimits(
+                concurrency=settings.webhook_concurrency,
+                per_subscription=settings.webhook_subscription_concurrency,
+                per_account=settings.webhook_account_concurrency,
+            ),
         )
+        self.webhook_senders.append(sender)
+        return sender
 
     def worker_pool(self) -> WorkerPool:
         """``settings.worker_concurrency`` loops sharing this runtime (and its loaded model).
@@ -234,6 +252,8 @@ class Runtime:
         return WorkerPool([self.worker(housekeeping=index == 0) for index in range(count)])
 
     def close(self) -> None:
+        for sender in self.webhook_senders:
+            sender.close()  # before the engine goes: in-flight attempts are recorded
         self.read_audit.close()  # before the engine goes: it writes what is queued
         self.engine.dispose()
         self.replay_guard.close()

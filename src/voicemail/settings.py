@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voicemail.webhooks.targets import parse_networks
+
 SIGNING_KEY_FILE = "signing.key"
 # S3 bucket names: 3-63 lower-case letters, digits, dots and hyphens.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -227,11 +229,51 @@ class Settings(BaseSettings):
         "fall this long after the event",
     )
     webhook_timeout_seconds: float = Field(
-        default=10.0, gt=0, le=60, description="Connect/read timeout of one delivery attempt"
+        default=10.0,
+        gt=0,
+        le=60,
+        description="Connect/read timeout of one delivery attempt; the whole attempt ends "
+        "after twice this",
     )
     webhook_poll_seconds: float = Field(
         default=2.0, gt=0, le=60, description="How often workers look for deliveries due"
     )
+    # Webhook targets and fairness (issue 9: no port scanning through the delivery log; a
+    # hanging receiver delays nobody else).
+    webhook_allowed_networks: str = Field(
+        default="",
+        description="Comma-separated networks (CIDR, or single addresses) webhooks may reach "
+        "although they are not public: loopback, private, link-local, CGNAT, metadata "
+        "addresses are refused otherwise. For receivers on premises, e.g. 10.20.0.0/16; "
+        "every address allowed here is one a webhook subscriber can make the workers POST "
+        "to, so name as little as the receivers need",
+    )
+    webhook_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Deliveries one worker process posts at once (one thread each)",
+    )
+    webhook_subscription_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Deliveries of one subscription in flight at once, across all workers: "
+        "a receiver that hangs holds at most this many senders; more lets a slow but "
+        "working receiver catch up faster",
+    )
+    webhook_account_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Deliveries of one account's subscriptions in flight at once, across "
+        "all workers: an account with many hanging receivers cannot take every sender",
+    )
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _allowed_networks_parse(cls, value: str) -> str:
+        return ",".join(str(network) for network in parse_networks(value))
 
     # Web inbox
     session_hours: float = Field(

@@ -183,7 +183,7 @@ def test_live_call_in_progress_then_stored_on_hangup(
             box=runtime.box,
             actor="test",
             bot_id=creds.bot_id,
-            url="http://127.0.0.1:9/hook",
+            url="https://example.com/hook",
             events=["voicemail.created", "transcription.completed"],
         )
     seen: list[dict[str, Any]] = []

@@ -9,6 +9,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import make_queue, new_bot
@@ -25,10 +26,16 @@ from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 QUEUE_EVENTS = (webhooks.QUEUE_ALERT, webhooks.QUEUE_ALERT_CLEARED)
 
 
-def subscribe(runtime: Runtime, bot_id: str, url: str = "http://127.0.0.1:9/hook") -> str:
+def subscribe(runtime: Runtime, bot_id: str, url: str = "https://example.com/hook") -> str:
     with runtime.sessions.begin() as session:
         created = webhooks.create_subscription(
-            session, box=runtime.box, actor=audit.CLI, bot_id=bot_id, url=url, events=QUEUE_EVENTS
+            session,
+            box=runtime.box,
+            actor=audit.CLI,
+            bot_id=bot_id,
+            url=url,
+            events=QUEUE_EVENTS,
+            targets=runtime.webhook_targets,
         )
         return created.secret
 
@@ -171,6 +178,8 @@ def test_a_stale_check_does_not_send_again(runtime: Runtime) -> None:
         assert not alerts._transition(session, queue_id=queue_id, start=utcnow())
 
 
+# The receiver listens on the loopback interface, which webhooks reach only when allowed.
+@pytest.mark.parametrize("overrides", [{"webhook_allowed_networks": "127.0.0.1/32"}])
 def test_housekeeping_delivers_a_signed_alert(runtime: Runtime) -> None:
     bot = new_bot(runtime)
     queue_id = make_queue(runtime, "Support", bot_ids=(bot,))

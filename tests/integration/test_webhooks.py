@@ -3,6 +3,7 @@ retry schedule, give-up, redelivery, and the events our own code emits."""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import threading
 import time
@@ -18,29 +19,42 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.conftest import Credentials, deposit_file
-from tests.integration.webhook_receiver import SLOW, Received, running_receiver
+from tests.integration.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
 from tests.support import free_port, write_wav
+from voicemail import ids
 from voicemail.api.app import create_app
 from voicemail.audit import service as audit
+from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
-from voicemail.db.models import AuditEntry, Job, WebhookAttempt, WebhookDelivery
+from voicemail.db.models import Account, AuditEntry, Job, WebhookAttempt, WebhookDelivery
 from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.jobs import service as jobs
 from voicemail.runtime import Runtime
 from voicemail.transcription import FakeTranscriber
 from voicemail.webhooks import service as webhooks
-from voicemail.webhooks.delivery import Outcome, RetryPolicy, claim_due, record_outcome
+from voicemail.webhooks import targets
+from voicemail.webhooks.delivery import (
+    FairnessLimits,
+    Outcome,
+    RetryPolicy,
+    claim_due,
+    record_outcome,
+)
 from voicemail.webhooks.signature import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, verify
+from voicemail.webhooks.targets import NOT_ALLOWED, TargetPolicy
 
 SESSION = "67aa38026e199c8f470e00c1"
 # Tiny delays so retries happen within a test; a stalled receiver is cut after 2 s (long
-# enough that a loaded test machine never times out a receiver that does answer).
+# enough that a loaded test machine never times out a receiver that does answer). The
+# receivers listen on the loopback interface, which webhooks may reach only when allowed.
+LOOPBACK = "127.0.0.1/32"
 FAST = {
     "webhook_retry_base_seconds": 0.05,
     "webhook_retry_max_seconds": 5.0,
     "webhook_retry_window_seconds": 3600.0,
     "webhook_timeout_seconds": 2.0,
     "webhook_poll_seconds": 0.05,
+    "webhook_allowed_networks": LOOPBACK,
 }
 
 
@@ -55,7 +69,13 @@ def subscribe(
     """(subscription id, secret)."""
     with runtime.sessions.begin() as session:
         created = webhooks.create_subscription(
-            session, box=runtime.box, actor=audit.CLI, bot_id=bot_id, url=url, events=events
+            session,
+            box=runtime.box,
+            actor=audit.CLI,
+            bot_id=bot_id,
+            url=url,
+            events=events,
+            targets=runtime.webhook_targets,
         )
         return created.subscription.id, created.secret
 
@@ -125,6 +145,20 @@ def running_worker(runtime: Runtime) -> Iterator[None]:
         thread.join(timeout=30)
 
 
+def bot_of_another_account(runtime: Runtime) -> str:
+    with runtime.sessions.begin() as session:
+        account = Account(id=ids.new_id(ids.ACCOUNT), name="another company")
+        session.add(account)
+        session.flush()
+        return bots.create_bot(session, name="Their line", account_id=account.id).id
+
+
+def redeliver_all(runtime: Runtime) -> None:
+    with runtime.sessions.begin() as session:
+        for row in webhooks.list_deliveries(session):
+            webhooks.redeliver(session, actor=audit.CLI, delivery_id=row.id)
+
+
 def recording(tmp_path: Path, seconds: float = 2.0) -> Path:
     t = np.arange(int(seconds * 8000)) / 8000
     return write_wav(tmp_path / "message.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 8000)
@@ -189,7 +223,7 @@ def test_a_tampered_body_or_another_secret_fails_verification(
 
 @pytest.mark.parametrize(
     "overrides",
-    [{**FAST, "webhook_retry_base_seconds": 0.1, "webhook_retry_window_seconds": 0.3}],
+    [{**FAST, "webhook_retry_base_seconds": 0.2, "webhook_retry_window_seconds": 1.0}],
 )
 def test_gives_up_after_the_retry_window(runtime: Runtime, creds: Credentials) -> None:
     with running_receiver(default=503) as receiver:
@@ -227,7 +261,9 @@ def test_connection_refused_is_logged_and_retried_later(
     assert delivery.leased_until is None
     [attempt] = attempt_log(runtime, delivery.id)
     assert attempt.status_code is None
-    assert attempt.error is not None and "ConnectError" in attempt.error
+    # The kind of failure, not the system's words ("[Errno 111] Connection refused" would
+    # tell a port that is closed from a host that is down).
+    assert attempt.error == "ConnectError"
     assert delivery.next_attempt_at > attempt.attempted_at
 
 
@@ -343,6 +379,221 @@ def test_deleting_a_subscription_mid_delivery_drops_it_quietly(
     assert deliveries(runtime) == []
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
+
+
+# Fairness: a receiver that hangs delays nobody else --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{**FAST, "webhook_timeout_seconds": 3.0, "webhook_subscription_concurrency": 2}],
+)
+def test_a_hanging_receiver_delays_no_other_subscription_or_account(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    """One subscription's receiver never answers in time and has a backlog of 40; another
+    subscription of the same account and one of another account get theirs at once, while
+    the hanging one holds only its share of senders. (One global queue, batches waiting for
+    their slowest: the others waited for 40 / 8 × 3 s.)"""
+    backlog, cap = 40, 2
+    other_bot = bot_of_another_account(runtime)
+    with (
+        running_receiver(default=SLOW, slow_seconds=10.0) as hanging,
+        running_receiver() as same_account,
+        running_receiver() as other_account,
+    ):
+        subscribe(runtime, creds.bot_id, hanging.url, (webhooks.VOICEMAIL_CREATED,))
+        subscribe(runtime, creds.bot_id, same_account.url, (webhooks.VOICEMAIL_DELETED,))
+        subscribe(runtime, other_bot, other_account.url, (webhooks.VOICEMAIL_CREATED,))
+        for _ in range(backlog):  # older than every delivery of the others
+            emit(runtime, creds.bot_id, webhooks.VOICEMAIL_CREATED)
+        for _ in range(5):
+            emit(runtime, creds.bot_id, webhooks.VOICEMAIL_DELETED)
+            emit(runtime, other_bot, webhooks.VOICEMAIL_CREATED)
+        started = time.monotonic()
+        with running_worker(runtime):
+            same_account.wait_for(5, timeout=60)
+            other_account.wait_for(5, timeout=60)
+            elapsed = time.monotonic() - started
+            reached_hanging = len(hanging.received)
+            # Its backlog still moves, its share at a time.
+            hanging.wait_for(2 * cap, timeout=60)
+    assert reached_hanging <= 2 * cap, reached_hanging
+    # Not a speed test: the bound is what a backlog of 40 in batches of 8 costs (5 × 3 s).
+    assert elapsed < 15.0, elapsed
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_at_the_attempt_deadline(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    """Each byte comes well within the 2 s read timeout; the whole answer would take 20 s.
+    The attempt ends at its deadline (2 timeouts), so it cannot hold a sender past its
+    lease and get the delivery sent again on another."""
+    with running_receiver([TRICKLE], slow_seconds=0.5) as receiver:
+        subscribe(runtime, creds.bot_id, receiver.url)
+        emit(runtime, creds.bot_id)
+        assert runtime.webhook_sender().deliver_due() == 1
+        receiver.wait_for(1)
+    [delivery] = deliveries(runtime)
+    [attempt] = attempt_log(runtime, delivery.id)
+    assert attempt.status_code is None and attempt.error == "timeout (ReadTimeout)"
+    timeout_ms = runtime.settings.webhook_timeout_seconds * 1000
+    assert 2 * timeout_ms <= attempt.duration_ms < 2 * timeout_ms + 3000
+    assert delivery.status == webhooks.PENDING
+
+
+def test_claims_take_turns_between_subscriptions_within_the_in_flight_caps(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    first, _ = subscribe(runtime, creds.bot_id, "http://127.0.0.1:9/a", ("voicemail.created",))
+    second, _ = subscribe(runtime, creds.bot_id, "http://127.0.0.1:9/b", ("voicemail.created",))
+    other_bot = bot_of_another_account(runtime)
+    third, _ = subscribe(runtime, other_bot, "http://127.0.0.1:9/c", ("voicemail.created",))
+    for _ in range(6):
+        emit(runtime, creds.bot_id)  # one delivery for each of the first two
+    emit(runtime, other_bot)  # the newest of all
+    by_id = {row.id: row.subscription_id for row in deliveries(runtime)}
+    fair = FairnessLimits(concurrency=16, per_subscription=2, per_account=3)
+    with runtime.sessions.begin() as session:
+        claimed = claim_due(session, limit=16, lease_seconds=60, fair=fair)
+    owners = [by_id[c.id] for c in claimed]
+    # Turns: each subscription's oldest first, then the second ones, within the caps: the
+    # first account stops at 3 in flight, the other account's newest delivery goes too.
+    assert owners == [first, second, third, first]
+    with runtime.sessions.begin() as session:
+        assert claim_due(session, limit=16, lease_seconds=60, fair=fair) == []
+    # An outcome frees its slot: one more of that account may go (not of a full subscription).
+    with runtime.sessions.begin() as session:
+        done = Outcome(utcnow(), 200, None, 1.0)
+        record_outcome(session, claimed=claimed[1], outcome=done, policy=RetryPolicy(1, 1, 60))
+    with runtime.sessions.begin() as session:
+        [again] = claim_due(session, limit=16, lease_seconds=60, fair=fair)
+    assert by_id[again.id] == second
+
+
+# Targets: no port scanning through the delivery log ------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [{k: v for k, v in FAST.items() if "allowed" not in k}])
+def test_by_default_a_loopback_receiver_is_refused_at_creation_and_at_delivery(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    assert runtime.settings.webhook_allowed_networks == ""
+    with running_receiver() as receiver:
+        with pytest.raises(BadRequest, match="public address"):
+            subscribe(runtime, creds.bot_id, receiver.url)
+        # One made when the allowlist named loopback (since narrowed): refused when sent.
+        with runtime.sessions.begin() as session:
+            webhooks.create_subscription(
+                session,
+                box=runtime.box,
+                actor=audit.CLI,
+                bot_id=creds.bot_id,
+                url=receiver.url,
+                events=[webhooks.VOICEMAIL_CREATED],
+                targets=TargetPolicy.from_text(LOOPBACK),
+            )
+        emit(runtime, creds.bot_id)
+        assert runtime.webhook_sender().deliver_due() == 1
+        [delivery] = deliveries(runtime)
+        [attempt] = attempt_log(runtime, delivery.id)
+        assert receiver.received == []
+    assert attempt.status_code is None and attempt.error == NOT_ALLOWED == "address not allowed"
+    assert delivery.status == webhooks.PENDING and delivery.last_error == NOT_ALLOWED
+    # As quick as a refusal: no connection was tried.
+    assert attempt.duration_ms < 1000
+
+
+LOOPBACK_FORMS = [
+    "127.0.0.1",
+    "2130706433",
+    "0x7f000001",
+    "0x7f.1",
+    "017700000001",
+    "127.1",
+    "[::ffff:127.0.0.1]",
+    "localhost",
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_FORMS)
+def test_each_form_of_loopback_is_reached_only_when_allowed(
+    runtime: Runtime, creds: Credentials, host: str
+) -> None:
+    with running_receiver() as receiver:
+        url = receiver.url.replace("127.0.0.1", host)
+        with pytest.raises(BadRequest, match="public address"):
+            webhooks.check_url(url)  # the default policy
+        subscribe(runtime, creds.bot_id, url)  # allowed: FAST names 127.0.0.1/32
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        [request] = receiver.wait_for(1)
+        # Connected to the checked address, with the URL's own host in the Host header.
+        assert request.headers["Host"] == f"{host}:{receiver.port}"
+
+        redeliver_all(runtime)
+        refusing = runtime.webhook_sender()
+        refusing.targets = TargetPolicy()  # as after the allowlist was emptied
+        assert refusing.deliver_due() == 1
+        assert len(receiver.received) == 1
+    [delivery] = deliveries(runtime)
+    assert [a.error for a in attempt_log(runtime, delivery.id)] == [None, NOT_ALLOWED]
+
+
+def test_a_name_rebound_to_loopback_after_creation_is_refused_when_sent(
+    runtime: Runtime, creds: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: public when the subscription is created, loopback when sent. With
+    loopback allowed, the same name reaches the real receiver: the connection goes to the
+    address that was checked (the system resolver knows no such name), named in Host."""
+    answers = {"at creation": "93.184.216.34", "when sent": "127.0.0.1"}
+    asked: list[str] = []
+    phase = "at creation"
+
+    def resolve(host: str, port: int) -> list[targets.IPAddress]:
+        asked.append(host)
+        return [ipaddress.ip_address(answers[phase])]
+
+    monkeypatch.setattr(targets, "resolve", resolve)
+    with running_receiver() as receiver:
+        url = f"http://hooks.rebind.test:{receiver.port}/hooks/voicemail"
+        with runtime.sessions.begin() as session:
+            webhooks.create_subscription(
+                session,
+                box=runtime.box,
+                actor=audit.CLI,
+                bot_id=creds.bot_id,
+                url=url,
+                events=[webhooks.VOICEMAIL_CREATED],
+            )  # the default policy: public only
+        emit(runtime, creds.bot_id)
+        phase = "when sent"
+        refusing = runtime.webhook_sender()
+        refusing.targets = TargetPolicy()
+        assert refusing.deliver_due() == 1
+        assert receiver.received == []
+        [delivery] = deliveries(runtime)
+        assert delivery.last_error == NOT_ALLOWED
+
+        redeliver_all(runtime)
+        assert runtime.webhook_sender().deliver_due() == 1  # FAST allows 127.0.0.1
+        [request] = receiver.wait_for(1)
+    assert request.headers["Host"] == f"hooks.rebind.test:{receiver.port}"
+    assert asked == ["hooks.rebind.test"] * 3  # once at creation, once per attempt
+    [delivery] = deliveries(runtime)
+    assert delivery.status == webhooks.DELIVERED
+
+
+def test_redirects_are_not_followed(runtime: Runtime, creds: Credentials) -> None:
+    with running_receiver() as inside, running_receiver([302], location=inside.url) as outside:
+        subscribe(runtime, creds.bot_id, outside.url)
+        emit(runtime, creds.bot_id)
+        assert runtime.webhook_sender().deliver_due() == 1
+        outside.wait_for(1)
+        assert inside.received == []
+    [delivery] = deliveries(runtime)
+    assert delivery.last_status_code == 302 and delivery.last_error == "HTTP 302"
+    assert delivery.status == webhooks.PENDING
 
 
 # Subscriptions ----------------------------------------------------------------------------

@@ -21,6 +21,13 @@ from voicemail.webhooks import service as webhooks
 from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 
 URL = "https://crm.example.com/hooks/voicemail?key=abc"
+# The receivers listen on the loopback interface, which webhooks may reach only when allowed.
+ALLOW_LOOPBACK = {"webhook_allowed_networks": "127.0.0.1/32"}
+
+
+@pytest.fixture
+def overrides() -> dict[str, Any]:
+    return dict(ALLOW_LOOPBACK)
 
 
 @pytest.fixture
@@ -288,3 +295,44 @@ def test_deliveries_of_a_deleted_voicemail_are_cancelled_and_cannot_be_redeliver
         ("voicemail.deleted", "pending"),
         ("voicemail.created", "cancelled"),
     ]
+
+
+@pytest.mark.parametrize("overrides", [{}])
+def test_a_private_or_loopback_url_is_400_by_default(
+    client: TestClient, admin: Credentials
+) -> None:
+    with running_receiver() as receiver:
+        for url in (
+            receiver.url,
+            "http://2130706433/hook",
+            "http://[::ffff:127.0.0.1]/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://localhost:8000/hook",
+        ):
+            message = assert_error(create(client, admin, url=url), 400)
+            assert "public address" in message and "ALLOWED_NETWORKS" in message
+            # Nothing about what answers there (the receiver was never contacted).
+            assert "refused" not in message.lower() and "errno" not in message.lower()
+        assert receiver.received == []
+    assert client.get(base(admin.bot_id), headers=admin.headers()).json() == {"webhooks": []}
+
+
+@pytest.mark.parametrize(
+    "delivery_id", [str(2**63), str(2**64 + 1), "9" * 40, "0", "-1", str(-(2**70))]
+)
+def test_a_delivery_id_beyond_any_row_is_404_not_500(
+    client: TestClient, admin: Credentials, delivery_id: str
+) -> None:
+    url = f"{base(admin.bot_id)}/deliveries/{delivery_id}/redeliver"
+    assert "No webhook delivery" in assert_error(client.post(url, headers=admin.headers()), 404)
+
+
+@pytest.mark.parametrize("webhook_id", ["9" * 40, "wh-" + "x" * 300, "%00", str(2**64)])
+def test_an_unknown_or_outsized_subscription_id_is_404(
+    client: TestClient, admin: Credentials, webhook_id: str
+) -> None:
+    headers = admin.headers()
+    deliveries = client.get(f"{base(admin.bot_id)}/{webhook_id}/deliveries", headers=headers)
+    assert "No webhook subscription" in assert_error(deliveries, 404)
+    deleted = client.delete(f"{base(admin.bot_id)}/{webhook_id}", headers=headers)
+    assert "No webhook subscription" in assert_error(deleted, 404)

@@ -20,6 +20,12 @@ from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 
 
 @pytest.fixture
+def overrides() -> dict[str, Any]:
+    # The receivers listen on the loopback interface, which webhooks reach only when allowed.
+    return {"webhook_allowed_networks": "127.0.0.1/32"}
+
+
+@pytest.fixture
 def cli(settings: Settings, runtime: Runtime) -> Any:
     """Run ``voicemail ARGS`` against the same database and keys as ``runtime``."""
     return partial(run_cli, settings)
@@ -120,3 +126,14 @@ def test_tables_and_errors(cli: Any, creds: Credentials) -> None:
     assert "No bot" in failed(no_bot)
     assert "status" in failed(cli("webhooks", "deliveries", "--status", "lost", "--json"))
     assert "No webhook delivery" in failed(cli("webhooks", "redeliver", "424242", "--json"))
+    too_big = cli("webhooks", "redeliver", str(2**64 + 1), "--json")
+    assert "No webhook delivery" in failed(too_big)
+
+
+@pytest.mark.parametrize("overrides", [{}])
+def test_a_loopback_url_is_refused_unless_allowed(cli: Any, creds: Credentials) -> None:
+    args = ("webhooks", "create", "--bot", creds.bot_id, "--event", "voicemail.created")
+    refused = failed(cli(*args, "--url", "http://127.0.0.1:8080/hook", "--json"))
+    assert "public address" in refused and "VOICEMAIL_WEBHOOK_ALLOWED_NETWORKS" in refused
+    assert "public address" in failed(cli(*args, "--url", "http://0x7f.1/hook", "--json"))
+    assert ok_json(cli("webhooks", "list", "--json")) == {"webhooks": []}

@@ -1,8 +1,9 @@
 """A real local HTTP receiver for webhook tests: ``http.server`` in a thread on a free port.
 
-It answers requests from a script of behaviours (an HTTP status, or ``SLOW`` to stall past
-the sender's timeout), then ``default`` once the script runs out, and records every request
-it receives: headers, raw body, and the moment it arrived.
+It answers requests from a script of behaviours (an HTTP status, ``SLOW`` to stall past
+the sender's timeout, or ``TRICKLE``), then ``default`` once the script runs out, and
+records every request it receives: headers, raw body, and the moment it arrived. A 3xx
+answer carries ``location``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 from tests.support import free_port
 
 SLOW = "slow"
+# Answer 200 one byte every ``slow_seconds``: each read of the sender is quick, the whole
+# answer is not.
+TRICKLE = "trickle"
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,17 @@ class Received:
 
 class Receiver:
     def __init__(
-        self, script: Sequence[int | str] = (), *, default: int = 200, slow_seconds: float = 1.0
+        self,
+        script: Sequence[int | str] = (),
+        *,
+        default: int | str = 200,
+        slow_seconds: float = 1.0,
+        location: str | None = None,
     ) -> None:
         self.script = list(script)
         self.default = default
         self.slow_seconds = slow_seconds
+        self.location = location
         self.received: list[Received] = []
         self.arrived = threading.Condition()
         self.port = free_port()
@@ -68,7 +78,15 @@ class Receiver:
                 if behaviour == SLOW:
                     time.sleep(receiver.slow_seconds)
                     behaviour = 200
+                if behaviour == TRICKLE:
+                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    for byte in answer:
+                        self.wfile.write(bytes([byte]))
+                        time.sleep(receiver.slow_seconds)
+                    return
                 self.send_response(int(behaviour))
+                if receiver.location is not None and 300 <= int(behaviour) < 400:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -101,9 +119,13 @@ class Receiver:
 
 @contextmanager
 def running_receiver(
-    script: Sequence[int | str] = (), *, default: int = 200, slow_seconds: float = 1.0
+    script: Sequence[int | str] = (),
+    *,
+    default: int | str = 200,
+    slow_seconds: float = 1.0,
+    location: str | None = None,
 ) -> Iterator[Receiver]:
-    receiver = Receiver(script, default=default, slow_seconds=slow_seconds)
+    receiver = Receiver(script, default=default, slow_seconds=slow_seconds, location=location)
     receiver.start()
     try:
         yield receiver

@@ -1,15 +1,27 @@
 """Sending webhook deliveries: claimed from the database by the workers, posted, logged.
 
-Each worker process runs ``WebhookSender.deliver_due`` every few seconds (a ``Housekeeping``
-task). A round:
+Each worker process runs ``WebhookSender.dispatch`` every few seconds (a ``Housekeeping``
+task). It:
 
-1. claims a batch of due pending deliveries in one short transaction: ``FOR UPDATE SKIP
-   LOCKED`` on PostgreSQL (SQLite's write lock serialises claims), counting the attempt and
-   leasing the row for ``lease_seconds`` so no other worker sends it meanwhile;
-2. posts them concurrently with no transaction open (a slow receiver holds no lock);
-3. records each outcome in a transaction of its own: an attempt row, then delivered (2xx),
-   or the next try after an exponential backoff, or failed once the next try would fall
-   outside the retry window.
+1. claims due pending deliveries into this process's free senders
+   (``webhook_concurrency`` threads), in one short transaction: ``FOR UPDATE SKIP LOCKED``
+   on PostgreSQL (SQLite's write lock serialises claims), counting the attempt and leasing
+   the row for ``lease_seconds`` so no other worker sends it meanwhile. Subscriptions take
+   turns: every subscription's oldest due delivery comes before any subscription's second,
+   and none is claimed past ``webhook_subscription_concurrency`` deliveries of its
+   subscription, or ``webhook_account_concurrency`` of its account, already in flight (on
+   any worker: a leased row is one in flight);
+2. posts each delivery on a thread of its own as soon as it is claimed, with no transaction
+   open (a slow receiver holds no lock), to an address ``webhooks.targets`` allows;
+3. records each outcome as it comes, in a transaction of its own: an attempt row, then
+   delivered (2xx), or the next try after an exponential backoff, or failed once the next
+   try would fall outside the retry window;
+4. claims again as senders free up (and every ``poll_seconds``), until nothing is in flight
+   and nothing is due.
+
+So a receiver that hangs holds at most its subscription's share of senders for one timeout
+each, while every other receiver's deliveries go on being claimed and posted: nothing waits
+for the slowest of a batch.
 
 Delivery is at least once: a worker that freezes past its lease, or dies after the POST and
 before recording it, leads to a second send of the same event id. Receivers dedupe on the
@@ -19,29 +31,37 @@ before recording it, leads to a second send of the same event id. Receivers dedu
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from voicemail.db.base import utcnow
-from voicemail.db.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
+from voicemail.db.models import Bot, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from voicemail.security import SecretBox
 from voicemail.webhooks import signature
-from voicemail.webhooks.service import DELIVERED, FAILED, PENDING
+from voicemail.webhooks.service import DEFAULT_TARGETS, DELIVERED, FAILED, PENDING
+from voicemail.webhooks.targets import (
+    NOT_ALLOWED,
+    AddressNotAllowed,
+    GuardedTransport,
+    TargetPolicy,
+    attempt_deadline,
+)
 
 log = logging.getLogger(__name__)
 
-# Deliveries posted at once by one worker process (one batch, one thread each).
-BATCH_SIZE = 8
-# Batches per round: a backlog is worked through without starving the next round's timer.
-MAX_BATCHES_PER_ROUND = 25
 MAX_ERROR_LENGTH = 500
+# An attempt's whole time, in timeouts: each network operation has the timeout, and the
+# attempt as a whole (a receiver answering a byte at a time) this many.
+ATTEMPT_DEADLINE_TIMEOUTS = 2
 USER_AGENT = "voicemail-webhooks/1"
 
 
@@ -54,6 +74,16 @@ class ClaimedDelivery:
     event_type: str
     body: str
     attempt: int  # this attempt's number, 1 for the first
+
+
+@dataclass(frozen=True)
+class FairnessLimits:
+    """How many deliveries may be in flight: per worker process (its sender threads), per
+    subscription and per account (across all workers, counted from the leases)."""
+
+    concurrency: int = 16
+    per_subscription: int = 2
+    per_account: int = 8
 
 
 @dataclass(frozen=True)
@@ -79,10 +109,10 @@ class RetryPolicy:
         return float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
 
 
-def _due(now: datetime) -> list[ColumnElement[bool]]:
+def _due(now: datetime, due_by: datetime | None = None) -> list[ColumnElement[bool]]:
     return [
         WebhookDelivery.status == PENDING,
-        WebhookDelivery.next_attempt_at <= now,
+        WebhookDelivery.next_attempt_at <= (due_by or now),
         or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < now),
     ]
 
@@ -94,22 +124,112 @@ def any_due(session: Session, *, now: datetime | None = None) -> bool:
     return found is not None
 
 
+def in_flight(session: Session, *, now: datetime) -> tuple[Counter[str], Counter[str]]:
+    """Deliveries being sent right now (leased, on any worker), per subscription and per
+    account."""
+    rows = session.execute(
+        select(WebhookDelivery.subscription_id, Bot.account_id, func.count())
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .join(Bot, Bot.id == WebhookSubscription.bot_id)
+        .where(WebhookDelivery.status == PENDING, WebhookDelivery.leased_until >= now)
+        .group_by(WebhookDelivery.subscription_id, Bot.account_id)
+    ).all()
+    subscriptions: Counter[str] = Counter()
+    accounts: Counter[str] = Counter()
+    for subscription_id, account_id, count in rows:
+        subscriptions[subscription_id] += count
+        accounts[account_id] += count
+    return subscriptions, accounts
+
+
+def _pick_fairly(
+    session: Session, *, limit: int, now: datetime, due_by: datetime | None, fair: FairnessLimits
+) -> list[int]:
+    """The ids to claim: subscriptions take turns (each one's oldest due delivery first,
+    then each one's second…), none past its in-flight caps. Only each subscription's first
+    few due rows come back, however long its backlog."""
+    subscriptions, accounts = in_flight(session, now=now)
+    # Receivers already at a cap are left out before anything is sorted: a hanging one's
+    # backlog (thousands of due rows, none of them claimable) costs only a filtered scan.
+    full_subscriptions = [
+        key for key, count in subscriptions.items() if count >= fair.per_subscription
+    ]
+    full_accounts = [key for key, count in accounts.items() if count >= fair.per_account]
+    turn = (
+        func.row_number()
+        .over(
+            partition_by=WebhookDelivery.subscription_id,
+            order_by=(WebhookDelivery.next_attempt_at, WebhookDelivery.id),
+        )
+        .label("turn")
+    )
+    due = (
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.subscription_id,
+            WebhookDelivery.next_attempt_at,
+            Bot.account_id,
+            turn,
+        )
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .join(Bot, Bot.id == WebhookSubscription.bot_id)
+        .where(
+            *_due(now, due_by),
+            WebhookDelivery.subscription_id.not_in(full_subscriptions),
+            Bot.account_id.not_in(full_accounts),
+        )
+        .subquery()
+    )
+    candidates = session.execute(
+        select(due.c.id, due.c.subscription_id, due.c.account_id)
+        .where(due.c.turn <= min(limit, fair.per_subscription))
+        .order_by(due.c.turn, due.c.next_attempt_at, due.c.id)
+    ).all()
+    picked: list[int] = []
+    for delivery_id, subscription_id, account_id in candidates:
+        if len(picked) >= limit:
+            break
+        if (
+            subscriptions[subscription_id] >= fair.per_subscription
+            or accounts[account_id] >= fair.per_account
+        ):
+            continue
+        subscriptions[subscription_id] += 1
+        accounts[account_id] += 1
+        picked.append(delivery_id)
+    return picked
+
+
 def claim_due(
-    session: Session, *, limit: int, lease_seconds: float, now: datetime | None = None
+    session: Session,
+    *,
+    limit: int,
+    lease_seconds: float,
+    now: datetime | None = None,
+    due_by: datetime | None = None,
+    fair: FairnessLimits | None = None,
 ) -> list[ClaimedDelivery]:
-    """Lease up to ``limit`` pending deliveries that are due, oldest due first."""
+    """Lease up to ``limit`` pending deliveries that are due (by ``due_by``, default now),
+    taking turns between subscriptions within the ``fair`` caps (none when not given)."""
     now = now or utcnow()
+    fair = fair or FairnessLimits(limit, limit, limit)
+    picked = _pick_fairly(session, limit=limit, now=now, due_by=due_by, fair=fair)
+    if not picked:
+        return []
     query = (
         select(WebhookDelivery, WebhookSubscription.url, WebhookSubscription.secret_ciphertext)
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-        .where(*_due(now))
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-        .limit(limit)
+        # Due again: another worker may have taken one since it was picked (SQLite's write
+        # lock, taken at BEGIN, rules that out there).
+        .where(WebhookDelivery.id.in_(picked), *_due(now, due_by))
+        .order_by(WebhookDelivery.id)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
+    order = {delivery_id: index for index, delivery_id in enumerate(picked)}
+    rows = sorted(session.execute(query).all(), key=lambda row: order[row[0].id])
     claimed = []
-    for delivery, url, secret_ciphertext in session.execute(query).all():
+    for delivery, url, secret_ciphertext in rows:
         delivery.attempts += 1
         delivery.leased_until = now + timedelta(seconds=lease_seconds)
         claimed.append(
@@ -127,9 +247,17 @@ def claim_due(
     return claimed
 
 
-def post(client: httpx.Client, claimed: ClaimedDelivery, secret: str) -> Outcome:
+def post(
+    client: httpx.Client, claimed: ClaimedDelivery, secret: str, *, deadline_seconds: float
+) -> Outcome:
     """POST the delivery's body, signed now. Never raises for a network failure: that is an
-    outcome like a 500. The response body is not read."""
+    outcome like a 500. The response body is not read. The whole attempt (connecting,
+    sending, the answer's head) ends after ``deadline_seconds``, however the receiver paces
+    its bytes.
+
+    The error logged says what kind of failure it was (a timeout, a refused or unresolvable
+    connection, a target the policy refuses), never the system's own words, which would
+    tell a subscriber more about the network than about their receiver."""
     body = claimed.body.encode()
     headers = {
         "Content-Type": "application/json",
@@ -143,14 +271,19 @@ def post(client: httpx.Client, claimed: ClaimedDelivery, secret: str) -> Outcome
     status_code: int | None = None
     error: str | None = None
     try:
-        with client.stream("POST", claimed.url, content=body, headers=headers) as response:
+        with (
+            attempt_deadline(deadline_seconds),
+            client.stream("POST", claimed.url, content=body, headers=headers) as response,
+        ):
             status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
+    except AddressNotAllowed:
+        error = NOT_ALLOWED
     except httpx.TimeoutException as exc:
         error = f"timeout ({type(exc).__name__})"
     except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = type(exc).__name__
     duration_ms = (time.perf_counter() - started) * 1000
     return Outcome(attempted_at, status_code, error and error[:MAX_ERROR_LENGTH], duration_ms)
 
@@ -215,50 +348,132 @@ class WebhookSender:
         box: SecretBox,
         policy: RetryPolicy,
         timeout_seconds: float,
-        batch_size: int = BATCH_SIZE,
-        transport: httpx.BaseTransport | None = None,
+        targets: TargetPolicy = DEFAULT_TARGETS,
+        limits: FairnessLimits | None = None,
+        poll_seconds: float = 2.0,
     ) -> None:
         self.sessions = sessions
         self.read_sessions = read_sessions or sessions
         self.box = box
         self.policy = policy
         self.timeout_seconds = timeout_seconds
-        self.batch_size = batch_size
-        self.transport = transport
-        # Every request of a batch runs at once; each may take its connect, write and read
-        # timeouts. The margin covers recording the outcome. Past the lease, another worker
-        # may send the delivery again (receivers dedupe on the event id).
-        self.lease_seconds = 4 * timeout_seconds + 30
+        self.targets = targets
+        self.limits = limits or FairnessLimits()
+        self.poll_seconds = poll_seconds
+        # One attempt ends by its deadline, however its receiver paces the bytes; the
+        # margin covers recording the outcome. Past the lease, another worker may send the
+        # delivery again (receivers dedupe on the event id).
+        self.deadline_seconds = ATTEMPT_DEADLINE_TIMEOUTS * timeout_seconds
+        self.lease_seconds = self.deadline_seconds + 2 * timeout_seconds + 30
+        self._changed = threading.Condition()  # guards _in_flight and _closed
+        self._in_flight = 0
+        self._closed = False
+        self._claiming = threading.Lock()  # one claim-and-submit at a time, none once closed
+        self._pool: ThreadPoolExecutor | None = None
+        self._client: httpx.Client | None = None
+
+    def dispatch(self) -> int:
+        """A worker's round: claim and post what is due, claiming again as posts finish,
+        until nothing is in flight and nothing is due; the number of attempts started. A
+        post that hangs delays no other: its sender is simply not free (module doc)."""
+        return self._run(due_by=None)
 
     def deliver_due(self) -> int:
-        """Send what is due, batch after batch, until nothing is (or a round's cap); the
-        number of attempts made. One client for the round: its connections are reused."""
-        with self.read_sessions() as session:
-            if not any_due(session):
-                return 0
-        total = 0
-        with httpx.Client(
-            timeout=self.timeout_seconds, transport=self.transport, follow_redirects=False
-        ) as client:
-            for _ in range(MAX_BATCHES_PER_ROUND):
-                sent = self._run_batch(client)
-                total += sent
-                if sent < self.batch_size:
-                    break
-        return total
+        """Send what is due now, each delivery once, and wait for every outcome to be
+        recorded; the number of attempts made. For one-off use (tests, a command): a retry
+        that falls due meanwhile waits for the next call."""
+        return self._run(due_by=utcnow())
 
-    def _run_batch(self, client: httpx.Client) -> int:
-        with self.sessions.begin() as session:
-            claimed = claim_due(session, limit=self.batch_size, lease_seconds=self.lease_seconds)
-        if not claimed:
-            return 0
-        with ThreadPoolExecutor(len(claimed), thread_name_prefix="webhook") as pool:
-            list(pool.map(lambda item: self._deliver(client, item), claimed))
-        return len(claimed)
+    def close(self) -> None:
+        """Claim nothing more; wait for the posts in flight to be recorded."""
+        with self._claiming, self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._client is not None:
+            self._client.close()
+
+    def _run(self, *, due_by: datetime | None) -> int:
+        with self.read_sessions() as session:
+            if not any_due(session, now=due_by):
+                return 0
+        started = 0
+        while True:
+            free = self._wait_for_a_free_sender()
+            if free is None:
+                return started
+            claimed = self._claim_and_submit(free, due_by) if free else 0
+            started += claimed
+            with self._changed:
+                if self._closed or (claimed == 0 and self._in_flight == 0):
+                    return started
+                if claimed == 0:
+                    # Nothing claimable now (no sender free, or every due delivery's
+                    # receiver at its cap): wait for a post to finish, or for new
+                    # deliveries to fall due.
+                    self._changed.wait(self.poll_seconds)
+
+    def _wait_for_a_free_sender(self) -> int | None:
+        """How many senders are free (0 after ``poll_seconds`` without one); None once
+        closed."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._closed or self._in_flight < self.limits.concurrency,
+                self.poll_seconds,
+            )
+            if self._closed:
+                return None
+            return max(0, self.limits.concurrency - self._in_flight)
+
+    def _claim_and_submit(self, free: int, due_by: datetime | None) -> int:
+        with self._claiming:
+            if self._closed:
+                return 0
+            with self.sessions.begin() as session:
+                claimed = claim_due(
+                    session,
+                    limit=free,
+                    lease_seconds=self.lease_seconds,
+                    due_by=due_by,
+                    fair=self.limits,
+                )
+            if not claimed:
+                return 0
+            pool, client = self._started()
+            with self._changed:
+                self._in_flight += len(claimed)
+            for item in claimed:
+                pool.submit(self._deliver, client, item)
+            return len(claimed)
+
+    def _started(self) -> tuple[ThreadPoolExecutor, httpx.Client]:
+        """The sender threads and the HTTP client, made on first use (most processes that
+        build a sender never send anything)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.limits.concurrency, thread_name_prefix="webhook")
+        if self._client is None:
+            self._client = httpx.Client(
+                timeout=self.timeout_seconds,
+                transport=GuardedTransport(self.targets),
+                follow_redirects=False,
+            )
+        return self._pool, self._client
 
     def _deliver(self, client: httpx.Client, claimed: ClaimedDelivery) -> None:
         try:
-            outcome = post(client, claimed, self.box.decrypt(claimed.secret_ciphertext))
+            self._attempt(client, claimed)
+        except Exception:  # the database went away: the lease runs out, another try follows
+            log.exception("webhook outcome not recorded", extra={"delivery_id": claimed.id})
+        finally:
+            with self._changed:
+                self._in_flight -= 1
+                self._changed.notify_all()
+
+    def _attempt(self, client: httpx.Client, claimed: ClaimedDelivery) -> None:
+        try:
+            secret = self.box.decrypt(claimed.secret_ciphertext)
+            outcome = post(client, claimed, secret, deadline_seconds=self.deadline_seconds)
         except Exception as exc:  # a bug or an undecryptable secret: log it as the attempt
             log.exception("webhook delivery crashed", extra={"delivery_id": claimed.id})
             outcome = Outcome(utcnow(), None, f"internal error: {type(exc).__name__}", 0.0)

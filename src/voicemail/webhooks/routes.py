@@ -64,6 +64,7 @@ def create_webhook(
         bot_id=bot_id,
         url=body.url,
         events=body.events,
+        targets=runtime.webhook_targets,
     )
     return schemas.created_out(created.subscription, created.secret)
 

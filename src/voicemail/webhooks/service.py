@@ -38,6 +38,7 @@ from voicemail.db.models import (
 )
 from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.security import SecretBox
+from voicemail.webhooks.targets import AddressNotAllowed, TargetPolicy
 
 VOICEMAIL_CREATED = "voicemail.created"
 TRANSCRIPTION_COMPLETED = "transcription.completed"
@@ -72,6 +73,9 @@ WEBHOOK_REDELIVER = "webhook.redeliver"
 MAX_URL_LENGTH = 2000
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 DEFAULT_LIST_LIMIT = 100
+MAX_DELIVERY_ID = 2**63 - 1  # a signed 64-bit integer: the widest id column we have
+# Public addresses only: what a subscription may target when no policy is given.
+DEFAULT_TARGETS = TargetPolicy()
 MAX_LIST_LIMIT = 1000
 
 
@@ -203,9 +207,10 @@ def prune_deliveries(session: Session, *, before: datetime, limit: int) -> int:
 # Subscriptions ---------------------------------------------------------------------------
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, targets: TargetPolicy = DEFAULT_TARGETS) -> str:
     """An absolute http(s) URL with a host; no user:password (it would sit in the database
-    in clear, unlike the signing secret)."""
+    in clear, unlike the signing secret); a host whose addresses ``targets`` allows (names
+    resolved now; the delivery checks again, see ``webhooks.targets``)."""
     url = url.strip()
     if not url or len(url) > MAX_URL_LENGTH or any(ord(ch) < 33 for ch in url):
         raise BadRequest(f"Webhook URL must be 1 to {MAX_URL_LENGTH} characters, without spaces")
@@ -217,6 +222,15 @@ def check_url(url: str) -> str:
         raise BadRequest("Webhook URL must be an absolute http:// or https:// URL")
     if parsed.userinfo:
         raise BadRequest("Webhook URL must not hold a user name or password")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        targets.check_host(parsed.raw_host.decode("ascii"), port)
+    except AddressNotAllowed:
+        raise BadRequest(
+            "Webhook URL must point at a public address: loopback, private, link-local, "
+            "shared, reserved and cloud metadata addresses are not allowed (an operator "
+            "can allow on-premise networks with VOICEMAIL_WEBHOOK_ALLOWED_NETWORKS)"
+        ) from None
     return url
 
 
@@ -247,14 +261,17 @@ def create_subscription(
     bot_id: str,
     url: str,
     events: Sequence[str],
+    targets: TargetPolicy = DEFAULT_TARGETS,
 ) -> CreatedSubscription:
+    """``targets``: the addresses the URL may point at (the runtime's, from settings; the
+    default allows public addresses only)."""
     if session.get(Bot, bot_id) is None:
         raise NotFound(f"No bot {bot_id}")
     secret = new_secret()
     subscription = WebhookSubscription(
         id=ids.new_id(ids.WEBHOOK),
         bot_id=bot_id,
-        url=check_url(url),
+        url=check_url(url, targets),
         events=check_events(events),
         secret_ciphertext=box.encrypt(secret),
         created_at=utcnow(),
@@ -291,7 +308,10 @@ def get_subscription(
 ) -> WebhookSubscription:
     """The subscription; NotFound too when ``bot_id`` is given and it belongs to another bot
     (one bot's admin cannot learn that another bot's subscription exists)."""
-    subscription = session.get(WebhookSubscription, subscription_id)
+    # Only an id of the shape we issue is looked up: anything else names nothing, and some
+    # (a NUL byte) the database refuses outright, which would be a 500.
+    well_formed = ids.is_id(subscription_id, ids.WEBHOOK)
+    subscription = session.get(WebhookSubscription, subscription_id) if well_formed else None
     if subscription is None or (bot_id is not None and subscription.bot_id != bot_id):
         raise NotFound(f"No webhook subscription {subscription_id}")
     return subscription
@@ -344,6 +364,8 @@ def list_deliveries(
         raise BadRequest(f"limit must be 1 to {MAX_LIST_LIMIT}")
     query = select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(limit)
     if subscription_id is not None:
+        if not ids.is_id(subscription_id, ids.WEBHOOK):
+            return []  # names no subscription (see get_subscription)
         query = query.where(WebhookDelivery.subscription_id == subscription_id)
     if check_status(status) is not None:
         query = query.where(WebhookDelivery.status == status)
@@ -368,7 +390,10 @@ def attempts_of(session: Session, delivery_ids: Sequence[int]) -> dict[int, list
 def get_delivery(
     session: Session, *, delivery_id: int, bot_id: str | None = None
 ) -> WebhookDelivery:
-    delivery = session.get(WebhookDelivery, delivery_id)
+    # An id no database integer can hold names no delivery (and must not reach the driver,
+    # which fails on it: a 500 where the answer is 404).
+    in_range = 1 <= delivery_id <= MAX_DELIVERY_ID
+    delivery = session.get(WebhookDelivery, delivery_id) if in_range else None
     if delivery is not None and bot_id is not None:
         owner = session.scalar(
             select(WebhookSubscription.bot_id).where(
@@ -430,6 +455,8 @@ def is_redacted(delivery: WebhookDelivery) -> bool:
 def bot_visible_to_app(session: Session, *, app_id: str, bot_id: str) -> bool:
     """Whether ``bot_id`` exists in ``app_id``'s account (the admin API answers 404, not 403,
     for a bot of another account, so an app cannot probe which bots exist elsewhere)."""
+    if "\x00" in bot_id:  # PostgreSQL refuses NUL in text (a 500); no bot has one
+        return False
     account = session.scalar(select(App.account_id).where(App.id == app_id))
     bot = session.get(Bot, bot_id)
     return account is not None and bot is not None and bot.account_id == account
