@@ -174,7 +174,15 @@ def serve(
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
         settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
     application = create_app(settings, run_worker=worker)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        # A live WebSocket message is held whole in memory: bound it (1009 above).
+        ws_max_size=settings.stream_max_message_bytes,
+    )
 
 
 @app.command("worker")

@@ -69,7 +69,13 @@ def serving(settings: Settings, runtime: Runtime) -> Iterator[LiveServer]:
     app = create_app(settings, runtime=runtime, run_worker=False)
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws_max_size=settings.stream_max_message_bytes,  # as `voicemail serve` sets it
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
