@@ -1177,6 +1177,14 @@ def stream_test(
         float | None,
         typer.Option(help="Drop the connection (no close frame) after this many seconds."),
     ] = None,
+    pause_at: Annotated[
+        float | None,
+        typer.Option(
+            help="Send nothing for --pause-for seconds after this many seconds of audio "
+            "(a gateway's silence suppression)."
+        ),
+    ] = None,
+    pause_for: Annotated[float, typer.Option(min=0, help="Length of that pause.")] = 0.0,
     token: Annotated[str | None, typer.Option(help="A JWT for the `auth` header.")] = None,
     client_id: Annotated[str | None, typer.Option(help="Basic auth (jambonz wsAuth).")] = None,
     client_secret: Annotated[str | None, typer.Option(help="Basic auth secret.")] = None,
@@ -1205,6 +1213,7 @@ def stream_test(
             session_id=session,
             speed=speed,
             drop_after=drop_after,
+            pause=(pause_at, pause_for) if pause_at is not None else None,
         )
     except InvalidStatus as exc:
         body = exc.response.body.decode(errors="replace") if exc.response.body else ""

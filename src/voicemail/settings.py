@@ -96,8 +96,8 @@ class Settings(BaseSettings):
         le=100.0,
         description="Live audio is read no faster than this multiple of real time (after "
         "stream_burst_seconds): a gateway sending faster is slowed by TCP back-pressure (we "
-        "stop reading its socket), nothing is lost. Higher lets a replaying gateway finish "
-        "sooner at the cost of more audio buffered per connection",
+        "stop reading its socket), then closed (see stream_throttle_seconds). Higher lets a "
+        "replaying gateway finish sooner at the cost of more audio buffered per connection",
     )
     stream_burst_seconds: float = Field(
         default=5.0,
@@ -105,6 +105,14 @@ class Settings(BaseSettings):
         le=600,
         description="Seconds of audio a live connection may send at once above that pace "
         "(a gateway catching up after a network stall)",
+    )
+    stream_throttle_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="A live connection held back by that pace for this long without a "
+        "break (every message already waiting) is closed with 1008: a gateway streaming "
+        "faster than real time, not one catching up after a stall",
     )
     stream_idle_timeout_seconds: float | None = Field(
         default=None,

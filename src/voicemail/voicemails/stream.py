@@ -9,7 +9,8 @@ and secret (jambonz ``wsAuth``); a refusal is an HTTP answer in Kore's envelope 
 
 Close codes we send: 1000 at the maximum duration and after ``stream_idle_timeout_seconds``
 without any message (the reason says which; the call is stored), 1003 when the first frame
-is not text, 1007 for bad metadata, 1008 when no metadata arrives in time, 1009 for a
+is not text, 1007 for bad metadata, 1008 when no metadata arrives in time or when audio
+keeps coming faster than the pace limit (below), 1009 for a
 message over ``stream_max_message_bytes``, 1011 on a failure of ours. A close from the
 gateway with 1000 or 1001 is a hang-up: the voicemail is finalized at once. Anything else (a
 dropped TCP connection, 1006, 1011…) keeps what arrived and waits
@@ -21,9 +22,15 @@ connection stores a part or, with no new audio, beats the call's heartbeat.
 What one connection may cost is bounded:
 
 - Pace: audio is read no faster than ``stream_max_speed`` times real time, after a burst of
-  ``stream_burst_seconds``. A gateway that sends faster is not refused: we stop reading its
-  socket until the pace allows the next message, so TCP back-pressure slows it down and
-  nothing is lost (uvicorn stops reading a socket while a message waits for us).
+  ``stream_burst_seconds``. A gateway that sends faster is first slowed down: we stop
+  reading its socket until the pace allows the next message (uvicorn stops reading a socket
+  while a message waits for us), so TCP back-pressure holds it back and nothing is lost;
+  that absorbs a gateway catching up after a stall of the network or of this process. One
+  still ahead of the pace after ``stream_throttle_seconds`` of that is closed with 1008 and
+  a reason that says so: what was read is kept, and a reconnect at real-time pace continues
+  the call. (Throttling for ever is no answer: the audio it has sent waits in the kernel's
+  buffers, ahead of its answers to our keepalive pings, and the connection would end with
+  an unexplained 1011 "keepalive ping timeout".)
 - Memory: one message of at most ``stream_max_message_bytes``, the audio since the last
   part (a flush period at the most allowed pace), and the live transcription's bounded
   backlog (``transcription.live``). Audio above 16 kHz is resampled to 16 kHz as it arrives
@@ -422,6 +429,10 @@ def _schedule_finalize(runtime: Runtime, voicemail_id: str) -> None:
     task.add_done_callback(_timers.discard)
 
 
+def too_fast_reason(speed: float) -> str:
+    return f"Audio sent faster than {speed:g}x real time; reconnect and send at real-time pace"
+
+
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     with contextlib.suppress(RuntimeError):  # already closed by the other side
         await websocket.close(code=code, reason=_reason(reason))
@@ -490,7 +501,8 @@ async def _run(
     )
     idle_timeout = settings.resolved_stream_idle_timeout
     code: int | None = None
-    reached_max = idled = False
+    reached_max = idled = too_fast = False
+    ahead_since: float | None = None  # since when every message came faster than the pace
     try:
         while True:
             try:
@@ -517,27 +529,37 @@ async def _run(
                     f"Message over {settings.stream_max_message_bytes} bytes",
                 )
                 break
-            # Not reading the next message until the pace allows it is the back-pressure.
-            wait = pace.take(connection.audio_seconds(size), loop.time())
-            if wait > 0:
-                await asyncio.sleep(wait)
             if data is None:
                 # jambonz may send DTMF and other events as text; they are not the message
                 # (but count towards the pace, as if they were audio).
                 log.debug(
                     "live stream text frame ignored", extra={"voicemail_id": call.voicemail_id}
                 )
-                continue
-            if not connection.add(data):
+            elif not connection.add(data):
                 reached_max = True
                 max_seconds = runtime.settings.max_duration_seconds
                 await _close(
                     websocket, CLOSE_MAX_DURATION, f"Maximum duration of {max_seconds:g} s reached"
                 )
                 break
-            if connection.finished:
+            elif connection.finished:
                 await _close(websocket, CLOSE_POLICY, "This call's voicemail is already stored")
                 break
+            wait = pace.take(connection.audio_seconds(size), loop.time())
+            if wait <= 0:
+                ahead_since = None
+                continue
+            ahead_since = loop.time() if ahead_since is None else ahead_since
+            if loop.time() - ahead_since > settings.stream_throttle_seconds:
+                too_fast = True
+                log.warning(
+                    "live stream closed: audio faster than the pace limit",
+                    extra={"voicemail_id": call.voicemail_id, "seconds": connection.seconds},
+                )
+                await _close(websocket, CLOSE_POLICY, too_fast_reason(settings.stream_max_speed))
+                break
+            # Not reading the next message until the pace allows it is the back-pressure.
+            await asyncio.sleep(wait)
     except Exception:
         log.exception("live stream failed", extra={"voicemail_id": call.voicemail_id})
         await _close(websocket, CLOSE_INTERNAL, "Internal error; reconnect to continue")
@@ -555,6 +577,7 @@ async def _run(
             "seconds": round(connection.seconds, 3),
             "max_duration": reached_max,
             "idle_timeout": idled,
+            "too_fast": too_fast,
         },
     )
 
