@@ -696,6 +696,7 @@ def test_a_pause_longer_than_the_grace_period_does_not_cut_the_call_short(
     try:
         bot_id, token = admin.bot_and_token()
         api = cluster.serve("api", env={**PROCESS_LIVE, "VOICEMAIL_EMBEDDED_WORKER": "true"})
+        api.wait_for("worker started")  # its housekeeping finalizes abandoned calls
         assert api.url is not None
         result = asyncio.run(
             stream_pcm(
@@ -713,8 +714,6 @@ def test_a_pause_longer_than_the_grace_period_does_not_cut_the_call_short(
         voicemail = wait_stored(admin, "the call to be stored")
         assert voicemail.duration_seconds == pytest.approx(6.0)
         assert stored_pcm(admin.runtime, voicemail) == six_seconds
-        # The housekeeping ran meanwhile (and found nothing abandoned).
-        assert api.events("live voicemail finalized")[0]["outcome"] == "stored"
     finally:
         admin.close()
 
@@ -778,13 +777,11 @@ def test_a_gateway_sending_at_full_speed_is_held_to_the_pace_limit(
     audio = pcm * 2  # 11.4 s
     seconds = len(audio) / 2 / RATE
     least = (seconds - 1.0) / 4.0  # after the 1 s burst, 4x real time
-    started = time.monotonic()
     result = stream(server, creds, audio, call_sid="call-fast", speed=1e9)
-    took = time.monotonic() - started
     (voicemail,) = wait_finalized(runtime, creds.bot_id, result.session_id)
-    # Slowed down (the closing handshake waits behind the audio), not refused: nothing lost.
+    # Slowed down, not refused: nothing lost. (Timed at the server: the client's closing
+    # handshake ends once uvicorn reads the close frame, a read buffer before the app.)
     assert result.close_code is None
-    assert took >= least * 0.95
     assert voicemail.hangup_at is not None
     read_for = (voicemail.hangup_at - voicemail.created_at).total_seconds()
     assert read_for >= least * 0.95

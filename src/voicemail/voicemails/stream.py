@@ -546,8 +546,9 @@ async def _run(
                 await _close(websocket, CLOSE_POLICY, "This call's voicemail is already stored")
                 break
             wait = pace.take(connection.audio_seconds(size), loop.time())
-            if wait <= 0:
+            if pace.tokens > min(0.5, pace.burst / 2):  # caught up: comfortably within pace
                 ahead_since = None
+            if wait <= 0:
                 continue
             ahead_since = loop.time() if ahead_since is None else ahead_since
             if loop.time() - ahead_since > settings.stream_throttle_seconds:

@@ -147,9 +147,13 @@ async def stream_pcm(
     finally:
         if not dropped:
             await websocket.close()
-    if not dropped and websocket.protocol.close_rcvd_then_sent:  # the server closed first
-        close_code = websocket.close_code
-        close_reason = websocket.close_reason
+    received = websocket.protocol.close_rcvd
+    # The server closed first, or answered our hang-up with a close of its own (it had
+    # closed before reading ours, e.g. for the pace).
+    server_closed = websocket.protocol.close_rcvd_then_sent
+    if not dropped and received is not None and (server_closed or received.code != 1000):
+        close_code = received.code
+        close_reason = received.reason
     return StreamResult(
         session_id=session_id or call_session_id(bot_id, call_sid),
         call_sid=call_sid,
