@@ -11,7 +11,7 @@ garbage collected; and the same for the process's resident size (peak from ``VmH
 which also counts what tracemalloc does not see: FFmpeg's buffers, the allocator's free
 lists).
 
-    python bench/live_memory.py [--seconds 600] [--rate 64000]
+    python bench/live_memory.py [--seconds 600] [--rate 64000] [--speed X]
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--rate", type=int, default=64000)
+    parser.add_argument(
+        "--speed", type=float, default=1e9, help="times real time (default: full speed)"
+    )
     args = parser.parse_args()
 
     pcm = speech(args.seconds, args.rate)
@@ -127,7 +130,7 @@ def main() -> None:
                 headers=creds.headers(),
                 bot_id=creds.bot_id,
                 call_sid="bench-memory",
-                speed=1e9,
+                speed=args.speed,
             )
         )
         sent = time.perf_counter() - started
@@ -156,6 +159,7 @@ def main() -> None:
         "audio_seconds": args.seconds,
         "sample_rate": args.rate,
         "audio_mib": round(len(pcm) / MIB, 1),
+        "speed": args.speed,
         "seconds_to_send": round(sent, 1),
         "seconds_to_stored": round(finished, 1),
         "stored_seconds": round(voicemail.duration_seconds, 3),
