@@ -271,7 +271,6 @@ class LiveTranscription:
         self._error: BaseException | None = None
         self._result: Transcript | None = None
         self._scheduled = False  # a step is queued on the executor or running
-        self._started = False  # a step was ever scheduled
         self._stopped = False  # the work is over (finished, failed or closed)
 
     # -- the caller's side -------------------------------------------------------------
@@ -379,7 +378,7 @@ class LiveTranscription:
     def _schedule(self) -> None:  # with self._cond held
         if self._scheduled or self._stopped:
             return
-        self._scheduled = self._started = True
+        self._scheduled = True
         try:
             self._executor.submit(self._step)
         except RuntimeError as exc:  # the pool is shut down: the process is stopping

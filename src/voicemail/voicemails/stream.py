@@ -506,9 +506,8 @@ async def _run(
     try:
         while True:
             try:
-                message: Mapping[str, Any] = await asyncio.wait_for(
-                    websocket.receive(), idle_timeout
-                )
+                async with asyncio.timeout(idle_timeout):
+                    message: Mapping[str, Any] = await websocket.receive()
             except TimeoutError:
                 idled = True
                 await _close(
