@@ -112,7 +112,9 @@ class Settings(BaseSettings):
         le=60,
         description="A live connection held back by that pace for this long without a "
         "break (every message already waiting) is closed with 1008: a gateway streaming "
-        "faster than real time, not one catching up after a stall",
+        "faster than real time, not one catching up after a stall. Keep it well below "
+        "uvicorn's 20 s WebSocket keepalive timeout: a held-back gateway's answers to our "
+        "pings wait behind its audio",
     )
     stream_idle_timeout_seconds: float | None = Field(
         default=None,

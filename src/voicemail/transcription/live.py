@@ -422,7 +422,8 @@ class LiveTranscription:
                     self._cond.notify_all()  # for wait_idle()
                     return
                 final = self._finishing
-                pending = bytes(self._pending if final else self._pending[: self._window_bytes])
+                with memoryview(self._pending) as view:  # one copy, not a slice and a copy
+                    pending = bytes(view if final else view[: self._window_bytes])
                 self._checked_bytes = len(self._pending)
             if final:
                 if pending or not self._parts:

@@ -32,7 +32,8 @@ What one connection may cost is bounded:
   buffers, ahead of its answers to our keepalive pings, and the connection would end with
   an unexplained 1011 "keepalive ping timeout".)
 - Memory: one message of at most ``stream_max_message_bytes``, the audio since the last
-  part (a flush period at the most allowed pace), and the live transcription's bounded
+  part (a flush period at the most allowed pace: past that, because storage is slow, the
+  connection stores it before it reads on), and the live transcription's bounded
   backlog (``transcription.live``). Audio above 16 kHz is resampled to 16 kHz as it arrives
   (a streaming resampler, whose state carries across messages), so a 64 kHz call costs no
   more memory or disk than a 16 kHz one.
@@ -225,6 +226,11 @@ class _Connection:
             else None
         )
         self.received_bytes = 0
+        # What a flush period carries at the most allowed pace: past it, the flusher has
+        # fallen behind (storage slow or down) and the connection stores before reading on.
+        most = settings.stream_flush_seconds * settings.stream_max_speed
+        most += settings.stream_burst_seconds
+        self.max_pending_bytes = int(most * call.sample_rate) * live.SAMPLE_WIDTH
         self.seqs: list[int] = []
         self.flush_lock = asyncio.Lock()
         self.finished = False  # the voicemail was finalized by someone else meanwhile
@@ -429,6 +435,19 @@ def _schedule_finalize(runtime: Runtime, voicemail_id: str) -> None:
     task.add_done_callback(_timers.discard)
 
 
+async def _store_before_reading_on(connection: _Connection) -> None:
+    """The audio not yet stored is at its bound: store it now, not reading the socket
+    meanwhile (back-pressure), instead of letting it grow while storage is slow."""
+    try:
+        await asyncio.shield(connection.flush())
+    except Exception:
+        log.exception(
+            "live audio not stored; retried before reading on",
+            extra={"voicemail_id": connection.call.voicemail_id},
+        )
+        await asyncio.sleep(1.0)
+
+
 def too_fast_reason(speed: float) -> str:
     return f"Audio sent faster than {speed:g}x real time; reconnect and send at real-time pace"
 
@@ -544,6 +563,8 @@ async def _run(
             elif connection.finished:
                 await _close(websocket, CLOSE_POLICY, "This call's voicemail is already stored")
                 break
+            if len(connection.pending) >= connection.max_pending_bytes:
+                await _store_before_reading_on(connection)
             wait = pace.take(connection.audio_seconds(size), loop.time())
             if pace.tokens > min(0.5, pace.burst / 2):  # caught up: comfortably within pace
                 ahead_since = None
