@@ -174,7 +174,15 @@ def serve(
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
         settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
     application = create_app(settings, run_worker=worker)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        # A live WebSocket message is held whole in memory: bound it (1009 above).
+        ws_max_size=settings.stream_max_message_bytes,
+    )
 
 
 @app.command("worker")
@@ -1205,6 +1213,14 @@ def stream_test(
         float | None,
         typer.Option(help="Drop the connection (no close frame) after this many seconds."),
     ] = None,
+    pause_at: Annotated[
+        float | None,
+        typer.Option(
+            help="Send nothing for --pause-for seconds after this many seconds of audio "
+            "(a gateway's silence suppression)."
+        ),
+    ] = None,
+    pause_for: Annotated[float, typer.Option(min=0, help="Length of that pause.")] = 0.0,
     token: Annotated[str | None, typer.Option(help="A JWT for the `auth` header.")] = None,
     client_id: Annotated[str | None, typer.Option(help="Basic auth (jambonz wsAuth).")] = None,
     client_secret: Annotated[str | None, typer.Option(help="Basic auth secret.")] = None,
@@ -1233,6 +1249,7 @@ def stream_test(
             session_id=session,
             speed=speed,
             drop_after=drop_after,
+            pause=(pause_at, pause_for) if pause_at is not None else None,
         )
     except InvalidStatus as exc:
         body = exc.response.body.decode(errors="replace") if exc.response.body else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,7 @@ from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
+from voicemail.transcription.live import new_executor
 from voicemail.users.sessions import drop_expired_web_sessions
 from voicemail.voicemails.decoding import DecodeSlots
 from voicemail.voicemails.lifecycle import prune_logs, purge_expired
@@ -82,6 +84,9 @@ class Runtime:
     replay_guard: ReplayGuard
     rate_limiter: AccountRateLimiter
     read_audit: ReadAuditLog  # fetch and media-access entries, written in batches
+    # Live transcription of this process's calls, all together: threads are started when
+    # a call has audio to look at, and reused; an idle call holds none.
+    live_executor: ThreadPoolExecutor
     wake_worker: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)  # this process's, in its own registry
     webhook_senders: list[WebhookSender] = field(default_factory=list)  # closed on close()
@@ -122,6 +127,7 @@ class Runtime:
             replay_guard=open_replay_guard(settings),
             rate_limiter=AccountRateLimiter.from_settings(settings),
             read_audit=ReadAuditLog(sessions, flush_seconds=settings.audit_flush_seconds),
+            live_executor=new_executor(settings.live_transcription_threads),
         )
 
     def worker(self, *, housekeeping: bool = True) -> Worker:
@@ -252,6 +258,9 @@ class Runtime:
         return WorkerPool([self.worker(housekeeping=index == 0) for index in range(count)])
 
     def close(self) -> None:
+        # Queued steps still run; a call that needs one later gets an error from the pool,
+        # and its recording is transcribed by the job instead.
+        self.live_executor.shutdown(wait=False)
         for sender in self.webhook_senders:
             sender.close()  # before the engine goes: in-flight attempts are recorded
         self.read_audit.close()  # before the engine goes: it writes what is queued

@@ -132,6 +132,65 @@ class Settings(BaseSettings):
         default=True,
         description="Transcribe live calls as the audio arrives; false: after hang-up, by a job",
     )
+    # Live deposit: bounds on what one connection may cost (issue 9)
+    stream_max_speed: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=100.0,
+        description="Live audio is read no faster than this multiple of real time (after "
+        "stream_burst_seconds): a gateway sending faster is slowed by TCP back-pressure (we "
+        "stop reading its socket), then closed (see stream_throttle_seconds). Higher lets a "
+        "replaying gateway finish sooner at the cost of more audio buffered per connection",
+    )
+    stream_burst_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="Seconds of audio a live connection may send at once above that pace "
+        "(a gateway catching up after a network stall)",
+    )
+    stream_throttle_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="A live connection held back by that pace for this long without a "
+        "break (every message already waiting) is closed with 1008: a gateway streaming "
+        "faster than real time, not one catching up after a stall. Keep it well below "
+        "uvicorn's 20 s WebSocket keepalive timeout: a held-back gateway's answers to our "
+        "pings wait behind its audio",
+    )
+    stream_idle_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="A live socket that sends nothing at all (no audio, no text) for this "
+        "long is closed (1000) and its call stored; default max_duration_seconds, so that "
+        "no pause shorter than the longest message cuts a call short. While the socket is "
+        "open, a call is never finalized as abandoned, however long the caller pauses",
+    )
+    stream_max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="The largest WebSocket message `voicemail serve` accepts (a larger one "
+        "closes the socket with 1009); a message is held whole in memory. Gateways send "
+        "tens of milliseconds of audio per message, a few KB; 1 MiB is 4 s at 64 kHz stereo",
+    )
+    live_transcription_threads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Threads an API process uses to transcribe its live calls, all calls "
+        "together (a call holds one only while its audio is looked at or transcribed; "
+        "idle sockets hold none)",
+    )
+    live_transcription_max_backlog_seconds: float = Field(
+        default=60.0,
+        ge=30.0,
+        le=600.0,
+        description="Audio a live call may have waiting for live transcription (memory: "
+        "32 KB a second). Past it the call stops transcribing live and a job transcribes "
+        "the recording after hang-up (the model cannot keep up with the calls)",
+    )
 
     # Speech recognition
     asr_model: Path | None = Field(
@@ -404,6 +463,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'voicemail.db').resolve()}"
+
+    @property
+    def resolved_stream_idle_timeout(self) -> float:
+        """Seconds a live socket may send nothing before it is closed."""
+        return self.stream_idle_timeout_seconds or self.max_duration_seconds
 
     @property
     def is_sqlite(self) -> bool:

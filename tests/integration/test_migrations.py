@@ -155,15 +155,15 @@ def test_hosts_upgrading_at_once_take_turns(
     assert differences(engine) == []
 
 
-def test_0005_files_deliveries_under_their_voicemail_and_redacts_those_of_deleted_ones(
+def test_0006_files_deliveries_under_their_voicemail_and_redacts_those_of_deleted_ones(
     empty_database_url: str, engine: Engine
 ) -> None:
-    """Deliveries written before 0005 learn their voicemail from their body; those of a
+    """Deliveries written before 0006 learn their voicemail from their body; those of a
     voicemail deleted before the upgrade keep no copy of its data (pending ones cancelled)."""
-    upgrade(empty_database_url, "0004")
+    upgrade(empty_database_url, "0005")
     sessions = make_sessionmaker(engine)
     with sessions.begin() as session:
-        bot = bots.create_bot(session, name="Before 0005")
+        bot = bots.create_bot(session, name="Before 0006")
         call = models.CallSession(bot_id=bot.id, session_id="67aa38026e199c8f470e0401")
         session.add(call)
         session.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,12 +21,14 @@ from tests.support import wait_until
 from voicemail.transcription.engine import SAMPLE_RATE, Audio, Segment, Transcript, Word
 from voicemail.transcription.live import (
     CutPolicy,
+    FellBehind,
     LiveTranscription,
     Span,
     choose_cut,
     pauses,
     pcm16_to_float,
 )
+from voicemail.voicemails.stream import Pace
 
 # Spelt out, so that tuning the defaults does not move these tests' numbers.
 POLICY = CutPolicy(
@@ -415,3 +418,73 @@ def test_close_abandons_the_work() -> None:
         live.finish()
     assert len(transcriber.calls) == 1  # the chunk in flight was the last
     assert live.parts_done == 0
+
+
+# -- bounds: backlog, threads, pace (issue 9) ------------------------------------------
+
+
+def test_a_backlog_past_the_bound_gives_up_and_keeps_no_audio() -> None:
+    gate = threading.Event()  # the model is stuck: nothing is ever transcribed
+    transcriber = ToneTranscriber(gate=gate)
+    live = LiveTranscription(
+        transcriber,
+        sample_rate=8000,
+        policy=POLICY,
+        speech_regions=energy_regions,
+        max_backlog_seconds=30.0,
+    )
+    try:
+        feed_frames(live, message(sentence_bursts(20), 29.0, 8000), 8000)
+        assert live.pending_seconds == pytest.approx(29.0)
+        feed_frames(live, message([], 5.0, 8000), 8000)
+        # Past 30 s waiting: the audio is let go, and finish() says why.
+        assert live.pending_seconds == 0.0
+        with pytest.raises(FellBehind, match="30 s"):
+            live.finish()
+    finally:
+        gate.set()
+
+
+def test_calls_share_a_small_pool_and_an_idle_call_holds_no_thread() -> None:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-live")
+    try:
+        calls = [
+            LiveTranscription(
+                ToneTranscriber(),
+                sample_rate=8000,
+                policy=POLICY,
+                speech_regions=energy_regions,
+                executor=executor,
+            )
+            for _ in range(5)
+        ]
+        for live in calls:
+            live.feed(b"\0\0" * 8000)  # 1 s: nothing to look at yet
+        assert not [t for t in threading.enumerate() if t.name.startswith("test-live")]
+
+        bursts = sentence_bursts(30)
+        pcm = message(bursts, 30.0, 8000)
+        step = 2 * 8000
+        for at in range(0, len(pcm), step):  # the calls' audio arrives interleaved
+            for live in calls:
+                feed_frames(live, pcm[at : at + step], 8000)
+            for live in calls:
+                assert live.wait_idle(timeout=20)
+        words = [[word.word for word in live.finish().words] for live in calls]
+        assert words == [[burst.word for burst in bursts]] * 5
+        assert all(live.parts_done >= 2 for live in calls)  # chunks were cut on the way
+        assert len([t for t in threading.enumerate() if t.name.startswith("test-live")]) == 1
+    finally:
+        executor.shutdown()
+
+
+def test_pace_allows_a_burst_then_the_speed() -> None:
+    pace = Pace(speed=3.0, burst=2.0, now=0.0)
+    # The burst at once: 2 s of audio in 20 ms frames, without waiting.
+    assert all(pace.take(0.02, 0.0) == 0.0 for _ in range(99))
+    # Then each frame waits a third of its length.
+    assert pace.take(0.02, 0.0) == pytest.approx(0.0, abs=1e-9)
+    assert pace.take(0.02, 0.0) == pytest.approx(0.02 / 3)
+    # A real-time gateway after a pause of the caller: the bucket is full again, no more.
+    assert pace.take(0.02, 100.0) == 0.0
+    assert pace.tokens == pytest.approx(2.0 - 0.02)

@@ -151,6 +151,11 @@ class Voicemail(Base):
     # and when the caller hung up (the socket closed cleanly).
     call_sid: Mapped[str | None] = mapped_column(String(128))
     hangup_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # While receiving: when a connection streaming the call last showed it was alive (it
+    # stores a part, or beats this every stream_flush_seconds while the caller is silent).
+    # The abandoned-call finalizers wait the grace period from the later of this and the
+    # last part, so a pause never ends a call whose socket is open (issue 9).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When its row in the inbox list last changed: stored (an upload at once, a live call at
     # hang-up), transcribed, assigned, handled, reopened. An open inbox polls for rows
     # changed since it last looked: a call that began before others that ended first is

@@ -4,12 +4,14 @@ A ``LiveTranscription`` takes a live stream's 16-bit little-endian PCM as it arr
 (``feed``) and, when the caller hangs up, returns the transcript of all of it (``finish``).
 The aim is that ``finish`` has little left to do:
 
-- A background thread (one per stream; the model itself is shared and takes turns, see
-  ``WhisperTranscriber(num_workers=…)``) watches the audio not yet transcribed. Once there
-  is enough of it, it finds the caller's pauses with Silero voice activity detection and
-  closes a chunk in the middle of a pause (:func:`choose_cut`), then transcribes that chunk
-  while the call goes on. Cutting in silence means no word is split between two chunks, so
-  nothing is lost or said twice at a seam.
+- In the background, the audio not yet transcribed is looked at again whenever enough new
+  audio has come. Once there is enough of it, the caller's pauses are found with Silero voice
+  activity detection and a chunk is closed in the middle of a pause (:func:`choose_cut`),
+  then transcribed while the call goes on. That work runs as short steps on a thread pool
+  shared by every call of the process (``executor``; the model itself is shared too and
+  takes turns, see ``WhisperTranscriber(num_workers=…)``): a call holds a thread only while
+  a step runs, so a silent or idle connection holds none. Cutting in silence means no word
+  is split between two chunks, so nothing is lost or said twice at a seam.
 - ``finish`` transcribes only what came after the last cut (the tail) and joins the parts:
   texts in order, word and segment times moved to seconds from the stream's start.
 
@@ -20,7 +22,12 @@ chunk cannot then flip to another language, and a hint skips Whisper's detection
 which costs about as much again as transcribing a short tail.
 
 Memory: only audio not yet transcribed is kept (as the PCM that came in); when the model
-keeps up, that is at most ``MAX_CHUNK_SECONDS`` plus the chunk being transcribed.
+keeps up, that is at most ``MAX_CHUNK_SECONDS`` plus the chunk being transcribed. Pauses are
+looked for in the first ``MAX_CHUNK_SECONDS`` and a little more only (a cut is never
+further), so the detector's float copy is bounded too. When the model does not keep up (more
+calls than it can follow), the waiting audio would grow with the call: past
+``max_backlog_seconds`` the live transcription gives up (``finish`` raises ``FellBehind``)
+and the caller transcribes the recording after hang-up instead.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -62,6 +70,35 @@ CHECK_EVERY_SECONDS = 1.0
 TAIL_GUARD_SECONDS = 0.2
 # Where no pause was found by MAX_CHUNK_SECONDS, any silence at least this far in will do.
 HARD_CUT_MIN_SECONDS = 1.0
+# Audio looked at for a pause beyond the longest chunk (a cut is never further than that).
+LOOKAHEAD_SECONDS = 2.0
+# Audio waiting for transcription past which a live transcription gives up (see FellBehind).
+MAX_BACKLOG_SECONDS = 60.0
+DEFAULT_THREADS = 4
+
+
+class FellBehind(RuntimeError):
+    """The model did not keep up with this call: the audio waiting for it passed the bound.
+    Nothing is lost: the recording is transcribed after hang-up instead."""
+
+
+_default_executor: ThreadPoolExecutor | None = None
+_default_executor_lock = threading.Lock()
+
+
+def default_executor() -> ThreadPoolExecutor:
+    """A process-wide pool for live transcriptions made without one (tests, benchmarks);
+    the API passes its runtime's pool, sized by ``live_transcription_threads``."""
+    global _default_executor
+    with _default_executor_lock:
+        if _default_executor is None:
+            _default_executor = new_executor(DEFAULT_THREADS)
+        return _default_executor
+
+
+def new_executor(threads: int) -> ThreadPoolExecutor:
+    """Threads are started on demand and reused; none exist until a call needs one."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="live-transcription")
 
 
 @dataclass(frozen=True)
@@ -152,7 +189,9 @@ def pcm16_to_float(pcm: bytes, sample_rate: int) -> npt.NDArray[np.float32]:
     """16 kHz mono float32 samples of little-endian 16-bit mono PCM at ``sample_rate``."""
     samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
     if sample_rate == SAMPLE_RATE or samples.size == 0:
-        return samples.astype(np.float32) / np.float32(32768.0)
+        audio = samples.astype(np.float32)
+        audio /= np.float32(32768.0)  # in place: one float copy, not two
+        return audio
     # libswresample (through PyAV), as the upload path decodes files: a proper low-pass
     # filter matters. Linear interpolation leaves the images of the 0-4 kHz band above
     # 4 kHz, and Whisper hears them: on the seven benchmark messages its WER was 0.087 on
@@ -182,7 +221,8 @@ class LiveTranscription:
 
     ``feed`` only appends (it never waits for the model); ``finish`` blocks until the
     transcript of everything fed is ready, and raises what the transcriber raised if a
-    chunk failed; ``close`` abandons the work. Audio fed after either is ignored.
+    chunk failed (``FellBehind`` past ``max_backlog_seconds``); ``close`` abandons the work.
+    Audio fed after either is ignored.
     """
 
     def __init__(
@@ -196,6 +236,8 @@ class LiveTranscription:
         policy: CutPolicy | None = None,
         speech_regions: SpeechDetector = silero_speech_regions,
         check_every: float = CHECK_EVERY_SECONDS,
+        executor: Executor | None = None,
+        max_backlog_seconds: float = MAX_BACKLOG_SECONDS,
     ) -> None:
         if sample_rate <= 0:
             raise ValueError("sample_rate must be positive")
@@ -212,6 +254,10 @@ class LiveTranscription:
         self._min_check_bytes = int(
             min(self.policy.min_chunk, self.policy.end_pause_min_chunk) * self._bytes_per_second
         )
+        # What is looked at for a pause: a cut is never past max_chunk.
+        self._window_bytes = 2 * int((self.policy.max_chunk + LOOKAHEAD_SECONDS) * sample_rate)
+        self._max_backlog_bytes = 2 * int(max_backlog_seconds * sample_rate)
+        self._executor = executor or default_executor()
 
         self._cond = threading.Condition()
         self._pending = bytearray()  # fed, not yet in a chunk (PCM as it came)
@@ -224,9 +270,8 @@ class LiveTranscription:
         self._closed = False
         self._error: BaseException | None = None
         self._result: Transcript | None = None
-        self._thread: threading.Thread | None = None
-        self._busy = False  # the worker is looking at or transcribing audio
-        self._stopped = False  # the worker is gone (finished, failed or closed)
+        self._scheduled = False  # a step is queued on the executor or running
+        self._stopped = False  # the work is over (finished, failed or closed)
 
     # -- the caller's side -------------------------------------------------------------
 
@@ -238,10 +283,13 @@ class LiveTranscription:
         with self._cond:
             if self._finishing or self._closed or self._error is not None:
                 return
-            self._pending.extend(pcm)
             self._fed_bytes += len(pcm)
-            self._start_worker()
-            self._cond.notify_all()
+            if len(self._pending) + len(pcm) > self._max_backlog_bytes:
+                self._fell_behind()
+                return
+            self._pending.extend(pcm)
+            if self._has_work():
+                self._schedule()
 
     @property
     def seconds(self) -> float:
@@ -281,7 +329,7 @@ class LiveTranscription:
         feed faster than real time yet want what real time would give the background."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: self._stopped or self._closed or not (self._busy or self._has_work()),
+                lambda: self._stopped or self._closed or not (self._scheduled or self._has_work()),
                 timeout,
             )
 
@@ -294,13 +342,10 @@ class LiveTranscription:
             if self._closed:
                 raise RuntimeError("the live transcription was closed")
             self._finishing = True
-            self._start_worker()  # nothing fed at all: the worker transcribes the nothing
-            thread = self._thread
-            self._cond.notify_all()
-        started = time.perf_counter()
-        assert thread is not None
-        thread.join()
-        with self._cond:
+            if not self._stopped:
+                self._schedule()  # nothing fed at all: the tail is the nothing
+            started = time.perf_counter()
+            self._cond.wait_for(lambda: self._stopped)
             if self._error is not None:
                 raise self._error
             if self._closed and self._result is None:
@@ -328,14 +373,31 @@ class LiveTranscription:
             self._pending.clear()
             self._cond.notify_all()
 
-    # -- the background thread ---------------------------------------------------------
+    # -- the background steps ----------------------------------------------------------
 
-    def _start_worker(self) -> None:  # with self._cond held
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="live-transcription", daemon=True
-            )
-            self._thread.start()
+    def _schedule(self) -> None:  # with self._cond held
+        if self._scheduled or self._stopped:
+            return
+        self._scheduled = True
+        try:
+            self._executor.submit(self._step)
+        except RuntimeError as exc:  # the pool is shut down: the process is stopping
+            self._scheduled = False
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:  # with self._cond held
+        self._error = exc
+        self._pending.clear()
+        self._stopped = True
+        self._cond.notify_all()
+
+    def _fell_behind(self) -> None:  # with self._cond held
+        seconds = self._max_backlog_bytes // 2 / self.sample_rate
+        log.warning(
+            "live transcription fell behind; the recording is transcribed after hang-up",
+            extra={"backlog_seconds": seconds, "audio_seconds": round(self.seconds, 3)},
+        )
+        self._fail(FellBehind(f"more than {seconds:g} s of audio waiting for the model"))
 
     def _has_work(self) -> bool:  # with self._cond held
         unchecked = len(self._pending) - self._checked_bytes
@@ -345,35 +407,47 @@ class LiveTranscription:
             or (len(self._pending) >= self._min_check_bytes and unchecked >= self._check_bytes)
         )
 
-    def _run(self) -> None:
+    def _step(self) -> None:
+        """One look at the pending audio (and the chunk it closes, if any), or the tail at
+        ``finish``; then the next step is queued behind other calls' if there is work."""
         try:
-            while True:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()  # for wait_idle()
-                    self._cond.wait_for(self._has_work)
-                    self._busy = True
-                    if self._closed:
-                        return
-                    final = self._finishing
-                    pending = bytes(self._pending)
-                    self._checked_bytes = len(pending)
-                if final:
-                    if pending or not self._parts:
-                        self._transcribe_chunk(pending, final=True)
+            with self._cond:
+                if self._closed or self._stopped:
+                    self._scheduled = False
+                    self._stopped = True
+                    self._cond.notify_all()
                     return
-                cut = self._find_cut(pending)
-                if cut is not None:
-                    self._transcribe_chunk(pending[:cut], final=False)
+                if not self._has_work():
+                    self._scheduled = False
+                    self._cond.notify_all()  # for wait_idle()
+                    return
+                final = self._finishing
+                with memoryview(self._pending) as view:  # one copy, not a slice and a copy
+                    pending = bytes(view if final else view[: self._window_bytes])
+                self._checked_bytes = len(self._pending)
+            if final:
+                if pending or not self._parts:
+                    self._transcribe_chunk(pending, final=True)
+                with self._cond:
+                    self._scheduled = False
+                    self._stopped = True
+                    self._cond.notify_all()
+                return
+            cut = self._find_cut(pending)
+            if cut is not None:
+                self._transcribe_chunk(pending[:cut], final=False)
+            del pending
         except Exception as exc:  # handed to finish(), which raises it
             log.warning("live transcription failed", extra={"error": type(exc).__name__})
             with self._cond:
-                self._error = exc
-                self._pending.clear()
-        finally:
-            with self._cond:
-                self._stopped = True
-                self._cond.notify_all()
+                self._scheduled = False
+                self._fail(exc)
+            return
+        with self._cond:
+            self._scheduled = False
+            if self._has_work():
+                self._schedule()
+            self._cond.notify_all()
 
     def _find_cut(self, pending: bytes) -> int | None:
         """Where (a byte count of ``pending``, whole samples) to close a chunk, if yet."""

@@ -7,26 +7,32 @@ The life of a live voicemail:
    ``receiving`` (same bot, same ``callSid``: a reconnect, possibly to another API process),
    or creates one with no audio yet. Either way it adds an empty *marker* part in the same
    transaction, so the call shows activity from the first instant of every connection.
+   Audio above 16 kHz is stored at 16 kHz (what Whisper uses): the voicemail's rate is
+   ``storage_rate(sampleRate)``.
 2. While audio arrives, every ``stream_flush_seconds`` and when the connection ends, the audio
    received since the last part is stored as a part: the object first (raw 16-bit
    little-endian mono PCM at the voicemail's rate, under the voicemail's own key prefix),
    then its ``StreamPart`` row. A committed part always has its audio, as a deposit does; a
    crashed API process loses at most the last flush period. Parts without audio (the marker)
    have no object. The last part of a connection carries the connection's live transcript,
-   with the sequence numbers of the parts it covers.
+   with the sequence numbers of the parts it covers. A flush with no new audio (the caller
+   is silent, or the gateway suppresses silence) beats the voicemail's ``heartbeat_at``
+   instead (``beat``): an open connection shows it is alive whether or not audio arrives.
 3. ``finalize`` (at a clean hang-up, at the maximum duration, or once a disconnected call has
-   had no new part for ``stream_reconnect_seconds``) joins the parts into one WAV at the
-   voicemail's ``storage_key`` and makes the voicemail ``stored``, with its transcript joined
-   from the parts' live transcripts (or a transcription job when a part has none), and the
-   ``voicemail.created`` event, in one transaction under the voicemail's row lock: a second
-   finalizer finds it no longer ``receiving`` and does nothing. A call with less audio than
-   ``min_duration_seconds`` (the upload path's minimum) left no message: its voicemail is
-   dropped (the row and its parts).
+   had neither a new part nor a heartbeat for ``stream_reconnect_seconds``) joins the parts
+   into one WAV at the voicemail's ``storage_key`` and makes the voicemail ``stored``, with
+   its transcript joined from the parts' live transcripts (or a transcription job when a part
+   has none), and the ``voicemail.created`` event, in one transaction under the voicemail's
+   row lock: a second finalizer finds it no longer ``receiving`` and does nothing. A call
+   with less audio than ``min_duration_seconds`` (the upload path's minimum) left no
+   message: its voicemail is dropped (the row and its parts).
 
 The abandoned-call timeout must outlive the process that held the socket, so the workers
-finalize, as housekeeping, every ``receiving`` voicemail whose last part is older than the
-grace period (``finalize_abandoned``); the API process also does it for its own calls at
-the exact moment (see ``voicemails.stream``).
+finalize, as housekeeping, every ``receiving`` voicemail whose last sign of life (part or
+heartbeat) is older than the grace period (``finalize_abandoned``); the API process also does
+it for its own calls at the exact moment (see ``voicemails.stream``). Signs of life are rows
+in the shared database, so this holds across API processes and survives their crashes: a
+killed process stops beating, and its calls are finalized one grace period later.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail import ids
@@ -64,6 +70,8 @@ log = logging.getLogger(__name__)
 
 # jambonz `listen` sample rates.
 SAMPLE_RATES = (8000, 16000, 24000, 48000, 64000)
+# Calls are stored (and transcribed) at speech quality: at most what Whisper uses.
+MAX_STORAGE_RATE = 16000
 MIX_TYPES = ("mono", "mixed", "stereo")
 SOURCE_FORMAT = "stream/pcm_s16le"
 SAMPLE_WIDTH = 2
@@ -153,6 +161,13 @@ def parse_metadata(text: str) -> CallMetadata:
     )
 
 
+def storage_rate(sample_rate: int) -> int:
+    """The rate a call sent at ``sample_rate`` is stored at: 8 and 16 kHz as they are,
+    higher rates resampled to 16 kHz (they carry nothing more of speech for Whisper, and cost
+    up to four times the memory and disk)."""
+    return min(sample_rate, MAX_STORAGE_RATE)
+
+
 def call_session_id(bot_id: str, call_sid: str) -> str:
     """The session id of a call whose gateway sent none: derived from the call, so every
     connection of the call (a reconnect, on any process) lands in the same session."""
@@ -164,7 +179,7 @@ class OpenedCall:
     voicemail_id: str
     session_id: str
     storage_key: str
-    sample_rate: int
+    sample_rate: int  # of the stored audio (``storage_rate`` of the gateway's)
     stored_seconds: float  # audio stored by the call's earlier connections
     resumed: bool  # a reconnect: the voicemail existed
     language: str | None
@@ -208,6 +223,7 @@ def open_connection(
     part. May raise ``IntegrityError`` when a racing connection created the call's session
     first: the caller retries, as a deposit does."""
     now = now or utcnow()
+    rate = storage_rate(meta.sample_rate)
     bot = session.get(Bot, bot_id)
     if bot is None:
         raise BadRequest(f"No bot {bot_id}")
@@ -241,7 +257,7 @@ def open_connection(
             storage_key=service.storage_key(bot, file_id, now),
             audio_sha256=RECEIVING_SHA_PREFIX + file_id,
             duration_seconds=0.0,
-            sample_rate=meta.sample_rate,
+            sample_rate=rate,
             size_bytes=0,
             source_format=SOURCE_FORMAT,
             language_hint=meta.language,
@@ -250,13 +266,16 @@ def open_connection(
             created_at=now,
             call_sid=meta.call_sid,
             queue_id=bot.queue_id,
+            heartbeat_at=now,
         )
         session.add(voicemail)
         session.flush()
-    elif voicemail.sample_rate != meta.sample_rate:
+    elif voicemail.sample_rate != rate:
         raise BadRequest(
             f"'sampleRate' {meta.sample_rate} differs from this call's {voicemail.sample_rate}"
         )
+    else:
+        voicemail.heartbeat_at = now
     stored = session.scalar(
         select(func.coalesce(func.sum(StreamPart.duration_seconds), 0.0)).where(
             StreamPart.voicemail_id == voicemail.id
@@ -296,7 +315,7 @@ def store_part(
     *,
     storage: Storage,
     call: OpenedCall,
-    pcm: bytes,
+    pcm: bytes | bytearray,
     scratch_dir: Path,
     transcript: dict[str, Any] | None = None,
     covers: Sequence[int] = (),
@@ -320,6 +339,7 @@ def store_part(
             ).first()
             if status != service.RECEIVING:
                 raise CallFinished(call.voicemail_id)
+            _beat_locked(session, call.voicemail_id)
             seq = _next_part_seq(session, call.voicemail_id)
             if transcript is not None:
                 transcript = {**transcript, "seqs": [*covers, seq]}
@@ -338,6 +358,24 @@ def store_part(
             storage.delete(key)
         raise
     return seq
+
+
+def _beat_locked(session: Session, voicemail_id: str) -> None:
+    session.execute(
+        update(Voicemail).where(Voicemail.id == voicemail_id).values(heartbeat_at=utcnow())
+    )
+
+
+def beat(sessions: sessionmaker[Session], *, voicemail_id: str) -> None:
+    """An open connection's sign of life while no audio arrives: the call is not abandoned.
+    Raises ``CallFinished`` when the voicemail is no longer receiving."""
+    with sessions.begin() as session:
+        status = session.scalars(
+            select(Voicemail.status).where(Voicemail.id == voicemail_id).with_for_update()
+        ).first()
+        if status != service.RECEIVING:
+            raise CallFinished(voicemail_id)
+        _beat_locked(session, voicemail_id)
 
 
 def transcript_json(result: EngineTranscript, *, processing_seconds: float) -> dict[str, Any]:
@@ -564,21 +602,28 @@ def last_part_at(session: Session, voicemail_id: str) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
+def last_sign_of_life(session: Session, voicemail_id: str) -> datetime | None:
+    """The later of the call's last part and its last heartbeat (None: neither)."""
+    heartbeat = session.scalar(select(Voicemail.heartbeat_at).where(Voicemail.id == voicemail_id))
+    times = [t for t in (last_part_at(session, voicemail_id), heartbeat) if t is not None]
+    return max(times) if times else None
+
+
 def _is_idle(session: Session, voicemail_id: str, idle_seconds: float) -> bool:
-    last = last_part_at(session, voicemail_id)
+    last = last_sign_of_life(session, voicemail_id)
     return last is None or last <= utcnow() - timedelta(seconds=idle_seconds)
 
 
 def seconds_until_idle(
     sessions: sessionmaker[Session], *, voicemail_id: str, idle_seconds: float
 ) -> float | None:
-    """How long until the call's last part is ``idle_seconds`` old (0 when it is); None when
-    the voicemail is no longer receiving."""
+    """How long until the call's last sign of life (part or heartbeat) is ``idle_seconds``
+    old (0 when it is); None when the voicemail is no longer receiving."""
     with sessions() as session:
         status = session.scalar(select(Voicemail.status).where(Voicemail.id == voicemail_id))
         if status != service.RECEIVING:
             return None
-        last = last_part_at(session, voicemail_id)
+        last = last_sign_of_life(session, voicemail_id)
     if last is None:
         return 0.0
     return max(0.0, (last + timedelta(seconds=idle_seconds) - utcnow()).total_seconds())
@@ -594,9 +639,9 @@ def finalize_abandoned(
     max_attempts: int,
     wake: threading.Event | None = None,
 ) -> int:
-    """Housekeeping: finalize every receiving voicemail whose last part is older than
-    ``idle_seconds`` (its gateway disconnected and did not come back, or its API process
-    died); how many were finalized. Safe from many processes at once."""
+    """Housekeeping: finalize every receiving voicemail whose last part and last heartbeat
+    are older than ``idle_seconds`` (its gateway disconnected and did not come back, or its
+    API process died); how many were finalized. Safe from many processes at once."""
     cutoff = utcnow() - timedelta(seconds=idle_seconds)
     recent_part = (
         select(StreamPart.id)
@@ -606,7 +651,11 @@ def finalize_abandoned(
     with sessions() as session:
         candidates = list(
             session.scalars(
-                select(Voicemail.id).where(Voicemail.status == service.RECEIVING, ~recent_part)
+                select(Voicemail.id).where(
+                    Voicemail.status == service.RECEIVING,
+                    or_(Voicemail.heartbeat_at.is_(None), Voicemail.heartbeat_at <= cutoff),
+                    ~recent_part,
+                )
             )
         )
     done = 0

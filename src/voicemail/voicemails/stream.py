@@ -7,12 +7,38 @@ header (or ``Authorization: Bearer``), as for uploads, or HTTP Basic with the ap
 and secret (jambonz ``wsAuth``); a refusal is an HTTP answer in Kore's envelope (401, 403,
 429), which a gateway logs as a failed handshake.
 
-Close codes we send: 1000 at the maximum duration (the reason says so), 1003 when the first
-frame is not text, 1007 for bad metadata, 1008 when no metadata arrives in time, 1011 on a
-failure of ours. A close from the gateway with 1000 or 1001 is a hang-up: the voicemail is
-finalized at once. Anything else (a dropped TCP connection, 1006, 1011…) keeps what arrived
-and waits ``stream_reconnect_seconds`` for the gateway to come back with the same
-``callSid`` before finalizing (see ``voicemails.live``).
+Close codes we send: 1000 at the maximum duration and after ``stream_idle_timeout_seconds``
+without any message (the reason says which; the call is stored), 1003 when the first frame
+is not text, 1007 for bad metadata, 1008 when no metadata arrives in time or when audio
+keeps coming faster than the pace limit (below), 1009 for a
+message over ``stream_max_message_bytes``, 1011 on a failure of ours. A close from the
+gateway with 1000 or 1001 is a hang-up: the voicemail is finalized at once. Anything else (a
+dropped TCP connection, 1006, 1011…) keeps what arrived and waits
+``stream_reconnect_seconds`` for the gateway to come back with the same ``callSid`` before
+finalizing (see ``voicemails.live``). While the socket is open the call is never finalized
+as abandoned, however long the caller is silent: every ``stream_flush_seconds`` the
+connection stores a part or, with no new audio, beats the call's heartbeat.
+
+What one connection may cost is bounded:
+
+- Pace: audio is read no faster than ``stream_max_speed`` times real time, after a burst of
+  ``stream_burst_seconds``. A gateway that sends faster is first slowed down: we stop
+  reading its socket until the pace allows the next message (uvicorn stops reading a socket
+  while a message waits for us), so TCP back-pressure holds it back and nothing is lost;
+  that absorbs a gateway catching up after a stall of the network or of this process. One
+  still ahead of the pace after ``stream_throttle_seconds`` of that is closed with 1008 and
+  a reason that says so: what was read is kept, and a reconnect at real-time pace continues
+  the call. (Throttling for ever is no answer: the audio it has sent waits in the kernel's
+  buffers, ahead of its answers to our keepalive pings, and the connection would end with
+  an unexplained 1011 "keepalive ping timeout".)
+- Memory: one message of at most ``stream_max_message_bytes``, the audio since the last
+  part (a flush period at the most allowed pace: past that, because storage is slow, the
+  connection stores it before it reads on), and the live transcription's bounded
+  backlog (``transcription.live``). Audio above 16 kHz is resampled to 16 kHz as it arrives
+  (a streaming resampler, whose state carries across messages), so a 64 kHz call costs no
+  more memory or disk than a 16 kHz one.
+- Threads: none per connection; live transcription runs as short steps on the runtime's
+  pool. An idle socket holds a coroutine and its buffers only.
 
 ``mixType`` stereo carries both legs of a bridged call interleaved; we keep the first
 channel, the caller's, so the bot's prompts on the other leg are neither stored nor
@@ -31,7 +57,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
+import av
 import numpy as np
+from av.audio.resampler import AudioResampler
 from fastapi import APIRouter, WebSocket
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
@@ -44,7 +72,7 @@ from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
 from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError
 from voicemail.runtime import Runtime
-from voicemail.transcription.live import LiveTranscription
+from voicemail.transcription.live import FellBehind, LiveTranscription
 from voicemail.voicemails import live
 from voicemail.voicemails.routes import authorize, charge
 
@@ -57,9 +85,11 @@ FIRST_FRAME_SECONDS = 10.0
 OPEN_ATTEMPTS = 3
 HANGUP_CODES = (1000, 1001)
 CLOSE_MAX_DURATION = 1000
+CLOSE_IDLE = 1000
 CLOSE_UNSUPPORTED = 1003
 CLOSE_BAD_METADATA = 1007
 CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 _REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 123 bytes
 
@@ -135,19 +165,72 @@ def _open_call(runtime: Runtime, bot_id: str, meta: live.CallMetadata) -> live.O
     raise AssertionError("unreachable")
 
 
+class Pace:
+    """How long to wait before reading the next message, so that audio is taken no faster
+    than ``speed`` times real time: a bucket of ``burst`` seconds of audio, full at first,
+    refilled at ``speed`` seconds of audio a second."""
+
+    def __init__(self, *, speed: float, burst: float, now: float) -> None:
+        self.speed = speed
+        self.burst = burst
+        self.tokens = burst
+        self.at = now
+
+    def take(self, audio_seconds: float, now: float) -> float:
+        """Charge a message of ``audio_seconds``; the seconds to wait before the next one."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.speed)
+        self.at = now
+        self.tokens -= audio_seconds
+        return max(0.0, -self.tokens / self.speed)
+
+
+class _Resampler:
+    """16-bit mono PCM from the gateway's rate to the storage rate, as a stream: the filter's
+    state carries across messages, so the joins between them are seamless (libswresample
+    through PyAV, as uploads are decoded)."""
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        self.rate_in = rate_in
+        self.resampler = AudioResampler(format="s16", layout="mono", rate=rate_out)
+
+    def _out(self, frames: list[av.AudioFrame]) -> bytes:
+        return b"".join(frame.to_ndarray().astype("<i2", copy=False).tobytes() for frame in frames)
+
+    def push(self, samples: np.ndarray[Any, np.dtype[np.int16]]) -> bytes:
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.rate_in
+        return self._out(self.resampler.resample(frame))
+
+    def flush(self) -> bytes:
+        """What the filter still holds (at the end of the connection)."""
+        return self._out(self.resampler.resample(None))
+
+
 class _Connection:
     """One WebSocket connection's audio: buffered, stored as parts, transcribed live."""
 
     def __init__(self, runtime: Runtime, call: live.OpenedCall, meta: live.CallMetadata) -> None:
         self.runtime = runtime
         self.call = call
+        self.channels = meta.channels
         self.frame_bytes = live.SAMPLE_WIDTH * meta.channels
+        self.input_rate = meta.sample_rate
         settings = runtime.settings
         left = settings.max_duration_seconds - call.stored_seconds
         self.bytes_left = max(0, int(left * call.sample_rate)) * live.SAMPLE_WIDTH
-        self.pending = bytearray()
+        self.pending = bytearray()  # at call.sample_rate, the storage rate
         self.remainder = b""
+        self.resampler = (
+            _Resampler(meta.sample_rate, call.sample_rate)
+            if meta.sample_rate != call.sample_rate
+            else None
+        )
         self.received_bytes = 0
+        # What a flush period carries at the most allowed pace: past it, the flusher has
+        # fallen behind (storage slow or down) and the connection stores before reading on.
+        most = settings.stream_flush_seconds * settings.stream_max_speed
+        most += settings.stream_burst_seconds
+        self.max_pending_bytes = int(most * call.sample_rate) * live.SAMPLE_WIDTH
         self.seqs: list[int] = []
         self.flush_lock = asyncio.Lock()
         self.finished = False  # the voicemail was finalized by someone else meanwhile
@@ -159,11 +242,17 @@ class _Connection:
                 language=call.language,
                 languages=call.languages,
                 vocabulary=call.vocabulary,
+                executor=runtime.live_executor,
+                max_backlog_seconds=settings.live_transcription_max_backlog_seconds,
             )
 
     @property
     def seconds(self) -> float:
         return self.received_bytes / live.SAMPLE_WIDTH / self.call.sample_rate
+
+    def audio_seconds(self, message_bytes: int) -> float:
+        """Seconds of audio in a message of this size, at the gateway's rate and channels."""
+        return message_bytes / self.frame_bytes / self.input_rate
 
     def add(self, data: bytes) -> bool:
         """Take a binary frame; False once the maximum duration is reached (what is beyond
@@ -171,9 +260,22 @@ class _Connection:
         data = self.remainder + data
         usable = len(data) - len(data) % self.frame_bytes
         self.remainder = data[usable:]
-        data = data[:usable]
-        if self.frame_bytes == 2 * live.SAMPLE_WIDTH:  # stereo: keep the caller's channel
-            data = np.frombuffer(data, dtype="<i2")[0::2].tobytes()
+        samples = np.frombuffer(data, dtype="<i2", count=usable // live.SAMPLE_WIDTH)
+        if self.channels == 2:  # stereo: keep the caller's channel
+            samples = samples[0::2]
+        if self.resampler is not None:
+            data = self.resampler.push(np.ascontiguousarray(samples)) if samples.size else b""
+        else:
+            data = samples.tobytes()
+        return self._keep(data)
+
+    def drain(self) -> None:
+        """The end of the connection: what the resampler still holds."""
+        if self.resampler is not None and self.bytes_left > 0:
+            self._keep(self.resampler.flush())
+        self.resampler = None
+
+    def _keep(self, data: bytes) -> bool:
         reached = len(data) >= self.bytes_left
         data = data[: self.bytes_left]
         self.bytes_left -= len(data)
@@ -188,10 +290,15 @@ class _Connection:
         """Store the audio received since the last part (on the final flush, even none, to
         carry the transcript)."""
         async with self.flush_lock:
-            if self.finished or (not self.pending and (not final or transcript is None)):
+            if self.finished:
                 return
-            pcm = bytes(self.pending)
-            self.pending.clear()
+            if not self.pending and not final:
+                await self._beat()
+                return
+            if not self.pending and transcript is None:
+                return
+            # Handed over whole, not copied: the buffer is the connection's largest.
+            pcm, self.pending = self.pending, bytearray()
             settings = self.runtime.settings
             try:
                 seq = await run_in_threadpool(
@@ -216,6 +323,20 @@ class _Connection:
                 raise
             self.seqs.append(seq)
 
+    async def _beat(self) -> None:
+        """No new audio (the caller is silent, or the gateway suppresses silence): show
+        that the connection is alive, so the call is not finalized as abandoned."""
+        try:
+            await run_in_threadpool(
+                live.beat, self.runtime.sessions, voicemail_id=self.call.voicemail_id
+            )
+        except live.CallFinished:
+            self.finished = True
+            log.warning(
+                "live voicemail finalized while its connection was open",
+                extra={"voicemail_id": self.call.voicemail_id},
+            )
+
     async def flush_periodically(self) -> None:
         every = self.runtime.settings.stream_flush_seconds
         while not self.finished:
@@ -238,6 +359,10 @@ class _Connection:
         started = time.perf_counter()
         try:
             result = self.transcription.finish()
+        except FellBehind:
+            # Logged where it happened; the transcription job transcribes the recording.
+            self.transcription.close()
+            return None
         except Exception:
             # The transcription job transcribes the recording instead.
             log.exception(
@@ -249,6 +374,7 @@ class _Connection:
 
     async def end(self) -> None:
         """Store what is left, with the connection's live transcript."""
+        self.drain()
         transcript = await run_in_threadpool(self._finish_transcript)
         await self.flush(transcript, final=True)
 
@@ -307,6 +433,23 @@ def _schedule_finalize(runtime: Runtime, voicemail_id: str) -> None:
     task = asyncio.get_running_loop().create_task(_finalize_when_idle(runtime, voicemail_id))
     _timers.add(task)
     task.add_done_callback(_timers.discard)
+
+
+async def _store_before_reading_on(connection: _Connection) -> None:
+    """The audio not yet stored is at its bound: store it now, not reading the socket
+    meanwhile (back-pressure), instead of letting it grow while storage is slow."""
+    try:
+        await asyncio.shield(connection.flush())
+    except Exception:
+        log.exception(
+            "live audio not stored; retried before reading on",
+            extra={"voicemail_id": connection.call.voicemail_id},
+        )
+        await asyncio.sleep(1.0)
+
+
+def too_fast_reason(speed: float) -> str:
+    return f"Audio sent faster than {speed:g}x real time; reconnect and send at real-time pace"
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -368,33 +511,76 @@ async def stream_voicemail(
 async def _run(
     websocket: WebSocket, runtime: Runtime, call: live.OpenedCall, meta: live.CallMetadata
 ) -> None:
+    settings = runtime.settings
     connection = _Connection(runtime, call, meta)
-    flusher = asyncio.get_running_loop().create_task(connection.flush_periodically())
+    loop = asyncio.get_running_loop()
+    flusher = loop.create_task(connection.flush_periodically())
+    pace = Pace(
+        speed=settings.stream_max_speed, burst=settings.stream_burst_seconds, now=loop.time()
+    )
+    idle_timeout = settings.resolved_stream_idle_timeout
     code: int | None = None
-    reached_max = False
+    reached_max = idled = too_fast = False
+    ahead_since: float | None = None  # since when every message came faster than the pace
     try:
         while True:
-            message: Mapping[str, Any] = await websocket.receive()
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    message: Mapping[str, Any] = await websocket.receive()
+            except TimeoutError:
+                idled = True
+                await _close(
+                    websocket, CLOSE_IDLE, f"Nothing received for {idle_timeout:g} s; call stored"
+                )
+                break
             if message["type"] == "websocket.disconnect":
                 code = int(message.get("code") or 1005)
                 break
             data = message.get("bytes")
+            size = len(data) if data is not None else len(message.get("text") or "")
+            if size > settings.stream_max_message_bytes:
+                # uvicorn refuses such a message itself (``voicemail serve`` sets its limit);
+                # this holds under any other server too.
+                await _close(
+                    websocket,
+                    CLOSE_TOO_BIG,
+                    f"Message over {settings.stream_max_message_bytes} bytes",
+                )
+                break
             if data is None:
-                # jambonz may send DTMF and other events as text; they are not the message.
+                # jambonz may send DTMF and other events as text; they are not the message
+                # (but count towards the pace, as if they were audio).
                 log.debug(
                     "live stream text frame ignored", extra={"voicemail_id": call.voicemail_id}
                 )
-                continue
-            if not connection.add(data):
+            elif not connection.add(data):
                 reached_max = True
                 max_seconds = runtime.settings.max_duration_seconds
                 await _close(
                     websocket, CLOSE_MAX_DURATION, f"Maximum duration of {max_seconds:g} s reached"
                 )
                 break
-            if connection.finished:
+            elif connection.finished:
                 await _close(websocket, CLOSE_POLICY, "This call's voicemail is already stored")
                 break
+            if len(connection.pending) >= connection.max_pending_bytes:
+                await _store_before_reading_on(connection)
+            wait = pace.take(connection.audio_seconds(size), loop.time())
+            if pace.tokens > min(0.5, pace.burst / 2):  # caught up: comfortably within pace
+                ahead_since = None
+            if wait <= 0:
+                continue
+            ahead_since = loop.time() if ahead_since is None else ahead_since
+            if loop.time() - ahead_since > settings.stream_throttle_seconds:
+                too_fast = True
+                log.warning(
+                    "live stream closed: audio faster than the pace limit",
+                    extra={"voicemail_id": call.voicemail_id, "seconds": connection.seconds},
+                )
+                await _close(websocket, CLOSE_POLICY, too_fast_reason(settings.stream_max_speed))
+                break
+            # Not reading the next message until the pace allows it is the back-pressure.
+            await asyncio.sleep(wait)
     except Exception:
         log.exception("live stream failed", extra={"voicemail_id": call.voicemail_id})
         await _close(websocket, CLOSE_INTERNAL, "Internal error; reconnect to continue")
@@ -402,7 +588,7 @@ async def _run(
         flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
         # Shielded: the audio that arrived must be stored even if this task is cancelled.
-        hangup = reached_max or code in HANGUP_CODES
+        hangup = reached_max or idled or code in HANGUP_CODES
         await asyncio.shield(_end(runtime, connection, hangup_at=utcnow() if hangup else None))
     log.info(
         "live stream closed",
@@ -411,6 +597,8 @@ async def _run(
             "code": code,
             "seconds": round(connection.seconds, 3),
             "max_duration": reached_max,
+            "idle_timeout": idled,
+            "too_fast": too_fast,
         },
     )
 

@@ -4,7 +4,9 @@ way jambonz ``listen`` does (``voicemail stream-test``, and the tests).
 It sends the JSON metadata, then 20 ms binary frames of 16-bit little-endian mono PCM at
 real-time pace (or ``speed`` times faster), and closes normally (1000) at the end, as a
 gateway does at hang-up. ``drop_after`` instead ends the TCP connection without a close
-frame after that many seconds of audio, as a crashed gateway would.
+frame after that many seconds of audio, as a crashed gateway would. ``pause`` sends nothing
+for a while mid-call, as a gateway with silence suppression does while the caller is
+silent.
 """
 
 from __future__ import annotations
@@ -87,9 +89,11 @@ async def stream_pcm(
     caller_to: str | None = None,
     speed: float = 1.0,
     drop_after: float | None = None,
+    pause: tuple[float, float] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> StreamResult:
-    """Stream ``pcm`` (16-bit LE mono at ``sample_rate``) to ``url`` as a gateway does."""
+    """Stream ``pcm`` (16-bit LE mono at ``sample_rate``) to ``url`` as a gateway does;
+    ``pause``: (after this many seconds of audio, send nothing for this many seconds)."""
     call_sid = call_sid or str(uuid.uuid4())
     custom = dict(metadata or {})
     if session_id is not None:
@@ -114,7 +118,12 @@ async def stream_pcm(
     try:
         await websocket.send(json.dumps(first))
         started = loop.time()
+        paused = pause is None
         for index, offset in enumerate(range(0, len(pcm), frame_bytes)):
+            if pause is not None and not paused and sent / SAMPLE_WIDTH / sample_rate >= pause[0]:
+                await asyncio.sleep(pause[1])
+                started += pause[1]
+                paused = True
             if drop_after is not None and sent / SAMPLE_WIDTH / sample_rate >= drop_after:
                 # No close frame: the server sees the TCP connection end mid-stream. The
                 # frames sent so far leave first (an abort would discard them).
@@ -138,9 +147,13 @@ async def stream_pcm(
     finally:
         if not dropped:
             await websocket.close()
-    if not dropped and websocket.protocol.close_rcvd_then_sent:  # the server closed first
-        close_code = websocket.close_code
-        close_reason = websocket.close_reason
+    received = websocket.protocol.close_rcvd
+    # The server closed first, or answered our hang-up with a close of its own (it had
+    # closed before reading ours, e.g. for the pace).
+    server_closed = websocket.protocol.close_rcvd_then_sent
+    if not dropped and received is not None and (server_closed or received.code != 1000):
+        close_code = received.code
+        close_reason = received.reason
     return StreamResult(
         session_id=session_id or call_session_id(bot_id, call_sid),
         call_sid=call_sid,

@@ -1,7 +1,7 @@
 """webhook deliveries know their voicemail
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02 12:40:00
 
 ``webhook_deliveries.voicemail_id`` (indexed) lets a deletion find the copies of a
@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
