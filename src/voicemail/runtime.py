@@ -20,6 +20,7 @@ from voicemail.inbox.alerts import run_alert_check
 from voicemail.jobs.worker import Housekeeping, Worker, WorkerPool
 from voicemail.media.service import MediaSigner
 from voicemail.metrics import Metrics
+from voicemail.private import private_dir
 from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
@@ -91,7 +92,7 @@ class Runtime:
         storage: Storage | None = None,
         transcriber: Transcriber | None = None,
     ) -> Runtime:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         sweep_scratch(settings.scratch_dir)
         engine = make_engine(settings.resolved_database_url)
         master = settings.master_key()

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voicemail.private import private_dir
+
 SIGNING_KEY_FILE = "signing.key"
 # S3 bucket names: 3-63 lower-case letters, digits, dots and hyphens.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -275,7 +277,7 @@ class Settings(BaseSettings):
             return self.signing_key.get_secret_value().encode()
         path = self.data_dir / SIGNING_KEY_FILE
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.data_dir)
             # O_EXCL: if two processes start at once, one creates and the other reads.
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from voicemail.private import secure_sqlite_file
+
 
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for plain ``postgresql://`` URLs."""
@@ -32,6 +34,8 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
             url, pool_size=pool_size, max_overflow=10, pool_timeout=10, pool_recycle=1800
         )
 
+    # Created private (0600) before SQLite first opens it; its -wal and -shm follow its mode.
+    secure_sqlite_file(url)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
