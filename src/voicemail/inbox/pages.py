@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from voicemail.api.errors import error_response
 from voicemail.db.base import utcnow
+from voicemail.ids import clean_caller_id
 from voicemail.inbox.alerts import span
 
 HERE = Path(__file__).parent
@@ -56,6 +57,8 @@ templates.env.filters["duration"] = duration
 templates.env.filters["age"] = age
 templates.env.filters["iso"] = lambda moment: moment.isoformat() if moment else ""
 templates.env.filters["span"] = span  # "3 h 5 min", as the alert banners say it
+# Callers are cleaned when stored; this also cleans rows stored before that (bidi controls).
+templates.env.filters["caller"] = clean_caller_id
 
 
 def render(
