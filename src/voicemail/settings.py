@@ -98,7 +98,12 @@ class Settings(BaseSettings):
     )
     asr_device: Literal["cpu", "cuda", "auto"] = "cpu"
     asr_compute_type: str = "int8"
-    asr_threads: int = Field(default=0, ge=0, description="0 means one per CPU core")
+    asr_threads: int = Field(
+        default=0,
+        ge=0,
+        description="0 means one per CPU this process may use: its affinity mask and its "
+        "container's CPU quota (cgroup), not the host's core count",
+    )
     asr_beam_size: int = Field(default=1, ge=1, le=10)
     model_cache_dir: Path = Field(
         default_factory=lambda: (
