@@ -190,6 +190,7 @@ class Runtime:
             if housekeeping
             else [],
             on_give_up=transcription_given_up,
+            timeout_seconds=self.settings.job_timeout_seconds,
         )
 
     def webhook_sender(self) -> WebhookSender:
@@ -213,7 +214,11 @@ class Runtime:
         first does housekeeping; the sweep needs no more than one runner per process.
         """
         count = self.settings.worker_concurrency
-        return WorkerPool([self.worker(housekeeping=index == 0) for index in range(count)])
+        return WorkerPool(
+            [self.worker(housekeeping=index == 0) for index in range(count)],
+            # In place of a loop whose job hung past job_timeout_seconds.
+            replacement=partial(self.worker, housekeeping=False),
+        )
 
     def close(self) -> None:
         self.read_audit.close()  # before the engine goes: it writes what is queued

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     # Jobs
     job_lease_seconds: int = Field(default=300, ge=5)
     job_max_attempts: int = Field(default=3, ge=1, le=20)
+    job_timeout_seconds: float = Field(
+        default=900.0,
+        ge=1,
+        description="The longest one attempt of a job may run. Past it the attempt counts as "
+        "failed (retried up to job_max_attempts) and its hung thread is abandoned. Keep it "
+        "well above the longest transcription: max_duration_seconds at the model's real-time "
+        "factor on this hardware (about 0.2 on 2 CPU cores: a 600 s message in about 140 s)",
+    )
     job_retry_base_seconds: float = Field(default=10.0, ge=0)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     worker_concurrency: int = Field(
