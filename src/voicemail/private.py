@@ -52,13 +52,16 @@ def secure_sqlite_file(url: str) -> None:
     path = sqlite_path(url)
     if path is None:
         return
-    private_dir(path.parent)
     try:
+        private_dir(path.parent)
         # O_EXCL is not needed: O_CREAT on an existing file opens it and changes nothing.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
     except OSError as exc:
-        # A read-only database (a copy being inspected): SQLite reports it better than we would.
-        log.debug("could not create the database file", extra={"path": str(path), "error": exc})
+        # A folder we cannot create, a read-only database (a copy being inspected): SQLite
+        # says so when it opens the file, in the place that reports database errors.
+        log.debug(
+            "could not create the database file", extra={"path": str(path), "error": str(exc)}
+        )
     for candidate in (path, *(Path(f"{path}{suffix}") for suffix in SQLITE_COMPANIONS)):
         tighten(candidate)
 
@@ -67,8 +70,8 @@ def tighten(path: Path) -> None:
     """Remove every group and other permission from an existing file of ours."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        return
+    except OSError:
+        return  # absent, or in no folder we can reach: nothing of ours to tighten
     if mode & 0o077 == 0:
         return
     try:

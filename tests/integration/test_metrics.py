@@ -248,7 +248,8 @@ def test_each_app_has_its_own_registry() -> None:
 
 
 def test_queue_gauges_report_an_unreadable_database(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}")
+    (tmp_path / "not-a-folder").write_text("")  # so the database can be neither made nor read
+    engine = make_engine(f"sqlite:///{tmp_path / 'not-a-folder' / 'nowhere.db'}")
     try:
         metrics = Metrics()
         metrics.registry.register(JobQueueCollector(make_sessionmaker(engine)))

@@ -133,7 +133,12 @@ class Worker:
         self.abandoned.set()
         log.error(
             "job timed out; its thread is abandoned",
-            extra={"job_id": job.id, "timeout_seconds": self.timeout_seconds},
+            # Named here: this runs in the heartbeat's thread, outside the job's log context.
+            extra={
+                "job_id": job.id,
+                "voicemail_id": job.voicemail_id,
+                "timeout_seconds": self.timeout_seconds,
+            },
         )
         reason = f"timed out: still running after {self.timeout_seconds:g} s (job_timeout_seconds)"
         # If this fails too (the database is down), the lease, no longer renewed, runs out
