@@ -5,9 +5,10 @@ mode as the recordings and the signing key: 0600, in a data folder of mode 0700.
 
 SQLite creates its file with mode 0644 (less the umask), and its ``-wal``, ``-shm`` and
 ``-journal`` companions with the mode of the database file itself. So the database file is
-created here, 0600, before SQLite first opens it, and its companions follow; nothing
-touches the process-wide umask (other threads create files too). A database or companion
-left 0644 by an older release is tightened when the engine is made, at every start.
+created here, 0600, before SQLite opens it (``db.engine`` calls ``secure_sqlite_file`` as
+each connection is made), and its companions follow; nothing touches the process-wide umask
+(other threads create files too). A database or companion left 0644 by an older release is
+tightened then too: at the first connection of every start.
 """
 
 from __future__ import annotations

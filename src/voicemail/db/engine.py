@@ -34,9 +34,13 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
             url, pool_size=pool_size, max_overflow=10, pool_timeout=10, pool_recycle=1800
         )
 
-    # Created private (0600) before SQLite first opens it; its -wal and -shm follow its mode.
-    secure_sqlite_file(url)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(*_args: Any) -> None:
+        # Before SQLite opens the file (so on first use, not when the engine is made): the
+        # file is created private (0600), and its -wal and -shm then follow its mode.
+        secure_sqlite_file(url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
