@@ -71,6 +71,8 @@ err = Console(stderr=True, markup=False)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 ID_WIDTH = len("st-") + 36  # a bot or app id: a prefix and a UUID
+# `voicemail worker` exits with this (EX_TEMPFAIL) when its jobs hang: restart it.
+WEDGED_EXIT_STATUS = 75
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 BotOpt = Annotated[str, typer.Option("--bot", help="Bot id, st-<uuid>.")]
@@ -222,6 +224,7 @@ def worker_command(
     if settings.is_sqlite:
         upgrade(settings.resolved_database_url)
     pool = runtime.worker_pool()
+    pool.stop_when_wedged = True  # our supervisor restarts us; see jobs/worker.py
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -246,6 +249,9 @@ def worker_command(
         pool.run(stop)
     finally:
         runtime.close()
+    if pool.wedged.is_set():
+        err.print("jobs hang in this worker (see the log): exiting so that it is restarted")
+        raise typer.Exit(WEDGED_EXIT_STATUS)
 
 
 def _serve_worker_metrics(runtime: Runtime, host: str, port: int) -> None:

@@ -21,6 +21,7 @@ from voicemail.inbox.alerts import run_alert_check
 from voicemail.jobs.worker import Housekeeping, Worker, WorkerPool
 from voicemail.media.service import MediaSigner
 from voicemail.metrics import Metrics
+from voicemail.private import private_dir
 from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
@@ -105,7 +106,7 @@ class Runtime:
         storage: Storage | None = None,
         transcriber: Transcriber | None = None,
     ) -> Runtime:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         sweep_scratch(settings.scratch_dir)
         engine = make_engine(settings.resolved_database_url)
         master = settings.master_key()
@@ -216,6 +217,7 @@ class Runtime:
             if housekeeping
             else [],
             on_give_up=transcription_given_up,
+            timeout_seconds=self.settings.job_timeout_seconds,
         )
 
     @property
@@ -255,7 +257,11 @@ class Runtime:
         first does housekeeping; the sweep needs no more than one runner per process.
         """
         count = self.settings.worker_concurrency
-        return WorkerPool([self.worker(housekeeping=index == 0) for index in range(count)])
+        return WorkerPool(
+            [self.worker(housekeeping=index == 0) for index in range(count)],
+            # In place of a loop whose job hung past job_timeout_seconds.
+            replacement=partial(self.worker, housekeeping=False),
+        )
 
     def close(self) -> None:
         # Queued steps still run; a call that needs one later gets an error from the pool,

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voicemail.private import private_dir
 from voicemail.webhooks.targets import parse_networks
 
 SIGNING_KEY_FILE = "signing.key"
@@ -198,7 +199,12 @@ class Settings(BaseSettings):
     )
     asr_device: Literal["cpu", "cuda", "auto"] = "cpu"
     asr_compute_type: str = "int8"
-    asr_threads: int = Field(default=0, ge=0, description="0 means one per CPU core")
+    asr_threads: int = Field(
+        default=0,
+        ge=0,
+        description="0 means one per CPU this process may use: its affinity mask and its "
+        "container's CPU quota (cgroup), not the host's core count",
+    )
     asr_beam_size: int = Field(default=1, ge=1, le=10)
     model_cache_dir: Path = Field(
         default_factory=lambda: (
@@ -209,6 +215,14 @@ class Settings(BaseSettings):
     # Jobs
     job_lease_seconds: int = Field(default=300, ge=5)
     job_max_attempts: int = Field(default=3, ge=1, le=20)
+    job_timeout_seconds: float = Field(
+        default=900.0,
+        ge=1,
+        description="The longest one attempt of a job may run. Past it the attempt counts as "
+        "failed (retried up to job_max_attempts) and its hung thread is abandoned. Keep it "
+        "well above the longest transcription: max_duration_seconds at the model's real-time "
+        "factor on this hardware (about 0.2 on 2 CPU cores: a 600 s message in about 140 s)",
+    )
     job_retry_base_seconds: float = Field(default=10.0, ge=0)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     worker_concurrency: int = Field(
@@ -506,7 +520,7 @@ class Settings(BaseSettings):
             return self.signing_key.get_secret_value().encode()
         path = self.data_dir / SIGNING_KEY_FILE
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.data_dir)
             # O_EXCL: if two processes start at once, one creates and the other reads.
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

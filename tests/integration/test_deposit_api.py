@@ -414,16 +414,33 @@ def test_bad_language(
     assert_refused(response, runtime, 400, "'language' must be")
 
 
-@pytest.mark.parametrize("caller", ["+1" * 40, "+1555\x000100", "+1555\n0100"])
-def test_bad_caller_number(
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        # A right-to-left override would make the number read backwards in the inbox.
+        pytest.param("+1555\u202e0100", "+15550100", id="bidi-override"),
+        pytest.param("\u2066+1555\u20690100", "+15550100", id="bidi-isolates"),
+        pytest.param("+1555\u200b0100\ufeff", "+15550100", id="zero-width"),
+        pytest.param("+1555\x000100", "+15550100", id="nul"),
+        pytest.param("+1555\n0100\u2028", "+1555 0100", id="line-breaks-are-spaces"),
+        pytest.param("\uff0b\uff11\uff15\uff15\uff15", "+1555", id="full-width-nfkc"),
+        pytest.param("+1" * 40, "+1" * 32, id="cut-not-refused"),
+        pytest.param("\u202e\u200b", None, id="nothing-visible"),
+    ],
+)
+def test_caller_ids_are_cleaned_never_refused(
     client: TestClient,
     creds: Credentials,
     runtime: Runtime,
     speech_clip: Path,
-    caller: str,
+    sent: str,
+    kept: str | None,
 ) -> None:
-    response = post(client, creds, speech_clip.read_bytes(), **{"from": caller})
-    assert_refused(response, runtime, 400, "'from' must be at most 64 printable characters")
+    response = post(client, creds, speech_clip.read_bytes(), **{"from": sent, "to": sent})
+    assert response.status_code == 202, response.text
+    with runtime.sessions() as session:
+        call = session.scalars(select(CallSession)).one()
+    assert (call.caller_from, call.caller_to) == (kept, kept)
 
 
 # ------------------------------------------------------------------ accepted

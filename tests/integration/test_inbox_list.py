@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -368,3 +369,30 @@ def test_search_with_many_matches_walks_newest_first(
     link = older_link(many)
     assert link is not None
     assert ROW_ID.findall(inbox.get(link).text) == made[50:]
+
+
+def test_a_caller_id_with_bidi_controls_is_shown_plain(
+    inbox: TestClient, runtime: Runtime, creds: Credentials, speech_clip: Path
+) -> None:
+    # Deposited now (cleaned when stored), and a row an older release stored as it came.
+    deposited = inbox.post(
+        f"/api/public/bot/{creds.bot_id}/voicemail",
+        headers=creds.headers(),
+        files={"file": ("vm.wav", speech_clip.read_bytes(), "audio/wav")},
+        data={"from": "+1555\u202e0100", "to": "\u2067+1555\u20690199"},
+    )
+    assert deposited.status_code == 202, deposited.text
+    [legacy] = add_inbox_rows(runtime, InboxRow(bot_id=creds.bot_id, caller="+1666\u202e0100"))
+    signed_in(inbox, runtime, "supervisor")
+    page = inbox.get("/inbox").text
+    rows = ROW_ID.findall(page)
+    assert len(rows) == 2 and legacy in rows
+    pages = [page, *(inbox.get(f"/inbox/voicemails/{row}").text for row in rows)]
+    for shown in pages:
+        text = html.unescape(shown)
+        assert not [ch for ch in text if unicodedata.category(ch) == "Cf"]
+    assert "+15550100" in pages[0] and "+16660100" in pages[0]
+    [new] = [row for row in rows if row != legacy]
+    assert ">+15550100</h1>" in pages[1 + rows.index(new)]
+    assert "<dd>+15550199</dd>" in pages[1 + rows.index(new)]
+    assert ">+16660100</h1>" in pages[1 + rows.index(legacy)]

@@ -14,14 +14,15 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tests.conftest import deposit_file, new_bot
+from tests.support import wait_until
 from voicemail.db.base import utcnow
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import Job, Transcript, Voicemail
 from voicemail.jobs import service as jobs
-from voicemail.jobs.worker import Worker
+from voicemail.jobs.worker import Worker, WorkerPool
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
-from voicemail.transcription import FakeTranscriber
+from voicemail.transcription import FakeTranscriber, Transcriber
 from voicemail.transcription.engine import Transcript as TranscriptResult
 from voicemail.voicemails import service as voicemails
 from voicemail.voicemails.service import TRANSCRIBE
@@ -37,7 +38,7 @@ LEASE = 300.0
 
 @contextmanager
 def runtime_with(
-    settings: Settings, transcriber: FakeTranscriber, **overrides: Any
+    settings: Settings, transcriber: Transcriber, **overrides: Any
 ) -> Iterator[Runtime]:
     """A runtime on the test database with some settings changed."""
     tuned = Settings(
@@ -503,6 +504,114 @@ def test_run_wakes_promptly_and_stops(
         thread.join(5)
         assert not thread.is_alive()
         assert transcriber.call_count == 1
+
+
+# Time limit -----------------------------------------------------------------------------
+
+
+class Hang:
+    """Makes the handler hang (blocked on an Event) on its first ``times`` calls."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.calls = 0
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls <= self.times:
+            self.release.wait(120)
+
+
+@contextmanager
+def running(pool: WorkerPool) -> Iterator[threading.Event]:
+    """``pool.run`` in a thread until the block ends; the pool must then stop promptly."""
+    stop = threading.Event()
+    thread = threading.Thread(target=pool.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        pool.wake()
+        thread.join(10)
+    # Even with a handler still hung: stopping never waits for an abandoned thread.
+    assert not thread.is_alive()
+
+
+def test_a_hung_job_times_out_and_is_retried_by_a_fresh_loop(
+    settings: Settings, speech_clip: Path, tmp_path: Path
+) -> None:
+    hang = Hang(times=1)
+    transcriber = HookedTranscriber("Retried after a hang.", hang)
+    with runtime_with(settings, transcriber, job_timeout_seconds=1) as runtime:
+        voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
+        pool = runtime.worker_pool()
+        [first] = pool.workers
+        started = time.monotonic()
+        with running(pool):
+            runtime.wake_worker.set()
+            # Without a time limit the first attempt would hold its lease for ever.
+            wait_until(lambda: transcript_texts(runtime), timeout=30, what="the retry's transcript")
+            took = time.monotonic() - started
+            [job] = jobs_for(runtime, voicemail_id)
+            assert (job.status, job.attempts) == (jobs.COMPLETED, 2)
+            assert job.last_error == "timed out: still running after 1 s (job_timeout_seconds)"
+            assert job.worker_id != first.worker_id  # a fresh loop ran the retry
+            assert first.abandoned.is_set() and first.in_flight is not None  # still hung
+            assert len(pool.workers) == 2
+        assert took < 15  # 1 s limit, lease checks every 1/3 of the lease, a fresh loop
+
+        hang.release.set()  # the hung handler returns at last: its result is refused
+        wait_until(lambda: first.in_flight is None, timeout=10, what="the late finisher")
+        assert transcript_texts(runtime) == {voicemail_id: "Retried after a hang."}
+        [job] = jobs_for(runtime, voicemail_id)
+        assert (job.status, job.attempts) == (jobs.COMPLETED, 2)
+
+
+def test_a_job_that_hangs_on_its_last_attempt_fails_for_good(
+    settings: Settings, speech_clip: Path, tmp_path: Path
+) -> None:
+    hang = Hang(times=1)
+    transcriber = HookedTranscriber("never", hang)
+    overrides = {"job_timeout_seconds": 1, "job_max_attempts": 1}
+    with runtime_with(settings, transcriber, **overrides) as runtime:
+        voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
+        with running(runtime.worker_pool()):
+            runtime.wake_worker.set()
+            wait_until(
+                lambda: transcription_state(runtime, voicemail_id) == voicemails.FAILED,
+                timeout=30,
+                what="the transcription to fail",
+            )
+        [job] = jobs_for(runtime, voicemail_id)
+        assert (job.status, job.attempts) == (jobs.FAILED, 1)
+        assert job.finished_at is not None and job.leased_until is None
+        hang.release.set()
+
+
+def test_a_pool_whose_replacements_hang_too_stops(
+    settings: Settings, speech_clip: Path, tmp_path: Path
+) -> None:
+    hang = Hang(times=10)  # the model itself is wedged
+    transcriber = HookedTranscriber("never", hang)
+    with runtime_with(settings, transcriber, job_timeout_seconds=1) as runtime:
+        voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
+        pool = runtime.worker_pool()
+        pool.stop_when_wedged = True
+        stop = threading.Event()
+        thread = threading.Thread(target=pool.run, args=(stop,), daemon=True)
+        thread.start()
+        runtime.wake_worker.set()
+        thread.join(30)
+        assert not thread.is_alive()  # returned by itself, for the process to be restarted
+        assert pool.wedged.is_set() and stop.is_set()
+        # One loop, one replacement, both hung: no third, and the job is left to others.
+        assert [worker.abandoned.is_set() for worker in pool.workers] == [True, True]
+        [job] = jobs_for(runtime, voicemail_id)
+        assert (job.status, job.attempts) == (jobs.FAILED, 2)
+        assert job.finished_at is None  # its last attempt is still to come, elsewhere
+        hang.release.set()
 
 
 def test_counts_by_status(runtime: Runtime) -> None:

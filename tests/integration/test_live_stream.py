@@ -424,6 +424,29 @@ def test_basic_auth_with_client_id_and_secret(
     assert wait_finalized(runtime, creds.bot_id, result.session_id)[0].status == "stored"
 
 
+@pytest.mark.parametrize("overrides", [FAST])
+def test_caller_ids_are_cleaned_of_bidi_and_invisible_characters(
+    server: LiveServer, creds: Credentials, runtime: Runtime, pcm: bytes
+) -> None:
+    result = stream(
+        server,
+        creds,
+        pcm[: 2 * RATE * 2],  # 2 s are enough
+        call_sid="call-bidi",
+        caller_from="+1555\u202e0100",
+        caller_to="\u2066+1555\u200b0199\u2069" + "9" * 80,
+        speed=2.0,
+    )
+    assert result.close_code is None  # the call is kept, not refused
+    [voicemail] = wait_finalized(runtime, creds.bot_id, result.session_id)
+    assert voicemail.status == "stored"
+    with runtime.read_sessions() as session:
+        call = session.get(CallSession, voicemail.session_pk)
+        assert call is not None
+    assert call.caller_from == "+15550100"
+    assert call.caller_to == ("+15550199" + "9" * 80)[:64]
+
+
 async def _refusal(url: str, headers: dict[str, str]) -> httpx.Response:
     with pytest.raises(InvalidStatus) as refused:
         await connect(url, additional_headers=headers, subprotocols=[SUBPROTOCOL])

@@ -26,12 +26,13 @@ from tests.support import free_port, run_cli, write_wav
 from voicemail.api.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
-from voicemail.db.models import Job
+from voicemail.db.models import Job, Voicemail
 from voicemail.logs import build_formatter
 from voicemail.metrics import UNMATCHED_ROUTE, JobQueueCollector, Metrics, serve_metrics
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
+from voicemail.voicemails import kore
 
 DEPOSIT_ROUTE = "/api/public/bot/{botId}/voicemail"
 SESSION = "67aa38026e199c8f470e0001"
@@ -259,7 +260,8 @@ def test_each_app_has_its_own_registry() -> None:
 
 
 def test_queue_gauges_report_an_unreadable_database(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}")
+    (tmp_path / "not-a-folder").write_text("")  # so the database can be neither made nor read
+    engine = make_engine(f"sqlite:///{tmp_path / 'not-a-folder' / 'nowhere.db'}")
     try:
         metrics = Metrics()
         metrics.registry.register(JobQueueCollector(make_sessionmaker(engine)))
@@ -490,15 +492,19 @@ def test_job_log_lines_carry_the_job_and_voicemail_ids(
     tmp_path: Path,
     json_logs: io.StringIO,
 ) -> None:
-    voicemail_file = deposit(client, creds, tone_wav(tmp_path)).json()["fileName"]
+    deposited = deposit(client, creds, tone_wav(tmp_path))
+    assert deposited.status_code == 202, deposited.text
     json_logs.truncate(0)
     json_logs.seek(0)
     assert runtime.worker().run_once()
     with runtime.sessions() as session:
         job = session.query(Job).one()
+        voicemail = session.get(Voicemail, job.voicemail_id)
+        # The job run is the one of the voicemail this deposit answered for.
+        assert voicemail is not None
+        assert kore.file_name(voicemail) == deposited.json()["fileName"]
     lines = log_lines(json_logs)
     assert {"job claimed", "voicemail transcribed"} <= {line["event"] for line in lines}
     for line in lines:
         assert line["job_id"] == job.id, line
-        assert line["voicemail_id"] == job.voicemail_id, line
-    assert voicemail_file  # the deposit really went through
+        assert line["voicemail_id"] == voicemail.id, line

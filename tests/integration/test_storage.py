@@ -8,11 +8,14 @@ objects as ``ObjectNotFound``, bad keys as ``ValueError``, never a half-written 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -278,21 +281,33 @@ def test_s3_unreachable_endpoint_is_service_unavailable(s3_bucket: S3Bucket) -> 
         storage.read_bytes(KEY)
 
 
-def test_s3_client_is_made_on_first_use_and_shared_by_threads(
-    s3_bucket: S3Bucket, source: Path
+def test_s3_client_is_made_once_however_many_threads_race_for_it(
+    s3_bucket: S3Bucket, source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s3_storage(s3_bucket).put_file(KEY, source)
     storage = s3_storage(s3_bucket)
     assert storage._client is None  # building storage contacts nothing
-    seen: list[object] = []
+    made: list[object] = []
+    make_client = boto3.session.Session.client
+
+    def slow_client(session: boto3.session.Session, *args: Any, **kwargs: Any) -> Any:
+        client = make_client(session, *args, **kwargs)
+        made.append(client)
+        # Hold the window open: every racing thread is past its first look by now, so a
+        # missing lock (or a missing second look under it) makes one client per thread.
+        time.sleep(0.3)
+        return client
+
+    monkeypatch.setattr(boto3.session.Session, "client", slow_client)
+    racers = 8
+    together = threading.Barrier(racers)
 
     def read(index: int) -> bytes:
-        data = storage.read_bytes(KEY, index * 1000, index * 1000 + 999)
-        seen.append(storage.client)
-        return data
+        together.wait(timeout=30)  # all threads ask for the client at the same moment
+        return storage.read_bytes(KEY, index * 1000, index * 1000 + 999)
 
-    # The first calls race to make the client; every thread must end up with the same one.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(read, range(16)))
-    assert results == [DATA[index * 1000 : (index + 1) * 1000] for index in range(16)]
-    assert len({id(client) for client in seen}) == 1
+    with ThreadPoolExecutor(max_workers=racers) as pool:
+        results = list(pool.map(read, range(racers)))
+    assert results == [DATA[index * 1000 : (index + 1) * 1000] for index in range(racers)]
+    assert len(made) == 1
+    assert storage.client is made[0]

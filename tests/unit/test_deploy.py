@@ -106,12 +106,44 @@ def test_a_wrong_flag_is_caught() -> None:
         parse("voicemail no-such-command")
 
 
-@pytest.mark.parametrize(
-    "path",
-    [REPO / "docs" / "deployment.md", DEPLOY / "voicemail.env.example", *UNITS],
-    ids=lambda path: path.name,
-)
-def test_settings_named_exist(path: Path) -> None:
+def unknown_settings(text: str) -> set[str]:
+    """The ``VOICEMAIL_*`` names in ``text`` that are no setting; at least one must be named,
+    or the check would pass on a file (or a pattern) that names none."""
+    named = set(SETTING_RE.findall(text))
+    assert named, "names no VOICEMAIL_* setting at all"
     known = {f"VOICEMAIL_{name.upper()}" for name in Settings.model_fields}
-    named = set(SETTING_RE.findall(path.read_text()))
-    assert named - known == set()
+    return named - known
+
+
+# Every file that tells an operator which settings to set (the migrations unit sets none:
+# it reads them all from the environment file).
+FILES_NAMING_SETTINGS = [
+    REPO / "docs" / "deployment.md",
+    REPO / "README.md",
+    REPO / ".env.example",
+    DEPLOY / "voicemail.env.example",
+    *(unit for unit in UNITS if unit.name != "voicemail-migrate.service"),
+]
+
+
+@pytest.mark.parametrize("path", FILES_NAMING_SETTINGS, ids=lambda path: path.name)
+def test_settings_named_exist(path: Path) -> None:
+    # README.md also names the test suite's own variables, which are no settings.
+    text = re.sub(r"VOICEMAIL_(TEST|SCREENSHOTS)\w*", "", path.read_text())
+    assert unknown_settings(text) == set()
+
+
+def test_an_unknown_or_missing_setting_is_caught() -> None:
+    # The check above would be worthless if it let a misspelt name through, or no name.
+    assert unknown_settings("VOICEMAIL_JOB_LEASE_SECONDS=1 VOICEMAIL_JOB_LEASE_SECS=1") == {
+        "VOICEMAIL_JOB_LEASE_SECS"
+    }
+    with pytest.raises(AssertionError, match="names no VOICEMAIL_"):
+        unknown_settings("JOB_LEASE_SECONDS=1")
+
+
+def test_every_setting_is_in_the_example_environment() -> None:
+    # .env.example is the list of settings an operator reads: none is missing from it.
+    named = set(SETTING_RE.findall((REPO / ".env.example").read_text()))
+    expected = {f"VOICEMAIL_{name.upper()}" for name in Settings.model_fields}
+    assert expected - named == set()

@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from voicemail.private import secure_sqlite_file
+
 
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for plain ``postgresql://`` URLs."""
@@ -33,6 +35,12 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         )
 
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(*_args: Any) -> None:
+        # Before SQLite opens the file (so on first use, not when the engine is made): the
+        # file is created private (0600), and its -wal and -shm then follow its mode.
+        secure_sqlite_file(url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from voicemail.api.errors import error_response
 from voicemail.db.base import utcnow
+from voicemail.ids import clean_caller_id
 from voicemail.inbox.alerts import span
 from voicemail.transcription.callback import display_number
 
@@ -58,6 +59,8 @@ templates.env.filters["age"] = age
 templates.env.filters["iso"] = lambda moment: moment.isoformat() if moment else ""
 templates.env.filters["span"] = span  # "3 h 5 min", as the alert banners say it
 templates.env.filters["phone"] = display_number  # "+1 415-555-0134"; other text as it is
+# Callers are cleaned when stored; this also cleans rows stored before that (bidi controls).
+templates.env.filters["caller"] = clean_caller_id
 
 
 def render(

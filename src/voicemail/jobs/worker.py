@@ -7,6 +7,19 @@ another worker. The outcome is written only while the job is still ours (see
 ``jobs.complete_job``), in the same transaction as the handler's result, so a worker that
 lost its lease and finishes late changes nothing.
 
+Time limit. A handler that hangs (a wedged decoder or model call) would keep its lease, and
+its job "running", for ever. So a job may run ``timeout_seconds`` at most: then the
+heartbeat stops renewing and records the attempt as failed (``jobs.fail_job``: retried
+after the backoff, or failed for good on the last attempt), so any worker may run it again.
+Python cannot stop a thread, so the hung one is abandoned: should its handler ever return,
+its result is refused like any late finisher's, and its loop then ends. ``WorkerPool``
+starts a fresh loop in its place, so the process keeps its capacity, while no more threads
+hang than the pool has loops. Past that (the replacements hang too: the model itself is
+probably wedged) the pool is ``wedged`` and replaces no more; ``voicemail worker`` then
+stops taking jobs, lets its other loops finish theirs and exits with status 75, so that its
+supervisor (systemd's ``Restart=always``, Kubernetes) starts it afresh. The worker inside
+``voicemail serve`` only logs it (critical): stopping would stop the API too.
+
 Concurrency. ``WorkerPool`` runs several ``Worker`` loops in threads of one process, sharing
 what the handlers share (the loaded speech model). Each loop claims and runs one job at a
 time; claims never hand one job to two loops (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
@@ -78,6 +91,7 @@ class Worker:
         worker_id: str | None = None,
         housekeeping: Sequence[Housekeeping] = (),
         on_give_up: jobs.GiveUpHook | None = None,
+        timeout_seconds: float | None = None,
     ) -> None:
         self.sessions = sessions
         self.handlers = dict(handlers)
@@ -89,6 +103,10 @@ class Worker:
         self.housekeeping = tuple(housekeeping)
         self.on_give_up = on_give_up  # run when a job fails for good, in that transaction
         self.in_flight: ClaimedJob | None = None  # the job being run, if any
+        self.timeout_seconds = timeout_seconds  # the longest a job may run; None: no limit
+        # Set when a job of ours ran past the limit: this loop's thread is given up on, and
+        # ends if the handler ever returns.
+        self.abandoned = threading.Event()
 
     def claim(self) -> ClaimedJob | None:
         with self.sessions.begin() as session:
@@ -109,15 +127,55 @@ class Worker:
                 session, job_id=job.id, worker_id=self.worker_id, lease_seconds=self.lease_seconds
             )
 
+    def time_out(self, job: ClaimedJob) -> None:
+        """The job ran past ``timeout_seconds``: record this attempt as failed (retried, or
+        failed for good), and give up on the thread that runs it."""
+        self.abandoned.set()
+        log.error(
+            "job timed out; its thread is abandoned",
+            # Named here: this runs in the heartbeat's thread, outside the job's log context.
+            extra={
+                "job_id": job.id,
+                "voicemail_id": job.voicemail_id,
+                "timeout_seconds": self.timeout_seconds,
+            },
+        )
+        reason = f"timed out: still running after {self.timeout_seconds:g} s (job_timeout_seconds)"
+        # If this fails too (the database is down), the lease, no longer renewed, runs out
+        # and another worker takes the job over: the attempt counts either way.
+        with self.sessions.begin() as session:
+            jobs.fail_job(
+                session,
+                job_id=job.id,
+                worker_id=self.worker_id,
+                error=reason,
+                retry_base_seconds=self.retry_base_seconds,
+                on_give_up=self.on_give_up,
+            )
+
     @contextmanager
     def heartbeat(self, job: ClaimedJob) -> Iterator[None]:
         """Renew the job's lease in the background while the block runs. Once the lease is
-        found lost the renewals stop; the handler's result is refused anyway."""
+        found lost, or the job has run past its time limit, the renewals stop; the handler's
+        result is refused anyway."""
         done = threading.Event()
         interval = self.lease_seconds / HEARTBEATS_PER_LEASE
+        timeout = self.timeout_seconds
+        deadline = None if timeout is None else time.monotonic() + timeout
 
         def beat() -> None:
-            while not done.wait(interval):
+            while True:
+                wait = interval
+                if deadline is not None:
+                    wait = min(interval, max(0.0, deadline - time.monotonic()))
+                if done.wait(wait):
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    try:
+                        self.time_out(job)
+                    except Exception:
+                        log.exception("could not record a timed-out job", extra={"job_id": job.id})
+                    return
                 try:
                     if not self.renew(job):
                         log.warning("job lease lost", extra={"job_id": job.id})
@@ -191,7 +249,7 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; a job in progress is finished first."""
-        log.info("worker started", extra={"worker_id": self.worker_id})
+        log.info("worker started", extra=self.ids())
         # A thread per task: a long sweep must not hold up webhook deliveries due every
         # few seconds.
         for task in self.housekeeping:
@@ -202,6 +260,10 @@ class Worker:
                 daemon=True,
             ).start()
         while not stop.is_set():
+            if self.abandoned.is_set():
+                # Our timed-out handler returned at last; the pool runs another loop instead.
+                log.warning("worker loop ended after a timed-out job", extra=self.ids())
+                return
             # Cleared before looking, so a wake-up that arrives after the look is not lost.
             self.wake.clear()
             try:
@@ -211,34 +273,102 @@ class Worker:
                 # The database may be briefly unavailable; keep going rather than die.
                 log.exception("worker loop error")
             self.wake.wait(self.poll_seconds)
-        log.info("worker stopped", extra={"worker_id": self.worker_id})
+        log.info("worker stopped", extra=self.ids())
+
+    def ids(self) -> dict[str, str]:
+        return {"worker_id": self.worker_id}
 
 
 class WorkerPool:
-    """Several worker loops in one process, each in its own thread."""
+    """Several worker loops in one process, each in its own thread.
 
-    def __init__(self, workers: Sequence[Worker]) -> None:
+    A loop whose job timed out is replaced by a fresh one from ``replacement`` (see the
+    module's docstring) while no more threads hang than the pool has loops. Past that the
+    pool is ``wedged``: it replaces no more loops, and with ``stop_when_wedged`` it stops (the
+    other loops finish their jobs first) so that the process can be restarted."""
+
+    SUPERVISE_SECONDS = 0.5
+
+    def __init__(
+        self,
+        workers: Sequence[Worker],
+        *,
+        replacement: Callable[[], Worker] | None = None,
+        stop_when_wedged: bool = False,
+    ) -> None:
         if not workers:
             raise ValueError("a pool needs at least one worker")
         self.workers = list(workers)
+        self.size = len(self.workers)
+        self.replacement = replacement
+        self.wedged = threading.Event()
+        self.stop_when_wedged = stop_when_wedged
 
     def wake(self) -> None:
         for worker in self.workers:
             worker.wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        """Run every loop until ``stop`` is set and each has finished its current job."""
-        threads = [
-            # Daemon threads: a forced exit (a second signal) must not wait for the model.
-            threading.Thread(target=w.run, args=(stop,), name=f"worker-{i}", daemon=True)
-            for i, w in enumerate(self.workers)
-        ]
-        for thread in threads:
+        """Run every loop until ``stop`` is set (or the pool is wedged) and each loop that is
+        not abandoned has finished its current job."""
+        threads: dict[str, threading.Thread] = {}
+        replaced: set[str] = set()
+
+        def start(worker: Worker) -> None:
+            # Daemon threads: a forced exit (a second signal) must not wait for the model,
+            # nor the process's exit for a hung handler.
+            thread = threading.Thread(
+                target=worker.run, args=(stop,), name=f"worker-{len(threads)}", daemon=True
+            )
+            threads[worker.worker_id] = thread
             thread.start()
-        for thread in threads:
-            # A timed join keeps the main thread responsive to signals.
-            while thread.is_alive():
-                thread.join(timeout=0.5)
+
+        for worker in self.workers:
+            start(worker)
+        while True:
+            # A timed wait keeps the main thread responsive to signals.
+            if not stop.wait(self.SUPERVISE_SECONDS):
+                for worker in list(self.workers):
+                    if worker.abandoned.is_set() and worker.worker_id not in replaced:
+                        replaced.add(worker.worker_id)
+                        self._replace(worker, threads, start)
+                if self.wedged.is_set() and self.stop_when_wedged:
+                    stop.set()  # the other loops finish their jobs, then we return
+            if not self._busy(threads):
+                return  # stopped, or every loop abandoned
+
+    def _busy(self, threads: Mapping[str, threading.Thread]) -> bool:
+        """Whether a loop that is not abandoned is still running."""
+        return any(
+            threads[worker.worker_id].is_alive()
+            for worker in self.workers
+            if not worker.abandoned.is_set()
+        )
+
+    def _replace(
+        self,
+        worker: Worker,
+        threads: Mapping[str, threading.Thread],
+        start: Callable[[Worker], None],
+    ) -> None:
+        hung = sum(
+            1 for w in self.workers if w.abandoned.is_set() and threads[w.worker_id].is_alive()
+        )
+        if self.replacement is None or hung > self.size:
+            self.wedged.set()
+            log.critical(
+                "too many jobs hung in this process; it takes no more jobs: restart it",
+                extra={"hung_threads": hung, "loops": self.size},
+            )
+            return
+        fresh = self.replacement()
+        fresh.wake = worker.wake  # woken by deposits as the loop it replaces was
+        self.workers.append(fresh)
+        start(fresh)
+        log.warning(
+            "worker loop replaced after a timed-out job",
+            extra={"worker_id": fresh.worker_id, "replaces": worker.worker_id},
+        )
 
     def release_in_flight(self) -> None:
         for worker in self.workers:

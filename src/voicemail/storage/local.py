@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from voicemail.private import private_dir
 from voicemail.storage.base import ObjectNotFound, StoredObject, check_key
 
 # Files being written, renamed into place when whole. One older than this was left by a
@@ -20,9 +21,9 @@ STALE_PARTIAL_SECONDS = 3600
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         self._partial = self.root / PARTIAL_DIR
-        self._partial.mkdir(exist_ok=True)
+        private_dir(self._partial)
         cutoff = time.time() - STALE_PARTIAL_SECONDS
         for leftover in self._partial.iterdir():
             if leftover.stat().st_mtime < cutoff:

@@ -25,7 +25,6 @@ window, so names late in a long message are helped too.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from voicemail.cpus import available_cpus
 from voicemail.errors import BadAudio
 from voicemail.transcription.guards import apply_guards, rms_dbfs
 from voicemail.transcription.model import ModelUnavailable, validate_model_dir
@@ -113,11 +113,8 @@ class Transcriber(Protocol):
 
 
 def default_cpu_threads() -> int:
-    """CPUs this process may run on (the affinity mask, which containers narrow)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    """CPUs this process may run on: its affinity mask and its container's CPU quota."""
+    return available_cpus()
 
 
 class WhisperTranscriber:

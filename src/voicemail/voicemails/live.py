@@ -107,15 +107,6 @@ def _text_field(data: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _caller(value: str | None) -> str | None:
-    """A ``from``/``to`` as the gateway sent it, cut to what the session row holds: a long SIP
-    URI must not cost the caller their message."""
-    if value is None or not value.strip():
-        return None
-    printable = "".join(ch for ch in value.strip() if ord(ch) >= 32)
-    return printable[:64] or None
-
-
 def parse_metadata(text: str) -> CallMetadata:
     """Validate the first frame: ``callSid`` (required), ``from``, ``to``, ``sampleRate``
     (default 8000, jambonz's), ``mixType`` (default mono), and the optional custom
@@ -153,8 +144,9 @@ def parse_metadata(text: str) -> CallMetadata:
     return CallMetadata(
         call_sid=call_sid,
         session_id=session_id,
-        caller_from=_caller(_text_field(data, "from")),
-        caller_to=_caller(_text_field(data, "to")),
+        # Cleaned, never refused: a long SIP URI must not cost the caller their message.
+        caller_from=ids.clean_caller_id(_text_field(data, "from")),
+        caller_to=ids.clean_caller_id(_text_field(data, "to")),
         sample_rate=int(sample_rate),
         mix_type=str(mix_type),
         language=service.check_language(_text_field(custom, "language")),

@@ -131,8 +131,8 @@ def deposit(
     is stored first, so a committed row always has its audio; if the commit fails, the object
     is removed again. The same audio for the same session returns the existing voicemail.
     """
-    caller_from = _clean(caller_from, "from")
-    caller_to = _clean(caller_to, "to")
+    caller_from = ids.clean_caller_id(caller_from)
+    caller_to = ids.clean_caller_id(caller_to)
     with sessions() as session:
         existing = _find_duplicate(session, bot_id=bot_id, session_id=session_id, sha=audio.sha256)
         if existing is not None:

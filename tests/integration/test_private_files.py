@@ -1,0 +1,119 @@
+"""The data folder is private: the database (transcripts, callers' numbers, password hashes),
+its -wal/-shm companions, the recordings and the signing key are all mode 0600, whatever the
+umask, on a fresh install and on one left 0644 by an older release."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import numpy as np
+import pytest
+
+from tests.processes import embedded_service
+from tests.support import run_cli, write_wav
+from voicemail.db.migrate import upgrade
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+from voicemail.transcription import FakeTranscriber
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """The common default umask (022), which lets files be created world-readable: the test
+    must not pass only because the machine running it is stricter."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def modes_under(folder: Path) -> dict[str, int]:
+    return {
+        path.relative_to(folder).as_posix(): mode(path)
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+
+def tone(path: Path) -> Path:
+    rate = 16_000
+    seconds = np.arange(2 * rate) / rate
+    return write_wav(path, 0.3 * np.sin(2 * np.pi * 440 * seconds), rate)
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_a_fresh_install_keeps_every_data_file_private(tmp_path: Path) -> None:
+    # The API alone (no model to load); it creates the data folder and the database itself.
+    with embedded_service(tmp_path, VOICEMAIL_EMBEDDED_WORKER="false") as service:
+        bot = service.cli("bots", "create", "Support line")["botId"]
+        app = service.cli("apps", "create", "Gateway", "--bot", bot, "--scope", "Voicemail Deposit")
+        token = jwt.encode({"appId": app["clientId"]}, app["clientSecret"], "HS256")
+        with tone(tmp_path / "tone.wav").open("rb") as audio:
+            response = httpx.post(
+                f"{service.url}/api/public/bot/{bot}/voicemail",
+                headers={"auth": token},
+                files={"file": ("tone.wav", audio, "audio/wav")},
+                data={"from": "+15550100"},
+                timeout=60,
+            )
+        assert response.status_code == 202, response.text
+        # While the server runs, its connections keep the write-ahead log and shared memory.
+        data = tmp_path / "voicemail-data"
+        files = modes_under(data)
+    assert {"voicemail.db", "voicemail.db-wal", "voicemail.db-shm", "signing.key"} <= set(files)
+    assert any(name.endswith(".wav") for name in files), files  # the recording
+    assert {name: oct(value) for name, value in files.items() if value != 0o600} == {}
+    assert mode(data) == 0o700
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_an_older_install_is_made_private_at_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=data, signing_key="older-install-signing-key-" + "k" * 32
+    )
+    data.mkdir()
+    database = data / "voicemail.db"
+    # As SQLite leaves it when nothing prepares the file: 0644, -wal and -shm alike.
+    older = sqlite3.connect(database)
+    older.execute("PRAGMA journal_mode=WAL")
+    older.execute("CREATE TABLE leftover (x)")
+    older.execute("INSERT INTO leftover VALUES (1)")
+    older.commit()
+    companions = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    try:
+        assert [mode(path) for path in companions] == [0o644] * 3
+
+        runtime = Runtime.build(settings, transcriber=FakeTranscriber())
+        try:
+            upgrade(settings.resolved_database_url)
+            assert {path.name: oct(mode(path)) for path in companions} == {
+                path.name: oct(0o600) for path in companions
+            }
+        finally:
+            runtime.close()
+    finally:
+        older.close()
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_db_upgrade_creates_a_private_data_folder(tmp_path: Path) -> None:
+    data = tmp_path / "fresh" / "data"
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=data, signing_key="db-upgrade-signing-key-" + "k" * 32
+    )
+    done = run_cli(settings, "db", "upgrade")
+    assert done.returncode == 0, done.stderr  # the folder did not exist: it is made
+    assert mode(data) == 0o700
+    assert modes_under(data) == {"voicemail.db": 0o600}
