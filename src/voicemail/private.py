@@ -55,8 +55,13 @@ def secure_sqlite_file(url: str) -> None:
         return
     try:
         private_dir(path.parent)
-        # O_EXCL is not needed: O_CREAT on an existing file opens it and changes nothing.
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+        # O_EXCL: an existing database is never opened here. SQLite's locks are POSIX
+        # record locks, which belong to the process and are all released when the process
+        # closes ANY descriptor of the file; opening and closing the database beside
+        # SQLite's own connections would drop their locks and let writers corrupt it.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        pass
     except OSError as exc:
         # A folder we cannot create, a read-only database (a copy being inspected): SQLite
         # says so when it opens the file, in the place that reports database errors.

@@ -117,3 +117,33 @@ def test_db_upgrade_creates_a_private_data_folder(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr  # the folder did not exist: it is made
     assert mode(data) == 0o700
     assert modes_under(data) == {"voicemail.db": 0o600}
+
+
+def test_an_existing_database_is_never_opened_beside_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's locks are POSIX record locks, owned by the process: closing ANY descriptor
+    of the database file drops all of them. Opening and closing an existing database to
+    make it private, as every new connection did, let another process (the CLI writing
+    beside a running service) take locks the service still needed: "database disk image is
+    malformed" on the service's next deposit (tests/e2e). An existing file is only chmod-ed."""
+    from voicemail.private import secure_sqlite_file
+
+    path = tmp_path / "voicemail.db"
+    upgrade(f"sqlite:///{path}")
+    path.chmod(0o644)
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy(file: str | os.PathLike[str], flags: int, *args: int, **kwargs: int) -> int:
+        descriptor = real_open(file, flags, *args, **kwargs)
+        opened.append(os.fspath(file))  # a descriptor of it exists (O_EXCL may refuse)
+        return descriptor
+
+    monkeypatch.setattr(os, "open", spy)
+    secure_sqlite_file(f"sqlite:///{path}")
+    assert str(path) not in opened
+    assert mode(path) == 0o600
+    # A database that does not exist yet is created private, before SQLite opens it.
+    secure_sqlite_file(f"sqlite:///{tmp_path / 'new.db'}")
+    assert str(tmp_path / "new.db") in opened and mode(tmp_path / "new.db") == 0o600

@@ -141,9 +141,7 @@ def test_an_unknown_or_missing_setting_is_caught() -> None:
     assert unknown_settings("VOICEMAIL_JOB_LEASE_SECONDS=1 VOICEMAIL_JOB_LEASE_SECS=1") == {
         "VOICEMAIL_JOB_LEASE_SECS"
     }
-    assert unknown_settings("`VOICEMAIL_JOB_*` and `VOICEMAIL_NO_SUCH_*`") == {
-        "VOICEMAIL_NO_SUCH_"
-    }
+    assert unknown_settings("`VOICEMAIL_JOB_*` and `VOICEMAIL_NO_SUCH_*`") == {"VOICEMAIL_NO_SUCH_"}
     with pytest.raises(AssertionError, match="names no VOICEMAIL_"):
         unknown_settings("JOB_LEASE_SECONDS=1")
 
