@@ -143,6 +143,11 @@ class Worker:
         reason = f"timed out: still running after {self.timeout_seconds:g} s (job_timeout_seconds)"
         # If this fails too (the database is down), the lease, no longer renewed, runs out
         # and another worker takes the job over: the attempt counts either way.
+        self.fail(job, reason)
+
+    def fail(self, job: ClaimedJob, reason: str) -> None:
+        """Record this attempt of ``job`` as failed: retried after the backoff, or failed for
+        good (``on_give_up``) on its last attempt."""
         with self.sessions.begin() as session:
             jobs.fail_job(
                 session,
@@ -216,15 +221,7 @@ class Worker:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             log.exception("job failed", extra={"job_id": job.id, "attempt": job.attempt})
-            with self.sessions.begin() as session:
-                jobs.fail_job(
-                    session,
-                    job_id=job.id,
-                    worker_id=self.worker_id,
-                    error=reason,
-                    retry_base_seconds=self.retry_base_seconds,
-                    on_give_up=self.on_give_up,
-                )
+            self.fail(job, reason)
         finally:
             self.in_flight = None
 
