@@ -174,7 +174,14 @@ def serve(
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
         settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
     application = create_app(settings, run_worker=worker)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        ws_max_size=settings.ws_max_message_bytes,
+    )
 
 
 @app.command("worker")

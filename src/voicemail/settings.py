@@ -184,6 +184,17 @@ class Settings(BaseSettings):
         default=60, ge=1, description="How often workers compare queue backlogs with alerts"
     )
 
+    # Hostile clients: what one request may make the HTTP server hold (issue 9)
+    ws_max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="Largest WebSocket message (live deposit) the server reads; a larger one "
+        "closes the connection with 1009. Gateways send audio frames of a few KB (100 ms of "
+        "16-bit 64 kHz stereo is 25 KB); a large bound lets one client make the server hold "
+        "that much per connection before the app sees it.",
+    )
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

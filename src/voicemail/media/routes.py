@@ -33,7 +33,7 @@ from voicemail.voicemails import kore
 router = APIRouter(tags=["media"])
 
 AUDIO_WAV = "audio/wav"
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")  # ASCII digits only, as RFC 9110
 # A position with more digits than this is past the end of any recording. Python refuses to
 # read a number of more than 4300 digits (a 500 until this bound), and a bigint of
 # thousands of digits is work a client should not be able to ask for.
