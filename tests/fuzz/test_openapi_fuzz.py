@@ -60,7 +60,7 @@ from voicemail.webhooks import service as webhooks
 
 SESSION = "67aa38026e199c8f470e0f22"
 DELETED_SESSION = "67aa38026e199c8f470e0f23"  # what the fuzzed DELETEs get to delete
-EXAMPLES = int(os.environ.get("VOICEMAIL_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("VOICEMAIL_FUZZ_EXAMPLES", "50"))
 SEED = 20261202
 CHECKS = [
     not_a_server_error,
@@ -243,9 +243,10 @@ def _use_real_ids(case: Any, target: Target, range_header: str | None) -> None:
 RANGES = st.one_of(
     st.none(),
     st.from_regex(r"\Abytes=[0-9]{0,7}-[0-9]{0,7}\Z"),
-    st.tuples(st.sampled_from(["bytes={}-", "bytes=0-{}", "bytes=-{}"]), st.integers(1, 5000)).map(
-        lambda spec: spec[0].format("9" * spec[1])
-    ),
+    st.tuples(
+        st.sampled_from(["bytes={}-", "bytes=0-{}", "bytes=-{}", "bytes={}-{}"]),
+        st.sampled_from([18, 19, 20, 4300, 4301, 6000]),
+    ).map(lambda spec: spec[0].format(*["9" * spec[1]] * spec[0].count("{}"))),
     st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
 )
 
@@ -321,6 +322,8 @@ def test_the_fuzzer_reached_every_operation() -> None:
     """Not vacuous: every operation answered the fuzzer with success (or, for those above,
     with the route's own 400), the media route served ranges, and every secured operation
     was tried without credentials."""
+    if not SENT:
+        pytest.skip("counts the requests of the fuzz tests above; run it with them")
     print(f"\n{sum(SENT.values()) + sum(UNAUTHENTICATED.values())} requests:")
     for key in sorted(SENT):
         print(*key, SENT[key])

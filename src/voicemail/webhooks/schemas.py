@@ -90,7 +90,7 @@ def subscription_out(subscription: WebhookSubscription) -> Subscription:
         id=subscription.id,
         botId=subscription.bot_id,
         url=subscription.url,
-        events=list(subscription.events),  # type: ignore[arg-type]
+        events=list(subscription.events),
         createdAt=subscription.created_at,
     )
 
@@ -104,8 +104,8 @@ def delivery_out(delivery: WebhookDelivery, attempts: Sequence[WebhookAttempt]) 
         id=delivery.id,
         subscriptionId=delivery.subscription_id,
         eventId=delivery.event_id,
-        eventType=delivery.event_type,  # type: ignore[arg-type]
-        status=delivery.status,  # type: ignore[arg-type]
+        eventType=delivery.event_type,
+        status=delivery.status,
         attempts=delivery.attempts,
         nextAttemptAt=delivery.next_attempt_at if delivery.status == PENDING else None,
         lastStatusCode=delivery.last_status_code,
