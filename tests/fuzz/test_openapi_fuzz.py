@@ -1,6 +1,7 @@
 """Property-based fuzzing of the whole HTTP API from its own OpenAPI document (schemathesis).
 
-A real ``voicemail serve`` (SQLite, a folder, no worker: nothing here needs the model) is
+A real ``voicemail serve`` (on SQLite, then on PostgreSQL; a folder; no worker: nothing here
+needs the model) is
 set up with a bot, an app holding every scope on it, a stored voicemail, a webhook
 subscription and its delivery. The schema is read from the running server's
 ``/openapi.json``, and for every operation in it schemathesis generates requests, valid
@@ -13,9 +14,15 @@ ones and invalid ones, sends them over HTTP, and checks each answer:
 
 With credentials, half of the generated requests have their path's ids replaced by the
 real bot's, session's, subscription's, delivery's (and the media route by a real signed
-URL), so the fuzzer reaches past the authorization check into the routes themselves.
-Without credentials, every operation that declares a security scheme must answer 401 in
-the envelope.
+URL, with Range headers of its own strategy: well-formed, thousands of digits, any text),
+so the fuzzer reaches past the authorization check into the routes themselves. Without
+credentials, every operation that declares a security scheme must answer 401 in the
+envelope.
+
+Each operation's cases come from schemathesis's Python API (``operation.as_strategy``)
+under Hypothesis's ``@given``: its pytest integration (``schemathesis.pytest``) does not
+run under pytest 9. One test per operation and mode, named after the app's own document;
+``test_the_served_schema_has_these_operations`` checks the served one has the same.
 
 Bounded for CI and deterministic (a fixed seed, no example database): a failure is a bug,
 not bad luck. ``VOICEMAIL_FUZZ_EXAMPLES`` runs more examples per operation locally.
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +57,13 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import deposit_file
 from tests.processes import Admin, Cluster, cluster_at
+from tests.services.postgres import PostgresServer
 from tests.support import write_wav
 from voicemail.api.app import create_app
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
+from voicemail.db.migrate import upgrade
 from voicemail.settings import Settings
 from voicemail.webhooks import service as webhooks
 
@@ -71,8 +80,9 @@ CHECKS = [
 ]
 # (method, path template, status, real ids) of each request sent with credentials, and the
 # statuses of those sent without: for the coverage test at the end.
-SENT: Counter[tuple[str, str, int, bool]] = Counter()
-UNAUTHENTICATED: Counter[int] = Counter()
+# Per server (its URL).
+SENT: defaultdict[str, Counter[tuple[str, str, int, bool]]] = defaultdict(Counter)
+UNAUTHENTICATED: defaultdict[str, Counter[int]] = defaultdict(Counter)
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
     derandomize=True,
@@ -106,11 +116,25 @@ def _media_parts(file_url: str) -> tuple[dict[str, str], dict[str, str]]:
     return path, query
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    home = tmp_path_factory.mktemp("fuzz")
-    for cluster in cluster_at(home, None):
-        yield _set_up(cluster)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
+    """The server on SQLite, then on a PostgreSQL database of its own (which refuses some
+    values SQLite stores, NUL in text for one)."""
+    home = tmp_path_factory.mktemp(f"fuzz-{request.param}")
+    if request.param == "sqlite":
+        for cluster in cluster_at(home, None):
+            yield _set_up(cluster)
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    database_url = server.create_database()
+    try:
+        upgrade(database_url)
+        for cluster in cluster_at(home, database_url):
+            yield _set_up(cluster)
+    finally:
+        server.drop_database(database_url)
 
 
 def _set_up(cluster: Cluster) -> Target:
@@ -279,7 +303,7 @@ def test_every_operation_with_credentials(
         if real_ids:
             _use_real_ids(case, target, range_header)
         response = case.call(headers={"auth": target.token}, timeout=60)
-        SENT[method, path, response.status_code, real_ids] += 1
+        SENT[target.url][method, path, response.status_code, real_ids] += 1
         case.validate_response(response, checks=CHECKS)
         assert response.status_code != 401, response.text
 
@@ -300,7 +324,7 @@ def test_every_secured_operation_without_credentials_is_401(
         for name in [name for name in case.headers if name.lower() in ("auth", "authorization")]:
             del case.headers[name]
         response = case.call(timeout=60)
-        UNAUTHENTICATED[response.status_code] += 1
+        UNAUTHENTICATED[target.url][response.status_code] += 1
         case.validate_response(response, checks=CHECKS)
         assert response.status_code == 401, response.text
         [error] = response.json()["errors"]
@@ -318,22 +342,23 @@ REFUSE_RANDOM_BODIES = {
 }
 
 
-def test_the_fuzzer_reached_every_operation() -> None:
+def test_the_fuzzer_reached_every_operation(target: Target) -> None:
     """Not vacuous: every operation answered the fuzzer with success (or, for those above,
     with the route's own 400), the media route served ranges, and every secured operation
     was tried without credentials."""
-    if not SENT:
+    sent, unauthenticated = SENT[target.url], UNAUTHENTICATED[target.url]
+    if not sent:
         pytest.skip("counts the requests of the fuzz tests above; run it with them")
-    print(f"\n{sum(SENT.values()) + sum(UNAUTHENTICATED.values())} requests:")
-    for key in sorted(SENT):
-        print(*key, SENT[key])
+    print(f"\n{sent.total() + unauthenticated.total()} requests:")
+    for key in sorted(sent):
+        print(*key, sent[key])
     for method, path in OPERATIONS:
-        statuses = {status for (m, p, status, real) in SENT if (m, p) == (method, path) and real}
+        statuses = {status for (m, p, status, real) in sent if (m, p) == (method, path) and real}
         wanted = {400} if (method, path) in REFUSE_RANDOM_BODIES else set(range(200, 300))
         if method == "DELETE":
             wanted.add(404)  # its object deleted by an earlier request (under another prefix)
         assert statuses & wanted, f"{method} {path} answered only {sorted(statuses)}"
-    media = {status for (_, path, status, _) in SENT if path.startswith("/api/getMediaStream/")}
+    media = {status for (_, path, status, _) in sent if path.startswith("/api/getMediaStream/")}
     assert {200, 206, 416} <= media, media
-    assert set(UNAUTHENTICATED) == {401}
-    assert UNAUTHENTICATED.total() >= EXAMPLES * 9
+    assert set(unauthenticated) == {401}
+    assert unauthenticated.total() >= EXAMPLES * 9

@@ -12,7 +12,11 @@ from fastapi.staticfiles import StaticFiles
 
 from voicemail.api import health
 from voicemail.api.errors import install_error_handlers
-from voicemail.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
+from voicemail.api.middleware import (
+    AccessLogMiddleware,
+    BodySizeLimitMiddleware,
+    NulRefusingMiddleware,
+)
 from voicemail.api.openapi import install_openapi
 from voicemail.db.migrate import upgrade
 from voicemail.inbox import routes as inbox_routes
@@ -86,6 +90,7 @@ def create_app(
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES
     )
+    app.add_middleware(NulRefusingMiddleware)
     app.add_middleware(AccessLogMiddleware)
     return app
 

@@ -26,8 +26,9 @@ router = APIRouter(prefix="/admin/bots/{botId}/webhooks", tags=["webhooks"])
 
 BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")]
 WebhookId = Annotated[str, PathParam(alias="webhookId", description="Subscription id, wh-<uuid>")]
-# Bounded to the database's BIGINT: a larger number is a 400, never an overflow in the driver.
-MAX_DELIVERY_ID = 2**63 - 1
+# Bounded to the column's INTEGER (32 bits on PostgreSQL): a larger number is a 400, never an
+# overflow in the database driver (a 500).
+MAX_DELIVERY_ID = 2**31 - 1
 DeliveryId = Annotated[
     int, PathParam(alias="deliveryId", description="Delivery id", ge=1, le=MAX_DELIVERY_ID)
 ]
