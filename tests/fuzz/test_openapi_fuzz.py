@@ -12,10 +12,11 @@ ones and invalid ones, sends them over HTTP, and checks each answer:
   declared content type and headers (``Retry-After`` on 429…) and a body that matches the
   declared schema: Kore's error envelope for every error (``response_schema_conformance``).
 
-With credentials, half of the generated requests have their path's ids replaced by the
+With credentials, a third of the generated requests have their path's ids replaced by the
 real bot's, session's, subscription's, delivery's (and the media route by a real signed
 URL, with Range headers of its own strategy: well-formed, thousands of digits, any text),
-so the fuzzer reaches past the authorization check into the routes themselves. Without
+so the fuzzer reaches past the authorization check into the routes themselves, and a
+third are aimed there too with one parameter replaced by a known-hostile value. Without
 credentials, every operation that declares a security scheme must answer 401 in the
 envelope.
 
@@ -34,7 +35,7 @@ import os
 import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,10 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-# (method, path template, status, real ids) of each request sent with credentials, and the
+# (method, path template, status, Aim.kind) of each request sent with credentials, and the
 # statuses of those sent without: for the coverage test at the end.
 # Per server (its URL).
-SENT: defaultdict[str, Counter[tuple[str, str, int, bool]]] = defaultdict(Counter)
+SENT: defaultdict[str, Counter[tuple[str, str, int, str]]] = defaultdict(Counter)
 UNAUTHENTICATED: defaultdict[str, Counter[int]] = defaultdict(Counter)
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -275,13 +276,63 @@ RANGES = st.one_of(
 )
 
 
+# Values that have broken servers, for one parameter of a request aimed at real objects:
+# NUL (PostgreSQL refuses it in text), numbers past 64 bits and past Python's 4300-digit
+# int limit, SQL, bidi and other control characters, a long id. (Path traversal is not
+# here: the HTTP client would resolve it to another route; test_media_urls.py tries it.)
+HOSTILE = [
+    "\x00",
+    "st-\x00",
+    "%00",
+    str(2**64),
+    "9" * 4301,
+    "-1",
+    "' OR 1=1 --",
+    "\u202e+15550100",
+    "\x1b[2J",
+    " ",
+    "st-" + "x" * 3000,
+]
+
+
+@dataclass(frozen=True)
+class Aim:
+    """Where one generated request is pointed: as generated ("fuzzed"), at the real objects
+    ("real"), or at them with one parameter replaced by a hostile value ("hostile")."""
+
+    kind: str
+    range_header: str | None
+    hostile: str
+    which: int
+
+    def apply(self, case: Any, target: Target) -> None:
+        if self.kind == "fuzzed":
+            return
+        _use_real_ids(case, target, self.range_header)
+        if self.kind == "hostile":
+            names = [("path", name) for name in sorted(case.path_parameters)]
+            names += [("query", name) for name in sorted(case.query)]
+            if names:
+                where, name = names[self.which % len(names)]
+                (case.path_parameters if where == "path" else case.query)[name] = self.hostile
+
+
+AIMS = st.builds(
+    Aim,
+    kind=st.sampled_from(["fuzzed", "real", "hostile"]),
+    range_header=RANGES,
+    hostile=st.sampled_from(HOSTILE),
+    which=st.integers(0, 7),
+)
+
+
 def _fuzz(api_schema: Any, method: str, path: str, mode: GenerationMode, send: Any) -> None:
     operation = api_schema[path][method.lower()]
 
     @FUZZ_SETTINGS
-    @given(case=operation.as_strategy(mode), real_ids=st.booleans(), range_header=RANGES)
-    def run(case: Any, real_ids: bool, range_header: str | None) -> None:
-        send(case, real_ids, range_header)
+    @given(case=operation.as_strategy(mode), aim=AIMS)
+    def run(case: Any, aim: Aim) -> None:
+        send(case, aim)
 
     try:
         run()
@@ -299,11 +350,10 @@ MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 def test_every_operation_with_credentials(
     api_schema: Any, target: Target, method: str, path: str, mode: GenerationMode
 ) -> None:
-    def send(case: Any, real_ids: bool, range_header: str | None) -> None:
-        if real_ids:
-            _use_real_ids(case, target, range_header)
+    def send(case: Any, aim: Aim) -> None:
+        aim.apply(case, target)
         response = case.call(headers={"auth": target.token}, timeout=60)
-        SENT[target.url][method, path, response.status_code, real_ids] += 1
+        SENT[target.url][method, path, response.status_code, aim.kind] += 1
         case.validate_response(response, checks=CHECKS)
         assert response.status_code != 401, response.text
 
@@ -318,9 +368,9 @@ def test_every_secured_operation_without_credentials_is_401(
     if not operation.definition.raw.get("security"):
         pytest.skip("no security scheme: public, or authorized by a signed URL")
 
-    def send(case: Any, real_ids: bool, range_header: str | None) -> None:
-        if real_ids:
-            _use_real_ids(case, target, range_header)
+    def send(case: Any, aim: Aim) -> None:
+        # Without hostile values: a URL holding NUL is refused (400) before its credentials.
+        replace(aim, kind="real" if aim.kind == "hostile" else aim.kind).apply(case, target)
         for name in [name for name in case.headers if name.lower() in ("auth", "authorization")]:
             del case.headers[name]
         response = case.call(timeout=60)
@@ -353,7 +403,7 @@ def test_the_fuzzer_reached_every_operation(target: Target) -> None:
     for key in sorted(sent):
         print(*key, sent[key])
     for method, path in OPERATIONS:
-        statuses = {status for (m, p, status, real) in sent if (m, p) == (method, path) and real}
+        statuses = {s for (m, p, s, kind) in sent if (m, p) == (method, path) and kind == "real"}
         wanted = {400} if (method, path) in REFUSE_RANDOM_BODIES else set(range(200, 300))
         if method == "DELETE":
             wanted.add(404)  # its object deleted by an earlier request (under another prefix)

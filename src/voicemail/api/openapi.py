@@ -6,6 +6,8 @@ Bearer schemes. What is left is done here, once the document is generated:
 
 - FastAPI declares a 422 for every route with parameters; this API answers invalid input
   with 400 in Kore's envelope instead, so those 422s and their schemas are removed;
+- any operation can answer 400 to a URL holding NUL (``middleware.NulRefusingMiddleware``),
+  so one that declares no 400 of its own gets that one;
 - the live deposit is a WebSocket, which OpenAPI cannot describe as an operation; its HTTP
   Basic scheme (client id and secret) is declared all the same, and the route described.
 
@@ -18,6 +20,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from voicemail.api.errors import ErrorEnvelope
+
 WS_BASIC = "wsBasic"
 DESCRIPTION = (
     "Kore-compatible voicemail API. Errors are always Kore's envelope, "
@@ -28,6 +32,12 @@ DESCRIPTION = (
     f"(`{WS_BASIC}`); the first frame is the call's JSON metadata, then 16-bit PCM frames."
 )
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+_NUL_IN_URL = {
+    "description": "The URL holds a NUL character",
+    "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{ErrorEnvelope.__name__}"}}
+    },
+}
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -45,7 +55,9 @@ def _as_served(schema: dict[str, Any]) -> dict[str, Any]:
     schema["info"]["description"] = DESCRIPTION
     for item in schema.get("paths", {}).values():
         for operation in item.values():
-            operation.get("responses", {}).pop("422", None)
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses.setdefault("400", _NUL_IN_URL)
     components = schema.setdefault("components", {})
     for name in _FASTAPI_VALIDATION_SCHEMAS:
         components.get("schemas", {}).pop(name, None)
