@@ -13,7 +13,12 @@ from fastapi.staticfiles import StaticFiles
 
 from voicemail.api import health
 from voicemail.api.errors import install_error_handlers
-from voicemail.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
+from voicemail.api.middleware import (
+    AccessLogMiddleware,
+    BodySizeLimitMiddleware,
+    NulRefusingMiddleware,
+)
+from voicemail.api.openapi import install_openapi
 from voicemail.db.migrate import upgrade
 from voicemail.inbox import routes as inbox_routes
 from voicemail.inbox.pages import STATIC_DIR
@@ -79,6 +84,7 @@ def create_app(
     )
     app.state.runs_worker = with_worker
     install_error_handlers(app)
+    install_openapi(app)
     for prefix in ("/api", "/api/1.1"):
         app.include_router(voicemail_routes.router, prefix=prefix)
         app.include_router(stream_routes.router, prefix=prefix)
@@ -90,6 +96,7 @@ def create_app(
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES
     )
+    app.add_middleware(NulRefusingMiddleware)
     app.add_middleware(AccessLogMiddleware)
     return app
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from voicemail.metrics import Metrics
@@ -61,7 +62,29 @@ def token_from_headers(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-async def bearer_token(request: Request) -> str | None:
+# The two ways to send the token, as OpenAPI security schemes (either one will do). They
+# never refuse a request themselves (auto_error=False): ``token_from_headers`` reads the
+# token, and the route answers a missing or bad one with Kore's 401 envelope.
+AUTH_HEADER = APIKeyHeader(
+    name="auth",
+    scheme_name="auth",
+    description="Kore's header: a JWT (HS256/HS512) with the app's id as `appId`, signed "
+    "with its client secret",
+    auto_error=False,
+)
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="The same JWT as `Authorization: Bearer <JWT>`",
+    auto_error=False,
+)
+
+
+async def bearer_token(
+    request: Request,
+    _auth: Annotated[str | None, Security(AUTH_HEADER)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+) -> str | None:
     return token_from_headers(request.headers)
 
 

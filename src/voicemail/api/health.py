@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from voicemail.api.deps import RuntimeDep
@@ -17,13 +18,21 @@ from voicemail.settings import Settings
 router = APIRouter(tags=["operations"])
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+
+
 @router.get("/healthz", summary="The process is up")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get(
-    "/readyz", summary="Database, storage, Redis (when set) and, where jobs run, the speech model"
+    "/readyz",
+    summary="Database, storage, Redis (when set) and, where jobs run, the speech model",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Something is not ready"}},
 )
 def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, Any] = {}

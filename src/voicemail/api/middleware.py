@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, the access log and HTTP metrics; a cap on request bodies."""
+"""ASGI middleware: request ids, the access log and HTTP metrics; a cap on request bodies;
+URLs holding NUL refused."""
 
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ class BodySizeLimitMiddleware:
             return
         message = f"The request is larger than the {format_bytes(self.max_bytes)} limit"
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+            if name == b"content-length" and value.isdigit() and _over(value, self.max_bytes):
                 await _reject(send, message)
                 return
         received = 0
@@ -155,14 +156,45 @@ class BodySizeLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-async def _reject(send: Send, message: str) -> None:
+def _over(digits: bytes, limit: int) -> bool:
+    """Whether a Content-Length is past ``limit``; one too long to read as a number is."""
+    return len(digits.lstrip(b"0")) > 18 or int(digits) > limit
+
+
+class NulRefusingMiddleware:
+    """Answers 400 to a request whose path or query holds a NUL character (raw or ``%00``).
+
+    No parameter of this API may hold one, and PostgreSQL can neither store nor compare
+    text with one: such a value reaching a query (a bot id, a subscription id, a search)
+    failed it, answered with a 500. Refused here once, before any route reads the URL.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and _holds_nul(scope):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": "NUL in the URL"})
+                return
+            await _reject(send, "The URL must not contain NUL characters", status=400)
+            return
+        await self.app(scope, receive, send)
+
+
+def _holds_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
+
+
+async def _reject(send: Send, message: str, status: int = 413) -> None:
     import json
 
-    body = json.dumps({"errors": [{"msg": message, "code": 413}]}).encode()
+    body = json.dumps({"errors": [{"msg": message, "code": status}]}).encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -34,7 +34,9 @@ def read_app_id(token: str) -> str:
         raise InvalidCredentials()
     claims = unverified["payload"]
     app_id = claims.get("appId") if isinstance(claims, dict) else None
-    if not isinstance(app_id, str) or not app_id:
+    # Printable only: it is looked up in the database, and PostgreSQL refuses (a 500) text
+    # with a NUL; no app id holds a control character.
+    if not isinstance(app_id, str) or not app_id or not app_id.isprintable():
         raise InvalidCredentials()
     return app_id
 

@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterator
 from typing import IO, Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from voicemail.api.deps import ReadSessionDep, RuntimeDep
+from voicemail.api.errors import error_responses
 from voicemail.audit import service as audit
 from voicemail.db.models import Voicemail
 from voicemail.errors import Forbidden, NotFound, VoicemailError
@@ -32,7 +33,12 @@ from voicemail.voicemails import kore
 router = APIRouter(tags=["media"])
 
 AUDIO_WAV = "audio/wav"
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")  # ASCII digits only, as RFC 9110
+# A position with more digits than this is past the end of any recording. Python refuses to
+# read a number of more than 4300 digits (a 500 until this bound), and a bigint of
+# thousands of digits is work a client should not be able to ask for.
+_MAX_POSITION_DIGITS = 18
+_PAST_ANY_END = 10**_MAX_POSITION_DIGITS
 # A disk read is cheap, so small chunks; each remote chunk is one ranged GetObject, so large
 # enough to keep the request count low, small enough that many streams fit in memory.
 LOCAL_CHUNK_BYTES = 256 * 1024
@@ -50,6 +56,12 @@ class RangeNotSatisfiable(VoicemailError):
         self.headers = {"Content-Range": f"bytes */{size}"}
 
 
+def _position(digits: str) -> int:
+    """A Range position; any number too long to matter reads as past the end of the file."""
+    significant = digits.lstrip("0") or "0"
+    return _PAST_ANY_END if len(significant) > _MAX_POSITION_DIGITS else int(significant)
+
+
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """One ``bytes=a-b`` range, clamped; None for the whole file."""
     if not header:
@@ -58,14 +70,16 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not match or (not match[1] and not match[2]):
         return None  # multi-range or malformed: serve the whole file, as RFC 9110 allows
     if not match[1]:
-        start, end = max(0, size - int(match[2])), size - 1
-        if int(match[2]) == 0:
+        suffix = _position(match[2])
+        start, end = max(0, size - suffix), size - 1
+        if suffix == 0:
             raise RangeNotSatisfiable(size)  # "bytes=-0" asks for no bytes at all
     else:
-        start = int(match[1])
-        if match[2] and int(match[2]) < start:
+        start = _position(match[1])
+        last = _position(match[2]) if match[2] else None
+        if last is not None and last < start:
             return None  # "bytes=5-3" is invalid, and an invalid Range is ignored (RFC 9110)
-        end = min(int(match[2]), size - 1) if match[2] else size - 1
+        end = min(last, size - 1) if last is not None else size - 1
     if start >= size:
         raise RangeNotSatisfiable(size)
     return start, end
@@ -151,9 +165,14 @@ MEDIA_PATH = "/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day
     summary="Signed voicemail recording (supports Range)",
     response_class=Response,
     responses={
-        200: {"content": {AUDIO_WAV: {}}},
-        206: {"content": {AUDIO_WAV: {}}},
+        200: {"content": {AUDIO_WAV: {"schema": {"type": "string", "format": "binary"}}}},
+        206: {
+            "description": "The requested byte range",
+            "content": {AUDIO_WAV: {"schema": {"type": "string", "format": "binary"}}},
+            "headers": {"Content-Range": {"required": True, "schema": {"type": "string"}}},
+        },
         307: {"description": "With media_redirect: a short-lived presigned storage URL"},
+        **error_responses(403, 404, 416, 503),
     },
 )
 def get_media(
@@ -169,6 +188,13 @@ def get_media(
     e: Annotated[str | None, Query()] = None,
     n: Annotated[str | None, Query()] = None,
     s: Annotated[str | None, Query()] = None,
+    range_header: Annotated[
+        str | None,
+        Header(
+            alias="Range",
+            description="One `bytes=a-b`, `bytes=a-` or `bytes=-n`; any other is ignored",
+        ),
+    ] = None,
 ) -> Response:
     if not (e and n and s):
         raise Forbidden("This media URL is not signed")
@@ -177,7 +203,6 @@ def get_media(
     storage = runtime.storage
     key = voicemail.storage_key
     head = request.method == "HEAD"
-    range_header = request.headers.get("range")
     audit_access(runtime, voicemail, request)
     # A presigned GET URL is signed for GET only, so HEAD is always answered here.
     if runtime.settings.media_redirect and not head:

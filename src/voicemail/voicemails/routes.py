@@ -13,10 +13,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
+from voicemail.api.errors import AUTHENTICATED, error_responses
 from voicemail.audio import AudioLimits, DecodedAudio, decode_recording, format_bytes
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
@@ -33,21 +35,28 @@ _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
 
 
-def parse_flag(value: str | None, name: str) -> bool:
-    if value is None:
-        return False
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise BadRequest(f"'{name}' must be true or false")
+def _flag(value: object) -> object:
+    """Kore sends "true" and "false"; "1" and "0" too, any case, are taken. Anything else
+    is refused (400), not read as false."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError("must be true or false")
+    return value
+
+
+# A boolean in the OpenAPI document, parsed as above.
+Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
 @router.get(
     "/public/bot/{botId}/voicemail",
     response_model=FetchResponse,
     summary="Fetch Voicemail Recording (Kore-compatible)",
+    responses=error_responses(*AUTHENTICATED),
 )
 def fetch_voicemail(
     bot_id: BotId,
@@ -55,19 +64,18 @@ def fetch_voicemail(
     session: ReadSessionDep,
     token: TokenDep,
     session_id: Annotated[str | None, Query(alias="sessionId")] = None,
-    transcription: Annotated[str | None, Query(description="true or false")] = None,
-    words: Annotated[str | None, Query(description="true adds word timings (ours)")] = None,
+    transcription: Annotated[Flag, Query(description="Include the transcripts")] = False,
+    words: Annotated[Flag, Query(description="Add word timings to them (ours)")] = False,
 ) -> JSONResponse:
     caller = authorize(runtime, session, token, bot_id, scope=auth.SCOPE_FETCH, bucket="public-api")
     checked_session_id = service.check_session_id(session_id, generate=False)
-    with_transcription = parse_flag(transcription, "transcription")
     body = service.fetch(
         session,
         signer=runtime.signer,
         bot_id=bot_id,
         session_id=checked_session_id,
-        transcription=with_transcription,
-        include_words=parse_flag(words, "words"),
+        transcription=transcription,
+        include_words=words,
     )
     # Best effort, written within moments by a background thread (ReadAuditLog says why).
     runtime.read_audit.record(
@@ -78,7 +86,7 @@ def fetch_voicemail(
         detail={
             "status": body["status"],
             "voicemails": len(body["voicemail_recording"]),
-            "transcription": with_transcription,
+            "transcription": transcription,
         },
     )
     # JSONResponse directly: the key "voicemail recording" (with a space) must survive as is.
@@ -89,6 +97,7 @@ def fetch_voicemail(
     "/public/bot/{botId}/voicemail",
     response_model=DeleteResponse,
     summary="Delete a session's voicemails: recordings, transcripts and media URLs",
+    responses=error_responses(*AUTHENTICATED, 404, 409),
 )
 def delete_voicemail(
     bot_id: BotId,
@@ -194,6 +203,7 @@ _DEPOSIT_FORM = {
     response_model=DepositAccepted,
     summary="Deposit a voicemail recording (multipart upload)",
     openapi_extra=_DEPOSIT_FORM,
+    responses=error_responses(*AUTHENTICATED, 413, 415),
 )
 async def deposit_voicemail(
     bot_id: BotId,

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class Recording(BaseModel):
     fileName: str
-    fileUrl: str
+    fileUrl: str = Field(description="Signed, expiring, seekable URL of the recording")
+    durationSeconds: float | None = None
+    createdOn: str | None = None
 
 
 class FetchResponse(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
-    status: str = Field(description="success | media_unavailable | media_in_progress")
+    status: Literal["success", "media_unavailable", "media_in_progress"]
     voicemail_recording_spaced: list[Recording] = Field(alias="voicemail recording")
     voicemail_recording: list[Recording]
     transcriptions: list[dict[str, Any]]
-    transcriptionStatus: str | None = Field(
-        default=None, description="pending | completed | failed | not_requested"
+    transcriptionStatus: Literal["pending", "completed", "failed", "not_requested"] | None = Field(
+        default=None, description="Absent when the session has no voicemail"
     )
 
 
 class DepositAccepted(BaseModel):
-    status: str
+    status: Literal["accepted"]
     sessionId: str
     fileName: str
     durationSeconds: float

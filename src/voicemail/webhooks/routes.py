@@ -13,6 +13,7 @@ from fastapi import Path as PathParam
 from sqlalchemy.orm import Session
 
 from voicemail.api.deps import ReadSessionDep, RuntimeDep, SessionDep, TokenDep
+from voicemail.api.errors import AUTHENTICATED, error_responses
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.auth.tokens import read_app_id
@@ -25,7 +26,12 @@ router = APIRouter(prefix="/admin/bots/{botId}/webhooks", tags=["webhooks"])
 
 BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")]
 WebhookId = Annotated[str, PathParam(alias="webhookId", description="Subscription id, wh-<uuid>")]
-DeliveryId = Annotated[int, PathParam(alias="deliveryId", description="Delivery id")]
+# Bounded to the column's INTEGER (32 bits on PostgreSQL): a larger number is a 400, never an
+# overflow in the database driver (a 500).
+MAX_DELIVERY_ID = 2**31 - 1
+DeliveryId = Annotated[
+    int, PathParam(alias="deliveryId", description="Delivery id", ge=1, le=MAX_DELIVERY_ID)
+]
 
 
 def authorize_admin(runtime: Runtime, session: Session, token: str | None, bot_id: str) -> str:
@@ -48,6 +54,7 @@ def authorize_admin(runtime: Runtime, session: Session, token: str | None, bot_i
     status_code=201,
     response_model=schemas.CreatedSubscription,
     summary="Subscribe a URL to a bot's events (the secret is shown once)",
+    responses=error_responses(*AUTHENTICATED, 404, 413),
 )
 def create_webhook(
     bot_id: BotId,
@@ -69,7 +76,12 @@ def create_webhook(
     return schemas.created_out(created.subscription, created.secret)
 
 
-@router.get("", response_model=schemas.SubscriptionList, summary="A bot's webhook subscriptions")
+@router.get(
+    "",
+    response_model=schemas.SubscriptionList,
+    summary="A bot's webhook subscriptions",
+    responses=error_responses(*AUTHENTICATED, 404),
+)
 def list_webhooks(
     bot_id: BotId, runtime: RuntimeDep, session: ReadSessionDep, token: TokenDep
 ) -> schemas.SubscriptionList:
@@ -82,6 +94,7 @@ def list_webhooks(
     "/{webhookId}",
     response_model=schemas.Deleted,
     summary="Delete a subscription, with its delivery log",
+    responses=error_responses(*AUTHENTICATED, 404),
 )
 def delete_webhook(
     bot_id: BotId, webhook_id: WebhookId, runtime: RuntimeDep, session: SessionDep, token: TokenDep
@@ -97,6 +110,7 @@ def delete_webhook(
     "/{webhookId}/deliveries",
     response_model=schemas.DeliveryList,
     summary="A subscription's deliveries, newest first, each with its attempts",
+    responses=error_responses(*AUTHENTICATED, 404),
 )
 def list_webhook_deliveries(
     bot_id: BotId,
@@ -104,9 +118,7 @@ def list_webhook_deliveries(
     runtime: RuntimeDep,
     session: ReadSessionDep,
     token: TokenDep,
-    status: Annotated[
-        str | None, Query(description="pending, delivered, failed or cancelled")
-    ] = None,
+    status: Annotated[schemas.DeliveryStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_LIST_LIMIT)] = service.DEFAULT_LIST_LIMIT,
 ) -> schemas.DeliveryList:
     authorize_admin(runtime, session, token, bot_id)
@@ -123,6 +135,7 @@ def list_webhook_deliveries(
     status_code=202,
     response_model=schemas.Delivery,
     summary="Send a delivery again now (same event id and body); its attempt log is kept",
+    responses=error_responses(*AUTHENTICATED, 404, 409),
 )
 def redeliver_webhook(
     bot_id: BotId,

@@ -5,25 +5,44 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicemail.db.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
-from voicemail.webhooks.service import EVENTS, PENDING
+from voicemail.webhooks.service import EVENTS, PENDING, STATUSES
+
+# The enums of the OpenAPI document (the service's tuples are the source; checked below).
+EventType = Literal[
+    "voicemail.created",
+    "transcription.completed",
+    "transcription.failed",
+    "voicemail.deleted",
+    "queue.alert",
+    "queue.alert_cleared",
+]
+DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
+assert get_args(EventType) == EVENTS, "EventType must list the service's EVENTS"
+assert get_args(DeliveryStatus) == STATUSES, "DeliveryStatus must list the service's STATUSES"
 
 
 class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="Where events are POSTed: an http:// or https:// URL")
-    events: list[str] = Field(description=f"At least one of: {', '.join(EVENTS)}")
+    # Typed as strings so that the service answers an unknown event with its own message;
+    # the document still lists the events (an unknown one is refused with 400).
+    events: list[str] = Field(
+        description="At least one event",
+        json_schema_extra={"items": {"type": "string", "enum": list(EVENTS)}, "minItems": 1},
+    )
 
 
 class Subscription(BaseModel):
     id: str
     botId: str
     url: str
-    events: list[str]
+    events: list[EventType]
     createdAt: datetime
 
 
@@ -51,8 +70,8 @@ class Delivery(BaseModel):
     id: int
     subscriptionId: str
     eventId: str
-    eventType: str
-    status: str = Field(
+    eventType: EventType
+    status: DeliveryStatus = Field(
         description="pending, delivered, failed (gave up) or cancelled (its voicemail was "
         "deleted before it was sent)"
     )
