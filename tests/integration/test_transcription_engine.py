@@ -46,7 +46,7 @@ from voicemail.transcription.engine import (
     whisper_language,
 )
 
-TELEPHONE_CLIP = "ast_vm-msginstruct"  # 14.6 s, digits and "zero", several segments
+TELEPHONE_CLIP = "ast_vm-msginstruct"  # 14.6 s, digits and "zero"
 MAX_WER = 0.15
 
 
@@ -276,7 +276,12 @@ def test_telephone_clip_transcribes_accurately(
     assert normalise_for_wer(" ".join(w.word for w in result.words)) == normalise_for_wer(
         result.text
     )
-    assert len(result.segments) >= 2
+    # Segments (how many depends on the CPU's kernels: 1 or 2 here) tile the text in order.
+    assert result.segments
+    assert normalise_for_wer(" ".join(s.text for s in result.segments)) == normalise_for_wer(
+        result.text
+    )
+    _check_words([(s.start, s.end) for s in result.segments], result.duration_seconds)
     assert result.model == PACKAGED_MODEL_NAME
 
 
