@@ -86,7 +86,9 @@ def create_user(
 def authenticate(session: Session, *, email: str, password: str) -> User | None:
     """The active user with this e-mail and password, or None. As slow for an unknown
     e-mail as for a wrong password. Rehashes a hash made with weaker parameters."""
-    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    email = email.strip().lower()
+    # No stored e-mail holds NUL, and PostgreSQL refuses one in a query (a 500): unknown.
+    user = None if "\x00" in email else session.scalar(select(User).where(User.email == email))
     if len(password) > MAX_PASSWORD_LENGTH:
         return None
     try:
