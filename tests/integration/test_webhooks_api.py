@@ -318,19 +318,28 @@ def test_a_private_or_loopback_url_is_400_by_default(
 
 
 @pytest.mark.parametrize(
-    "delivery_id", [str(2**63), str(2**64 + 1), "9" * 40, "0", "-1", str(-(2**70))]
+    "delivery_id", [str(2**31), str(2**63), str(2**64 + 1), "9" * 40, "0", "-1", str(-(2**70))]
 )
-def test_a_delivery_id_beyond_any_row_is_404_not_500(
+def test_a_delivery_id_no_row_can_have_is_400_not_500(
     client: TestClient, admin: Credentials, delivery_id: str
 ) -> None:
+    """The route declares the ids a delivery can have (1 to the column's 2^31 - 1), so the
+    document says it too; anything else is a bad parameter, never a database error."""
     url = f"{base(admin.bot_id)}/deliveries/{delivery_id}/redeliver"
-    assert "No webhook delivery" in assert_error(client.post(url, headers=admin.headers()), 404)
+    assert "deliveryId" in assert_error(client.post(url, headers=admin.headers()), 400)
+    assert "No webhook delivery" in assert_error(
+        client.post(
+            f"{base(admin.bot_id)}/deliveries/{2**31 - 1}/redeliver", headers=admin.headers()
+        ),
+        404,
+    )
 
 
-@pytest.mark.parametrize("webhook_id", ["9" * 40, "wh-" + "x" * 300, "%00", str(2**64)])
+@pytest.mark.parametrize("webhook_id", ["9" * 40, "wh-" + "x" * 300, str(2**64)])
 def test_an_unknown_or_outsized_subscription_id_is_404(
     client: TestClient, admin: Credentials, webhook_id: str
 ) -> None:
+    # (A NUL in it is refused before any route: 400, tests/integration/test_attack_corpus.py.)
     headers = admin.headers()
     deliveries = client.get(f"{base(admin.bot_id)}/{webhook_id}/deliveries", headers=headers)
     assert "No webhook subscription" in assert_error(deliveries, 404)

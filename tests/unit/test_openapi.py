@@ -88,7 +88,12 @@ def test_flags_and_enums_are_typed(document: dict[str, Any]) -> None:
     ]
     events = schemas["SubscriptionCreate"]["properties"]["events"]["items"]["enum"]
     assert "transcription.completed" in events
-    assert schemas["Delivery"]["properties"]["status"]["enum"] == ["pending", "delivered", "failed"]
+    assert schemas["Delivery"]["properties"]["status"]["enum"] == [
+        "pending",
+        "delivered",
+        "failed",
+        "cancelled",
+    ]
 
 
 def test_the_media_route_declares_range_and_416(document: dict[str, Any]) -> None:

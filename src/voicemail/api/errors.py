@@ -38,14 +38,16 @@ class ErrorEnvelope(BaseModel):
 _ERROR_DESCRIPTIONS = {
     400: "Invalid parameters, body or audio",
     401: "Missing or invalid credentials (code 4002), or a token refused by its JTI rules",
-    403: "The app lacks the scope on this bot, or the media URL is invalid or expired",
+    403: "The app lacks the scope on this bot, or the media URL is invalid or expired "
+    "(/metrics: a client not on loopback, with no metrics token set)",
     404: "No such object",
     409: "The object is busy: a call still being recorded, a delivery being sent",
-    413: "The request body or recording is too large",
+    413: "The request body or recording is too large, or too costly to decode",
     415: "The body is not multipart/form-data",
     416: "The Range starts past the end of the recording",
     429: "Past the account's per-minute limit; retry after Retry-After seconds",
-    503: "The database or storage is unavailable; retry in a few seconds",
+    503: "The database or storage is unavailable, or no decoding turn came in time; retry "
+    "in a few seconds",
 }
 _RETRY_AFTER = {
     "description": "Seconds to wait before retrying",

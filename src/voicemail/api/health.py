@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from voicemail.api.deps import RuntimeDep
+from voicemail.api.errors import error_responses
 from voicemail.errors import Forbidden, NotFound, VoicemailError
 from voicemail.metrics import bearer_token_matches
 from voicemail.settings import Settings
@@ -110,12 +111,9 @@ def check_metrics_access(settings: Settings, request: Request) -> None:
     "/metrics",
     summary="Prometheus metrics of this process",
     response_class=Response,
-    responses={
-        200: {"content": {"text/plain": {}}},
-        401: {"description": "VOICEMAIL_METRICS_TOKEN is set and the request lacks it"},
-        403: {"description": "No token is set and the client is not on loopback"},
-        404: {"description": "Metrics are served on VOICEMAIL_METRICS_LISTEN instead"},
-    },
+    # 401: VOICEMAIL_METRICS_TOKEN is set and the request lacks it; 403: no token is set
+    # and the client is not on loopback; 404: metrics are on VOICEMAIL_METRICS_LISTEN.
+    responses={200: {"content": {"text/plain": {}}}, **error_responses(401, 403, 404)},
 )
 def metrics(request: Request, runtime: RuntimeDep) -> Response:
     # A plain def: FastAPI runs it in a thread, and the queue gauges query the database.

@@ -166,12 +166,19 @@ def _authenticate_deposit(runtime: Runtime, token: str | None, bot_id: str) -> N
         )
 
 
-def _form_text(form: Any, name: str) -> str | None:
+# A caller id is cleaned and cut to what the session row holds (never refused for its
+# spelling), but a field far longer than any SIP URI is no caller id: refused, not read.
+MAX_CALLER_FIELD = 1024
+
+
+def _form_text(form: Any, name: str, max_length: int | None = None) -> str | None:
     value = form.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise BadRequest(f"'{name}' must be a text field")
+    if max_length is not None and len(value) > max_length:
+        raise BadRequest(f"'{name}' is longer than {max_length} characters")
     return value
 
 
@@ -186,8 +193,8 @@ _DEPOSIT_FORM = {
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "sessionId": {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"},
-                        "from": {"type": "string"},
-                        "to": {"type": "string"},
+                        "from": {"type": "string", "maxLength": MAX_CALLER_FIELD},
+                        "to": {"type": "string", "maxLength": MAX_CALLER_FIELD},
                         "language": {"type": "string", "example": "en"},
                     },
                 }
@@ -225,8 +232,8 @@ async def deposit_voicemail(
             raise BadRequest("Missing 'file': attach the recording as a file field named 'file'")
         session_id = service.check_session_id(_form_text(form, "sessionId"), generate=True)
         language = service.check_language(_form_text(form, "language"))
-        caller_from = _form_text(form, "from")
-        caller_to = _form_text(form, "to")
+        caller_from = _form_text(form, "from", MAX_CALLER_FIELD)
+        caller_to = _form_text(form, "to", MAX_CALLER_FIELD)
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             raise PayloadTooLarge(_too_large(settings.max_upload_bytes))
         result = await _decode_and_deposit(
