@@ -94,7 +94,7 @@ def main() -> None:
         app = create_app(settings, runtime=runtime, run_worker=False)
         port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None)
-        if hasattr(settings, "stream_max_message_bytes"):
+        if hasattr(settings, "stream_max_message_bytes"):  # absent from the code before issue 9
             config.ws_max_size = settings.stream_max_message_bytes
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

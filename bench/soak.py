@@ -59,8 +59,8 @@ from websockets.typing import Subprotocol
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import postgres_database  # noqa: E402
-from tests.processes import Cluster, Proc  # noqa: E402
+from bench.common import postgres_database, voicemail_cli  # noqa: E402
+from tests.processes import Cluster, Proc, worker_pid  # noqa: E402
 from tests.support import Clip, audio_dir, read_manifest, spoken_message  # noqa: E402
 
 SAMPLE_RATE = 8000
@@ -104,8 +104,7 @@ class Tally:
 
 
 class Soak:
-    def __init__(self, cluster: Cluster, apis: list[Proc], app: dict[str, str], bot: str):
-        self.cluster = cluster
+    def __init__(self, apis: list[Proc], app: dict[str, str], bot: str):
         self.apis = apis
         self.app = app
         self.bot = bot
@@ -263,17 +262,6 @@ class Soak:
 # Set-up and checks ------------------------------------------------------------------------
 
 
-def cli(cluster: Cluster, *args: str, stdin: str | None = None) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "voicemail", *args, "--json"],
-        env=cluster.env, cwd=cluster.home, capture_output=True, text=True, input=stdin,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"voicemail {' '.join(args)}: {done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
 def queue_drained(url: str) -> bool:
     with psycopg.connect(url) as conn:
         row = conn.execute(
@@ -349,7 +337,7 @@ def running_job_worker(url: str, workers: list[Proc]) -> Proc:
     """The worker process holding a running job, if any (else the last one)."""
     with psycopg.connect(url) as conn:
         held = [row[0] for row in conn.execute("SELECT worker_id FROM jobs WHERE status='running'")]
-    pids = {int(worker_id.split(":")[1]) for worker_id in held if worker_id}
+    pids = {worker_pid(worker_id) for worker_id in held}
     for worker in workers:
         if worker.pid in pids:
             return worker
@@ -386,16 +374,28 @@ def main() -> None:
                 [sys.executable, "-m", "voicemail", "db", "upgrade"],
                 env=cluster.env, cwd=home, check=True, capture_output=True,
             )  # fmt: skip
-            bot = cli(cluster, "bots", "create", "Soak line")["botId"]
+            bot = voicemail_cli(cluster.env, home, "bots", "create", "Soak line")["botId"]
             scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
-            app = cli(cluster, "apps", "create", "Soak gateway", "--bot", bot, *scopes)
+            app = voicemail_cli(
+                cluster.env, home, "apps", "create", "Soak gateway", "--bot", bot, *scopes
+            )
             email = "soak@example.com"
-            cli(cluster, "users", "create", email, "--role", "supervisor", "--password", PASSWORD)
+            voicemail_cli(
+                cluster.env,
+                home,
+                "users",
+                "create",
+                email,
+                "--role",
+                "supervisor",
+                "--password",
+                PASSWORD,
+            )
 
             apis = [cluster.serve(f"api-{n}", "--no-worker") for n in (1, 2)]
             workers = [cluster.worker(f"worker-{n}") for n in (1, 2)]
             procs = {proc.name: proc for proc in [*apis, *workers]}
-            soak = Soak(cluster, apis, app, bot)
+            soak = Soak(apis, app, bot)
             samples: dict[str, list[tuple[float, float]]] = {name: [] for name in procs}
             started = time.monotonic()
 

@@ -654,13 +654,7 @@ def purge(
                 actor=audit.CLI,
                 dry_run=dry_run,
             )
-            logs = lifecycle.prune_logs(
-                runtime.sessions,
-                delivery_retention_days=settings.webhook_delivery_retention_days,
-                audit_retention_days=settings.audit_retention_days,
-                batch_size=settings.log_prune_batch_size,
-                dry_run=dry_run,
-            )
+            logs = runtime.prune_logs(dry_run=dry_run)
         except VoicemailError as exc:
             fail(exc.message)
     payload = report.as_json() | logs.as_json()

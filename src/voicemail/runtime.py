@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -29,7 +29,7 @@ from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_mod
 from voicemail.transcription.live import new_executor
 from voicemail.users.sessions import drop_expired_web_sessions
 from voicemail.voicemails.decoding import DecodeSlots
-from voicemail.voicemails.lifecycle import prune_logs, purge_expired
+from voicemail.voicemails.lifecycle import LogPruneReport, prune_logs, purge_expired
 from voicemail.voicemails.live import finalize_abandoned
 from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
 from voicemail.voicemails.tasks import transcribe_voicemail, transcription_given_up
@@ -95,7 +95,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.decode_slots = DecodeSlots(
-            self.settings.decode_concurrency, wait_seconds=self.settings.decode_wait_seconds
+            self.settings.decode_concurrency,
+            wait_seconds=self.settings.decode_wait_seconds,
+            max_waiting=self.settings.decode_max_waiting,
         )
 
     @classmethod
@@ -157,15 +159,7 @@ class Runtime:
         )
         # The delivery and audit logs, past their own retention.
         logs = Housekeeping(
-            "prune delivery and audit logs",
-            settings.purge_interval_seconds,
-            partial(
-                prune_logs,
-                self.sessions,
-                delivery_retention_days=settings.webhook_delivery_retention_days,
-                audit_retention_days=settings.audit_retention_days,
-                batch_size=settings.log_prune_batch_size,
-            ),
+            "prune delivery and audit logs", settings.purge_interval_seconds, self.prune_logs
         )
         webhooks = Housekeeping(
             "deliver webhooks", settings.webhook_poll_seconds, self.webhook_sender().dispatch
@@ -220,7 +214,19 @@ class Runtime:
             timeout_seconds=self.settings.job_timeout_seconds,
         )
 
-    @property
+    def prune_logs(self, *, dry_run: bool = False) -> LogPruneReport:
+        """Delete webhook deliveries and audit entries past their retention (the workers'
+        housekeeping, and `voicemail purge`)."""
+        settings = self.settings
+        return prune_logs(
+            self.sessions,
+            delivery_retention_days=settings.webhook_delivery_retention_days,
+            audit_retention_days=settings.audit_retention_days,
+            batch_size=settings.log_prune_batch_size,
+            dry_run=dry_run,
+        )
+
+    @cached_property
     def webhook_targets(self) -> TargetPolicy:
         """The addresses webhooks may reach (public ones, and the allowed networks)."""
         return TargetPolicy.from_text(self.settings.webhook_allowed_networks)

@@ -115,6 +115,14 @@ class Settings(BaseSettings):
         description="How long an upload waits for a decoding turn before it is answered "
         "503 with Retry-After (the gateway sends it again later)",
     )
+    decode_max_waiting: int = Field(
+        default=32,
+        ge=0,
+        le=10_000,
+        description="Uploads one API process lets wait for a decoding turn; past that an "
+        "upload is answered 503 with Retry-After at once (each waiting upload holds a "
+        "connection and its received file)",
+    )
 
     # Live deposit over WebSocket (jambonz `listen`)
     stream_reconnect_seconds: float = Field(
@@ -145,7 +153,7 @@ class Settings(BaseSettings):
     )
     stream_burst_seconds: float = Field(
         default=5.0,
-        ge=0,
+        ge=0.5,  # below a message or two, a gateway at exactly real time would be closed
         le=600,
         description="Seconds of audio a live connection may send at once above that pace "
         "(a gateway catching up after a network stall)",

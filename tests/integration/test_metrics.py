@@ -306,7 +306,8 @@ def test_by_default_metrics_answer_only_loopback_clients(
     [error] = response.json()["errors"]
     assert error["code"] == 403 and "VOICEMAIL_METRICS_TOKEN" in error["msg"]
     assert "voicemail_" not in response.text
-    for loopback in ("127.0.0.1", "::1"):
+    # ::ffff:127.0.0.1: a loopback client of a server listening on "::" (dual stack).
+    for loopback in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
         with api_client(settings, runtime, loopback) as local:
             assert local.get("/metrics").status_code == 200
 

@@ -74,3 +74,22 @@ def test_a_turn_is_given_back_when_its_block_fails() -> None:
     assert slots.in_use == 0
     peak, outcomes = anyio.run(contend, slots, 1, 0.0)
     assert (peak, outcomes) == (1, ["ran"])
+
+
+def test_past_the_longest_queue_an_upload_is_refused_at_once() -> None:
+    slots = DecodeSlots(1, wait_seconds=60, max_waiting=2)
+
+    async def main() -> tuple[int, list[object], float]:
+        started = anyio.current_time()
+        peak, outcomes = await contend(slots, 5, 0.1)
+        return peak, outcomes, anyio.current_time() - started
+
+    peak, outcomes, took = anyio.run(main)
+
+    # One decodes, two wait their turn, the other two are refused without waiting 60 s.
+    assert peak == 1
+    assert outcomes.count("ran") == 3
+    refused = [outcome for outcome in outcomes if isinstance(outcome, DecodeBusy)]
+    assert len(refused) == 2 and all(busy.status_code == 503 for busy in refused)
+    assert took < 30
+    assert (slots.in_use, slots.waiting) == (0, 0)

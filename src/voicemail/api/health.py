@@ -82,9 +82,12 @@ class MetricsTokenRequired(VoicemailError):
 
 def _is_loopback(host: str | None) -> bool:
     try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host) if host is not None else None
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 client of a dual-stack ("::") listener
+    return address is not None and address.is_loopback
 
 
 def check_metrics_access(settings: Settings, request: Request) -> None:

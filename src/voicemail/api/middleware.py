@@ -14,6 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from voicemail.api.errors import error_response
 from voicemail.audio import format_bytes
 from voicemail.logs import log_context
 from voicemail.metrics import UNMATCHED_ROUTE, Metrics
@@ -140,7 +141,7 @@ class BodySizeLimitMiddleware:
         message = f"The request is larger than the {format_bytes(self.max_bytes)} limit"
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and _over(value, self.max_bytes):
-                await _reject(send, message)
+                await _reject(scope, receive, send, message)
                 return
         received = 0
 
@@ -158,7 +159,8 @@ class BodySizeLimitMiddleware:
 
 def _over(digits: bytes, limit: int) -> bool:
     """Whether a Content-Length is past ``limit``; one too long to read as a number is."""
-    return len(digits.lstrip(b"0")) > 18 or int(digits) > limit
+    significant = digits.lstrip(b"0") or b"0"  # int() refuses more than 4300 digits
+    return len(significant) > 18 or int(significant) > limit
 
 
 class NulRefusingMiddleware:
@@ -177,7 +179,7 @@ class NulRefusingMiddleware:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "NUL in the URL"})
                 return
-            await _reject(send, "The URL must not contain NUL characters", status=400)
+            await _reject(scope, receive, send, "The URL must not contain NUL characters", 400)
             return
         await self.app(scope, receive, send)
 
@@ -187,14 +189,9 @@ def _holds_nul(scope: Scope) -> bool:
     return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
 
 
-async def _reject(send: Send, message: str, status: int = 413) -> None:
-    import json
-
-    body = json.dumps({"errors": [{"msg": message, "code": status}]}).encode()
-    headers: list[Any] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _reject(
+    scope: Scope, receive: Receive, send: Send, message: str, status: int = 413
+) -> None:
+    """Answer in Kore's envelope before the app runs; the connection is not reused."""
+    response = error_response(status, message, headers={"Connection": "close"})
+    await response(scope, receive, send)

@@ -146,10 +146,6 @@ _APP_FOR_REQUEST = (
 )
 
 
-def _admit_all(caller: Caller) -> None:
-    return None
-
-
 def authenticate(
     session: Session,
     *,
@@ -159,7 +155,7 @@ def authenticate(
     bot_id: str,
     scope: str,
     leeway: int,
-    admit: Callable[[Caller], None] = _admit_all,
+    admit: Callable[[Caller], None],
 ) -> Caller:
     """Check the token and that its app holds ``scope`` on ``bot_id``, then ``admit`` the
     caller (the route's rate limit, which raises to refuse).

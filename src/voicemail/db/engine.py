@@ -36,10 +36,11 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
 
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
-    @event.listens_for(engine, "do_connect")
+    @event.listens_for(engine, "do_connect", once=True)
     def _before_connect(*_args: Any) -> None:
-        # Before SQLite opens the file (so on first use, not when the engine is made): the
-        # file is created private (0600), and its -wal and -shm then follow its mode.
+        # Before SQLite opens the file (so on first use, not when the engine is made), once
+        # per engine: the file is created private (0600), and its -wal and -shm then
+        # follow its mode.
         secure_sqlite_file(url)
 
     @event.listens_for(engine, "connect")

@@ -9,7 +9,9 @@ fetches, media, the inbox and health checks.
 
 A waiting upload gives up after ``decode_wait_seconds`` with 503 and ``Retry-After``: its
 gateway sends it again later, rather than a queue growing without bound while every
-connection in it stays open.
+connection in it stays open. The queue is bounded in length too (``decode_max_waiting``):
+each upload in it holds a connection and its received file, so past that many an upload is
+answered 503 at once.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ class DecodeBusy(ServiceUnavailable):
 class DecodeSlots:
     """A process's decoding turns (an ``anyio`` capacity limiter with a bounded wait)."""
 
-    def __init__(self, slots: int, *, wait_seconds: float) -> None:
+    def __init__(self, slots: int, *, wait_seconds: float, max_waiting: int | None = None) -> None:
         self.slots = slots
         self.wait_seconds = wait_seconds
+        self.max_waiting = max_waiting  # None: as many as come (bounded by the wait alone)
         self._limiter = anyio.CapacityLimiter(slots)
 
     @property
@@ -54,6 +57,9 @@ class DecodeSlots:
     async def turn(self) -> AsyncIterator[None]:
         """Hold one decoding turn for the ``async with`` block; raises ``DecodeBusy`` when
         none came free within ``wait_seconds``."""
+        full = self.max_waiting is not None and self.waiting >= self.max_waiting
+        if full and self._limiter.available_tokens < 1:
+            raise DecodeBusy(max(1, math.ceil(self.wait_seconds)))
         acquired = False
         with anyio.move_on_after(self.wait_seconds):
             await self._limiter.acquire()

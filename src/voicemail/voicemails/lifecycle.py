@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -351,6 +352,21 @@ class LogPruneReport:
         return {"deliveriesPruned": self.deliveries, "auditEntriesPruned": self.audit_entries}
 
 
+def _in_batches(
+    sessions: sessionmaker[Session], prune: Callable[..., int], batch_size: int
+) -> tuple[int, int]:
+    """Run ``prune(session, limit=batch_size)`` a transaction at a time until a batch comes
+    back short; (rows deleted, batches that deleted some)."""
+    rows = batches = 0
+    while True:
+        with sessions.begin() as session:
+            pruned = prune(session, limit=batch_size)
+        rows += pruned
+        batches += bool(pruned)
+        if pruned < batch_size:
+            return rows, batches
+
+
 def prune_logs(
     sessions: sessionmaker[Session],
     *,
@@ -374,20 +390,13 @@ def prune_logs(
             report.deliveries = webhooks.count_prunable(session, before=delivery_cutoff)
             report.audit_entries = audit.count_older(session, before=audit_cutoff)
         return report
-    while True:
-        with sessions.begin() as session:
-            pruned = webhooks.prune_deliveries(session, before=delivery_cutoff, limit=batch_size)
-        report.deliveries += pruned
-        report.batches += bool(pruned)
-        if pruned < batch_size:
-            break
-    while True:
-        with sessions.begin() as session:
-            pruned = audit.prune_entries(session, before=audit_cutoff, limit=batch_size)
-        report.audit_entries += pruned
-        report.batches += bool(pruned)
-        if pruned < batch_size:
-            break
+    report.deliveries, batches = _in_batches(
+        sessions, partial(webhooks.prune_deliveries, before=delivery_cutoff), batch_size
+    )
+    report.audit_entries, more = _in_batches(
+        sessions, partial(audit.prune_entries, before=audit_cutoff), batch_size
+    )
+    report.batches = batches + more
     if report.deliveries or report.audit_entries:
         log.info(
             "webhook deliveries and audit entries past their retention pruned",

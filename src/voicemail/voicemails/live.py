@@ -54,7 +54,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail import ids
-from voicemail.audio import sha256_and_size
+from voicemail.audio import MAX_OUTPUT_RATE, sha256_and_size
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, StreamPart, Voicemail
 from voicemail.errors import BadRequest
@@ -70,8 +70,6 @@ log = logging.getLogger(__name__)
 
 # jambonz `listen` sample rates.
 SAMPLE_RATES = (8000, 16000, 24000, 48000, 64000)
-# Calls are stored (and transcribed) at speech quality: at most what Whisper uses.
-MAX_STORAGE_RATE = 16000
 MIX_TYPES = ("mono", "mixed", "stereo")
 SOURCE_FORMAT = "stream/pcm_s16le"
 SAMPLE_WIDTH = 2
@@ -157,7 +155,7 @@ def storage_rate(sample_rate: int) -> int:
     """The rate a call sent at ``sample_rate`` is stored at: 8 and 16 kHz as they are,
     higher rates resampled to 16 kHz (they carry nothing more of speech for Whisper, and cost
     up to four times the memory and disk)."""
-    return min(sample_rate, MAX_STORAGE_RATE)
+    return min(sample_rate, MAX_OUTPUT_RATE)  # what uploads are stored at, too
 
 
 def call_session_id(bot_id: str, call_sid: str) -> str:
@@ -326,12 +324,7 @@ def store_part(
             storage.put_file(key, Path(tmp.name))
     try:
         with sessions.begin() as session:
-            status = session.scalars(
-                select(Voicemail.status).where(Voicemail.id == call.voicemail_id).with_for_update()
-            ).first()
-            if status != service.RECEIVING:
-                raise CallFinished(call.voicemail_id)
-            _beat_locked(session, call.voicemail_id)
+            _lock_receiving_and_beat(session, call.voicemail_id)
             seq = _next_part_seq(session, call.voicemail_id)
             if transcript is not None:
                 transcript = {**transcript, "seqs": [*covers, seq]}
@@ -352,7 +345,14 @@ def store_part(
     return seq
 
 
-def _beat_locked(session: Session, voicemail_id: str) -> None:
+def _lock_receiving_and_beat(session: Session, voicemail_id: str) -> None:
+    """Lock the voicemail's row (finalizing takes the same lock) and note a sign of life;
+    ``CallFinished`` when it is no longer receiving."""
+    status = session.scalars(
+        select(Voicemail.status).where(Voicemail.id == voicemail_id).with_for_update()
+    ).first()
+    if status != service.RECEIVING:
+        raise CallFinished(voicemail_id)
     session.execute(
         update(Voicemail).where(Voicemail.id == voicemail_id).values(heartbeat_at=utcnow())
     )
@@ -362,12 +362,7 @@ def beat(sessions: sessionmaker[Session], *, voicemail_id: str) -> None:
     """An open connection's sign of life while no audio arrives: the call is not abandoned.
     Raises ``CallFinished`` when the voicemail is no longer receiving."""
     with sessions.begin() as session:
-        status = session.scalars(
-            select(Voicemail.status).where(Voicemail.id == voicemail_id).with_for_update()
-        ).first()
-        if status != service.RECEIVING:
-            raise CallFinished(voicemail_id)
-        _beat_locked(session, voicemail_id)
+        _lock_receiving_and_beat(session, voicemail_id)
 
 
 def transcript_json(result: EngineTranscript, *, processing_seconds: float) -> dict[str, Any]:

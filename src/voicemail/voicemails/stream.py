@@ -359,15 +359,13 @@ class _Connection:
         started = time.perf_counter()
         try:
             result = self.transcription.finish()
-        except FellBehind:
-            # Logged where it happened; the transcription job transcribes the recording.
-            self.transcription.close()
-            return None
-        except Exception:
-            # The transcription job transcribes the recording instead.
-            log.exception(
-                "live transcription failed", extra={"voicemail_id": self.call.voicemail_id}
-            )
+        except Exception as exc:
+            # The transcription job transcribes the recording instead. (FellBehind was
+            # logged where it happened.)
+            if not isinstance(exc, FellBehind):
+                log.exception(
+                    "live transcription failed", extra={"voicemail_id": self.call.voicemail_id}
+                )
             self.transcription.close()
             return None
         return live.transcript_json(result, processing_seconds=time.perf_counter() - started)

@@ -380,7 +380,7 @@ class WebhookSender:
 
     def deliver_due(self) -> int:
         """Send what is due now, each delivery once, and wait for every outcome to be
-        recorded; the number of attempts made. For one-off use (tests, a command): a retry
+        recorded; the number of attempts made. For one-off use (the tests): a retry
         that falls due meanwhile waits for the next call."""
         return self._run(due_by=utcnow())
 
@@ -400,9 +400,10 @@ class WebhookSender:
                 return 0
         started = 0
         while True:
-            free = self._wait_for_a_free_sender()
-            if free is None:
-                return started
+            with self._changed:
+                if self._closed:
+                    return started
+                free = max(0, self.limits.concurrency - self._in_flight)
             claimed = self._claim_and_submit(free, due_by) if free else 0
             started += claimed
             with self._changed:
@@ -413,18 +414,6 @@ class WebhookSender:
                     # receiver at its cap): wait for a post to finish, or for new
                     # deliveries to fall due.
                     self._changed.wait(self.poll_seconds)
-
-    def _wait_for_a_free_sender(self) -> int | None:
-        """How many senders are free (0 after ``poll_seconds`` without one); None once
-        closed."""
-        with self._changed:
-            self._changed.wait_for(
-                lambda: self._closed or self._in_flight < self.limits.concurrency,
-                self.poll_seconds,
-            )
-            if self._closed:
-                return None
-            return max(0, self.limits.concurrency - self._in_flight)
 
     def _claim_and_submit(self, free: int, due_by: datetime | None) -> int:
         with self._claiming:

@@ -28,9 +28,9 @@ BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st
 WebhookId = Annotated[str, PathParam(alias="webhookId", description="Subscription id, wh-<uuid>")]
 # Bounded to the column's INTEGER (32 bits on PostgreSQL): a larger number is a 400, never an
 # overflow in the database driver (a 500).
-MAX_DELIVERY_ID = 2**31 - 1
 DeliveryId = Annotated[
-    int, PathParam(alias="deliveryId", description="Delivery id", ge=1, le=MAX_DELIVERY_ID)
+    int,
+    PathParam(alias="deliveryId", description="Delivery id", ge=1, le=service.MAX_DELIVERY_ID),
 ]
 
 

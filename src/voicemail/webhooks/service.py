@@ -73,7 +73,7 @@ WEBHOOK_REDELIVER = "webhook.redeliver"
 MAX_URL_LENGTH = 2000
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 DEFAULT_LIST_LIMIT = 100
-MAX_DELIVERY_ID = 2**63 - 1  # a signed 64-bit integer: the widest id column we have
+MAX_DELIVERY_ID = 2**31 - 1  # webhook_deliveries.id is an INTEGER: 32 bits on PostgreSQL
 # Public addresses only: what a subscription may target when no policy is given.
 DEFAULT_TARGETS = TargetPolicy()
 MAX_LIST_LIMIT = 1000
@@ -455,8 +455,6 @@ def is_redacted(delivery: WebhookDelivery) -> bool:
 def bot_visible_to_app(session: Session, *, app_id: str, bot_id: str) -> bool:
     """Whether ``bot_id`` exists in ``app_id``'s account (the admin API answers 404, not 403,
     for a bot of another account, so an app cannot probe which bots exist elsewhere)."""
-    if "\x00" in bot_id:  # PostgreSQL refuses NUL in text (a 500); no bot has one
-        return False
     account = session.scalar(select(App.account_id).where(App.id == app_id))
     bot = session.get(Bot, bot_id)
     return account is not None and bot is not None and bot.account_id == account

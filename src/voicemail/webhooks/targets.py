@@ -27,7 +27,8 @@ httpx's timeouts bound each network operation, not a request: a receiver that an
 byte at a time, each within the read timeout, would hold a sender for as long as it likes
 (and, past the delivery's lease, get it sent again on another sender). ``attempt_deadline``
 bounds every operation of the requests made within it by one deadline, enforced by the
-streams ``GuardedBackend`` returns.
+streams ``GuardedBackend`` returns, and by its connects. The name's resolution itself is
+bounded only by the system resolver's own timeouts (and the delivery's lease).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -171,10 +172,12 @@ class TargetPolicy:
         return is_public(address)
 
     def resolve_allowed(self, host: str, port: int) -> list[IPAddress]:
-        """The addresses to connect to for ``host``: all of them allowed, or AddressNotAllowed
-        (one refused address refuses the host: a name that also points inward is not one
-        to trust). OSError when it does not resolve."""
-        addresses = resolve(host, port)
+        """The addresses to connect to for ``host`` (written as an address, or a name
+        resolved once): all of them allowed, or AddressNotAllowed (one refused address
+        refuses the host: a name that also points inward is not one to trust). OSError when
+        it does not resolve."""
+        literal = _literal_address(host)
+        addresses = [literal] if literal is not None else resolve(host, port)
         if not addresses or not all(self.allows(address) for address in addresses):
             raise AddressNotAllowed()
         return addresses
@@ -182,11 +185,6 @@ class TargetPolicy:
     def check_host(self, host: str, port: int) -> None:
         """At creation: refuse a host whose addresses (now) include one not allowed. A name
         that does not resolve is let through: the check at delivery decides then."""
-        literal = _literal_address(host)
-        if literal is not None:
-            if not self.allows(literal):
-                raise AddressNotAllowed()
-            return
         try:
             self.resolve_allowed(host, port)
         except OSError:
@@ -270,16 +268,10 @@ class GuardedBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        literal = _literal_address(host)
-        if literal is not None:
-            if not self.policy.allows(literal):
-                raise AddressNotAllowed()
-            addresses: Sequence[IPAddress] = [literal]
-        else:
-            try:
-                addresses = self.policy.resolve_allowed(host, port)
-            except OSError as exc:
-                raise httpcore.ConnectError(f"could not resolve the host: {exc}") from exc
+        try:
+            addresses = self.policy.resolve_allowed(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"could not resolve the host: {exc}") from exc
         error: Exception | None = None
         for address in addresses:  # as socket.create_connection: the first that answers
             try:
