@@ -2,7 +2,7 @@
 
 Part 1, one decode at a time in this process (``voicemail.audio.decode_recording`` with
 the default limits): the two uploads of issue 9 and the costliest one within the default
-bounds, all FLAC files of 590 s of digital silence (``tests.support.silent_flac``):
+bounds, all FLAC files of 590 s of digital silence (``tests.helpers.audio.silent_flac``):
 
 - 96 kHz mono (96 KB),
 - 8 channels at 384 kHz (255 KB),
@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import clean_env, serve, summary_ms, voicemail_cli  # noqa: E402
-from tests.support import silent_flac  # noqa: E402
+from tests.helpers.audio import silent_flac  # noqa: E402
 
 import voicemail  # noqa: E402
 from voicemail.audio import AudioLimits, decode_recording  # noqa: E402

@@ -7,7 +7,7 @@ For every clip of the manifest (``$VOICEMAIL_TEST_AUDIO_DIR`` or ``../shared/aud
 runs ``WhisperTranscriber`` and records the clip's WER, audio seconds and processing
 seconds (real-time factor = processing / audio); per set the corpus-level WER (all errors
 over all reference words) and the total real-time factor; and the model-load time and
-peak resident memory of the process. WER normalisation: see ``tests/support.py``.
+peak resident memory of the process. WER normalisation: see ``tests/helpers/clips.py``.
 Results go to a JSON file and a Markdown summary to stdout.
 """
 
@@ -27,11 +27,11 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # for tests.support (and src when not installed)
+    sys.path.insert(0, str(REPO_ROOT))  # for tests.helpers (and src when not installed)
 if str(REPO_ROOT / "src") not in sys.path:
     sys.path.append(str(REPO_ROOT / "src"))
 
-from tests.support import (  # noqa: E402
+from tests.helpers.clips import (  # noqa: E402
     SETS,
     Clip,
     audio_dir,
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_threads": engine.cpu_threads,
             "sets": sets,
             "corpus": str(directory),
-            "wer_normalisation": "tests/support.py normalise_for_wer",
+            "wer_normalisation": "tests/helpers/clips.py normalise_for_wer",
         },
         "environment": {
             "python": platform.python_version(),

@@ -41,7 +41,7 @@ from bench.common import (
     summary_ms,
     voicemail_cli,
 )
-from tests.support import audio_dir
+from tests.helpers.clips import audio_dir
 
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings

@@ -34,8 +34,10 @@ from sqlalchemy import select
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import make_credentials  # noqa: E402
-from tests.support import audio_dir, free_port, read_manifest, wait_until  # noqa: E402
+from tests.helpers.clips import audio_dir, read_manifest  # noqa: E402
+from tests.helpers.credentials import make_credentials  # noqa: E402
+from tests.helpers.net import free_port  # noqa: E402
+from tests.helpers.waiting import wait_until  # noqa: E402
 
 from voicemail.api.app import create_app  # noqa: E402
 from voicemail.db.migrate import upgrade  # noqa: E402

@@ -1,7 +1,7 @@
 """Live stream against upload: time from hang-up to transcript, side by side (issue 4).
 
 Messages of 20-60 s are made of telephone clips from the speech corpus with half a second
-of silence after each clip (``tests.support.spoken_message``: 8 kHz 16-bit PCM, what
+of silence after each clip (``tests.helpers.clips.spoken_message``: 8 kHz 16-bit PCM, what
 jambonz ``listen`` sends for a phone call). For each message, one after the other against
 one ``voicemail serve`` process (embedded defaults: SQLite, local storage, in-process
 worker):
@@ -15,7 +15,7 @@ worker):
 "Available" is the transcript's own ``createdOn`` (server clock, same machine, written in
 the transaction that makes it visible), found by polling the Kore fetch API; polling
 faster would only take CPU from the model. Both transcripts are scored against the
-reference (WER, corpus-level as in ``tests/support.py``). One stream at a time: two calls
+reference (WER, corpus-level as in ``tests/helpers/clips.py``). One stream at a time: two calls
 at once on a 2-core machine would measure the machine's overload, not the design.
 
     python bench/live_stream.py [--limit N] [--out FILE]
@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import clean_env, percentile, serve, voicemail_cli  # noqa: E402
-from tests.support import (  # noqa: E402
+from tests.helpers.clips import (  # noqa: E402
     audio_dir,
     clip_by_name,
     corpus_wer,

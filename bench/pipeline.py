@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import clean_env, serve, voicemail_cli  # noqa: E402
-from tests.support import audio_dir, read_manifest  # noqa: E402
+from tests.helpers.clips import audio_dir, read_manifest  # noqa: E402
 
 from voicemail.runtime import build_transcriber  # noqa: E402
 from voicemail.settings import Settings  # noqa: E402

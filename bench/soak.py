@@ -60,8 +60,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import postgres_database, voicemail_cli  # noqa: E402
-from tests.processes import Cluster, Proc, worker_pid  # noqa: E402
-from tests.support import Clip, audio_dir, read_manifest, spoken_message  # noqa: E402
+from tests.helpers.clips import Clip, audio_dir, read_manifest, spoken_message  # noqa: E402
+from tests.helpers.processes import Cluster, Proc, worker_pid  # noqa: E402
 
 SAMPLE_RATE = 8000
 FRAME_SECONDS = 0.02

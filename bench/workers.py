@@ -40,7 +40,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, clean_env, postgres_database, serve, voicemail_cli
-from tests.support import audio_dir, read_manifest
+from tests.helpers.clips import audio_dir, read_manifest
 
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.jobs import service as jobs

@@ -11,26 +11,19 @@ the repository; without it nothing is written.
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import time
 from collections.abc import Iterator
-from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 
-from tests.processes import Service, embedded_service
+from tests.helpers.clips import audio_dir, missing_audio_reason
+from tests.helpers.inbox_browser import PASSWORD, World
+from tests.helpers.processes import Service, embedded_service
 from tests.services import unavailable
-from tests.support import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS_ENV = "VOICEMAIL_SCREENSHOTS"
-PASSWORD = "correct horse battery"
 CHROMIUM_ARGS = [
     "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
     "--disable-gpu",
@@ -43,71 +36,6 @@ CHROMIUM_ARGS = [
 # Several words each, so the highlighted word has somewhere to move.
 CLIP_A = "lj_LJ001-0001"  # 9.7 s
 CLIP_B = "ast_vm-intro"  # 5.7 s
-
-
-@dataclass(frozen=True)
-class Deposit:
-    bot: str
-    session_id: str
-    voicemail_id: str
-
-
-@dataclass
-class World:
-    """What the module's server holds: two bots in two queues, their users, a voicemail each."""
-
-    server: Service
-    bot_a: str
-    bot_b: str
-    token: str  # a JWT of an app with deposit rights on both bots
-    queue_a: str
-    queue_b: str
-    agent_a: str  # e-mail of an agent of queue A only
-    supervisor: str
-    voicemail_a: str = ""  # transcribed, in queue A
-    voicemail_b: str = ""  # transcribed, in queue B
-
-    def deposit(self, bot: str, clip: str, *, caller: str) -> Deposit:
-        """Deposit a real recording through the public API, as Kore does."""
-        root = audio_dir()
-        assert root is not None
-        path = clip_by_name(read_manifest(root), clip).telephone
-        session_id = os.urandom(12).hex()
-        with httpx.Client(base_url=self.server.url, timeout=60) as client, path.open("rb") as fh:
-            response = client.post(
-                f"/api/public/bot/{bot}/voicemail",
-                headers={"auth": self.token},
-                files={"file": (path.name, fh, "audio/wav")},
-                data={"sessionId": session_id, "from": caller},
-            )
-        assert response.status_code == 202, response.text
-        # The API names a voicemail by its session; the inbox by its id, read from the file.
-        database = Path(self.server.env["VOICEMAIL_DATA_DIR"]) / "voicemail.db"
-        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-            [(voicemail_id,)] = db.execute(
-                "SELECT v.id FROM voicemails v JOIN sessions s ON s.id = v.session_pk"
-                " WHERE s.bot_id = ? AND s.session_id = ?",
-                (bot, session_id),
-            ).fetchall()
-        return Deposit(bot, session_id, str(voicemail_id))
-
-    def wait_transcribed(self, deposit: Deposit, timeout: float = 240) -> None:
-        """Until the worker has the transcript (the real model: seconds on a few cores)."""
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.server.url, timeout=60) as client:
-            while True:
-                response = client.get(
-                    f"/api/public/bot/{deposit.bot}/voicemail",
-                    params={"sessionId": deposit.session_id, "transcription": "true"},
-                    headers={"auth": self.token},
-                )
-                assert response.status_code == 200, response.text
-                body = response.json()
-                if body.get("transcriptionStatus") == "completed":
-                    return
-                assert body.get("transcriptionStatus") != "failed", body
-                assert time.monotonic() < deadline, body
-                time.sleep(0.25)
 
 
 def _require_chromium() -> None:
@@ -166,11 +94,3 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
-
-
-def screenshot(page: Any, name: str, *, full_page: bool = True) -> None:
-    """Write ``name``.png into ``$VOICEMAIL_SCREENSHOTS`` when that is set."""
-    folder = os.environ.get(SCREENSHOTS_ENV)
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import PASSWORD, World, screenshot
+from tests.helpers.inbox_browser import PASSWORD, World, screenshot
 
 pytestmark = pytest.mark.model
 

@@ -1,7 +1,7 @@
 """End to end, as a user runs it: `voicemail serve` in its own process on the embedded
 defaults, the real Whisper model, real telephone recordings, and plain HTTP.
 
-WER normalisation (tests/support.py): lower-case, punctuation stripped (apostrophes inside
+WER normalisation (tests/helpers/clips.py): lower-case, punctuation stripped (apostrophes inside
 words kept), digits 0-20 written as words; corpus-level WER over all clips.
 """
 
@@ -18,14 +18,14 @@ import jwt
 import numpy as np
 import pytest
 
-from tests.processes import Service, embedded_service
-from tests.support import (
+from tests.helpers.clips import (
     audio_dir,
     clip_by_name,
     corpus_wer,
     missing_audio_reason,
     read_manifest,
 )
+from tests.helpers.processes import Service, embedded_service
 
 pytestmark = pytest.mark.model
 

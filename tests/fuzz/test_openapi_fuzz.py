@@ -56,10 +56,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import deposit_file
-from tests.processes import Admin, Cluster, cluster_at
+from tests.helpers.audio import write_wav
+from tests.helpers.deposits import deposit_file
+from tests.helpers.processes import Admin, Cluster, cluster_at
 from tests.services.postgres import PostgresServer
-from tests.support import write_wav
 from voicemail.api.app import create_app
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth

@@ -1,4 +1,4 @@
-"""Helpers shared by the speech tests and ``bench/``: the real-speech corpus and WER.
+"""The real-speech corpus and WER, shared by the speech tests and ``bench/``.
 
 The corpus is read-only and lives outside the repository (``../shared/audio``, or the
 folder named by ``VOICEMAIL_TEST_AUDIO_DIR``); nothing here copies it.
@@ -16,30 +16,24 @@ deletions + insertions) / reference words, corpus-level when given lists.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import unicodedata
-import wave
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jiwer
 import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
     from voicemail.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 AUDIO_DIR_ENV = "VOICEMAIL_TEST_AUDIO_DIR"
 DEFAULT_AUDIO_DIR = REPO_ROOT.parent / "shared" / "audio"
 MANIFEST = "manifest.tsv"
@@ -171,49 +165,6 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     return float((errors + insertions) / total_ref_words)
 
 
-def write_wav(path: Path, samples: npt.ArrayLike, sample_rate: int = 16_000) -> Path:
-    """Write float samples (full scale 1.0) as a mono 16-bit PCM WAV."""
-    array = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0)
-    pcm = np.round(array * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(sample_rate)
-        handle.writeframes(pcm.tobytes())
-    return path
-
-
-def silent_flac(path: Path, seconds: float, sample_rate: int, layout: str = "mono") -> Path:
-    """A FLAC file of digital silence: a few hundred bytes a minute whatever its rate and
-    channels, so it decodes to far more than it weighs (the abuse the decode limits stop)."""
-    import av
-
-    channels = av.AudioLayout(layout).nb_channels
-    chunk = 65536
-    zeros = np.zeros((1, chunk * channels), dtype="<i2")
-    total = round(seconds * sample_rate)
-    with av.open(str(path), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=sample_rate, layout=layout)
-        for start in range(0, total, chunk):
-            count = min(chunk, total - start)
-            frame = av.AudioFrame.from_ndarray(
-                zeros[:, : count * channels], format="s16", layout=layout
-            )
-            frame.sample_rate, frame.pts = sample_rate, start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def spoken_message(
     clips: Sequence[Clip], *, pause_seconds: float = 0.5, sample_rate: int = 8000
 ) -> tuple[bytes, str]:
@@ -257,73 +208,3 @@ def run_cli(
         timeout=60,
         check=False,
     )
-
-
-def wait_until(condition: Any, *, timeout: float, what: str, every: float = 0.05) -> Any:
-    """Poll ``condition()`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(every)
-
-
-@dataclass(frozen=True)
-class Copy:
-    """Where ``copies_in_database`` or ``copies_in_folder`` found a needle."""
-
-    where: str  # "table.column" or a file path
-    needle: str
-
-
-def _text_of(value: Any) -> str | None:
-    """A stored value as searchable text: strings as they are, JSON as its text (and in
-    its escaped form's source: a dict is dumped without ASCII escapes), bytes as UTF-8."""
-    if value is None or isinstance(value, (bool, int, float)):
-        return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def copies_in_database(engine: Engine, needles: Iterable[str]) -> list[Copy]:
-    """Every (table, column) of the database that holds one of ``needles``, read through
-    SQL: all tables the database has (reflected, so the full-text index's tables and any
-    column a later migration adds are searched too), every column, every row. For the
-    "deleted means deleted" tests; meant for a test's small database."""
-    from sqlalchemy import MetaData, select
-
-    wanted = [needle for needle in needles if needle]
-    assert wanted, "give at least one non-empty needle"
-    metadata = MetaData()
-    metadata.reflect(bind=engine)
-    found: list[Copy] = []
-    with engine.connect() as conn:
-        for table in metadata.sorted_tables:
-            for row in conn.execute(select(table)):
-                for column, value in zip(table.columns, row, strict=True):
-                    text = _text_of(value)
-                    if text is None:
-                        continue
-                    found += [
-                        Copy(f"{table.name}.{column.name}", needle)
-                        for needle in wanted
-                        if needle in text
-                    ]
-    return sorted(set(found), key=lambda copy: (copy.where, copy.needle))
-
-
-def copies_in_folder(folder: Path, needles: Iterable[str]) -> list[Copy]:
-    """Every file under ``folder`` whose bytes hold one of ``needles`` (UTF-8)."""
-    wanted = [needle.encode() for needle in needles if needle]
-    assert wanted, "give at least one non-empty needle"
-    found = []
-    for path in sorted(folder.rglob("*")) if folder.exists() else []:
-        if path.is_file():
-            data = path.read_bytes()
-            found += [Copy(str(path), needle.decode()) for needle in wanted if needle in data]
-    return found

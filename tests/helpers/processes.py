@@ -22,8 +22,9 @@ import httpx
 import jwt
 from sqlalchemy import select
 
-from tests.conftest import deposit_file
-from tests.support import free_port, wait_until
+from tests.helpers.deposits import deposit_file
+from tests.helpers.net import free_port
+from tests.helpers.waiting import wait_until
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.support import free_port
+from tests.helpers.net import free_port
 
 SLOW = "slow"
 # Answer 200 one byte every ``slow_seconds``: each read of the sender is quick, the whole

@@ -20,10 +20,11 @@ import jwt
 import numpy as np
 import pytest
 
-from tests.processes import VOICEMAIL, Cluster, cluster_at
+from tests.helpers.audio import write_wav
+from tests.helpers.http import get_voicemail
+from tests.helpers.processes import VOICEMAIL, Cluster, cluster_at
 from tests.services.postgres import PostgresServer
 from tests.services.redis import isolated_redis
-from tests.support import write_wav
 from voicemail import ids
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.models import Account
@@ -110,11 +111,8 @@ def token(client_id: str, secret: str, **claims: object) -> str:
 
 
 def fetch(base_url: str, bot: str, auth: str) -> httpx.Response:
-    return httpx.get(
-        f"{base_url}/api/public/bot/{bot}/voicemail",
-        params={"sessionId": SESSION_ID, "transcription": "true"},
-        headers={"auth": auth},
-        timeout=30,
+    return get_voicemail(
+        base_url, bot, headers={"auth": auth}, sessionId=SESSION_ID, transcription="true"
     )
 
 

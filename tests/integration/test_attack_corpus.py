@@ -29,16 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import (
-    Credentials,
-    InboxRow,
-    add_inbox_rows,
-    deposit_file,
-    make_credentials,
-    signed_in,
-)
-from tests.processes import Admin, cluster_at
-from tests.support import write_wav
+from tests.helpers.audio import write_wav
+from tests.helpers.credentials import Credentials, make_credentials
+from tests.helpers.deposits import deposit_file
+from tests.helpers.inbox import InboxRow, add_inbox_rows, signed_in
+from tests.helpers.processes import Admin, cluster_at
 from voicemail.api.errors import ErrorEnvelope
 from voicemail.auth import service as auth
 from voicemail.db.models import CallSession, Voicemail
@@ -560,7 +555,7 @@ NEXT_TARGETS = [
 
 @pytest.mark.parametrize("target", NEXT_TARGETS)
 def test_sign_in_never_redirects_off_site(inbox: TestClient, runtime: Runtime, target: str) -> None:
-    from tests.conftest import make_user
+    from tests.helpers.inbox import make_user
 
     user = make_user(runtime, "agent")
     inbox.get("/inbox/login")

@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
-from tests.conftest import Credentials
-from tests.processes import wait_until
-from tests.support import run_cli
+from tests.helpers.clips import run_cli
+from tests.helpers.credentials import Credentials
+from tests.helpers.http import deposit, fetch, get_voicemail
+from tests.helpers.waiting import wait_until
 from voicemail.audit import service as audit
 from voicemail.audit.service import ReadAuditLog
 from voicemail.auth import service as auth
@@ -38,27 +39,6 @@ def entries(settings: Settings, *args: str) -> list[dict[str, Any]]:
     return listed
 
 
-def deposit(client: TestClient, creds: Credentials, clip: Path) -> None:
-    response = client.post(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        headers=creds.headers(),
-        files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-        data={"sessionId": SESSION},
-    )
-    assert response.status_code == 202, response.text
-
-
-def fetch(client: TestClient, creds: Credentials) -> dict[str, Any]:
-    response = client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": SESSION},
-        headers=creds.headers(),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def test_audit_list_shows_reads_deletion_and_configuration_changes(
     client: TestClient, runtime: Runtime, settings: Settings, speech_clip: Path
 ) -> None:
@@ -74,8 +54,8 @@ def test_audit_list_shows_reads_deletion_and_configuration_changes(
     )
     app_actor = f"app:{creds.client_id}"
     # Used through the API.
-    deposit(client, creds, speech_clip)
-    url = fetch(client, creds)["voicemail recording"][0]["fileUrl"]
+    deposit(client, creds, speech_clip, SESSION)
+    url = fetch(client, creds, SESSION)["voicemail recording"][0]["fileUrl"]
     assert client.get(url, headers={"Range": "bytes=0-99"}).status_code == 206
     deleted = client.delete(
         f"/api/public/bot/{creds.bot_id}/voicemail",
@@ -175,8 +155,8 @@ def test_a_failed_audit_write_does_not_fail_the_read(
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
 ) -> None:
-    deposit(client, creds, speech_clip)
-    url = fetch(client, creds)["voicemail recording"][0]["fileUrl"]
+    deposit(client, creds, speech_clip, SESSION)
+    url = fetch(client, creds, SESSION)["voicemail recording"][0]["fileUrl"]
     runtime.read_audit.flush()
     with runtime.sessions() as db:
         written = len(db.scalars(select(AuditEntry)).all())
@@ -185,7 +165,7 @@ def test_a_failed_audit_write_does_not_fail_the_read(
     monkeypatch.setattr(runtime.read_audit, "sessions", sessionmaker(broken))
 
     with caplog.at_level(logging.ERROR, logger="voicemail.audit.service"):
-        body = fetch(client, creds)
+        body = fetch(client, creds, SESSION)
         media = client.get(url)
         assert runtime.read_audit.flush() == 0
 
@@ -261,10 +241,8 @@ def test_fetch_entry_names_the_app_from_its_token(
     """An unknown session is audited too (answered media_unavailable); the actor is the
     token's app, not anything the caller could put elsewhere in the request."""
     token = jwt.encode({"appId": creds.client_id, "sub": "someone-else"}, creds.client_secret)
-    response = client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": SESSION, "transcription": "true"},
-        headers={"auth": token},
+    response = get_voicemail(
+        client, creds.bot_id, headers={"auth": token}, sessionId=SESSION, transcription="true"
     )
     assert response.status_code == 200
     runtime.read_audit.flush()

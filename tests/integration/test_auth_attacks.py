@@ -26,7 +26,8 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from tests.conftest import Credentials, make_credentials
+from tests.helpers.credentials import Credentials, make_credentials
+from tests.helpers.http import get_voicemail, post_voicemail
 from voicemail import ids
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
@@ -87,18 +88,11 @@ def unsigned_token(alg: str, payload: object) -> str:
 def fetch(client: TestClient, bot_id: str, token: str | None = None, **headers: str) -> Response:
     if token is not None:
         headers = {"auth": token, **headers}
-    return client.get(
-        f"/api/public/bot/{bot_id}/voicemail", params={"sessionId": SESSION}, headers=headers
-    )
+    return get_voicemail(client, bot_id, headers=headers, sessionId=SESSION)
 
 
 def deposit(client: TestClient, bot_id: str, token: str, clip: Path) -> Response:
-    return client.post(
-        f"/api/public/bot/{bot_id}/voicemail",
-        headers={"auth": token},
-        files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-        data={"sessionId": SESSION},
-    )
+    return post_voicemail(client, bot_id, clip, headers={"auth": token}, sessionId=SESSION)
 
 
 def assert_ok(response: Response) -> None:

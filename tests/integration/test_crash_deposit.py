@@ -24,8 +24,9 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from tests.processes import Admin, Cluster, Proc, cluster_at, wait_until
-from tests.support import write_wav
+from tests.helpers.audio import write_wav
+from tests.helpers.processes import Admin, Cluster, Proc, cluster_at
+from tests.helpers.waiting import wait_until
 from voicemail.audio import AudioLimits, decode_recording
 from voicemail.bots import service as bots
 from voicemail.db.models import CallSession, Job, StreamPart, Voicemail

@@ -15,9 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from tests.conftest import Credentials, make_credentials, new_bot
-from tests.integration.webhook_receiver import running_receiver
-from tests.support import copies_in_database, copies_in_folder
+from tests.helpers.credentials import Credentials, make_credentials, new_bot
+from tests.helpers.http import deposit, fetch
+from tests.helpers.scan import copies_in_database, copies_in_folder
+from tests.helpers.webhook_receiver import running_receiver
 from voicemail import ids
 from voicemail.auth import service as auth
 from voicemail.db.models import (
@@ -60,31 +61,6 @@ def settings(settings: Settings, storage_kind: str, request: pytest.FixtureReque
 def creds(runtime: Runtime) -> Credentials:
     """An app holding every scope, delete included, on its bot."""
     return make_credentials(runtime, scopes=ALL_SCOPES)
-
-
-def deposit(
-    client: TestClient, creds: Credentials, clip: Path, session: str = SESSION, **fields: str
-) -> dict[str, Any]:
-    response = client.post(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        headers=creds.headers(),
-        files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-        data={"sessionId": session, **fields},
-    )
-    assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def fetch(client: TestClient, creds: Credentials, session: str = SESSION) -> dict[str, Any]:
-    response = client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": session, "transcription": "true"},
-        headers=creds.headers(),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def delete(
@@ -138,9 +114,9 @@ def test_delete_makes_audio_transcript_and_urls_unreachable(
     storage_kind: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    deposit(client, creds, speech_clip)
+    deposit(client, creds, speech_clip, SESSION)
     assert runtime.worker().run_once()  # transcribed: there is a transcript to lose
-    before = fetch(client, creds)
+    before = fetch(client, creds, SESSION, transcription="true")
     assert before["status"] == "success" and len(before["transcriptions"]) == 1
     url = before["voicemail recording"][0]["fileUrl"]
     assert client.get(url).status_code == 200
@@ -164,7 +140,7 @@ def test_delete_makes_audio_transcript_and_urls_unreachable(
     assert gone.status_code == 404
     assert gone.json()["errors"][0]["code"] == 404
     assert client.head(url).status_code == 404
-    assert fetch(client, creds) == {
+    assert fetch(client, creds, SESSION, transcription="true") == {
         "status": "media_unavailable",
         "voicemail recording": [],
         "voicemail_recording": [],
@@ -184,15 +160,15 @@ def test_delete_removes_every_voicemail_of_the_session_and_only_those(
     speech_clip: Path,
 ) -> None:
     subscription = subscribe(runtime, creds.bot_id, [webhooks.VOICEMAIL_DELETED])
-    first, second = (deposit(client, creds, clip) for clip in speech_clips)
-    deposit(client, creds, speech_clip, session=OTHER_SESSION)
+    first, second = (deposit(client, creds, clip, SESSION) for clip in speech_clips)
+    deposit(client, creds, speech_clip, OTHER_SESSION)
     keys = storage_keys(runtime)
     assert count(runtime, Job) == 3  # not transcribed yet: the jobs go with the voicemails
 
     response = delete(client, creds, prefix="/api/1.1")  # Kore's other prefix works too
 
     assert response.status_code == 200, response.text
-    kept = fetch(client, creds, OTHER_SESSION)
+    kept = fetch(client, creds, OTHER_SESSION, transcription="true")
     assert kept["status"] == "success" and len(kept["voicemail recording"]) == 1
     assert [runtime.storage.exists(key) for key in keys] == [False, False, True]
     assert count(runtime, Voicemail) == 1 and count(runtime, Job) == 1
@@ -220,13 +196,15 @@ def test_delete_needs_the_delete_scope(
     client: TestClient, runtime: Runtime, speech_clip: Path
 ) -> None:
     without = make_credentials(runtime, scopes=[auth.SCOPE_FETCH, auth.SCOPE_DEPOSIT])
-    deposit(client, without, speech_clip)
+    deposit(client, without, speech_clip, SESSION)
 
     response = delete(client, without)
 
     assert response.status_code == 403
     assert "Delete Recordings" in response.json()["errors"][0]["msg"]
-    assert fetch(client, without)["status"] == "success"  # nothing was deleted
+    assert (
+        fetch(client, without, SESSION, transcription="true")["status"] == "success"
+    )  # nothing was deleted
     runtime.read_audit.flush()
     with runtime.sessions() as session:
         actions = session.scalars(select(AuditEntry.action)).all()
@@ -239,12 +217,12 @@ def test_delete_on_another_bot_is_forbidden(
     # The other bot's voicemail in the same session id, in this account and in another.
     same_account_bot = new_bot(runtime)
     other = make_credentials(runtime, scopes=ALL_SCOPES)
-    deposit(client, other, speech_clip)
+    deposit(client, other, speech_clip, SESSION)
 
     for bot_id in (same_account_bot, other.bot_id, "st-00000000-0000-0000-0000-000000000000"):
         response = delete(client, creds, bot_id=bot_id)
         assert response.status_code == 403, (bot_id, response.text)
-    assert fetch(client, other)["status"] == "success"
+    assert fetch(client, other, SESSION, transcription="true")["status"] == "success"
 
 
 def test_delete_refuses_bad_requests(client: TestClient, creds: Credentials) -> None:
@@ -268,7 +246,7 @@ def test_delete_refuses_bad_requests(client: TestClient, creds: Credentials) -> 
 def test_delete_while_recording_is_a_conflict(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
 ) -> None:
-    deposit(client, creds, speech_clip)
+    deposit(client, creds, speech_clip, SESSION)
     [key] = storage_keys(runtime)
     with runtime.sessions.begin() as session:
         session.execute(update(Voicemail).values(status="receiving", call_sid="call-1"))
@@ -278,13 +256,13 @@ def test_delete_while_recording_is_a_conflict(
     assert response.status_code == 409
     assert "still being recorded" in response.json()["errors"][0]["msg"]
     assert count(runtime, Voicemail) == 1 and runtime.storage.exists(key)
-    assert fetch(client, creds)["status"] == "media_in_progress"
+    assert fetch(client, creds, SESSION, transcription="true")["status"] == "media_in_progress"
 
 
 def test_delete_removes_live_stream_parts(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path, tmp_path: Path
 ) -> None:
-    deposit(client, creds, speech_clip)
+    deposit(client, creds, speech_clip, SESSION)
     [key] = storage_keys(runtime)
     part_key = key.removesuffix(".wav") + "/part-0001.pcm"
     (tmp_path / "part").write_bytes(b"\0" * 320)
@@ -311,8 +289,8 @@ def test_delete_removes_live_stream_parts(
 def test_delete_counts_against_the_public_api_rate_limit(
     client: TestClient, creds: Credentials, speech_clip: Path
 ) -> None:
-    deposit(client, creds, speech_clip)  # deposits have their own limit
-    fetch(client, creds)
+    deposit(client, creds, speech_clip, SESSION)  # deposits have their own limit
+    fetch(client, creds, SESSION, transcription="true")
     assert delete(client, creds, OTHER_SESSION).status_code == 404
     limited = delete(client, creds)
     assert limited.status_code == 429
@@ -327,8 +305,8 @@ def test_an_object_whose_delete_fails_is_left_to_the_orphan_sweep(
     speech_clip: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    deposit(client, creds, speech_clip)
-    url = fetch(client, creds)["voicemail recording"][0]["fileUrl"]
+    deposit(client, creds, speech_clip, SESSION)
+    url = fetch(client, creds, SESSION, transcription="true")["voicemail recording"][0]["fileUrl"]
     [key] = storage_keys(runtime)
 
     def unavailable(_key: str) -> None:
@@ -342,7 +320,7 @@ def test_an_object_whose_delete_fails_is_left_to_the_orphan_sweep(
     assert response.status_code == 200, response.text
     assert runtime.storage.exists(key)
     assert client.get(url).status_code == 404
-    assert fetch(client, creds)["status"] == "media_unavailable"
+    assert fetch(client, creds, SESSION, transcription="true")["status"] == "media_unavailable"
     # The existing sweep finds it: no row references it, and it is past the grace period.
     removed = sweep_orphan_recordings(
         runtime.sessions, runtime.storage, older_than=3600, now=time.time() + 3601
@@ -377,10 +355,10 @@ def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
     transcriber.text = SPOKEN
     with running_receiver() as receiver:
         subscribe(runtime, creds.bot_id, list(webhooks.EVENTS), url=receiver.url)
-        deposit(client, creds, speech_clip, **{"from": CALLER, "to": DIALED})
+        deposit(client, creds, speech_clip, SESSION, **{"from": CALLER, "to": DIALED})
         runtime.webhook_sender().deliver_due()  # voicemail.created: delivered
         assert runtime.worker().run_once()  # transcription.completed: still pending
-        fetch(client, creds)  # an audit entry of a read
+        fetch(client, creds, SESSION, transcription="true")  # an audit entry of a read
         runtime.read_audit.flush()
         where = {copy.where for copy in copies_in_database(runtime.engine, CALLER_DATA)}
         # The search sees the copies (it would not pass for want of looking).
@@ -441,7 +419,7 @@ def test_delete_leaves_no_copy_in_the_sqlite_file(
     if not settings.is_sqlite:
         pytest.skip("the embedded SQLite file only")
     transcriber.text = SPOKEN
-    deposit(client, creds, speech_clip, **{"from": CALLER, "to": DIALED})
+    deposit(client, creds, speech_clip, SESSION, **{"from": CALLER, "to": DIALED})
     assert runtime.worker().run_once()
 
     assert delete(client, creds).status_code == 200
@@ -485,7 +463,7 @@ def test_delete_while_transcribing_discards_the_late_transcript(
     transcriber: BlockingTranscriber,
 ) -> None:
     subscribe(runtime, creds.bot_id, [webhooks.TRANSCRIPTION_COMPLETED])
-    deposit(client, creds, speech_clip)
+    deposit(client, creds, speech_clip, SESSION)
     transcriber.release.clear()
     worker = runtime.worker()
     running = threading.Thread(target=worker.run_once)
@@ -502,4 +480,4 @@ def test_delete_while_transcribing_discards_the_late_transcript(
     # The job went with its voicemail; the worker's result found nothing to attach to.
     for model in (Voicemail, Transcript, Job, WebhookDelivery):
         assert count(runtime, model) == 0, model
-    assert fetch(client, creds)["status"] == "media_unavailable"
+    assert fetch(client, creds, SESSION, transcription="true")["status"] == "media_unavailable"

@@ -22,9 +22,8 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from tests.conftest import Credentials
-from tests.support import silent_flac, write_wav
-from tests.unit.test_audio import encode, read_clip
+from tests.helpers.audio import encode, read_clip, silent_flac, write_wav
+from tests.helpers.credentials import Credentials
 from voicemail.db.models import CallSession, Job, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings

@@ -10,15 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
 from sqlalchemy import func, select
 
-from tests.conftest import new_bot
-from tests.support import write_wav
-from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
+from tests.helpers.audio import decoded_tone
+from tests.helpers.credentials import new_bot
+from tests.helpers.deposits import deposit_audio
+from voicemail.audio import DecodedAudio
 from voicemail.db.models import CallSession, Job, Voicemail
 from voicemail.runtime import Runtime
-from voicemail.voicemails import service as voicemails
 from voicemail.voicemails.service import Deposited
 
 SESSION = "67aa38026e199c8f470e0d01"
@@ -26,15 +25,6 @@ RACERS = 6
 ROUNDS = 3  # fresh sessions per test: the first row of a session is the tightest race
 
 T = TypeVar("T")
-
-
-def decoded_tone(folder: Path, frequency: float) -> DecodedAudio:
-    """A real decoded recording (1.5 s tone); each frequency is a different recording."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rate = 8000
-    t = np.arange(round(1.5 * rate)) / rate
-    source = write_wav(folder / f"{frequency:g}.wav", 0.3 * np.sin(2 * np.pi * frequency * t), rate)
-    return decode_recording(source, AudioLimits(), work_dir=folder)
 
 
 def all_at_once(calls: list[Callable[[], T]]) -> list[T]:
@@ -50,17 +40,7 @@ def all_at_once(calls: list[Callable[[], T]]) -> list[T]:
 
 
 def deposit(runtime: Runtime, bot_id: str, session_id: str, audio: DecodedAudio) -> Deposited:
-    return voicemails.deposit(
-        runtime.sessions,
-        storage=runtime.storage,
-        bot_id=bot_id,
-        session_id=session_id,
-        audio=audio,
-        caller_from="+15550100",
-        caller_to=None,
-        language=None,
-        max_attempts=3,
-    )
+    return deposit_audio(runtime, bot_id, audio, session_id=session_id, caller_from="+15550100")
 
 
 def stored_objects(runtime: Runtime) -> list[str]:

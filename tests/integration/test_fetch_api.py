@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 
-from tests.conftest import Credentials
+from tests.helpers.credentials import Credentials
+from tests.helpers.http import deposit, get_voicemail
 from voicemail.runtime import Runtime
 from voicemail.transcription import FakeTranscriber
 
@@ -21,24 +23,10 @@ URL_RE = re.compile(
 )
 
 
-def deposit(client: TestClient, creds: Credentials, clip: Path, **fields: str) -> dict[str, object]:
-    response = client.post(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        headers=creds.headers(),
-        files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-        data=fields,
-    )
-    assert response.status_code == 202, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
-def fetch(client: TestClient, creds: Credentials, session: str = SESSION, **params: str):  # type: ignore[no-untyped-def]
-    return client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": session, **params},
-        headers=creds.headers(),
-    )
+def fetch(
+    client: TestClient, creds: Credentials, session: str = SESSION, **params: str
+) -> Response:
+    return get_voicemail(client, creds.bot_id, headers=creds.headers(), sessionId=session, **params)
 
 
 def test_unknown_session_is_media_unavailable(client: TestClient, creds: Credentials) -> None:
@@ -55,7 +43,7 @@ def test_unknown_session_is_media_unavailable(client: TestClient, creds: Credent
 def test_pending_then_completed(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
 ) -> None:
-    accepted = deposit(client, creds, speech_clip, sessionId=SESSION, **{"from": "+15550100"})
+    accepted = deposit(client, creds, speech_clip, SESSION, **{"from": "+15550100"})
     assert accepted["sessionId"] == SESSION
     assert accepted["fileName"] == f"voicemail_{SESSION}.wav"
 
@@ -107,7 +95,7 @@ def test_pending_then_completed(
 def test_transcription_false_and_param_parsing(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
 ) -> None:
-    deposit(client, creds, speech_clip, sessionId=SESSION)
+    deposit(client, creds, speech_clip, SESSION)
     runtime.worker().run_once()
     for value in ("false", "FALSE", "0"):
         body = fetch(client, creds, transcription=value).json()
@@ -135,7 +123,7 @@ def test_kore_curl_sample_shape(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
 ) -> None:
     """Kore's sample: /api/1.1 prefix allowed, `auth` header, `--data ''` body on the GET."""
-    deposit(client, creds, speech_clip, sessionId=SESSION)
+    deposit(client, creds, speech_clip, SESSION)
     runtime.worker().run_once()
     response = client.request(
         "GET",
@@ -164,10 +152,10 @@ def test_several_voicemails_in_one_session(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clips: list[Path]
 ) -> None:
     first, second = speech_clips[:2]
-    deposit(client, creds, first, sessionId=SESSION)
-    again = deposit(client, creds, first, sessionId=SESSION)
+    deposit(client, creds, first, SESSION)
+    again = deposit(client, creds, first, SESSION)
     assert again["duplicate"] is True
-    deposit(client, creds, second, sessionId=SESSION)
+    deposit(client, creds, second, SESSION)
     while runtime.worker().run_once():
         pass
     body = fetch(client, creds, transcription="true").json()
@@ -184,7 +172,7 @@ def test_failed_transcription_is_reported_after_retries(
     speech_clip: Path,
 ) -> None:
     transcriber.error = RuntimeError("decoder exploded")
-    deposit(client, creds, speech_clip, sessionId=SESSION)
+    deposit(client, creds, speech_clip, SESSION)
     worker = runtime.worker()
     for attempt in range(1, runtime.settings.job_max_attempts + 1):
         assert worker.run_once(), attempt
@@ -196,7 +184,7 @@ def test_failed_transcription_is_reported_after_retries(
 def test_words_are_kept_and_returned_on_request(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
 ) -> None:
-    deposit(client, creds, speech_clip, sessionId=SESSION)
+    deposit(client, creds, speech_clip, SESSION)
     runtime.worker().run_once()
     doc = fetch(client, creds, transcription="true", words="true").json()["transcriptions"][0]
     assert doc["words"], "word timings should be stored"

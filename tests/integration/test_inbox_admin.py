@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import select
 
-from tests.conftest import PASSWORD, browser, csrf_of, make_queue, make_user, new_bot, sign_in
+from tests.helpers.credentials import new_bot
+from tests.helpers.inbox import PASSWORD, browser, csrf_of, make_queue, make_user, sign_in
 from voicemail import ids
 from voicemail.bots import service as bots
 from voicemail.db.models import Account, AuditEntry, Bot, Queue, User

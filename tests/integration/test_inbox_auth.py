@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from tests.conftest import InboxUser, browser, make_user, sign_in
-from tests.processes import Admin, cluster_at
+from tests.helpers.inbox import InboxUser, browser, make_user, sign_in
+from tests.helpers.processes import Admin, cluster_at
+from tests.helpers.waiting import wait_until
 from tests.services.redis import RedisService
-from tests.support import wait_until
 from voicemail.api.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.models import User, WebSession

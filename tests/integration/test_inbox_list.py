@@ -13,16 +13,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import (
+from tests.helpers.credentials import Credentials, new_bot
+from tests.helpers.deposits import deposit_file
+from tests.helpers.inbox import (
     BASE,
-    Credentials,
     InboxRow,
     add_inbox_rows,
     csrf_of,
-    deposit_file,
     make_queue,
     make_user,
-    new_bot,
     sign_in,
     signed_in,
 )

@@ -8,47 +8,13 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import (
-    InboxRow,
-    add_inbox_rows,
-    make_queue,
-    make_user,
-    new_bot,
-    sign_in,
-    signed_in,
-)
-from voicemail.bots import service as bots
+from tests.helpers.credentials import new_bot
+from tests.helpers.inbox import add_voicemail, make_queue, make_user, sign_in, signed_in
 from voicemail.db.base import utcnow
 from voicemail.db.models import Queue
 from voicemail.inbox import alerts
 from voicemail.runtime import Runtime
 from voicemail.users import service as users
-
-
-def add_voicemail(
-    runtime: Runtime,
-    bot_id: str,
-    *,
-    created_at: datetime,
-    state: str = "new",
-    handled_at: datetime | None = None,
-    status: str = "stored",
-) -> str:
-    """A voicemail row in the bot's queue, deposited at ``created_at`` (no audio and no
-    transcript: these pages only count)."""
-    with runtime.sessions() as session:
-        queue_id = bots.get_bot(session, bot_id=bot_id).queue_id
-    row = InboxRow(
-        bot_id,
-        at=created_at,
-        state=state,
-        handled_at=handled_at,
-        status=status,
-        queue_id=queue_id,
-        text=None,
-    )
-    [voicemail_id] = add_inbox_rows(runtime, row)
-    return voicemail_id
 
 
 def backlog_row(page: str, queue: str) -> str:

@@ -13,16 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import (
-    Credentials,
-    InboxUser,
-    csrf_of,
-    deposit_file,
-    make_user,
-    new_bot,
-    sign_in,
-)
-from tests.conftest import make_queue as create_queue
+from tests.helpers.credentials import Credentials, new_bot
+from tests.helpers.deposits import deposit_file
+from tests.helpers.inbox import InboxUser, csrf_of, make_user, sign_in
+from tests.helpers.inbox import make_queue as create_queue
 from voicemail.db.models import AuditEntry, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.transcription import FakeTranscriber

@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from tests.conftest import deposit_file, new_bot
-from tests.support import wait_until
+from tests.helpers.credentials import new_bot
+from tests.helpers.deposits import deposit_file
+from tests.helpers.waiting import wait_until
 from voicemail.db.base import utcnow
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import Job, Transcript, Voicemail

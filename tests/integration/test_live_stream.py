@@ -29,9 +29,12 @@ from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import Credentials, make_credentials
-from tests.processes import Admin, Cluster, cluster_at, wait_until
-from tests.support import audio_dir, clip_by_name, free_port, read_manifest, wer
+from tests.helpers.clips import audio_dir, clip_by_name, read_manifest, wer
+from tests.helpers.credentials import Credentials, make_credentials
+from tests.helpers.http import fetch
+from tests.helpers.net import free_port
+from tests.helpers.processes import Admin, Cluster, cluster_at
+from tests.helpers.waiting import wait_until
 from voicemail.api.app import create_app
 from voicemail.auth import service as auth
 from voicemail.cli import app as cli_app
@@ -120,17 +123,6 @@ def stream(server: LiveServer, creds: Credentials, pcm: bytes, **options: Any) -
     )
 
 
-def fetch(server: LiveServer, creds: Credentials, session_id: str) -> dict[str, Any]:
-    response = httpx.get(
-        f"{server.http_url}/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": session_id, "transcription": "true"},
-        headers=creds.headers(),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def session_voicemails(runtime: Runtime, bot_id: str, session_id: str) -> list[Voicemail]:
     with runtime.read_sessions() as session:
         return list(
@@ -207,7 +199,9 @@ def test_live_call_in_progress_then_stored_on_hangup(
     # While the caller speaks, the fetch API says the recording is on its way.
     during = wait_until(
         lambda: (
-            (body := fetch(server, creds, session_id))["status"] != "media_unavailable" and body
+            (body := fetch(server.http_url, creds, session_id, transcription="true"))["status"]
+            != "media_unavailable"
+            and body
         ),
         timeout=10,
         what="the live voicemail row",
@@ -221,7 +215,7 @@ def test_live_call_in_progress_then_stored_on_hangup(
 
     # The transcript is there as soon as the socket has closed: no job to wait for.
     wait_finalized(runtime, creds.bot_id, session_id)
-    after = fetch(server, creds, session_id)
+    after = fetch(server.http_url, creds, session_id, transcription="true")
     assert after["status"] == "success"
     assert after["transcriptionStatus"] == "completed"
     assert len(after["voicemail recording"]) == 1
@@ -284,7 +278,10 @@ def test_abrupt_disconnect_then_reconnect_continues_the_voicemail(
         what="the dropped connection's audio to be stored",
     )
     assert voicemail.status == "receiving"
-    assert fetch(server, creds, first.session_id)["status"] == "media_in_progress"
+    assert (
+        fetch(server.http_url, creds, first.session_id, transcription="true")["status"]
+        == "media_in_progress"
+    )
 
     # The gateway comes back through the load balancer to another API process.
     other_runtime = Runtime.build(settings, transcriber=FakeTranscriber(text=FAKE_TEXT))
@@ -392,7 +389,10 @@ def test_call_with_too_little_audio_is_dropped(
     wait_until(lambda: "live stream closed" in caplog.messages, timeout=15, what="the call's end")
     assert "live voicemail dropped: too little audio" in caplog.messages
     assert session_voicemails(runtime, creds.bot_id, result.session_id) == []
-    assert fetch(server, creds, result.session_id)["status"] == "media_unavailable"
+    assert (
+        fetch(server.http_url, creds, result.session_id, transcription="true")["status"]
+        == "media_unavailable"
+    )
     with runtime.read_sessions() as session:
         assert session.scalars(select(StreamPart)).all() == []
 
@@ -406,7 +406,12 @@ def test_without_live_transcription_a_job_transcribes_after_hangup(
     voicemail = only_voicemail(runtime, creds.bot_id, result.session_id)
     assert voicemail.status == "stored"
     assert all(part.transcript is None for part in parts_of(runtime, voicemail.id))
-    assert fetch(server, creds, result.session_id)["transcriptionStatus"] == "pending"
+    assert (
+        fetch(server.http_url, creds, result.session_id, transcription="true")[
+            "transcriptionStatus"
+        ]
+        == "pending"
+    )
     with runtime.read_sessions() as session:
         jobs = session.scalars(select(Job).where(Job.voicemail_id == voicemail.id)).all()
     assert [job.kind for job in jobs] == ["transcribe"]
@@ -618,7 +623,7 @@ def test_live_transcript_of_real_speech(settings: Settings, whisper: WhisperTran
             hung_up = time.perf_counter()
             (voicemail,) = wait_finalized(runtime, creds.bot_id, result.session_id)
             ready = time.perf_counter() - hung_up
-            body = fetch(server, creds, result.session_id)
+            body = fetch(server.http_url, creds, result.session_id, transcription="true")
         assert body["transcriptionStatus"] == "completed"  # from the live transcript, no job
         with runtime.read_sessions() as session:
             stored = session.get(Voicemail, voicemail.id)

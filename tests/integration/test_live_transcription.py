@@ -1,7 +1,7 @@
 """Live transcription with the real Whisper model on real speech.
 
 Messages of 25-40 s are built from telephone clips of the shared corpus with half a second
-of silence between them (``tests.support.spoken_message``) and fed as a gateway streams
+of silence between them (``tests.helpers.clips.spoken_message``) and fed as a gateway streams
 them: 8 kHz 16-bit PCM in 20 ms frames. Between seconds of audio the test lets the
 background catch up (``wait_idle``), which is what real time gives it when the model is
 faster than speech, without the test taking the messages' length to run.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import (
+from tests.helpers.clips import (
     Clip,
     audio_dir,
     clip_by_name,
@@ -23,7 +23,7 @@ from tests.support import (
     read_manifest,
     spoken_message,
 )
-from tests.support import wer as word_error_rate
+from tests.helpers.clips import wer as word_error_rate
 from voicemail.transcription import WhisperTranscriber, resolve_model_dir
 from voicemail.transcription.engine import Transcript
 from voicemail.transcription.live import LiveTranscription, pcm16_to_float

@@ -17,7 +17,8 @@ from httpx import Response
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.conftest import Credentials, make_credentials
+from tests.helpers.credentials import Credentials, make_credentials
+from tests.helpers.http import deposit, fetch
 from voicemail.api.app import create_app
 from voicemail.db.models import Voicemail
 from voicemail.media.service import current_epoch, revoke_all
@@ -61,24 +62,8 @@ class Signed:
         return replace(self, path="/".join(parts))
 
 
-def deposit(client: TestClient, creds: Credentials, clip: Path, session: str = SESSION) -> None:
-    response = client.post(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        headers=creds.headers(),
-        files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-        data={"sessionId": session},
-    )
-    assert response.status_code == 202, response.text
-
-
 def fetch_url(client: TestClient, creds: Credentials, session: str = SESSION) -> str:
-    response = client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": session},
-        headers=creds.headers(),
-    )
-    assert response.status_code == 200, response.text
-    [recording] = response.json()["voicemail recording"]
+    [recording] = fetch(client, creds, session)["voicemail recording"]
     url: str = recording["fileUrl"]
     return url
 
@@ -101,7 +86,7 @@ def assert_error(response: Response, status: int, contains: str = "") -> str:
 
 @pytest.fixture
 def url(client: TestClient, creds: Credentials, speech_clip: Path) -> str:
-    deposit(client, creds, speech_clip)
+    deposit(client, creds, speech_clip, SESSION)
     return fetch_url(client, creds)
 
 

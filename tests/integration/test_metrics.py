@@ -21,8 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import update
 
-from tests.conftest import Credentials
-from tests.support import free_port, run_cli, write_wav
+from tests.helpers.audio import write_wav
+from tests.helpers.clips import run_cli
+from tests.helpers.credentials import Credentials
+from tests.helpers.http import post_voicemail
+from tests.helpers.net import free_port
 from voicemail.api.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
@@ -79,11 +82,8 @@ def tone_wav(tmp_path: Path, seconds: float = 2.0, hz: float = 440.0) -> bytes:
 
 
 def deposit(client: TestClient, creds: Credentials, audio: bytes, **headers: str) -> httpx.Response:
-    return client.post(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        headers={**creds.headers(), **headers},
-        files={"file": ("voicemail.wav", audio, "audio/wav")},
-        data={"sessionId": SESSION},
+    return post_voicemail(
+        client, creds.bot_id, audio, headers={**creds.headers(), **headers}, sessionId=SESSION
     )
 
 

@@ -20,8 +20,9 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.conftest import Credentials, new_bot
-from tests.integration.test_deposit_races import decoded_tone, deposit
+from tests.helpers.audio import decoded_tone
+from tests.helpers.credentials import Credentials, new_bot
+from tests.helpers.deposits import deposit_audio
 from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
@@ -148,7 +149,8 @@ def test_dead_workers_job_is_taken_over_when_its_lease_runs_out(
     runtime: Runtime, other_sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     bot_id = new_bot(runtime)
-    deposited = deposit(runtime, bot_id, "67aa38026e199c8f470e0e01", decoded_tone(tmp_path, 440))
+    audio = decoded_tone(tmp_path, 440)
+    deposited = deposit_audio(runtime, bot_id, audio, session_id="67aa38026e199c8f470e0e01")
     voicemail_id = deposited.voicemail.id
 
     def worker(name: str, sessions: sessionmaker[Session], lease: float, said: str) -> Worker:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import make_queue, new_bot
-from tests.integration.test_inbox_supervisor import add_voicemail
-from tests.integration.webhook_receiver import running_receiver
+from tests.helpers.credentials import new_bot
+from tests.helpers.inbox import add_voicemail, make_queue
+from tests.helpers.webhook_receiver import running_receiver
 from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
 from voicemail.db.models import Queue, Voicemail, WebhookDelivery

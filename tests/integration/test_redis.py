@@ -16,10 +16,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from tests.conftest import Credentials
+from tests.helpers.credentials import Credentials
+from tests.helpers.http import get_voicemail
+from tests.helpers.net import free_port
 from tests.services import unavailable
 from tests.services.redis import RedisService
-from tests.support import free_port
 from voicemail.auth import ratelimit
 from voicemail.auth.ratelimit import AccountRateLimiter
 from voicemail.auth.replay import RedisReplayGuard, ReplayStoreUnavailable
@@ -282,10 +283,8 @@ def test_redis_going_down_mid_service_and_coming_back(
 
 
 def fetch(client: TestClient, creds: Credentials, **claims: object) -> httpx.Response:
-    return client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": "67aa38026e199c8f470e0001"},
-        headers=creds.headers(**claims),
+    return get_voicemail(
+        client, creds.bot_id, headers=creds.headers(**claims), sessionId="67aa38026e199c8f470e0001"
     )
 
 

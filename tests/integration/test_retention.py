@@ -14,8 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from tests.conftest import Credentials, deposit_file, new_bot
-from tests.support import copies_in_database, copies_in_folder, run_cli
+from tests.helpers.clips import run_cli
+from tests.helpers.credentials import Credentials, new_bot
+from tests.helpers.deposits import deposit_file
+from tests.helpers.scan import copies_in_database, copies_in_folder
 from voicemail import ids
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots

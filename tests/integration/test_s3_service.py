@@ -22,7 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.conftest import Credentials
+from tests.helpers.credentials import Credentials
+from tests.helpers.http import deposit, fetch
 from tests.services.s3 import STORAGE_PREFIX, S3Bucket
 from voicemail.api.app import create_app
 from voicemail.db.models import Voicemail
@@ -81,27 +82,6 @@ class Deposited:
     url: str  # the signed media URL from a Kore fetch
 
 
-def deposit(client: TestClient, creds: Credentials, clip: Path) -> None:
-    response = client.post(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        headers=creds.headers(),
-        files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-        data={"sessionId": SESSION},
-    )
-    assert response.status_code == 202, response.text
-
-
-def fetch(client: TestClient, creds: Credentials) -> dict[str, object]:
-    response = client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": SESSION, "transcription": "true"},
-        headers=creds.headers(),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
 def storage_key(runtime: Runtime) -> str:
     with runtime.sessions() as session:
         return session.scalars(select(Voicemail.storage_key)).one()
@@ -111,9 +91,9 @@ def storage_key(runtime: Runtime) -> str:
 def deposited(
     client: TestClient, creds: Credentials, runtime: Runtime, bucket: S3Bucket, speech_clip: Path
 ) -> Deposited:
-    deposit(client, creds, speech_clip)
+    deposit(client, creds, speech_clip, SESSION)
     key = storage_key(runtime)
-    [recording] = fetch(client, creds)["voicemail recording"]  # type: ignore[misc]
+    [recording] = fetch(client, creds, SESSION, transcription="true")["voicemail recording"]
     return Deposited(key, bucket.read(key), recording["fileUrl"])
 
 
@@ -157,7 +137,7 @@ def test_deposit_writes_the_wav_to_the_bucket_only(
     settings: Settings,
     speech_clip: Path,
 ) -> None:
-    deposit(client, creds, speech_clip)
+    deposit(client, creds, speech_clip, SESSION)
     key = storage_key(runtime)
     with wave.open(io.BytesIO(bucket.read(key)), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 8000)
@@ -177,7 +157,7 @@ def test_transcribe_and_fetch_from_s3(
 ) -> None:
     assert runtime.worker().run_once()
     assert transcriber.audio == [deposited.stored]  # the worker read the object from S3
-    body = fetch(client, creds)
+    body = fetch(client, creds, SESSION, transcription="true")
     assert body["status"] == "success"
     assert body["transcriptionStatus"] == "completed"
     [recording] = body["voicemail recording"]  # type: ignore[misc]
@@ -190,8 +170,8 @@ def test_transcribe_and_fetch_from_s3(
 def test_same_audio_twice_stores_one_object(
     client: TestClient, creds: Credentials, bucket: S3Bucket, speech_clip: Path
 ) -> None:
-    deposit(client, creds, speech_clip)
-    deposit(client, creds, speech_clip)
+    deposit(client, creds, speech_clip, SESSION)
+    deposit(client, creds, speech_clip, SESSION)
     listed = bucket.server.client().list_objects_v2(Bucket=bucket.name)["Contents"]
     assert len(listed) == 1
 

@@ -25,8 +25,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import Credentials, deposit_file
-from tests.support import audio_dir, missing_audio_reason, run_cli, write_wav
+from tests.helpers.audio import write_wav
+from tests.helpers.clips import audio_dir, missing_audio_reason, run_cli
+from tests.helpers.credentials import Credentials
+from tests.helpers.deposits import deposit_file
+from tests.helpers.http import fetch
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.models import AuditEntry, Voicemail
@@ -54,20 +57,13 @@ def transcriber() -> FakeTranscriber:
     return FakeTranscriber(text=MESSAGE, language="en", language_probability=0.97)
 
 
+# The fetch query for a transcript with its words.
+WITH_WORDS = {"transcription": "true", "words": "true"}
+
+
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def fetch(client: TestClient, creds: Credentials, session_id: str) -> dict[str, Any]:
-    response = client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": session_id, "transcription": "true", "words": "true"},
-        headers=creds.headers(),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 # -- the CLI ----------------------------------------------------------------------------
@@ -175,7 +171,7 @@ def test_bot_settings_reach_the_transcriber_and_the_stored_transcript(
 
     (call,) = transcriber.calls
     assert (call.languages, call.vocabulary) == (("es", "fr"), ("Acme",))
-    doc = fetch(client, creds, "67aa38026e199c8f470e0c01")["transcriptions"][0]
+    doc = fetch(client, creds, "67aa38026e199c8f470e0c01", **WITH_WORDS)["transcriptions"][0]
     text = doc["components"][0]["data"]["text"]
     assert text == (
         "Hi, it's Sam from Acme. Call me back at 415-555-0134. My card is [card] "
@@ -213,7 +209,7 @@ def test_without_settings_nothing_is_redacted(
         session_id="67aa38026e199c8f470e0c02",
     )
     assert runtime.worker().run_once()
-    doc = fetch(client, creds, "67aa38026e199c8f470e0c02")["transcriptions"][0]
+    doc = fetch(client, creds, "67aa38026e199c8f470e0c02", **WITH_WORDS)["transcriptions"][0]
     assert doc["components"][0]["data"]["text"] == transcriber.text
     assert (doc["callbackNumber"], doc["redacted"]) == (None, [])
     assert (doc["language"], doc["languageProbability"]) == ("en", 0.97)
@@ -238,7 +234,7 @@ def test_spanish_transcript_is_redacted_and_its_callback_number_found(
         caller_from="+34915550000",
     )
     assert runtime.worker().run_once()
-    doc = fetch(client, creds, "67aa38026e199c8f470e0c05")["transcriptions"][0]
+    doc = fetch(client, creds, "67aa38026e199c8f470e0c05", **WITH_WORDS)["transcriptions"][0]
     assert doc["components"][0]["data"]["text"] == (
         "Hola, soy Ana de Acme. Llámame al seis uno dos, treinta y cuatro, cincuenta y seis, "
         "setenta y ocho. Mi tarjeta es [card], y mi correo es [email]."
@@ -286,7 +282,7 @@ def test_national_callback_number_in_e164(
         caller_from=caller,
     )
     assert runtime.worker().run_once()
-    doc = fetch(client, creds, "67aa38026e199c8f470e0c06")["transcriptions"][0]
+    doc = fetch(client, creds, "67aa38026e199c8f470e0c06", **WITH_WORDS)["transcriptions"][0]
     assert doc["callbackNumber"] == expected
     assert doc["callerNumber"] == caller  # stored and echoed as the gateway sent it
 
@@ -370,7 +366,7 @@ def test_real_spoken_phone_number_is_the_callback_number(
     wav, result = spoken["phone"]
     configure(runtime, creds.bot_id, redact=["card", "ssn", "email"], region="US")
     store_real(runtime, creds.bot_id, wav, result, tmp_path / "w", "67aa38026e199c8f470e0c03")
-    doc = fetch(client, creds, "67aa38026e199c8f470e0c03")["transcriptions"][0]
+    doc = fetch(client, creds, "67aa38026e199c8f470e0c03", **WITH_WORDS)["transcriptions"][0]
     assert doc["callbackNumber"] == "+14155550134", result.text
     assert doc["redacted"] == []  # a phone number is not a card
     assert doc["components"][0]["data"]["text"] == result.text
@@ -392,7 +388,7 @@ def test_real_spoken_card_number_is_redacted(
     assert any(len(run.digits) >= 13 for run in digit_runs(result.text)), result.text
     configure(runtime, creds.bot_id, redact=["card"])
     store_real(runtime, creds.bot_id, wav, result, tmp_path / "w", "67aa38026e199c8f470e0c04")
-    doc = fetch(client, creds, "67aa38026e199c8f470e0c04")["transcriptions"][0]
+    doc = fetch(client, creds, "67aa38026e199c8f470e0c04", **WITH_WORDS)["transcriptions"][0]
     text = doc["components"][0]["data"]["text"]
     assert "[card]" in text and doc["redacted"] == ["card"]
     assert not any(len(run.digits) >= 13 for run in digit_runs(text)), text

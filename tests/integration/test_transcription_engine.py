@@ -1,7 +1,7 @@
 """The transcription engine with the real Whisper model, on real speech.
 
 Tests marked ``model`` assemble the packaged base model once per session (into a temporary
-cache), load it once, and read clips from the shared speech corpus (see tests/support.py);
+cache), load it once, and read clips from the shared speech corpus (see tests/helpers/clips.py);
 they skip when the corpus is missing. The model-cache tests without the mark use small
 stand-in files and run anywhere.
 """
@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import (
+from tests.helpers.audio import write_wav
+from tests.helpers.clips import (
     Clip,
     audio_dir,
     clip_by_name,
     missing_audio_reason,
     normalise_for_wer,
     read_manifest,
-    write_wav,
 )
-from tests.support import wer as word_error_rate
+from tests.helpers.clips import wer as word_error_rate
 from voicemail.errors import BadAudio
 from voicemail.transcription import (
     PACKAGED_MODEL_NAME,

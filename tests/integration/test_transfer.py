@@ -18,9 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, inspect, select
 
-from tests.conftest import Credentials, make_credentials
+from tests.helpers.audio import write_wav
+from tests.helpers.credentials import Credentials, make_credentials
 from tests.services.s3 import REGION, S3Bucket
-from tests.support import write_wav
 from voicemail import transfer
 from voicemail.api.app import create_app
 from voicemail.auth import service as auth

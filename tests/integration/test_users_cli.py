@@ -13,9 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import deposit_file, new_bot, sign_in
+from tests.helpers.clips import run_cli
+from tests.helpers.credentials import new_bot
+from tests.helpers.deposits import deposit_file
+from tests.helpers.inbox import sign_in
 from tests.integration.test_cli import ok_json, one_line_error
-from tests.support import run_cli
 from voicemail.audit import service as audit
 from voicemail.db.models import AuditEntry, User, Voicemail
 from voicemail.runtime import Runtime

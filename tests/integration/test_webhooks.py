@@ -18,9 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.conftest import Credentials, deposit_file
-from tests.integration.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
-from tests.support import free_port, write_wav
+from tests.helpers.audio import write_wav
+from tests.helpers.credentials import Credentials
+from tests.helpers.deposits import deposit_file
+from tests.helpers.net import free_port
+from tests.helpers.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
 from voicemail import ids
 from voicemail.api.app import create_app
 from voicemail.audit import service as audit

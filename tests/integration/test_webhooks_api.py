@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import Credentials, make_credentials
-from tests.integration.webhook_receiver import running_receiver
+from tests.helpers.credentials import Credentials, make_credentials
+from tests.helpers.webhook_receiver import running_receiver
 from voicemail import ids
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots

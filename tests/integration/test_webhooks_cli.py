@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import Credentials
+from tests.helpers.clips import run_cli
+from tests.helpers.credentials import Credentials
+from tests.helpers.webhook_receiver import running_receiver
 from tests.integration.test_cli import ok_json
-from tests.integration.webhook_receiver import running_receiver
-from tests.support import run_cli
 from voicemail.db.models import AuditEntry
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings

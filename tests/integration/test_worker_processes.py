@@ -18,8 +18,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.processes import Admin, Cluster, Proc, cluster_at, wait_until, worker_pid
-from tests.support import read_manifest, write_wav
+from tests.helpers.audio import write_wav
+from tests.helpers.clips import read_manifest
+from tests.helpers.processes import Admin, Cluster, Proc, cluster_at, worker_pid
+from tests.helpers.waiting import wait_until
 from voicemail.db.models import Job
 from voicemail.jobs import service as jobs
 from voicemail.runtime import build_transcriber

@@ -32,8 +32,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.helpers.net import free_port
 from tests.services import unavailable
-from tests.support import free_port
 from voicemail.settings import Settings
 
 REGION = "us-east-1"

@@ -16,18 +16,14 @@ import wave
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
-import numpy.typing as npt
 import pytest
 
-from tests.support import silent_flac
+from tests.helpers.audio import Pcm, encode, read_clip, silent_flac, sine
 from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
 from voicemail.errors import BadAudio, PayloadTooLarge, VoicemailError
-
-Pcm = npt.NDArray[np.int16]
 
 SHARED_AUDIO = Path(
     os.environ.get("VOICEMAIL_TEST_AUDIO_DIR")
@@ -67,11 +63,6 @@ def inputs(tmp_path: Path) -> Path:
     return path
 
 
-def sine(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3) -> Pcm:
-    t = np.arange(round(seconds * rate)) / rate
-    return (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
-
-
 def write_wav(path: Path, samples: Pcm, rate: int) -> Path:
     """16-bit PCM WAV; ``samples`` is (n,) for mono or (n, channels)."""
     frames = samples if samples.ndim == 2 else samples.reshape(-1, 1)
@@ -80,55 +71,6 @@ def write_wav(path: Path, samples: Pcm, rate: int) -> Path:
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(frames.astype("<i2").tobytes())
-    return path
-
-
-def read_clip(path: Path) -> tuple[Pcm, int]:
-    """Decode a (PCM or µ-law) mono WAV to int16 samples with PyAV."""
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=stream.rate)
-        chunks = [
-            out.to_ndarray().reshape(-1)
-            for frame in container.decode(stream)
-            for out in resampler.resample(frame)
-        ]
-        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    return np.concatenate(chunks).astype(np.int16), stream.rate
-
-
-def encode(
-    path: Path,
-    samples: Pcm,
-    rate: int,
-    *,
-    fmt: str,
-    codec: str,
-    layout: str = "mono",
-    options: dict[str, str] | None = None,
-    container_options: dict[str, str] | None = None,
-    qscale: int | None = None,
-) -> Path:
-    """Encode mono int16 ``samples`` with PyAV (duplicated to both channels for stereo)."""
-    channels = 2 if layout == "stereo" else 1
-    interleaved = np.repeat(samples, channels).reshape(1, -1)
-    source = av.AudioFrame.from_ndarray(interleaved, format="s16", layout=layout)
-    source.sample_rate = rate
-    source.pts = 0
-    with av.open(str(path), "w", format=fmt, options=container_options or {}) as out:
-        stream: Any = out.add_stream(codec, rate=rate, layout=layout, options=options or {})
-        if qscale is not None:
-            stream.codec_context.qscale = qscale
-            stream.codec_context.flags |= av.codec.context.Flags.qscale
-        resampler = av.AudioResampler(
-            format=stream.format.name,
-            layout=layout,
-            rate=rate,
-            frame_size=stream.codec_context.frame_size or None,
-        )
-        for frame in [*resampler.resample(source), *resampler.resample(None), None]:
-            for packet in stream.encode(frame):
-                out.mux(packet)
     return path
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.support import wait_until
+from tests.helpers.waiting import wait_until
 from voicemail.transcription.engine import SAMPLE_RATE, Audio, Segment, Transcript, Word
 from voicemail.transcription.live import (
     CutPolicy,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.support import normalise_for_wer, wer
+from tests.helpers.clips import normalise_for_wer, wer
 from voicemail.transcription import guards
 from voicemail.transcription.engine import Segment, Word
 from voicemail.transcription.guards import (
