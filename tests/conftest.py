@@ -11,19 +11,36 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.credentials import Credentials, make_credentials
+from tests.helpers.schema import install_template, migrate_template
 from voicemail.api.app import create_app
 from voicemail.auth import service as auth
-from voicemail.db.migrate import upgrade
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 
-# Fixtures for real PostgreSQL, S3-protocol and Redis servers.
-pytest_plugins = ["tests.services.postgres", "tests.services.s3", "tests.services.redis"]
+# Fixtures for real PostgreSQL, S3-protocol and Redis servers, and real speech.
+pytest_plugins = [
+    "tests.services.postgres",
+    "tests.services.s3",
+    "tests.services.redis",
+    "tests.helpers.speech_fixtures",
+]
 
 
 # Every test that uses ``settings`` runs once per database; the id shows in its name.
+# A test marked ``no_sql``, whose subject runs no SQL, runs once, on SQLite.
 DATABASES = ["sqlite", "postgresql"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Not collected at all, rather than skipped: a skip would still be counted as a test.
+    items[:] = [item for item in items if not _second_database_of_no_sql(item)]
+
+
+def _second_database_of_no_sql(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    on_postgresql = callspec is not None and callspec.params.get("database") == "postgresql"
+    return on_postgresql and item.get_closest_marker("no_sql") is not None
 
 
 @pytest.fixture(params=DATABASES)
@@ -61,12 +78,21 @@ def transcriber() -> FakeTranscriber:
     return FakeTranscriber(text="Hello, please call me back.", language="en")
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once for the session (per xdist worker), for tests to copy."""
+    return migrate_template(tmp_path_factory.mktemp("migrated-sqlite"))
+
+
 @pytest.fixture
-def runtime(settings: Settings, transcriber: FakeTranscriber) -> Iterator[Runtime]:
-    rt = Runtime.build(settings, transcriber=transcriber)
+def runtime(
+    settings: Settings, transcriber: FakeTranscriber, migrated_sqlite: Path
+) -> Iterator[Runtime]:
     if settings.is_sqlite:
-        # A new file per test; the PostgreSQL database was migrated once for the run.
-        upgrade(settings.resolved_database_url)
+        # A new file per test, a copy of the session's migrated one; the PostgreSQL
+        # database was migrated once for the run and is emptied before each test.
+        install_template(migrated_sqlite, settings)
+    rt = Runtime.build(settings, transcriber=transcriber)
     yield rt
     rt.close()
 

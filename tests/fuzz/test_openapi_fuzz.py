@@ -58,6 +58,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.helpers.audio import write_wav
 from tests.helpers.deposits import deposit_file
+from tests.helpers.http import get_voicemail
 from tests.helpers.processes import Admin, Cluster, cluster_at
 from tests.services.postgres import PostgresServer
 from voicemail.api.app import create_app
@@ -180,12 +181,7 @@ def _set_up(cluster: Cluster) -> Target:
     proc = cluster.serve("api", "--no-worker")
     assert proc.url is not None
     token = jwt.encode({"appId": app_id}, secret, "HS256")
-    fetched = httpx.get(
-        f"{proc.url}/api/public/bot/{bot_id}/voicemail",
-        params={"sessionId": SESSION},
-        headers={"auth": token},
-        timeout=30,
-    )
+    fetched = get_voicemail(proc.url, bot_id, headers={"auth": token}, sessionId=SESSION)
     assert fetched.status_code == 200, fetched.text
     media_path, media_query = _media_parts(fetched.json()["voicemail_recording"][0]["fileUrl"])
     return Target(

@@ -17,11 +17,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import jwt
-import numpy as np
 import pytest
 
-from tests.helpers.audio import write_wav
-from tests.helpers.http import get_voicemail
+from tests.helpers.audio import tone_wav
+from tests.helpers.http import get_voicemail, post_voicemail
 from tests.helpers.processes import VOICEMAIL, Cluster, cluster_at
 from tests.services.postgres import PostgresServer
 from tests.services.redis import isolated_redis
@@ -165,16 +164,8 @@ def test_media_url_minted_by_one_process_plays_on_the_other(
     client_id, secret = deployment.app(bot=bot)
     auth = token(client_id, secret)
     a, b = deployment.urls
-    t = np.arange(8000 * 2) / 8000
-    clip = write_wav(tmp_path / "tone.wav", 0.3 * np.sin(2 * np.pi * 440 * t), sample_rate=8000)
-    with clip.open("rb") as handle:
-        deposited = httpx.post(
-            f"{a}/api/public/bot/{bot}/voicemail",
-            headers={"auth": auth},
-            files={"file": ("tone.wav", handle, "audio/wav")},
-            data={"sessionId": SESSION_ID},
-            timeout=60,
-        )
+    clip = tone_wav(tmp_path / "tone.wav", 2.0, 8000)
+    deposited = post_voicemail(a, bot, clip, headers={"auth": auth}, sessionId=SESSION_ID)
     assert deposited.status_code == 202, deposited.text
 
     fetched = fetch(a, bot, auth)

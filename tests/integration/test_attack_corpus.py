@@ -32,6 +32,7 @@ from sqlalchemy import select
 from tests.helpers.audio import write_wav
 from tests.helpers.credentials import Credentials, make_credentials
 from tests.helpers.deposits import deposit_file
+from tests.helpers.http import get_voicemail
 from tests.helpers.inbox import InboxRow, add_inbox_rows, signed_in
 from tests.helpers.processes import Admin, cluster_at
 from voicemail.api.errors import ErrorEnvelope
@@ -73,11 +74,7 @@ class Stored:
 @pytest.fixture
 def stored(client: TestClient, creds: Credentials, runtime: Runtime, tone: Path) -> Stored:
     deposit_file(runtime, creds.bot_id, tone, work=tone.parent / "work", session_id=SESSION)
-    fetched = client.get(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        params={"sessionId": SESSION},
-        headers=creds.headers(),
-    )
+    fetched = get_voicemail(client, creds.bot_id, headers=creds.headers(), sessionId=SESSION)
     url = fetched.json()["voicemail_recording"][0]["fileUrl"]
     whole = client.get(url)
     assert whole.status_code == 200

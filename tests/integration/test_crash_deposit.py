@@ -25,6 +25,8 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.helpers.audio import write_wav
+from tests.helpers.deposits import deposit_audio
+from tests.helpers.http import post_voicemail
 from tests.helpers.processes import Admin, Cluster, Proc, cluster_at
 from tests.helpers.waiting import wait_until
 from voicemail.audio import AudioLimits, decode_recording
@@ -212,12 +214,8 @@ def test_api_killed_before_commit_leaves_only_an_orphan_recording_that_a_worker_
     try:
         bot, token = admin.bot_and_token()
         api = cluster.serve("api", "--no-worker")
-        kept = httpx.post(
-            f"{api.url}/api/public/bot/{bot}/voicemail",
-            headers={"auth": token},
-            files={"file": ("vm.wav", speech_clip.read_bytes(), "audio/wav")},
-            data={"sessionId": SESSION_ID},
-            timeout=60,
+        kept = post_voicemail(
+            api.url, bot, speech_clip, headers={"auth": token}, sessionId=SESSION_ID
         )
         assert kept.status_code == 202, kept.text
         [kept_voicemail] = admin.voicemails()
@@ -294,17 +292,7 @@ def test_sweep_deletes_only_old_recordings_no_row_references(
         bot = bots.create_bot(session, name="Support line")
         bot_id, account_id = bot.id, bot.account_id
     audio = decode_recording(speech_clip, AudioLimits(), work_dir=tmp_path)
-    deposited = voicemails.deposit(
-        runtime.sessions,
-        storage=runtime.storage,
-        bot_id=bot_id,
-        session_id=SESSION_ID,
-        audio=audio,
-        caller_from=None,
-        caller_to=None,
-        language=None,
-        max_attempts=3,
-    ).voicemail
+    deposited = deposit_audio(runtime, bot_id, audio, session_id=SESSION_ID).voicemail
     orphan = f"{account_id}/{bot_id}/2026/28-11-2026/f-{uuid.uuid4()}.wav"
     # Live-stream parts: one whose voicemail row never committed, one a row references.
     orphan_part = f"{orphan.removesuffix('.wav')}/parts/{uuid.uuid4().hex}.pcm"

@@ -16,13 +16,12 @@ from typing import Any
 
 import anyio
 import numpy as np
-import numpy.typing as npt
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from tests.helpers.audio import encode, read_clip, silent_flac, write_wav
+from tests.helpers.audio import encode, read_clip, silent_flac, tone, write_wav
 from tests.helpers.credentials import Credentials
 from voicemail.db.models import CallSession, Job, Voicemail
 from voicemail.runtime import Runtime
@@ -123,11 +122,6 @@ def assert_refused(
     assert "Traceback" not in message and "Errno" not in message
     assert_nothing_stored(runtime)
     return message
-
-
-def tone(seconds: float, rate: int = 8000) -> npt.NDArray[np.float64]:
-    t = np.arange(round(seconds * rate)) / rate
-    return 0.3 * np.sin(2 * np.pi * 440.0 * t)
 
 
 def wav_bytes(tmp_path: Path, samples: Any, rate: int = 8000, name: str = "clip.wav") -> bytes:

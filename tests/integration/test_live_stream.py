@@ -42,7 +42,7 @@ from voicemail.db.migrate import upgrade
 from voicemail.db.models import CallSession, Job, StreamPart, Voicemail, WebhookDelivery
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
-from voicemail.transcription import FakeTranscriber, WhisperTranscriber, resolve_model_dir
+from voicemail.transcription import FakeTranscriber, WhisperTranscriber
 from voicemail.voicemails import live
 from voicemail.voicemails.stream_client import (
     SUBPROTOCOL,
@@ -589,15 +589,6 @@ def test_stream_test_command(
 
 
 # -- real speech, real model ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def whisper(tmp_path_factory: pytest.TempPathFactory) -> WhisperTranscriber:
-    engine = WhisperTranscriber(
-        resolve_model_dir(None, tmp_path_factory.mktemp("model-cache")), beam_size=1
-    )
-    engine.load()
-    return engine
 
 
 @pytest.mark.model

@@ -16,15 +16,12 @@ import pytest
 
 from tests.helpers.clips import (
     Clip,
-    audio_dir,
     clip_by_name,
-    missing_audio_reason,
     normalise_for_wer,
-    read_manifest,
     spoken_message,
 )
 from tests.helpers.clips import wer as word_error_rate
-from voicemail.transcription import WhisperTranscriber, resolve_model_dir
+from voicemail.transcription import WhisperTranscriber
 from voicemail.transcription.engine import Transcript
 from voicemail.transcription.live import LiveTranscription, pcm16_to_float
 
@@ -41,22 +38,6 @@ MAX_WER = 0.15
 # Chunks change what Whisper hears around a word, so a message's transcript may gain or
 # lose a few words against the whole file's, either way (overall the chunks do better).
 MAX_WER_OVER_WHOLE = 0.05
-
-
-@pytest.fixture(scope="module")
-def corpus() -> list[Clip]:
-    directory = audio_dir()
-    if directory is None:
-        pytest.skip(missing_audio_reason())
-    return read_manifest(directory)
-
-
-@pytest.fixture(scope="module")
-def transcriber(tmp_path_factory: pytest.TempPathFactory) -> WhisperTranscriber:
-    model_dir = resolve_model_dir(None, tmp_path_factory.mktemp("model-cache"))
-    engine = WhisperTranscriber(model_dir, cpu_threads=0, beam_size=1)
-    engine.load()
-    return engine
 
 
 def stream(live: LiveTranscription, pcm: bytes) -> None:
@@ -81,17 +62,17 @@ def repeated_at_seams(result: Transcript, cuts: list[float]) -> list[str]:
 
 @pytest.mark.parametrize("message", MESSAGES)
 def test_live_transcript_is_as_good_as_the_whole_file(
-    message: str, corpus: list[Clip], transcriber: WhisperTranscriber
+    message: str, corpus: list[Clip], whisper: WhisperTranscriber
 ) -> None:
     clips = [clip_by_name(corpus, name) for name in MESSAGES[message]]
     pcm, reference = spoken_message(clips, pause_seconds=0.5, sample_rate=SAMPLE_RATE)
-    live = LiveTranscription(transcriber, sample_rate=SAMPLE_RATE)
+    live = LiveTranscription(whisper, sample_rate=SAMPLE_RATE)
 
     stream(live, pcm)
     parts_before_hangup = live.parts_done
     transcribed_before_hangup = live.transcribed_seconds
     result = live.finish()
-    whole = transcriber.transcribe(pcm16_to_float(pcm, SAMPLE_RATE))
+    whole = whisper.transcribe(pcm16_to_float(pcm, SAMPLE_RATE))
 
     live_wer = word_error_rate(reference, result.text)
     whole_wer = word_error_rate(reference, whole.text)
@@ -119,7 +100,7 @@ def test_live_transcript_is_as_good_as_the_whole_file(
 
 
 def test_silence_around_the_message_is_cut_off_before_the_hang_up(
-    corpus: list[Clip], transcriber: WhisperTranscriber
+    corpus: list[Clip], whisper: WhisperTranscriber
 ) -> None:
     """A caller who waits before speaking and after the last word: the words keep their
     times in the call, and the pause after the goodbye closes a chunk, so at the hang-up
@@ -127,7 +108,7 @@ def test_silence_around_the_message_is_cut_off_before_the_hang_up(
     clips = [clip_by_name(corpus, name) for name in MESSAGES["audiobook"]]
     speech, reference = spoken_message(clips, pause_seconds=0.5, sample_rate=SAMPLE_RATE)
     lead, trail = bytes(2 * 6 * SAMPLE_RATE), bytes(2 * 3 * SAMPLE_RATE)
-    live = LiveTranscription(transcriber, sample_rate=SAMPLE_RATE, languages=["en"])
+    live = LiveTranscription(whisper, sample_rate=SAMPLE_RATE, languages=["en"])
 
     stream(live, lead + speech + trail)
     last_cut = live.cuts[-1]

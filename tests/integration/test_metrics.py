@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import numpy as np
 import prometheus_client
 import pytest
 from fastapi.testclient import TestClient
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy import update
 
-from tests.helpers.audio import write_wav
+from tests.helpers.audio import tone, write_wav
 from tests.helpers.clips import run_cli
 from tests.helpers.credentials import Credentials
 from tests.helpers.http import post_voicemail
@@ -77,8 +76,7 @@ def label_values(samples: Samples, name: str, label: str) -> set[str]:
 
 
 def tone_wav(tmp_path: Path, seconds: float = 2.0, hz: float = 440.0) -> bytes:
-    t = np.arange(int(16_000 * seconds)) / 16_000
-    return write_wav(tmp_path / f"tone-{hz}.wav", 0.3 * np.sin(2 * np.pi * hz * t)).read_bytes()
+    return write_wav(tmp_path / f"tone-{hz}.wav", tone(seconds, 16_000, hz)).read_bytes()
 
 
 def deposit(client: TestClient, creds: Credentials, audio: bytes, **headers: str) -> httpx.Response:

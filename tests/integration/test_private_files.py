@@ -10,13 +10,12 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import jwt
-import numpy as np
 import pytest
 
-from tests.helpers.audio import write_wav
+from tests.helpers.audio import tone_wav
 from tests.helpers.clips import run_cli
+from tests.helpers.http import post_voicemail
 from tests.helpers.processes import embedded_service
 from voicemail.db.migrate import upgrade
 from voicemail.runtime import Runtime
@@ -47,12 +46,6 @@ def modes_under(folder: Path) -> dict[str, int]:
     }
 
 
-def tone(path: Path) -> Path:
-    rate = 16_000
-    seconds = np.arange(2 * rate) / rate
-    return write_wav(path, 0.3 * np.sin(2 * np.pi * 440 * seconds), rate)
-
-
 @pytest.mark.usefixtures("loose_umask")
 def test_a_fresh_install_keeps_every_data_file_private(tmp_path: Path) -> None:
     # The API alone (no model to load); it creates the data folder and the database itself.
@@ -60,14 +53,10 @@ def test_a_fresh_install_keeps_every_data_file_private(tmp_path: Path) -> None:
         bot = service.cli("bots", "create", "Support line")["botId"]
         app = service.cli("apps", "create", "Gateway", "--bot", bot, "--scope", "Voicemail Deposit")
         token = jwt.encode({"appId": app["clientId"]}, app["clientSecret"], "HS256")
-        with tone(tmp_path / "tone.wav").open("rb") as audio:
-            response = httpx.post(
-                f"{service.url}/api/public/bot/{bot}/voicemail",
-                headers={"auth": token},
-                files={"file": ("tone.wav", audio, "audio/wav")},
-                data={"from": "+15550100"},
-                timeout=60,
-            )
+        clip = tone_wav(tmp_path / "tone.wav", 2.0)
+        response = post_voicemail(
+            service.url, bot, clip, headers={"auth": token}, **{"from": "+15550100"}
+        )
         assert response.status_code == 202, response.text
         # While the server runs, its connections keep the write-ahead log and shared memory.
         data = tmp_path / "voicemail-data"

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.helpers.credentials import Credentials
-from tests.helpers.http import deposit, fetch
+from tests.helpers.http import deposit, fetch, post_voicemail
 from tests.services.s3 import STORAGE_PREFIX, S3Bucket
 from voicemail.api.app import create_app
 from voicemail.db.models import Voicemail
@@ -364,11 +364,8 @@ def test_readyz_checks_the_bucket(client: TestClient, missing_bucket_client: Tes
 def test_deposit_into_a_missing_bucket_is_503_and_leaves_nothing(
     missing_bucket_client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
 ) -> None:
-    response = missing_bucket_client.post(
-        f"/api/public/bot/{creds.bot_id}/voicemail",
-        headers=creds.headers(),
-        files={"file": (speech_clip.name, speech_clip.read_bytes(), "audio/wav")},
-        data={"sessionId": SESSION},
+    response = post_voicemail(
+        missing_bucket_client, creds.bot_id, speech_clip, headers=creds.headers(), sessionId=SESSION
     )
     assert "does not exist" in error(response, 503)
     with runtime.sessions() as session:

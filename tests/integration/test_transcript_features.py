@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from voicemail.bots import service as bots
 from voicemail.db.models import AuditEntry, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
-from voicemail.transcription import FakeTranscriber, WhisperTranscriber, resolve_model_dir
+from voicemail.transcription import FakeTranscriber, WhisperTranscriber
 from voicemail.transcription.digits import digit_runs
 from voicemail.transcription.engine import SAMPLE_RATE, decode_audio_file
 from voicemail.transcription.engine import Transcript as EngineTranscript
@@ -322,7 +321,9 @@ def spoken_number(directory: Path, groups: list[str]) -> npt.NDArray[np.float32]
 
 
 @pytest.fixture(scope="module")
-def spoken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, EngineTranscript]]:
+def spoken(
+    tmp_path_factory: pytest.TempPathFactory, whisper: WhisperTranscriber
+) -> dict[str, tuple[Path, EngineTranscript]]:
     """Each clip's WAV, and the real model's transcript of it (once per module)."""
     directory = audio_dir()
     if directory is None:
@@ -331,14 +332,11 @@ def spoken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, En
 
     ctranslate2.set_random_seed(1234)  # a temperature fallback would sample
     folder = tmp_path_factory.mktemp("spoken")
-    engine = WhisperTranscriber(
-        model_dir_resolver=partial(resolve_model_dir, None, folder / "model-cache")
-    )
     clips = {"phone": ["415", "555", "0134"], "card": ["4123", "4560", "1234", "5612"]}
     out: dict[str, tuple[Path, EngineTranscript]] = {}
     for name, groups in clips.items():
         wav = write_wav(folder / f"{name}.wav", spoken_number(directory, groups))
-        out[name] = (wav, engine.transcribe(wav))
+        out[name] = (wav, whisper.transcribe(wav))
     return out
 
 

@@ -21,11 +21,8 @@ import pytest
 from tests.helpers.audio import write_wav
 from tests.helpers.clips import (
     Clip,
-    audio_dir,
     clip_by_name,
-    missing_audio_reason,
     normalise_for_wer,
-    read_manifest,
 )
 from tests.helpers.clips import wer as word_error_rate
 from voicemail.errors import BadAudio
@@ -54,15 +51,8 @@ MAX_WER = 0.15
 
 
 @pytest.fixture(scope="session")
-def corpus() -> list[Clip]:
-    directory = audio_dir()
-    if directory is None:
-        pytest.skip(missing_audio_reason())
-    return read_manifest(directory)
-
-
-@pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Not the shared model's cache: the resolution itself is under test here, from empty.
     return tmp_path_factory.mktemp("model-cache")
 
 
@@ -73,11 +63,9 @@ def first_resolution(model_cache: Path) -> tuple[Path, float]:
     return model_dir, time.perf_counter() - started
 
 
-@pytest.fixture(scope="session")
-def transcriber(first_resolution: tuple[Path, float]) -> WhisperTranscriber:
-    engine = WhisperTranscriber(first_resolution[0], cpu_threads=0, beam_size=1)
-    engine.load()
-    return engine
+@pytest.fixture
+def transcriber(whisper: WhisperTranscriber) -> WhisperTranscriber:
+    return whisper
 
 
 @pytest.fixture
@@ -329,8 +317,8 @@ def test_low_white_noise_gives_empty_transcript(
 
 
 @pytest.fixture(scope="session")
-def transcriber_without_vad(first_resolution: tuple[Path, float]) -> WhisperTranscriber:
-    return WhisperTranscriber(first_resolution[0], vad_filter=False)
+def transcriber_without_vad(whisper_model_dir: Path) -> WhisperTranscriber:
+    return WhisperTranscriber(whisper_model_dir, vad_filter=False)
 
 
 @pytest.mark.model

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, inspect, select
 
-from tests.helpers.audio import write_wav
+from tests.helpers.audio import tone_wav
 from tests.helpers.credentials import Credentials, make_credentials
+from tests.helpers.http import deposit, fetch
 from tests.services.s3 import REGION, S3Bucket
 from voicemail import transfer
 from voicemail.api.app import create_app
@@ -53,23 +53,10 @@ class Install:
     transcriber: FakeTranscriber
 
     def fetch(self, creds: Credentials, session_id: str) -> dict[str, Any]:
-        response = self.client.get(
-            f"/api/public/bot/{creds.bot_id}/voicemail",
-            params={"sessionId": session_id, "transcription": "true"},
-            headers=creds.headers(),
-        )
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return fetch(self.client, creds, session_id, transcription="true")
 
     def deposit(self, creds: Credentials, session_id: str, clip: Path) -> None:
-        response = self.client.post(
-            f"/api/public/bot/{creds.bot_id}/voicemail",
-            headers=creds.headers(),
-            files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-            data={"sessionId": session_id, "from": "+15550100"},
-        )
-        assert response.status_code == 202, response.text
+        deposit(self.client, creds, clip, session_id, **{"from": "+15550100"})
 
     def media_bytes(self, url: str) -> bytes:
         response = self.client.get(url)
@@ -94,12 +81,6 @@ def serve(settings: Settings, transcriber: FakeTranscriber | None = None) -> Ite
             yield Install(settings, runtime, client, transcriber)
     finally:
         runtime.close()
-
-
-def tone(path: Path, frequency: float, seconds: float = 1.5) -> Path:
-    """A distinct recording per frequency (deposits of the same audio are deduplicated)."""
-    t = np.arange(int(16_000 * seconds)) / 16_000
-    return write_wav(path, 0.3 * np.sin(2 * np.pi * frequency * t))
 
 
 def without_signatures(value: Any) -> Any:
@@ -224,10 +205,11 @@ def embedded(tmp_path: Path) -> Iterator[Embedded]:
             reader_b = Credentials(bot_b.id, bot_b.account_id, reader.app.id, reader.client_secret)
         source = Embedded(install, data_dir, creds_a, creds_b, reader_b, clips)
         source.sessions = [(creds_a, SESSION_1), (creds_a, SESSION_2), (creds_b, SESSION_3)]
-        install.deposit(creds_a, SESSION_1, tone(clips / "a.wav", 440))
-        install.deposit(creds_a, SESSION_1, tone(clips / "b.wav", 550))  # seq 2 in the session
-        install.deposit(creds_a, SESSION_2, tone(clips / "c.wav", 660))
-        install.deposit(creds_b, SESSION_3, tone(clips / "d.wav", 770))
+        install.deposit(creds_a, SESSION_1, tone_wav(clips / "a.wav", frequency=440))
+        # seq 2 in the session:
+        install.deposit(creds_a, SESSION_1, tone_wav(clips / "b.wav", frequency=550))
+        install.deposit(creds_a, SESSION_2, tone_wav(clips / "c.wav", frequency=660))
+        install.deposit(creds_b, SESSION_3, tone_wav(clips / "d.wav", frequency=770))
         worker = install.runtime.worker()
         assert worker.run_once()  # a transcript
         install.transcriber.error = RuntimeError("decoder exploded")
@@ -358,8 +340,8 @@ def test_moved_install_serves_the_same_voicemails(
             assert failed.last_error and "decoder exploded" in failed.last_error
 
         # New rows get new ids: no collision with the copied ones.
-        new.deposit(source.creds_a, NEW_SESSION, tone(source.clips / "e.wav", 880))
-        new.deposit(source.creds_a, SESSION_1, tone(source.clips / "f.wav", 990))
+        new.deposit(source.creds_a, NEW_SESSION, tone_wav(source.clips / "e.wav", frequency=880))
+        new.deposit(source.creds_a, SESSION_1, tone_wav(source.clips / "f.wav", frequency=990))
         with new.runtime.sessions.begin() as session:
             grant = auth.grant_scopes(
                 session,
@@ -429,7 +411,9 @@ def test_resume_after_an_interruption_completes_the_copy(
         # The old install kept working meanwhile: a changed app, a new voicemail, a transcript.
         with runtime.sessions.begin() as session:
             auth.set_enforce_jti(session, app_id=source.reader_b.client_id, enabled=True)
-        source.install.deposit(source.creds_b, SESSION_3, tone(source.clips / "g.wav", 1100))
+        source.install.deposit(
+            source.creds_b, SESSION_3, tone_wav(source.clips / "g.wav", frequency=1100)
+        )
         assert runtime.worker().run_once()
 
         with pytest.raises(transfer.TransferError, match="--resume"):

@@ -13,14 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.helpers.audio import write_wav
+from tests.helpers.audio import tone_wav
 from tests.helpers.credentials import Credentials
 from tests.helpers.deposits import deposit_file
+from tests.helpers.http import deposit
 from tests.helpers.net import free_port
 from tests.helpers.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
 from voicemail import ids
@@ -162,8 +162,7 @@ def redeliver_all(runtime: Runtime) -> None:
 
 
 def recording(tmp_path: Path, seconds: float = 2.0) -> Path:
-    t = np.arange(int(seconds * 8000)) / 8000
-    return write_wav(tmp_path / "message.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 8000)
+    return tone_wav(tmp_path / "message.wav", seconds, 8000)
 
 
 # Delivery, retries, give-up ---------------------------------------------------------------
@@ -673,13 +672,8 @@ def test_deposit_and_transcription_reach_the_receiver_through_the_embedded_worke
         _, secret = subscribe(runtime, creds.bot_id, receiver.url)
         app = create_app(settings, runtime=runtime, run_worker=True)
         with TestClient(app) as client:
-            response = client.post(
-                f"/api/public/bot/{creds.bot_id}/voicemail",
-                headers=creds.headers(),
-                data={"sessionId": SESSION, "from": "+15551234567", "to": "+15557654321"},
-                files={"file": ("vm.wav", recording(tmp_path).read_bytes(), "audio/wav")},
-            )
-            assert response.status_code == 202, response.text
+            fields = {"from": "+15551234567", "to": "+15557654321"}
+            deposit(client, creds, recording(tmp_path), SESSION, **fields)
             requests = receiver.wait_for(2)
     for request in requests:
         assert_signed(request, secret)

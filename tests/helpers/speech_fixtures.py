@@ -1,0 +1,38 @@
+"""Real speech for the tests, once per test session (per xdist worker): the corpus and the
+real Whisper model. A pytest plugin that ``tests/conftest.py`` registers.
+
+Loading the model takes seconds and hundreds of MiB, so the modules that transcribe real
+speech share this one instead of each loading their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.clips import Clip, audio_dir, missing_audio_reason, read_manifest
+from voicemail.transcription import WhisperTranscriber, resolve_model_dir
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[Clip]:
+    """Every clip of the shared speech corpus (skips when it is not there)."""
+    directory = audio_dir()
+    if directory is None:
+        pytest.skip(missing_audio_reason())
+    return read_manifest(directory)
+
+
+@pytest.fixture(scope="session")
+def whisper_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged model, assembled into this session's cache."""
+    return resolve_model_dir(None, tmp_path_factory.mktemp("model-cache"))
+
+
+@pytest.fixture(scope="session")
+def whisper(whisper_model_dir: Path) -> WhisperTranscriber:
+    """The packaged model, loaded (one thread per CPU, greedy decoding)."""
+    engine = WhisperTranscriber(whisper_model_dir, cpu_threads=0, beam_size=1)
+    engine.load()
+    return engine
