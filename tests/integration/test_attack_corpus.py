@@ -185,6 +185,7 @@ def test_signed_url_query_tricks(
     assert b"RIFF" not in response.content
 
 
+@pytest.mark.no_sql
 def test_a_signed_url_answers_only_get_and_head(client: TestClient, stored: Stored) -> None:
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         assert_envelope(client.request(method, stored.url), 405)
@@ -242,6 +243,7 @@ NUL_URLS = [
 ]
 
 
+@pytest.mark.no_sql
 @pytest.mark.parametrize(("method", "url"), NUL_URLS)
 def test_a_nul_in_the_url_is_400(
     client: TestClient, admin: Credentials, method: str, url: str
@@ -251,6 +253,7 @@ def test_a_nul_in_the_url_is_400(
     assert "NUL" in response.json()["errors"][0]["msg"]
 
 
+@pytest.mark.no_sql
 def test_the_schema_bounds_the_delivery_id(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"][
         "/api/admin/bots/{botId}/webhooks/deliveries/{deliveryId}/redeliver"

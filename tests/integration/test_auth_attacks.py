@@ -168,6 +168,7 @@ def test_authorization_bearer_is_accepted(
     assert_ok(fetch(client, creds.bot_id, Authorization=f"{scheme} {creds.token()}"))
 
 
+@pytest.mark.no_sql
 def test_authorization_with_another_scheme_is_not_a_token(
     client: TestClient, creds: Credentials
 ) -> None:
@@ -183,6 +184,7 @@ def test_auth_header_name_is_case_insensitive(
     assert_ok(fetch(client, creds.bot_id, **{name: creds.token()}))
 
 
+@pytest.mark.no_sql
 def test_missing_token(client: TestClient, creds: Credentials) -> None:
     assert_invalid(fetch(client, creds.bot_id))
     assert_invalid(fetch(client, creds.bot_id, auth=""))
@@ -191,11 +193,13 @@ def test_missing_token(client: TestClient, creds: Credentials) -> None:
 # ------------------------------------------------------------------ forged and broken tokens
 
 
+@pytest.mark.no_sql
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 def test_unsigned_token_is_rejected(client: TestClient, creds: Credentials, alg: str) -> None:
     assert_invalid(fetch(client, creds.bot_id, unsigned_token(alg, {"appId": creds.client_id})))
 
 
+@pytest.mark.no_sql
 def test_unsigned_token_with_a_real_signature_attached_is_rejected(
     client: TestClient, creds: Credentials
 ) -> None:
@@ -205,6 +209,7 @@ def test_unsigned_token_with_a_real_signature_attached_is_rejected(
     assert_invalid(fetch(client, creds.bot_id, token))
 
 
+@pytest.mark.no_sql
 def test_pyjwt_unsigned_token_is_rejected(client: TestClient, creds: Credentials) -> None:
     token = jwt.encode({"appId": creds.client_id}, None, algorithm="none")  # type: ignore[arg-type]
     assert_invalid(fetch(client, creds.bot_id, token))
@@ -225,6 +230,7 @@ def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+@pytest.mark.no_sql
 def test_rs256_token_is_rejected(
     client: TestClient, creds: Credentials, rsa_key: rsa.RSAPrivateKey
 ) -> None:
@@ -244,6 +250,7 @@ def test_hs256_signed_with_a_public_key_pem_is_rejected(
     assert_invalid(fetch(client, creds.bot_id, token))
 
 
+@pytest.mark.no_sql
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "PS256", "HS384", "EdDSA", "hs256", ""])
 def test_other_algorithms_with_the_real_secret_are_rejected(
     client: TestClient, creds: Credentials, alg: str
@@ -329,6 +336,7 @@ def test_bad_claims_are_rejected(
     assert_invalid(fetch(client, creds.bot_id, token))
 
 
+@pytest.mark.no_sql
 def test_list_valued_appid_matching_the_app_is_rejected(
     client: TestClient, creds: Credentials
 ) -> None:
@@ -337,6 +345,7 @@ def test_list_valued_appid_matching_the_app_is_rejected(
     assert_invalid(fetch(client, creds.bot_id, token))
 
 
+@pytest.mark.no_sql
 @pytest.mark.parametrize(
     "token",
     [
@@ -353,6 +362,7 @@ def test_malformed_tokens_are_rejected(client: TestClient, creds: Credentials, t
     assert_invalid(fetch(client, creds.bot_id, token))
 
 
+@pytest.mark.no_sql
 def test_oversized_but_well_signed_token_is_rejected(
     client: TestClient, creds: Credentials
 ) -> None:
@@ -451,6 +461,7 @@ def test_nonexistent_bot_is_403(client: TestClient, creds: Credentials, bot_id: 
     assert_forbidden(response, auth.SCOPE_FETCH)
 
 
+@pytest.mark.no_sql
 def test_nonexistent_bot_with_a_bad_token_is_401(client: TestClient) -> None:
     response = fetch(client, f"st-{uuid.uuid4()}", "garbage")
     assert_invalid(response)

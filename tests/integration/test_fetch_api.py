@@ -142,6 +142,7 @@ def test_kore_curl_sample_shape(
     assert bearer.status_code == 200
 
 
+@pytest.mark.no_sql
 def test_wrong_method_is_405_in_envelope(client: TestClient, creds: Credentials) -> None:
     response = client.put(f"/api/public/bot/{creds.bot_id}/voicemail", headers=creds.headers())
     assert response.status_code == 405

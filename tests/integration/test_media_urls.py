@@ -122,6 +122,7 @@ def test_every_fetch_mints_a_new_url(client: TestClient, creds: Credentials, url
     assert client.get(again).status_code == 200 and client.get(url).status_code == 200
 
 
+@pytest.mark.no_sql
 def test_url_lifetime_follows_the_setting(url: str, settings: Settings) -> None:
     expires = int(Signed.parse(url).e)
     assert abs(expires - (time.time() + settings.media_url_ttl_seconds)) < 60
@@ -325,6 +326,7 @@ def test_tampered_s_is_403(client: TestClient, url: str) -> None:
         assert_error(response, 403, "Invalid media URL")
 
 
+@pytest.mark.no_sql
 @pytest.mark.parametrize("param", ["e", "n", "s"])
 def test_missing_param_is_403(client: TestClient, url: str, param: str) -> None:
     signed = Signed.parse(url)
@@ -335,6 +337,7 @@ def test_missing_param_is_403(client: TestClient, url: str, param: str) -> None:
     assert_error(client.get(f"{signed.path}?{empty}"), 403)
 
 
+@pytest.mark.no_sql
 def test_no_query_at_all_is_403(client: TestClient, url: str) -> None:
     assert_error(client.get(Signed.parse(url).path), 403, "not signed")
 
@@ -491,6 +494,7 @@ def assert_nothing_leaked(response: Response, what: str) -> None:
     assert response.json()["errors"][0]["code"] == response.status_code
 
 
+@pytest.mark.no_sql
 @pytest.mark.parametrize("segment", SEGMENTS)
 def test_traversal_in_each_segment_never_escapes(
     client: TestClient, url: str, sentinel: Path, segment: str
@@ -501,6 +505,7 @@ def test_traversal_in_each_segment_never_escapes(
         assert_nothing_leaked(client.get(attempt.url), f"{segment}={attack}")
 
 
+@pytest.mark.no_sql
 @pytest.mark.parametrize(
     "path",
     [

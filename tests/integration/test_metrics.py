@@ -270,6 +270,7 @@ def test_queue_gauges_report_an_unreadable_database(tmp_path: Path) -> None:
     assert not any(name == "voicemail_job_queue_depth" for name, _ in samples)
 
 
+@pytest.mark.no_sql
 def test_a_standalone_worker_serves_its_own_metrics(runtime: Runtime) -> None:
     runtime.metrics.observe_transcription(processing_seconds=1.0, audio_seconds=4.0)
     server = serve_metrics(runtime.metrics, host="127.0.0.1", port=0)
@@ -368,6 +369,7 @@ def test_metrics_on_their_own_listen_address(
         httpx.get(url, timeout=2)
 
 
+@pytest.mark.no_sql
 def test_a_standalone_workers_metrics_can_require_the_token(runtime: Runtime) -> None:
     server = serve_metrics(runtime.metrics, host="127.0.0.1", port=0, token=METRICS_TOKEN)
     url = f"http://127.0.0.1:{server.server_port}/metrics"
@@ -381,6 +383,7 @@ def test_a_standalone_workers_metrics_can_require_the_token(runtime: Runtime) ->
     assert allowed.status_code == 200 and "process_cpu_seconds_total" in allowed.text
 
 
+@pytest.mark.no_sql
 def test_a_too_short_metrics_token_is_refused_without_showing_it(settings: Settings) -> None:
     result = run_cli(settings, "bots", "list", env={"VOICEMAIL_METRICS_TOKEN": "short-secret"})
     assert result.returncode == 1
@@ -391,6 +394,7 @@ def test_a_too_short_metrics_token_is_refused_without_showing_it(settings: Setti
 # ------------------------------------------------------------------ request ids and logs
 
 
+@pytest.mark.no_sql
 def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
     echoed = client.get("/healthz", headers={"X-Request-ID": "gateway-42.a:b_c"})
     assert echoed.headers["x-request-id"] == "gateway-42.a:b_c"
@@ -399,6 +403,7 @@ def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
     assert all(re.fullmatch(r"[0-9a-f]{16}", rid) for rid in generated)
 
 
+@pytest.mark.no_sql
 @pytest.mark.parametrize(
     "bad",
     [
@@ -454,6 +459,7 @@ def test_every_log_line_of_a_request_carries_its_id(
     assert token not in json_logs.getvalue() and creds.client_secret not in json_logs.getvalue()
 
 
+@pytest.mark.no_sql
 def test_a_request_id_reaches_code_run_in_threads(
     client: TestClient, json_logs: io.StringIO
 ) -> None:
@@ -467,6 +473,7 @@ def test_a_request_id_reaches_code_run_in_threads(
     assert [line["request_id"] for line in inner] == ["thread-7"]
 
 
+@pytest.mark.no_sql
 def test_an_unhandled_error_keeps_its_request_id(
     client: TestClient, json_logs: io.StringIO
 ) -> None:

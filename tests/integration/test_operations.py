@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from voicemail.api.app import create_app
@@ -10,6 +11,7 @@ from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 
 
+@pytest.mark.no_sql
 def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
@@ -37,6 +39,7 @@ def test_readyz_of_an_api_only_process_never_loads_the_model(
     assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
 
 
+@pytest.mark.no_sql
 def test_openapi_documents_the_public_api(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
@@ -49,12 +52,14 @@ def test_openapi_documents_the_public_api(client: TestClient) -> None:
     assert media in paths
 
 
+@pytest.mark.no_sql
 def test_unknown_route_is_404_in_kore_envelope(client: TestClient) -> None:
     response = client.get("/api/public/nothing-here")
     assert response.status_code == 404
     assert response.json() == {"errors": [{"msg": "Not Found", "code": 404}]}
 
 
+@pytest.mark.no_sql
 def test_responses_carry_a_request_id(client: TestClient) -> None:
     assert len(client.get("/healthz").headers["x-request-id"]) == 16
     echoed = client.get("/healthz", headers={"X-Request-ID": "gateway-42"})

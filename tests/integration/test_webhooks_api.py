@@ -157,6 +157,7 @@ def test_without_the_scope_it_is_403(
     )
 
 
+@pytest.mark.no_sql
 def test_without_a_valid_token_it_is_401(client: TestClient, admin: Credentials) -> None:
     assert client.get(base(admin.bot_id)).status_code == 401
     forged = {"auth": admin.token().rsplit(".", 1)[0] + ".forged"}
