@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers.clips import audio_dir, missing_audio_reason
 from tests.helpers.credentials import Credentials, make_credentials
 from tests.helpers.schema import install_template, migrate_template
 from voicemail.api.app import create_app
@@ -121,12 +121,9 @@ def jti_creds(creds: Credentials, runtime: Runtime) -> Credentials:
 
 
 def shared_audio_dir() -> Path:
-    path = Path(
-        os.environ.get("VOICEMAIL_TEST_AUDIO_DIR")
-        or Path(__file__).resolve().parents[1].parent / "shared" / "audio"
-    )
-    if not (path / "manifest.tsv").is_file():
-        pytest.skip(f"shared speech clips not found at {path}; set VOICEMAIL_TEST_AUDIO_DIR")
+    path = audio_dir()
+    if path is None:
+        pytest.skip(missing_audio_reason())
     return path
 
 

@@ -30,8 +30,6 @@ def write_wav(path: Path, samples: npt.ArrayLike, sample_rate: int = 16_000) -> 
 def silent_flac(path: Path, seconds: float, sample_rate: int, layout: str = "mono") -> Path:
     """A FLAC file of digital silence: a few hundred bytes a minute whatever its rate and
     channels, so it decodes to far more than it weighs (the abuse the decode limits stop)."""
-    import av
-
     channels = av.AudioLayout(layout).nb_channels
     chunk = 65536
     zeros = np.zeros((1, chunk * channels), dtype="<i2")

@@ -22,13 +22,10 @@ import numpy as np
 import pytest
 
 from tests.helpers.audio import Pcm, encode, read_clip, silent_flac, sine
+from tests.helpers.clips import audio_dir, missing_audio_reason
 from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
 from voicemail.errors import BadAudio, PayloadTooLarge, VoicemailError
 
-SHARED_AUDIO = Path(
-    os.environ.get("VOICEMAIL_TEST_AUDIO_DIR")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "audio"
-)
 SPEECH_16K = "original/ps_0870_austen.wav"  # 7.1 s, 16 kHz, 16-bit mono
 SPEECH_22K = "original/lj_LJ001-0001.wav"  # 9.655 s, 22.05 kHz, 16-bit mono
 TELEPHONE = "telephone/ast_vm-intro.wav"  # 5.654 s, 8 kHz µ-law
@@ -41,12 +38,10 @@ MOV = "mov,mp4,m4a,3gp,3g2,mj2"
 
 @pytest.fixture
 def shared_audio() -> Path:
-    if not (SHARED_AUDIO / "manifest.tsv").is_file():
-        pytest.skip(
-            f"real speech clips not found at {SHARED_AUDIO}; "
-            "set VOICEMAIL_TEST_AUDIO_DIR to the shared audio folder"
-        )
-    return SHARED_AUDIO
+    path = audio_dir()
+    if path is None:
+        pytest.skip(missing_audio_reason())
+    return path
 
 
 @pytest.fixture
