@@ -1230,16 +1230,16 @@ def stream_test(
     import av.error
     from websockets.exceptions import InvalidStatus, WebSocketException
 
-    from voicemail.voicemails import stream_client
+    from voicemail.live import gateway
 
     if token:
         headers = {"auth": token}
     elif client_id and client_secret:
-        headers = stream_client.basic_auth(client_id, client_secret)
+        headers = gateway.basic_auth(client_id, client_secret)
     else:
         fail("give --token, or --client-id and --client-secret")
     try:
-        result = stream_client.stream_file(
+        result = gateway.stream_file(
             file,
             base_url=url,
             bot_id=bot,

@@ -19,6 +19,8 @@ from voicemail.auth.replay import ReplayGuard, open_replay_guard
 from voicemail.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from voicemail.inbox.alerts import run_alert_check
 from voicemail.jobs.worker import Housekeeping, Worker, WorkerPool
+from voicemail.live.calls import finalize_abandoned
+from voicemail.live.transcription import new_executor
 from voicemail.media.service import MediaSigner
 from voicemail.metrics import Metrics
 from voicemail.private import private_dir
@@ -26,11 +28,9 @@ from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
-from voicemail.transcription.live import new_executor
 from voicemail.users.sessions import drop_expired_web_sessions
 from voicemail.voicemails.decoding import DecodeSlots
 from voicemail.voicemails.lifecycle import LogPruneReport, prune_logs, purge_expired
-from voicemail.voicemails.live import finalize_abandoned
 from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
 from voicemail.voicemails.tasks import transcribe_voicemail, transcription_given_up
 from voicemail.webhooks.delivery import FairnessLimits, RetryPolicy, WebhookSender

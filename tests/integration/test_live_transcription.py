@@ -24,9 +24,9 @@ from tests.support import (
     spoken_message,
 )
 from tests.support import wer as word_error_rate
+from voicemail.live.transcription import LiveTranscription, pcm16_to_float
 from voicemail.transcription import WhisperTranscriber, resolve_model_dir
 from voicemail.transcription.engine import Transcript
-from voicemail.transcription.live import LiveTranscription, pcm16_to_float
 
 pytestmark = pytest.mark.model
 

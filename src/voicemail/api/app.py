@@ -23,12 +23,12 @@ from voicemail.db.migrate import upgrade
 from voicemail.inbox import routes as inbox_routes
 from voicemail.inbox.pages import STATIC_DIR
 from voicemail.jobs.worker import WorkerPool
+from voicemail.live import socket as stream_routes
 from voicemail.media import routes as media_routes
 from voicemail.metrics import parse_listen, serve_metrics
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.voicemails import routes as voicemail_routes
-from voicemail.voicemails import stream as stream_routes
 from voicemail.webhooks import routes as webhook_routes
 
 log = logging.getLogger(__name__)

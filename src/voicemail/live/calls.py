@@ -30,7 +30,7 @@ The life of a live voicemail:
 The abandoned-call timeout must outlive the process that held the socket, so the workers
 finalize, as housekeeping, every ``receiving`` voicemail whose last sign of life (part or
 heartbeat) is older than the grace period (``finalize_abandoned``); the API process also does
-it for its own calls at the exact moment (see ``voicemails.stream``). Signs of life are rows
+it for its own calls at the exact moment (see ``live.socket``). Signs of life are rows
 in the shared database, so this holds across API processes and survives their crashes: a
 killed process stops beating, and its calls are finalized one grace period later.
 """

@@ -15,7 +15,7 @@ message over ``stream_max_message_bytes``, 1011 on a failure of ours. A close fr
 gateway with 1000 or 1001 is a hang-up: the voicemail is finalized at once. Anything else (a
 dropped TCP connection, 1006, 1011…) keeps what arrived and waits
 ``stream_reconnect_seconds`` for the gateway to come back with the same ``callSid`` before
-finalizing (see ``voicemails.live``). While the socket is open the call is never finalized
+finalizing (see ``live.calls``). While the socket is open the call is never finalized
 as abandoned, however long the caller is silent: every ``stream_flush_seconds`` the
 connection stores a part or, with no new audio, beats the call's heartbeat.
 
@@ -34,7 +34,7 @@ What one connection may cost is bounded:
 - Memory: one message of at most ``stream_max_message_bytes``, the audio since the last
   part (a flush period at the most allowed pace: past that, because storage is slow, the
   connection stores it before it reads on), and the live transcription's bounded
-  backlog (``transcription.live``). Audio above 16 kHz is resampled to 16 kHz as it arrives
+  backlog (``live.transcription``). Audio above 16 kHz is resampled to 16 kHz as it arrives
   (a streaming resampler, whose state carries across messages), so a 64 kHz call costs no
   more memory or disk than a 16 kHz one.
 - Threads: none per connection; live transcription runs as short steps on the runtime's
@@ -71,9 +71,9 @@ from voicemail.api.errors import error_response
 from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
 from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError
+from voicemail.live import calls
+from voicemail.live.transcription import FellBehind, LiveTranscription
 from voicemail.runtime import Runtime
-from voicemail.transcription.live import FellBehind, LiveTranscription
-from voicemail.voicemails import live
 from voicemail.voicemails.routes import authorize, charge
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,11 @@ async def _deny(websocket: WebSocket, exc: VoicemailError) -> None:
         await websocket.close(code=CLOSE_POLICY, reason=_reason(exc.message))
 
 
-def _open_call(runtime: Runtime, bot_id: str, meta: live.CallMetadata) -> live.OpenedCall:
+def _open_call(runtime: Runtime, bot_id: str, meta: calls.CallMetadata) -> calls.OpenedCall:
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         try:
             with runtime.sessions.begin() as session:
-                return live.open_connection(session, bot_id=bot_id, meta=meta)
+                return calls.open_connection(session, bot_id=bot_id, meta=meta)
         except IntegrityError:
             # A racing connection of the same call created its session first; retry finds it.
             if attempt == OPEN_ATTEMPTS:
@@ -209,15 +209,15 @@ class _Resampler:
 class _Connection:
     """One WebSocket connection's audio: buffered, stored as parts, transcribed live."""
 
-    def __init__(self, runtime: Runtime, call: live.OpenedCall, meta: live.CallMetadata) -> None:
+    def __init__(self, runtime: Runtime, call: calls.OpenedCall, meta: calls.CallMetadata) -> None:
         self.runtime = runtime
         self.call = call
         self.channels = meta.channels
-        self.frame_bytes = live.SAMPLE_WIDTH * meta.channels
+        self.frame_bytes = calls.SAMPLE_WIDTH * meta.channels
         self.input_rate = meta.sample_rate
         settings = runtime.settings
         left = settings.max_duration_seconds - call.stored_seconds
-        self.bytes_left = max(0, int(left * call.sample_rate)) * live.SAMPLE_WIDTH
+        self.bytes_left = max(0, int(left * call.sample_rate)) * calls.SAMPLE_WIDTH
         self.pending = bytearray()  # at call.sample_rate, the storage rate
         self.remainder = b""
         self.resampler = (
@@ -230,7 +230,7 @@ class _Connection:
         # fallen behind (storage slow or down) and the connection stores before reading on.
         most = settings.stream_flush_seconds * settings.stream_max_speed
         most += settings.stream_burst_seconds
-        self.max_pending_bytes = int(most * call.sample_rate) * live.SAMPLE_WIDTH
+        self.max_pending_bytes = int(most * call.sample_rate) * calls.SAMPLE_WIDTH
         self.seqs: list[int] = []
         self.flush_lock = asyncio.Lock()
         self.finished = False  # the voicemail was finalized by someone else meanwhile
@@ -248,7 +248,7 @@ class _Connection:
 
     @property
     def seconds(self) -> float:
-        return self.received_bytes / live.SAMPLE_WIDTH / self.call.sample_rate
+        return self.received_bytes / calls.SAMPLE_WIDTH / self.call.sample_rate
 
     def audio_seconds(self, message_bytes: int) -> float:
         """Seconds of audio in a message of this size, at the gateway's rate and channels."""
@@ -260,7 +260,7 @@ class _Connection:
         data = self.remainder + data
         usable = len(data) - len(data) % self.frame_bytes
         self.remainder = data[usable:]
-        samples = np.frombuffer(data, dtype="<i2", count=usable // live.SAMPLE_WIDTH)
+        samples = np.frombuffer(data, dtype="<i2", count=usable // calls.SAMPLE_WIDTH)
         if self.channels == 2:  # stereo: keep the caller's channel
             samples = samples[0::2]
         if self.resampler is not None:
@@ -302,7 +302,7 @@ class _Connection:
             settings = self.runtime.settings
             try:
                 seq = await run_in_threadpool(
-                    live.store_part,
+                    calls.store_part,
                     self.runtime.sessions,
                     storage=self.runtime.storage,
                     call=self.call,
@@ -311,7 +311,7 @@ class _Connection:
                     transcript=transcript,
                     covers=list(self.seqs),
                 )
-            except live.CallFinished:
+            except calls.CallFinished:
                 self.finished = True
                 log.warning(
                     "live audio after the voicemail was finalized; dropped",
@@ -328,9 +328,9 @@ class _Connection:
         that the connection is alive, so the call is not finalized as abandoned."""
         try:
             await run_in_threadpool(
-                live.beat, self.runtime.sessions, voicemail_id=self.call.voicemail_id
+                calls.beat, self.runtime.sessions, voicemail_id=self.call.voicemail_id
             )
-        except live.CallFinished:
+        except calls.CallFinished:
             self.finished = True
             log.warning(
                 "live voicemail finalized while its connection was open",
@@ -368,7 +368,7 @@ class _Connection:
                 )
             self.transcription.close()
             return None
-        return live.transcript_json(result, processing_seconds=time.perf_counter() - started)
+        return calls.transcript_json(result, processing_seconds=time.perf_counter() - started)
 
     async def end(self) -> None:
         """Store what is left, with the connection's live transcript."""
@@ -384,7 +384,7 @@ def _finalize(
     hangup_at: datetime | None = None,
 ) -> bool:
     settings = runtime.settings
-    done = live.finalize_owned(
+    done = calls.finalize_owned(
         runtime.sessions,
         storage=runtime.storage,
         voicemail_id=voicemail_id,
@@ -394,7 +394,7 @@ def _finalize(
         idle_seconds=idle_seconds,
         hangup_at=hangup_at,
     )
-    if done is not None and done.outcome == live.STORED:
+    if done is not None and done.outcome == calls.STORED:
         # A live call is a deposit: counted where it is stored, as an upload is. (One a
         # worker finalizes after its API process died shows in no API process's count.)
         runtime.metrics.count_deposit(duplicate=False)
@@ -410,7 +410,7 @@ async def _finalize_when_idle(runtime: Runtime, voicemail_id: str) -> None:
     try:
         while True:
             wait = await run_in_threadpool(
-                live.seconds_until_idle,
+                calls.seconds_until_idle,
                 runtime.sessions,
                 voicemail_id=voicemail_id,
                 idle_seconds=grace,
@@ -487,7 +487,7 @@ async def stream_voicemail(
         await _close(websocket, CLOSE_UNSUPPORTED, "The first frame must be JSON metadata (text)")
         return
     try:
-        meta = live.parse_metadata(first["text"])
+        meta = calls.parse_metadata(first["text"])
         call = await run_in_threadpool(_open_call, runtime, bot_id, meta)
     except BadRequest as exc:
         log.info("live stream metadata refused", extra={"bot_id": bot_id, "reason": exc.message})
@@ -507,7 +507,7 @@ async def stream_voicemail(
 
 
 async def _run(
-    websocket: WebSocket, runtime: Runtime, call: live.OpenedCall, meta: live.CallMetadata
+    websocket: WebSocket, runtime: Runtime, call: calls.OpenedCall, meta: calls.CallMetadata
 ) -> None:
     settings = runtime.settings
     connection = _Connection(runtime, call, meta)

@@ -271,7 +271,7 @@ def _insert_voicemail(
 
 
 # The keys ``storage_key`` makes, and the live-stream part keys under them
-# (``live.part_key_for``); the sweep touches nothing else in the store.
+# (``live.calls.part_key_for``); the sweep touches nothing else in the store.
 _RECORDING_KEY_RE = re.compile(
     r"^[^/]+/[^/]+/[0-9]{4}/[0-9]{2}-[0-9]{2}-[0-9]{4}/"
     r"(f-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
