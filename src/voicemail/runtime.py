@@ -19,7 +19,7 @@ from voicemail.auth.replay import ReplayGuard, open_replay_guard
 from voicemail.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from voicemail.inbox.alerts import run_alert_check
 from voicemail.jobs.worker import Housekeeping, Worker, WorkerPool
-from voicemail.live.calls import finalize_abandoned
+from voicemail.live.calls import CallFinalizer
 from voicemail.live.transcription import new_executor
 from voicemail.media.service import MediaSigner
 from voicemail.metrics import Metrics
@@ -92,12 +92,20 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)  # this process's, in its own registry
     webhook_senders: list[WebhookSender] = field(default_factory=list)  # closed on close()
     decode_slots: DecodeSlots = field(init=False)  # uploads decoded at once (deposit route)
+    call_finalizer: CallFinalizer = field(init=False)  # every live call ends through it
 
     def __post_init__(self) -> None:
         self.decode_slots = DecodeSlots(
             self.settings.decode_concurrency,
             wait_seconds=self.settings.decode_wait_seconds,
             max_waiting=self.settings.decode_max_waiting,
+        )
+        self.call_finalizer = CallFinalizer.from_settings(
+            self.settings,
+            sessions=self.sessions,
+            storage=self.storage,
+            wake=self.wake_worker,
+            metrics=self.metrics,
         )
 
     @classmethod
@@ -169,16 +177,7 @@ class Runtime:
         abandoned = Housekeeping(
             "finalize abandoned live voicemails",
             settings.stream_reconnect_seconds / 2,
-            partial(
-                finalize_abandoned,
-                self.sessions,
-                storage=self.storage,
-                scratch_dir=settings.scratch_dir,
-                idle_seconds=settings.stream_reconnect_seconds,
-                min_seconds=settings.min_duration_seconds,
-                max_attempts=settings.job_max_attempts,
-                wake=self.wake_worker,
-            ),
+            self.call_finalizer.finalize_abandoned,
         )
         # Queue backlog alerts: one webhook when a queue crosses its thresholds.
         alerts = Housekeeping(

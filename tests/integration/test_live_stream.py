@@ -651,16 +651,7 @@ def test_two_finalizers_store_the_voicemail_once(
 
     def finalize() -> None:
         start.wait()
-        outcomes.append(
-            calls.finalize_owned(
-                runtime.sessions,
-                storage=runtime.storage,
-                voicemail_id=call.voicemail_id,
-                scratch_dir=settings.scratch_dir,
-                min_seconds=settings.min_duration_seconds,
-                max_attempts=settings.job_max_attempts,
-            )
-        )
+        outcomes.append(runtime.call_finalizer.finalize(call.voicemail_id))
 
     threads = [threading.Thread(target=finalize) for _ in range(2)]
     for thread in threads:

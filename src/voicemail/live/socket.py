@@ -377,50 +377,19 @@ class _Connection:
         await self.flush(transcript, final=True)
 
 
-def _finalize(
-    runtime: Runtime,
-    voicemail_id: str,
-    idle_seconds: float | None,
-    hangup_at: datetime | None = None,
-) -> bool:
-    settings = runtime.settings
-    done = calls.finalize_owned(
-        runtime.sessions,
-        storage=runtime.storage,
-        voicemail_id=voicemail_id,
-        scratch_dir=settings.scratch_dir,
-        min_seconds=settings.min_duration_seconds,
-        max_attempts=settings.job_max_attempts,
-        idle_seconds=idle_seconds,
-        hangup_at=hangup_at,
-    )
-    if done is not None and done.outcome == calls.STORED:
-        # A live call is a deposit: counted where it is stored, as an upload is. (One a
-        # worker finalizes after its API process died shows in no API process's count.)
-        runtime.metrics.count_deposit(duplicate=False)
-        if not done.transcribed:
-            runtime.wake_worker.set()
-    return done is not None
-
-
 async def _finalize_when_idle(runtime: Runtime, voicemail_id: str) -> None:
     """Finalize a disconnected call once it has had no new part for the grace period (a
     reconnect, here or on another process, adds parts and so postpones it)."""
-    grace = runtime.settings.stream_reconnect_seconds
+    finalizer = runtime.call_finalizer
     try:
         while True:
-            wait = await run_in_threadpool(
-                calls.seconds_until_idle,
-                runtime.sessions,
-                voicemail_id=voicemail_id,
-                idle_seconds=grace,
-            )
+            wait = await run_in_threadpool(finalizer.seconds_until_idle, voicemail_id)
             if wait is None:  # finalized meanwhile
                 return
             if wait > 0:
                 await asyncio.sleep(wait + 0.05)
                 continue
-            if await run_in_threadpool(_finalize, runtime, voicemail_id, grace):
+            if await run_in_threadpool(finalizer.finalize, voicemail_id, after_grace=True):
                 return
     except Exception:
         # The workers' housekeeping finalizes it instead.
@@ -613,7 +582,9 @@ async def _end(runtime: Runtime, connection: _Connection, *, hangup_at: datetime
         return
     if hangup_at is not None:
         try:
-            await run_in_threadpool(_finalize, runtime, voicemail_id, None, hangup_at)
+            await run_in_threadpool(
+                runtime.call_finalizer.finalize, voicemail_id, hangup_at=hangup_at
+            )
             return
         except Exception:
             log.exception("live voicemail not finalized", extra={"voicemail_id": voicemail_id})

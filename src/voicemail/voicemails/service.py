@@ -148,7 +148,7 @@ def deposit(
         for attempt in range(1, DEPOSIT_ATTEMPTS + 1):
             try:
                 with sessions.begin() as session:
-                    call = _locked_call_session(
+                    call = locked_call_session(
                         session,
                         bot_id=bot_id,
                         session_id=session_id,
@@ -189,7 +189,7 @@ def deposit(
         return Deposited(stored, created=True)
 
 
-def _locked_call_session(
+def locked_call_session(
     session: Session,
     *,
     bot_id: str,
@@ -231,6 +231,56 @@ def next_seq(session: Session, call: CallSession) -> int:
     return int(seq or 0) + 1
 
 
+def new_voicemail(
+    session: Session,
+    *,
+    call: CallSession,
+    file_id: str,
+    key: str,
+    status: str,
+    audio_sha256: str,
+    duration_seconds: float,
+    sample_rate: int,
+    size_bytes: int,
+    source_format: str,
+    language: str | None,
+    now: datetime,
+    call_sid: str | None = None,
+) -> Voicemail:
+    """A new voicemail's row, added and flushed: the next number in its session, in its bot's
+    inbox queue. Every deposit path builds it here (an upload ``STORED`` at once, a live call
+    ``RECEIVING`` until its hang-up), so the two cannot drift apart."""
+    receiving = status == RECEIVING
+    voicemail = Voicemail(
+        id=file_id,
+        session_pk=call.id,
+        bot_id=call.bot_id,
+        seq=next_seq(session, call),
+        status=status,
+        storage_key=key,
+        audio_sha256=audio_sha256,
+        duration_seconds=duration_seconds,
+        sample_rate=sample_rate,
+        size_bytes=size_bytes,
+        source_format=source_format,
+        language_hint=language,
+        message_id=ids.new_id(ids.MESSAGE),
+        component_id=ids.new_id(ids.COMPONENT),
+        created_at=now,
+        # A live call joins the inbox list when it is stored, at hang-up: an open inbox
+        # asks for the rows changed since it last looked.
+        changed_at=None if receiving else now,
+        # The inbox queue of the bot at the time (evaluated in the INSERT).
+        queue_id=select(Bot.queue_id).where(Bot.id == call.bot_id).scalar_subquery(),
+        call_sid=call_sid,
+        # A live call's first sign of life (see ``live.calls``).
+        heartbeat_at=now if receiving else None,
+    )
+    session.add(voicemail)
+    session.flush()
+    return voicemail
+
+
 def _insert_voicemail(
     session: Session,
     *,
@@ -244,28 +294,20 @@ def _insert_voicemail(
 ) -> None:
     """The voicemail row (the next number in its session), its transcription job, and its
     ``voicemail.created`` webhook event."""
-    voicemail = Voicemail(
-        id=file_id,
-        session_pk=call.id,
-        bot_id=call.bot_id,
-        seq=next_seq(session, call),
+    voicemail = new_voicemail(
+        session,
+        call=call,
+        file_id=file_id,
+        key=key,
         status=STORED,
-        storage_key=key,
         audio_sha256=audio.sha256,
         duration_seconds=audio.duration_seconds,
         sample_rate=audio.sample_rate,
         size_bytes=audio.size_bytes,
         source_format=audio.source_format,
-        language_hint=language,
-        message_id=ids.new_id(ids.MESSAGE),
-        component_id=ids.new_id(ids.COMPONENT),
-        created_at=now,
-        changed_at=now,
-        # The inbox queue of the bot at the time (evaluated in the INSERT).
-        queue_id=select(Bot.queue_id).where(Bot.id == call.bot_id).scalar_subquery(),
+        language=language,
+        now=now,
     )
-    session.add(voicemail)
-    session.flush()
     jobs.enqueue(session, kind=TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts)
     webhook_events.emit_voicemail_created(session, voicemail=voicemail, call=call)
 
