@@ -533,51 +533,6 @@ def _drop(session: Session, voicemail: Voicemail) -> None:
     session.flush()
 
 
-def _finalize_owned(
-    sessions: sessionmaker[Session],
-    *,
-    storage: Storage,
-    voicemail_id: str,
-    scratch_dir: Path,
-    min_seconds: float,
-    max_attempts: int,
-    hangup_at: datetime | None = None,
-    idle_seconds: float | None = None,
-) -> Finalized | None:
-    """``_finalize_locked`` in its own transaction, then the parts' objects deleted.
-
-    With ``idle_seconds``, only when the call's last part is older than that (no connection
-    is streaming it, on any process); otherwise None.
-    """
-    with sessions.begin() as session:
-        done = _finalize_locked(
-            session,
-            storage=storage,
-            voicemail_id=voicemail_id,
-            scratch_dir=scratch_dir,
-            min_seconds=min_seconds,
-            max_attempts=max_attempts,
-            hangup_at=hangup_at,
-            idle_seconds=idle_seconds,
-        )
-    if done is not None:
-        for key in done.part_keys:
-            try:
-                storage.delete(key)
-            except Exception:
-                log.warning("stream part not deleted", extra={"key": key}, exc_info=True)
-        log.info(
-            "live voicemail finalized",
-            extra={
-                "voicemail_id": voicemail_id,
-                "outcome": done.outcome,
-                "seconds": round(done.duration_seconds, 3),
-                "live_transcript": done.transcribed,
-            },
-        )
-    return done
-
-
 def last_part_at(session: Session, voicemail_id: str) -> datetime | None:
     value = session.scalar(
         select(func.max(StreamPart.created_at)).where(StreamPart.voicemail_id == voicemail_id)
@@ -686,9 +641,8 @@ class CallFinalizer:
         idle_seconds = self.grace_seconds if after_grace else None
         done = self._finalize(voicemail_id, hangup_at=hangup_at, idle_seconds=idle_seconds)
         if done is not None and done.outcome == STORED:
-            # A live call is a deposit: counted where it is stored, as an upload is. (One
-            # the housekeeping finalizes after its API process died shows in no API
-            # process's count.)
+            # A live call is a deposit: counted where it is stored, as an upload is. (One a
+            # worker finalizes after its API process died shows in no API process's count.)
             self.metrics.count_deposit(duplicate=False)
         return done
 
@@ -711,16 +665,34 @@ class CallFinalizer:
     def _finalize(
         self, voicemail_id: str, *, hangup_at: datetime | None = None, idle_seconds: float | None
     ) -> Finalized | None:
-        done = _finalize_owned(
-            self.sessions,
-            storage=self.storage,
-            voicemail_id=voicemail_id,
-            scratch_dir=self.scratch_dir,
-            min_seconds=self.min_seconds,
-            max_attempts=self.max_attempts,
-            hangup_at=hangup_at,
-            idle_seconds=idle_seconds,
+        """``_finalize_locked`` in its own transaction, then the parts' objects deleted."""
+        with self.sessions.begin() as session:
+            done = _finalize_locked(
+                session,
+                storage=self.storage,
+                voicemail_id=voicemail_id,
+                scratch_dir=self.scratch_dir,
+                min_seconds=self.min_seconds,
+                max_attempts=self.max_attempts,
+                hangup_at=hangup_at,
+                idle_seconds=idle_seconds,
+            )
+        if done is None:
+            return None
+        for key in done.part_keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                log.warning("stream part not deleted", extra={"key": key}, exc_info=True)
+        log.info(
+            "live voicemail finalized",
+            extra={
+                "voicemail_id": voicemail_id,
+                "outcome": done.outcome,
+                "seconds": round(done.duration_seconds, 3),
+                "live_transcript": done.transcribed,
+            },
         )
-        if done is not None and done.outcome == STORED and not done.transcribed:
+        if done.outcome == STORED and not done.transcribed:
             self.wake.set()  # its transcription job was queued
         return done
