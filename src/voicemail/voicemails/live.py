@@ -59,6 +59,7 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, StreamPart, Voicemail
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
+from voicemail.states import CallOutcome, VoicemailStatus
 from voicemail.storage import Storage
 from voicemail.transcription.engine import Segment, Word
 from voicemail.transcription.engine import Transcript as EngineTranscript
@@ -183,7 +184,7 @@ def _receiving_voicemail(session: Session, *, bot_id: str, call_sid: str) -> Voi
         .where(
             Voicemail.bot_id == bot_id,
             Voicemail.call_sid == call_sid,
-            Voicemail.status == service.RECEIVING,
+            Voicemail.status == VoicemailStatus.RECEIVING,
         )
         .order_by(Voicemail.created_at.desc())
         .with_for_update()
@@ -243,7 +244,7 @@ def open_connection(
             session_pk=call.id,
             bot_id=bot_id,
             seq=service.next_seq(session, call),
-            status=service.RECEIVING,
+            status=VoicemailStatus.RECEIVING,
             storage_key=service.storage_key(bot, file_id, now),
             audio_sha256=RECEIVING_SHA_PREFIX + file_id,
             duration_seconds=0.0,
@@ -351,7 +352,7 @@ def _lock_receiving_and_beat(session: Session, voicemail_id: str) -> None:
     status = session.scalars(
         select(Voicemail.status).where(Voicemail.id == voicemail_id).with_for_update()
     ).first()
-    if status != service.RECEIVING:
+    if status != VoicemailStatus.RECEIVING:
         raise CallFinished(voicemail_id)
     session.execute(
         update(Voicemail).where(Voicemail.id == voicemail_id).values(heartbeat_at=utcnow())
@@ -439,14 +440,10 @@ def merged_transcript(parts: Sequence[StreamPart]) -> tuple[EngineTranscript, fl
 @dataclass(frozen=True)
 class Finalized:
     voicemail_id: str
-    outcome: str  # "stored", or "dropped" (too little audio)
+    outcome: CallOutcome
     duration_seconds: float
     transcribed: bool  # the transcript came from the live transcripts (no job queued)
     part_keys: tuple[str, ...]  # to delete once committed
-
-
-STORED = "stored"
-DROPPED = "dropped"
 
 
 def finalize(
@@ -467,7 +464,7 @@ def finalize(
     commits: a crash in between leaves a receiving row whose next finalize overwrites it."""
     locked = session.scalars(
         select(Voicemail.id)
-        .where(Voicemail.id == voicemail_id, Voicemail.status == service.RECEIVING)
+        .where(Voicemail.id == voicemail_id, Voicemail.status == VoicemailStatus.RECEIVING)
         .with_for_update()
     ).first()
     if locked is None:
@@ -508,12 +505,12 @@ def finalize(
                 "live voicemail dropped: too little audio",
                 extra={"voicemail_id": voicemail_id, "seconds": round(duration, 3)},
             )
-            return Finalized(voicemail_id, DROPPED, duration, False, part_keys)
+            return Finalized(voicemail_id, CallOutcome.DROPPED, duration, False, part_keys)
         voicemail.audio_sha256, voicemail.size_bytes = sha256_and_size(wav_path)
         storage.put_file(voicemail.storage_key, wav_path)
     voicemail.duration_seconds = duration
     voicemail.source_format = SOURCE_FORMAT
-    voicemail.status = service.STORED
+    voicemail.status = VoicemailStatus.STORED
     voicemail.changed_at = utcnow()
     voicemail.hangup_at = hangup_at or (parts[-1].created_at if parts else utcnow())
     session.flush()
@@ -526,7 +523,7 @@ def finalize(
             session, kind=service.TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts
         )
     events.emit_voicemail_created(session, voicemail=voicemail, source="stream")
-    return Finalized(voicemail_id, STORED, duration, merged is not None, part_keys)
+    return Finalized(voicemail_id, CallOutcome.STORED, duration, merged is not None, part_keys)
 
 
 def _drop(session: Session, voicemail: Voicemail) -> None:
@@ -608,7 +605,7 @@ def seconds_until_idle(
     old (0 when it is); None when the voicemail is no longer receiving."""
     with sessions() as session:
         status = session.scalar(select(Voicemail.status).where(Voicemail.id == voicemail_id))
-        if status != service.RECEIVING:
+        if status != VoicemailStatus.RECEIVING:
             return None
         last = last_sign_of_life(session, voicemail_id)
     if last is None:
@@ -639,7 +636,7 @@ def finalize_abandoned(
         candidates = list(
             session.scalars(
                 select(Voicemail.id).where(
-                    Voicemail.status == service.RECEIVING,
+                    Voicemail.status == VoicemailStatus.RECEIVING,
                     or_(Voicemail.heartbeat_at.is_(None), Voicemail.heartbeat_at <= cutoff),
                     ~recent_part,
                 )

@@ -72,6 +72,7 @@ from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
 from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError
 from voicemail.runtime import Runtime
+from voicemail.states import CallOutcome
 from voicemail.transcription.live import FellBehind, LiveTranscription
 from voicemail.voicemails import live
 from voicemail.voicemails.routes import authorize, charge
@@ -394,7 +395,7 @@ def _finalize(
         idle_seconds=idle_seconds,
         hangup_at=hangup_at,
     )
-    if done is not None and done.outcome == live.STORED:
+    if done is not None and done.outcome == CallOutcome.STORED:
         # A live call is a deposit: counted where it is stored, as an upload is. (One a
         # worker finalizes after its API process died shows in no API process's count.)
         runtime.metrics.count_deposit(duplicate=False)
