@@ -80,4 +80,4 @@ class CallOutcome(StrEnum):
     dropped call leaves no voicemail at all."""
 
     STORED = "stored"  # it became a voicemail
-    DROPPED = "dropped"  # too little audio: its row and parts were removed
+    DROPPED = "dropped"  # too little audio: its receiving row is deleted
