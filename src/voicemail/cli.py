@@ -41,11 +41,13 @@ from voicemail.metrics import serve_metrics
 from voicemail.queues import service as queues
 from voicemail.runtime import Runtime
 from voicemail.settings import SIGNING_KEY_FILE, Settings
+from voicemail.states import Role
 from voicemail.users import service as users
 from voicemail.voicemails import kore, lifecycle
 from voicemail.voicemails import service as voicemails
 from voicemail.webhooks import schemas as webhook_schemas
 from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.events import WebhookEvent
 
 app = typer.Typer(no_args_is_help=True, help="Self-hosted contact-center voicemail.")
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -738,7 +740,7 @@ def audit_list(
 
 EventOpt = Annotated[
     list[str],
-    typer.Option("--event", help=f"Event; repeatable. One of: {', '.join(webhooks.EVENTS)}."),
+    typer.Option("--event", help=f"Event; repeatable. One of: {', '.join(WebhookEvent)}."),
 ]
 
 
@@ -896,7 +898,7 @@ def _user_change(as_json: bool, action: Callable[[Any], Any]) -> None:
 @users_app.command("create")
 def users_create(
     email: str,
-    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(users.ROLES)}.")],
+    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(Role)}.")],
     password: PasswordOpt = None,
     password_stdin: PasswordStdinOpt = False,
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
@@ -906,8 +908,8 @@ def users_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an inbox user of the default account (the password is never printed)."""
-    if role not in users.ROLES:
-        fail(f"--role must be one of: {', '.join(users.ROLES)}")
+    if role not in tuple(Role):
+        fail(f"--role must be one of: {', '.join(Role)}")
     secret = _read_password(password, password_stdin)
     _user_change(
         as_json,

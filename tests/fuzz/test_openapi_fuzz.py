@@ -67,6 +67,7 @@ from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.settings import Settings
 from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.events import WebhookEvent
 
 SESSION = "67aa38026e199c8f470e0f22"
 DELETED_SESSION = "67aa38026e199c8f470e0f23"  # what the fuzzed DELETEs get to delete
@@ -157,7 +158,7 @@ def _set_up(cluster: Cluster) -> Target:
                     actor=audit.CLI,
                     bot_id=bot.id,
                     url=f"https://receiver.example/{name}",
-                    events=list(webhooks.EVENTS),
+                    events=list(WebhookEvent),
                 ).subscription.id
                 for name in ("kept", "deleted")
             )

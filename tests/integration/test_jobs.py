@@ -22,6 +22,7 @@ from voicemail.jobs import service as jobs
 from voicemail.jobs.worker import Worker, WorkerPool
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.states import JobStatus, TranscriptionStatus
 from voicemail.transcription import FakeTranscriber, Transcriber
 from voicemail.transcription.engine import Transcript as TranscriptResult
 from voicemail.voicemails import service as voicemails
@@ -162,7 +163,7 @@ def test_claims_oldest_run_after_first_and_takes_a_lease(runtime: Runtime) -> No
 
     assert claim(runtime, "w1", now=now) == oldest
     job = job_row(runtime, oldest)
-    assert job.status == jobs.RUNNING
+    assert job.status == JobStatus.RUNNING
     assert job.attempts == 1
     assert job.worker_id == "w1"
     assert close_to(job.leased_until, now + timedelta(seconds=LEASE), slack=0.01)
@@ -184,7 +185,7 @@ def test_expired_lease_is_taken_over_and_the_first_worker_loses_it(runtime: Runt
     later = now + timedelta(seconds=LEASE + 1)
     assert claim(runtime, "second", now=later) == job_id
     job = job_row(runtime, job_id)
-    assert (job.status, job.attempts, job.worker_id) == (jobs.RUNNING, 2, "second")
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.RUNNING, 2, "second")
     assert close_to(job.leased_until, later + timedelta(seconds=LEASE), slack=0.01)
 
     with runtime.sessions.begin() as session:
@@ -193,12 +194,12 @@ def test_expired_lease_is_taken_over_and_the_first_worker_loses_it(runtime: Runt
             session, job_id=job_id, worker_id="first", error="late", retry_base_seconds=0
         )
     job = job_row(runtime, job_id)
-    assert (job.status, job.worker_id, job.last_error) == (jobs.RUNNING, "second", None)
+    assert (job.status, job.worker_id, job.last_error) == (JobStatus.RUNNING, "second", None)
 
     with runtime.sessions.begin() as session:
         assert jobs.complete_job(session, job_id=job_id, worker_id="second")
     job = job_row(runtime, job_id)
-    assert job.status == jobs.COMPLETED
+    assert job.status == JobStatus.COMPLETED
     assert job.leased_until is None and job.finished_at is not None
     assert claim(runtime, "third", now=later + timedelta(days=1)) is None
 
@@ -224,9 +225,9 @@ def test_worker_that_lost_its_lease_mid_transcription_is_discarded(
 
     assert transcript_texts(runtime) == {voicemail_id: "from B"}
     [job] = jobs_for(runtime, voicemail_id)
-    assert (job.status, job.attempts, job.worker_id) == (jobs.COMPLETED, 2, "worker-b")
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.COMPLETED, 2, "worker-b")
     assert job.last_error is None
-    assert transcription_state(runtime, voicemail_id) == voicemails.COMPLETED
+    assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.COMPLETED
     assert not worker_a.run_once() and not worker_b.run_once()
 
 
@@ -247,7 +248,7 @@ def test_worker_whose_job_was_finished_by_another_skips_it(
     assert slow.call_count == 0
     assert transcript_texts(runtime) == {voicemail_id: "from B"}
     [job] = jobs_for(runtime, voicemail_id)
-    assert (job.status, job.worker_id) == (jobs.COMPLETED, "worker-b")
+    assert (job.status, job.worker_id) == (JobStatus.COMPLETED, "worker-b")
 
 
 # Failures and retries -------------------------------------------------------------------
@@ -280,7 +281,7 @@ def test_failed_job_backs_off_then_gives_up_after_max_attempts(runtime: Runtime)
         failed_at = fail(runtime, job_id, f"w{attempt}", f"boom {attempt}", base)
 
         job = job_row(runtime, job_id)
-        assert job.status == jobs.FAILED
+        assert job.status == JobStatus.FAILED
         assert job.last_error == f"boom {attempt}"
         assert job.leased_until is None
         if delay is None:
@@ -291,13 +292,13 @@ def test_failed_job_backs_off_then_gives_up_after_max_attempts(runtime: Runtime)
         real = utcnow()
         assert claim(runtime, "early", now=real + timedelta(seconds=delay - 3)) is None
         elapsed = delay + 3
-        assert job_row(runtime, job_id).status == jobs.FAILED
+        assert job_row(runtime, job_id).status == JobStatus.FAILED
 
     job = job_row(runtime, job_id)
     assert job.attempts == 3 and not jobs.is_retryable(job)
     assert job.finished_at is not None
     assert claim(runtime, "late", now=utcnow() + timedelta(days=30)) is None
-    assert job_row(runtime, job_id).status == jobs.FAILED
+    assert job_row(runtime, job_id).status == JobStatus.FAILED
 
 
 def test_long_error_is_truncated(runtime: Runtime) -> None:
@@ -320,7 +321,7 @@ def test_worker_died_on_last_attempt_is_failed_not_retried(runtime: Runtime) -> 
     later = utcnow() + timedelta(seconds=LEASE + 1)
     assert claim(runtime, "w3", now=later) == waiting
     job = job_row(runtime, dead)
-    assert (job.status, job.attempts) == (jobs.FAILED, 2)
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
     assert job.last_error is not None and "lease expired" in job.last_error
     assert "w2" in job.last_error
     assert job.leased_until is None and close_to(job.finished_at, later, slack=0.01)
@@ -328,7 +329,7 @@ def test_worker_died_on_last_attempt_is_failed_not_retried(runtime: Runtime) -> 
     with runtime.sessions.begin() as session:
         assert jobs.complete_job(session, job_id=waiting, worker_id="w3")
     assert claim(runtime, "w4", now=later + timedelta(days=1)) is None
-    assert job_row(runtime, dead).status == jobs.FAILED
+    assert job_row(runtime, dead).status == JobStatus.FAILED
 
 
 def test_dead_worker_on_last_attempt_shows_as_failed_transcription(
@@ -339,9 +340,9 @@ def test_dead_worker_on_last_attempt_shows_as_failed_transcription(
     with runtime.sessions.begin() as session:
         session.get_one(Job, job.id).max_attempts = 1
     assert claim(runtime, "crashed") == job.id
-    assert transcription_state(runtime, voicemail_id) == voicemails.PENDING
+    assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.PENDING
     assert claim(runtime, "next", now=utcnow() + timedelta(seconds=LEASE + 1)) is None
-    assert transcription_state(runtime, voicemail_id) == voicemails.FAILED
+    assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.FAILED
     assert transcript_texts(runtime) == {}
 
 
@@ -357,16 +358,16 @@ def test_worker_retries_with_settings_backoff(
         before = utcnow()
         assert worker.run_once()
         [job] = jobs_for(runtime, voicemail_id)
-        assert (job.status, job.attempts, job.max_attempts) == (jobs.FAILED, 1, 2)
+        assert (job.status, job.attempts, job.max_attempts) == (JobStatus.FAILED, 1, 2)
         assert job.last_error == "RuntimeError: decoder crashed"
         assert close_to(job.run_after, before + timedelta(seconds=30))
-        assert transcription_state(runtime, voicemail_id) == voicemails.PENDING
+        assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.PENDING
         assert not worker.run_once()  # backing off
 
         # Second and last attempt, 30 s later, fails too: the transcription has failed.
         assert claim(runtime, worker.worker_id, now=utcnow() + timedelta(seconds=31)) == job.id
         fail(runtime, job.id, worker.worker_id, "RuntimeError: decoder crashed", 30)
-        assert transcription_state(runtime, voicemail_id) == voicemails.FAILED
+        assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.FAILED
         assert claim(runtime, "any", now=utcnow() + timedelta(days=1)) is None
         assert transcriber.call_count == 1
 
@@ -386,12 +387,12 @@ def test_poison_job_does_not_stop_the_worker(
     worker = runtime.worker()
     assert worker.run_once()  # the first voicemail's transcription raises
     [job] = jobs_for(runtime, first)
-    assert (job.status, job.last_error) == (jobs.FAILED, "RuntimeError: model exploded")
+    assert (job.status, job.last_error) == (JobStatus.FAILED, "RuntimeError: model exploded")
     assert transcript_texts(runtime) == {}
 
     assert worker.run_once()  # the worker goes on to the second voicemail
     assert transcript_texts(runtime) == {second: "Hello, please call me back."}
-    assert transcription_state(runtime, first) == voicemails.PENDING  # will be retried
+    assert transcription_state(runtime, first) == TranscriptionStatus.PENDING  # will be retried
 
     assert worker.run_once()  # the retry (no backoff in these settings) succeeds
     assert set(transcript_texts(runtime)) == {first, second}
@@ -425,7 +426,7 @@ def test_run_loop_survives_a_job_that_fails_for_good(
         assert not thread.is_alive()
 
         assert transcript_texts(runtime) == {second: "Hello, please call me back."}
-        assert transcription_state(runtime, first) == voicemails.FAILED
+        assert transcription_state(runtime, first) == TranscriptionStatus.FAILED
         [job] = jobs_for(runtime, first)
         assert job.last_error == "ValueError: bad model state"
         assert job.finished_at is not None
@@ -436,7 +437,7 @@ def test_job_kind_without_handler_fails_with_a_clear_reason(runtime: Runtime) ->
     worker = runtime.worker()
     assert worker.run_once()
     job = job_row(runtime, job_id)
-    assert job.status == jobs.FAILED
+    assert job.status == JobStatus.FAILED
     assert job.last_error == "RuntimeError: no handler for job kind 'resize-audio'"
     assert job.finished_at is not None
     assert not worker.run_once()
@@ -450,7 +451,7 @@ def test_job_for_a_deleted_voicemail_completes(
     worker = runtime.worker()
     assert worker.run_once()
     job = job_row(runtime, orphan)
-    assert (job.status, job.last_error) == (jobs.COMPLETED, None)
+    assert (job.status, job.last_error) == (JobStatus.COMPLETED, None)
 
     # Deleted after the claim, before the handler ran (its job row goes with it).
     voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "work")
@@ -555,7 +556,7 @@ def test_a_hung_job_times_out_and_is_retried_by_a_fresh_loop(
             wait_until(lambda: transcript_texts(runtime), timeout=30, what="the retry's transcript")
             took = time.monotonic() - started
             [job] = jobs_for(runtime, voicemail_id)
-            assert (job.status, job.attempts) == (jobs.COMPLETED, 2)
+            assert (job.status, job.attempts) == (JobStatus.COMPLETED, 2)
             assert job.last_error == "timed out: still running after 1 s (job_timeout_seconds)"
             assert job.worker_id != first.worker_id  # a fresh loop ran the retry
             assert first.abandoned.is_set() and first.in_flight is not None  # still hung
@@ -566,7 +567,7 @@ def test_a_hung_job_times_out_and_is_retried_by_a_fresh_loop(
         wait_until(lambda: first.in_flight is None, timeout=10, what="the late finisher")
         assert transcript_texts(runtime) == {voicemail_id: "Retried after a hang."}
         [job] = jobs_for(runtime, voicemail_id)
-        assert (job.status, job.attempts) == (jobs.COMPLETED, 2)
+        assert (job.status, job.attempts) == (JobStatus.COMPLETED, 2)
 
 
 def test_a_job_that_hangs_on_its_last_attempt_fails_for_good(
@@ -580,12 +581,12 @@ def test_a_job_that_hangs_on_its_last_attempt_fails_for_good(
         with running(runtime.worker_pool()):
             runtime.wake_worker.set()
             wait_until(
-                lambda: transcription_state(runtime, voicemail_id) == voicemails.FAILED,
+                lambda: transcription_state(runtime, voicemail_id) == TranscriptionStatus.FAILED,
                 timeout=30,
                 what="the transcription to fail",
             )
         [job] = jobs_for(runtime, voicemail_id)
-        assert (job.status, job.attempts) == (jobs.FAILED, 1)
+        assert (job.status, job.attempts) == (JobStatus.FAILED, 1)
         assert job.finished_at is not None and job.leased_until is None
         hang.release.set()
 
@@ -609,7 +610,7 @@ def test_a_pool_whose_replacements_hang_too_stops(
         # One loop, one replacement, both hung: no third, and the job is left to others.
         assert [worker.abandoned.is_set() for worker in pool.workers] == [True, True]
         [job] = jobs_for(runtime, voicemail_id)
-        assert (job.status, job.attempts) == (jobs.FAILED, 2)
+        assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
         assert job.finished_at is None  # its last attempt is still to come, elsewhere
         hang.release.set()
 

@@ -32,9 +32,10 @@ from voicemail.db.models import (
 )
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.states import DeliveryStatus
 from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails import lifecycle
-from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.events import WebhookEvent
 
 
 def session_id(n: int) -> str:
@@ -90,8 +91,8 @@ def test_purge_removes_only_expired_voicemails(
     default = new_bot(runtime)  # 90 days, Kore's default
     with runtime.sessions.begin() as db:
         bots.configure_bot(db, bot_id=short, retention_days=1)
-    subscribe(runtime, short, [webhooks.VOICEMAIL_DELETED])
-    subscribe(runtime, default, [webhooks.TRANSCRIPTION_COMPLETED])  # not this event
+    subscribe(runtime, short, [WebhookEvent.VOICEMAIL_DELETED])
+    subscribe(runtime, default, [WebhookEvent.TRANSCRIPTION_COMPLETED])  # not this event
     work = tmp_path / "work"
     short_old = deposit(runtime, short, speech_clips[0], work, session=session_id(1), age_days=2)
     short_new = deposit(runtime, short, speech_clips[1], work, session=session_id(1), age_days=0.5)
@@ -231,7 +232,7 @@ def test_purge_leaves_no_copy_of_the_callers_data_anywhere(
     transcripts, the full-text index…) and the storage folders hold none of the purged
     voicemail's data; a voicemail kept by the purge keeps its own."""
     transcriber.text = SPOKEN
-    subscribe(runtime, creds.bot_id, list(webhooks.EVENTS))
+    subscribe(runtime, creds.bot_id, list(WebhookEvent))
     old = deposit_file(
         runtime,
         creds.bot_id,
@@ -280,9 +281,9 @@ def test_purge_leaves_no_copy_of_the_callers_data_anywhere(
         rows = db.scalars(select(WebhookDelivery).where(WebhookDelivery.voicemail_id == old.id))
         status = {row.event_type: row.status for row in rows}
     assert status == {
-        webhooks.VOICEMAIL_CREATED: webhooks.CANCELLED,
-        webhooks.TRANSCRIPTION_COMPLETED: webhooks.CANCELLED,
-        webhooks.VOICEMAIL_DELETED: webhooks.PENDING,
+        WebhookEvent.VOICEMAIL_CREATED: DeliveryStatus.CANCELLED,
+        WebhookEvent.TRANSCRIPTION_COMPLETED: DeliveryStatus.CANCELLED,
+        WebhookEvent.VOICEMAIL_DELETED: DeliveryStatus.PENDING,
     }
 
 
@@ -299,7 +300,7 @@ def add_delivery(
         delivery = WebhookDelivery(
             subscription_id=subscription.id,
             event_id=ids.new_id(ids.EVENT),
-            event_type=webhooks.QUEUE_ALERT,
+            event_type=WebhookEvent.QUEUE_ALERT,
             body="{}",
             status=status,
             attempts=attempts,
@@ -338,14 +339,19 @@ def logs(runtime: Runtime) -> tuple[set[int], set[int], set[int]]:
 def test_workers_prune_the_delivery_and_audit_logs_after_their_retention(
     runtime: Runtime, creds: Credentials
 ) -> None:
-    subscribe(runtime, creds.bot_id, [webhooks.QUEUE_ALERT])
+    subscribe(runtime, creds.bot_id, [WebhookEvent.QUEUE_ALERT])
     old_done = {
         add_delivery(runtime, creds.bot_id, status=status, age_days=8)
-        for status in (webhooks.DELIVERED, webhooks.FAILED, webhooks.CANCELLED, webhooks.FAILED)
+        for status in (
+            DeliveryStatus.DELIVERED,
+            DeliveryStatus.FAILED,
+            DeliveryStatus.CANCELLED,
+            DeliveryStatus.FAILED,
+        )
     }
     # Still being retried (a redelivery of an old event): kept until it is done with.
-    old_pending = add_delivery(runtime, creds.bot_id, status=webhooks.PENDING, age_days=8)
-    recent = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=6)
+    old_pending = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.PENDING, age_days=8)
+    recent = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=6)
     old_entries = {add_audit_entry(runtime, age_days=31) for _ in range(3)}
     recent_entry = add_audit_entry(runtime, age_days=29)
     [task] = [t for t in runtime.worker().housekeeping if t.name == "prune delivery and audit logs"]
@@ -367,9 +373,9 @@ def test_workers_prune_the_delivery_and_audit_logs_after_their_retention(
 def test_purge_command_prunes_the_logs_too(
     runtime: Runtime, settings: Settings, creds: Credentials
 ) -> None:
-    subscribe(runtime, creds.bot_id, [webhooks.QUEUE_ALERT])
-    old_delivery = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=31)
-    new_delivery = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=29)
+    subscribe(runtime, creds.bot_id, [WebhookEvent.QUEUE_ALERT])
+    old_delivery = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=31)
+    new_delivery = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=29)
     old_entry = add_audit_entry(runtime, age_days=366)
     new_entry = add_audit_entry(runtime, age_days=364)
 

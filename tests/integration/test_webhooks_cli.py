@@ -16,6 +16,7 @@ from tests.support import run_cli
 from voicemail.db.models import AuditEntry
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.webhooks import events as webhook_events
 from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 
 
@@ -57,10 +58,10 @@ def test_create_list_deliveries_redeliver_delete(
         assert secret not in listed.stdout
         assert ok_json(cli("webhooks", "list", "--bot", "st-none", "--json")) == {"webhooks": []}
 
-        from voicemail.webhooks import service as webhooks
-
         with runtime.sessions.begin() as session:
-            webhooks.emit(session, bot_id=creds.bot_id, event_type="voicemail.created", data={})
+            webhook_events.emit(
+                session, bot_id=creds.bot_id, event_type="voicemail.created", data={}
+            )
         runtime.webhook_sender().deliver_due()  # the receiver answers 500 the first time
         [first] = receiver.wait_for(1)
         assert verify(secret, first.headers[SIGNATURE_HEADER], first.body, 300)

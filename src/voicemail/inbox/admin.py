@@ -19,6 +19,7 @@ from voicemail.bots import service as bots
 from voicemail.db.models import Bot, Queue, User
 from voicemail.errors import BadRequest, Forbidden, NotFound
 from voicemail.queues import service as queues
+from voicemail.states import Role
 from voicemail.users import service as users
 from voicemail.users import sessions
 
@@ -123,7 +124,7 @@ def set_password(session: Session, *, actor: Actor, email_or_id: str, password: 
 
 def set_role(session: Session, *, actor: Actor, email_or_id: str, role: str) -> User:
     user = _user(session, actor, email_or_id)
-    if user.id == actor.user_id and role != users.ADMIN:
+    if user.id == actor.user_id and role != Role.ADMIN:
         raise Forbidden("You cannot take the admin role from yourself; ask another admin")
     users.set_role(session, user=user, role=role)
     _record(session, actor, USER_SET_ROLE, userId=user.id, email=user.email, role=role)

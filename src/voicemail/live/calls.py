@@ -62,6 +62,7 @@ from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
 from voicemail.metrics import Metrics
 from voicemail.settings import Settings
+from voicemail.states import CallOutcome, VoicemailStatus
 from voicemail.storage import Storage
 from voicemail.transcription.engine import Segment, Word
 from voicemail.transcription.engine import Transcript as EngineTranscript
@@ -186,7 +187,7 @@ def _receiving_voicemail(session: Session, *, bot_id: str, call_sid: str) -> Voi
         .where(
             Voicemail.bot_id == bot_id,
             Voicemail.call_sid == call_sid,
-            Voicemail.status == service.RECEIVING,
+            Voicemail.status == VoicemailStatus.RECEIVING,
         )
         .order_by(Voicemail.created_at.desc())
         .with_for_update()
@@ -246,7 +247,7 @@ def open_connection(
             call=call,
             file_id=file_id,
             key=service.storage_key(bot, file_id, now),
-            status=service.RECEIVING,
+            status=VoicemailStatus.RECEIVING,
             audio_sha256=RECEIVING_SHA_PREFIX + file_id,
             duration_seconds=0.0,
             sample_rate=rate,
@@ -347,7 +348,7 @@ def _lock_receiving_and_beat(session: Session, voicemail_id: str) -> None:
     status = session.scalars(
         select(Voicemail.status).where(Voicemail.id == voicemail_id).with_for_update()
     ).first()
-    if status != service.RECEIVING:
+    if status != VoicemailStatus.RECEIVING:
         raise CallFinished(voicemail_id)
     session.execute(
         update(Voicemail).where(Voicemail.id == voicemail_id).values(heartbeat_at=utcnow())
@@ -435,14 +436,10 @@ def merged_transcript(parts: Sequence[StreamPart]) -> tuple[EngineTranscript, fl
 @dataclass(frozen=True)
 class Finalized:
     voicemail_id: str
-    outcome: str  # "stored", or "dropped" (too little audio)
+    outcome: CallOutcome
     duration_seconds: float
     transcribed: bool  # the transcript came from the live transcripts (no job queued)
     part_keys: tuple[str, ...]  # to delete once committed
-
-
-STORED = "stored"
-DROPPED = "dropped"
 
 
 def _finalize_locked(
@@ -463,7 +460,7 @@ def _finalize_locked(
     commits: a crash in between leaves a receiving row whose next finalize overwrites it."""
     locked = session.scalars(
         select(Voicemail.id)
-        .where(Voicemail.id == voicemail_id, Voicemail.status == service.RECEIVING)
+        .where(Voicemail.id == voicemail_id, Voicemail.status == VoicemailStatus.RECEIVING)
         .with_for_update()
     ).first()
     if locked is None:
@@ -504,12 +501,12 @@ def _finalize_locked(
                 "live voicemail dropped: too little audio",
                 extra={"voicemail_id": voicemail_id, "seconds": round(duration, 3)},
             )
-            return Finalized(voicemail_id, DROPPED, duration, False, part_keys)
+            return Finalized(voicemail_id, CallOutcome.DROPPED, duration, False, part_keys)
         voicemail.audio_sha256, voicemail.size_bytes = sha256_and_size(wav_path)
         storage.put_file(voicemail.storage_key, wav_path)
     voicemail.duration_seconds = duration
     voicemail.source_format = SOURCE_FORMAT
-    voicemail.status = service.STORED
+    voicemail.status = VoicemailStatus.STORED
     voicemail.changed_at = utcnow()
     voicemail.hangup_at = hangup_at or (parts[-1].created_at if parts else utcnow())
     session.flush()
@@ -522,7 +519,7 @@ def _finalize_locked(
             session, kind=service.TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts
         )
     events.emit_voicemail_created(session, voicemail=voicemail, source="stream")
-    return Finalized(voicemail_id, STORED, duration, merged is not None, part_keys)
+    return Finalized(voicemail_id, CallOutcome.STORED, duration, merged is not None, part_keys)
 
 
 def _drop(session: Session, voicemail: Voicemail) -> None:
@@ -559,7 +556,7 @@ def seconds_until_idle(
     old (0 when it is); None when the voicemail is no longer receiving."""
     with sessions() as session:
         status = session.scalar(select(Voicemail.status).where(Voicemail.id == voicemail_id))
-        if status != service.RECEIVING:
+        if status != VoicemailStatus.RECEIVING:
             return None
         last = last_sign_of_life(session, voicemail_id)
     if last is None:
@@ -581,7 +578,7 @@ def abandoned_calls(sessions: sessionmaker[Session], *, idle_seconds: float) -> 
         return list(
             session.scalars(
                 select(Voicemail.id).where(
-                    Voicemail.status == service.RECEIVING,
+                    Voicemail.status == VoicemailStatus.RECEIVING,
                     or_(Voicemail.heartbeat_at.is_(None), Voicemail.heartbeat_at <= cutoff),
                     ~recent_part,
                 )
@@ -640,7 +637,7 @@ class CallFinalizer:
         ``after_grace``, it is alive)."""
         idle_seconds = self.grace_seconds if after_grace else None
         done = self._finalize(voicemail_id, hangup_at=hangup_at, idle_seconds=idle_seconds)
-        if done is not None and done.outcome == STORED:
+        if done is not None and done.outcome == CallOutcome.STORED:
             # A live call is a deposit: counted where it is stored, as an upload is. (One a
             # worker finalizes after its API process died shows in no API process's count.)
             self.metrics.count_deposit(duplicate=False)
@@ -693,6 +690,6 @@ class CallFinalizer:
                 "live_transcript": done.transcribed,
             },
         )
-        if done.outcome == STORED and not done.transcribed:
+        if done.outcome == CallOutcome.STORED and not done.transcribed:
             self.wake.set()  # its transcription job was queued
         return done

@@ -14,11 +14,8 @@ from voicemail import ids
 from voicemail.bots.service import default_account
 from voicemail.db.models import Account, User
 from voicemail.errors import BadRequest, Conflict, NotFound
+from voicemail.states import Role
 
-AGENT = "agent"
-SUPERVISOR = "supervisor"
-ADMIN = "admin"
-ROLES = (AGENT, SUPERVISOR, ADMIN)
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024  # Argon2 takes any length; this bounds the work per attempt
 
@@ -41,8 +38,8 @@ def normalize_email(email: str) -> str:
 
 
 def check_role(role: str) -> None:
-    if role not in ROLES:
-        raise BadRequest(f"Role must be one of: {', '.join(ROLES)}")
+    if role not in tuple(Role):
+        raise BadRequest(f"Role must be one of: {', '.join(Role)}")
 
 
 def check_password_rules(password: str) -> None:

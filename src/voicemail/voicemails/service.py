@@ -36,6 +36,7 @@ from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
 from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery
+from voicemail.states import JobStatus, TranscriptionStatus, VoicemailStatus
 from voicemail.storage import Storage
 from voicemail.storage.base import StoredObject
 from voicemail.voicemails import kore
@@ -44,14 +45,6 @@ from voicemail.webhooks import events as webhook_events
 log = logging.getLogger(__name__)
 
 TRANSCRIBE = "transcribe"
-RECEIVING = "receiving"
-STORED = "stored"
-
-# transcriptionStatus values
-PENDING = "pending"
-COMPLETED = "completed"
-FAILED = "failed"
-NOT_REQUESTED = "not_requested"
 
 # Tries of the deposit transaction: a retry is needed only when a concurrent deposit
 # created the same session's row first, which can happen once per deposit.
@@ -250,7 +243,7 @@ def new_voicemail(
     """A new voicemail's row, added and flushed: the next number in its session, in its bot's
     inbox queue. Every deposit path builds it here (an upload ``STORED`` at once, a live call
     ``RECEIVING`` until its hang-up), so the two cannot drift apart."""
-    receiving = status == RECEIVING
+    receiving = status == VoicemailStatus.RECEIVING
     voicemail = Voicemail(
         id=file_id,
         session_pk=call.id,
@@ -299,7 +292,7 @@ def _insert_voicemail(
         call=call,
         file_id=file_id,
         key=key,
-        status=STORED,
+        status=VoicemailStatus.STORED,
         audio_sha256=audio.sha256,
         duration_seconds=audio.duration_seconds,
         sample_rate=audio.sample_rate,
@@ -408,24 +401,24 @@ def session_voicemails(
     return [row[0] for row in rows], epoch_of(rows[0][1] if rows else None)
 
 
-def transcription_state(session: Session, voicemail: Voicemail) -> str:
+def transcription_state(session: Session, voicemail: Voicemail) -> TranscriptionStatus:
     if voicemail.transcript is not None:
-        return COMPLETED
+        return TranscriptionStatus.COMPLETED
     job = session.scalars(
         select(Job)
         .where(Job.voicemail_id == voicemail.id, Job.kind == TRANSCRIBE)
         .order_by(Job.id.desc())
     ).first()
-    if job is not None and job.status == jobs.FAILED and not jobs.is_retryable(job):
-        return FAILED
-    return PENDING
+    if job is not None and job.status == JobStatus.FAILED and not jobs.is_retryable(job):
+        return TranscriptionStatus.FAILED
+    return TranscriptionStatus.PENDING
 
 
-def _overall(states: list[str]) -> str:
-    for state in (PENDING, FAILED):
+def _overall(states: list[TranscriptionStatus]) -> TranscriptionStatus:
+    for state in (TranscriptionStatus.PENDING, TranscriptionStatus.FAILED):
         if state in states:
             return state
-    return COMPLETED
+    return TranscriptionStatus.COMPLETED
 
 
 def fetch(
@@ -446,15 +439,15 @@ def fetch(
             "voicemail_recording": [],
             "transcriptions": [],
         }
-    receiving = any(vm.status == RECEIVING for vm in voicemails)
+    receiving = any(vm.status == VoicemailStatus.RECEIVING for vm in voicemails)
     status = "media_in_progress" if receiving else "success"
     recordings = [
         kore.recording_entry(vm, signer.url_for(vm, epoch=epoch))
         for vm in voicemails
-        if vm.status == STORED
+        if vm.status == VoicemailStatus.STORED
     ]
     documents: list[dict[str, Any]] = []
-    overall = NOT_REQUESTED
+    overall = TranscriptionStatus.NOT_REQUESTED
     if transcription:
         states = [transcription_state(session, vm) for vm in voicemails]
         overall = _overall(states)
