@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
@@ -77,42 +78,29 @@ def apps_list(as_json: JsonOpt = False) -> None:
     emit(as_json, {"apps": rows}, table)
 
 
-@app.command("grant")
-def apps_grant(app_id: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
-    """Grant scopes on a bot to an app."""
-
-    def action(rt: Runtime, s: Any) -> dict[str, Any]:
-        row = _app_json(auth.grant_scopes(s, app_id=app_id, bot_id=bot, scopes=scope))
+def _change_scopes(
+    change: Callable[..., Any], action: str, app_id: str, bot: str, scopes: list[str]
+) -> dict[str, Any]:
+    def act(rt: Runtime, s: Any) -> dict[str, Any]:
+        row = _app_json(change(s, app_id=app_id, bot_id=bot, scopes=scopes))
         audit.record_change(
-            s,
-            actor=audit.CLI,
-            action=audit.APP_GRANT,
-            bot_id=bot,
-            clientId=app_id,
-            scopes=list(scope),
+            s, actor=audit.CLI, action=action, bot_id=bot, clientId=app_id, scopes=list(scopes)
         )
         return row
 
-    emit(as_json, run_in_transaction(action))
+    return run_in_transaction(act)
+
+
+@app.command("grant")
+def apps_grant(app_id: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
+    """Grant scopes on a bot to an app."""
+    emit(as_json, _change_scopes(auth.grant_scopes, audit.APP_GRANT, app_id, bot, scope))
 
 
 @app.command("revoke")
 def apps_revoke(app_id: str, bot: BotOpt, scope: ScopeOpt, as_json: JsonOpt = False) -> None:
     """Revoke scopes on a bot from an app."""
-
-    def action(rt: Runtime, s: Any) -> dict[str, Any]:
-        row = _app_json(auth.revoke_scopes(s, app_id=app_id, bot_id=bot, scopes=scope))
-        audit.record_change(
-            s,
-            actor=audit.CLI,
-            action=audit.APP_REVOKE,
-            bot_id=bot,
-            clientId=app_id,
-            scopes=list(scope),
-        )
-        return row
-
-    emit(as_json, run_in_transaction(action))
+    emit(as_json, _change_scopes(auth.revoke_scopes, audit.APP_REVOKE, app_id, bot, scope))
 
 
 @app.command("rotate-secret")
