@@ -104,9 +104,10 @@ def webhooks_deliveries(
             **one_of(webhooks.STATUSES, webhooks.check_status),
         ),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=webhooks.MAX_LIST_LIMIT)] = (
-        webhooks.DEFAULT_LIST_LIMIT
-    ),
+    limit: Annotated[
+        int,
+        typer.Option(min=1, max=webhooks.MAX_LIST_LIMIT, help="At most this many deliveries."),
+    ] = webhooks.DEFAULT_LIST_LIMIT,
     as_json: JsonOpt = False,
 ) -> None:
     """The delivery log, newest first, with every attempt."""
