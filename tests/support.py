@@ -20,8 +20,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import unicodedata
 import wave
@@ -36,8 +34,6 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
-
-    from voicemail.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AUDIO_DIR_ENV = "VOICEMAIL_TEST_AUDIO_DIR"
@@ -229,34 +225,6 @@ def spoken_message(
     samples = np.clip(np.concatenate(pieces), -1.0, 1.0)
     pcm = np.round(samples * 32767).astype("<i2").tobytes()
     return pcm, " ".join(clip.reference for clip in clips)
-
-
-def run_cli(
-    settings: Settings, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL),
-    with ``stdin`` as its input when given and ``env`` added to its environment."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    environment.update(
-        VOICEMAIL_DATA_DIR=str(settings.data_dir),
-        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
-        VOICEMAIL_LOG_FORMAT="console",
-        COLUMNS="200",
-    )
-    if settings.database_url:
-        environment["VOICEMAIL_DATABASE_URL"] = settings.database_url
-    if settings.webhook_allowed_networks:  # (tests' receivers listen on 127.0.0.1)
-        environment["VOICEMAIL_WEBHOOK_ALLOWED_NETWORKS"] = settings.webhook_allowed_networks
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "voicemail", *args],
-        env=environment,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def wait_until(condition: Any, *, timeout: float, what: str, every: float = 0.05) -> Any:

@@ -22,7 +22,8 @@ from pydantic import SecretStr
 from sqlalchemy import update
 
 from tests.conftest import Credentials
-from tests.support import free_port, run_cli, write_wav
+from tests.helpers.cli import run_cli
+from tests.support import free_port, write_wav
 from voicemail.api.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker

@@ -15,8 +15,9 @@ import jwt
 import numpy as np
 import pytest
 
+from tests.helpers.cli import run_cli
 from tests.processes import embedded_service
-from tests.support import run_cli, write_wav
+from tests.support import write_wav
 from voicemail.db.migrate import upgrade
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from tests.conftest import Credentials, deposit_file, new_bot
-from tests.support import copies_in_database, copies_in_folder, run_cli
+from tests.helpers.cli import run_cli
+from tests.support import copies_in_database, copies_in_folder
 from voicemail import ids
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots

@@ -13,8 +13,6 @@ that real transcript.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import Credentials, deposit_file
-from tests.support import audio_dir, missing_audio_reason, run_cli, write_wav
+from tests.helpers.cli import invoke_cli, ok_json
+from tests.support import audio_dir, missing_audio_reason, write_wav
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.models import AuditEntry, Voicemail
@@ -54,11 +53,6 @@ def transcriber() -> FakeTranscriber:
     return FakeTranscriber(text=MESSAGE, language="en", language_probability=0.97)
 
 
-def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def fetch(client: TestClient, creds: Credentials, session_id: str) -> dict[str, Any]:
     response = client.get(
         f"/api/public/bot/{creds.bot_id}/voicemail",
@@ -74,7 +68,7 @@ def fetch(client: TestClient, creds: Credentials, session_id: str) -> dict[str, 
 
 
 def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials) -> None:
-    result = run_cli(
+    result = invoke_cli(
         settings,
         *("bots", "configure", creds.bot_id, "--retention-days", "30"),
         *("--languages", "en, ES", "--vocabulary", "Acme,WidgetPro", "--redact", "card,email"),
@@ -94,16 +88,16 @@ def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials
     assert result.stderr == ""  # English and Spanish numbers are both read
     # Only what is given changes; "" clears.
     cleared = ok_json(
-        run_cli(settings, "bots", "configure", creds.bot_id, "--languages", "", "--json")
+        invoke_cli(settings, "bots", "configure", creds.bot_id, "--languages", "", "--json")
     )
     assert cleared == {**configured, "languages": []}
-    listed = ok_json(run_cli(settings, "bots", "list", "--json"))
+    listed = ok_json(invoke_cli(settings, "bots", "list", "--json"))
     assert listed["bots"] == [{**cleared, "accountId": creds.account_id}]
 
-    bad = run_cli(settings, "bots", "configure", creds.bot_id, "--redact", "card,phone")
+    bad = invoke_cli(settings, "bots", "configure", creds.bot_id, "--redact", "card,phone")
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr.strip() == "error: Cannot redact 'phone'; choose from card, ssn, email"
-    bad = run_cli(settings, "bots", "configure", creds.bot_id, "--region", "XX")
+    bad = invoke_cli(settings, "bots", "configure", creds.bot_id, "--region", "XX")
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr.strip() == (
         "error: Unknown region 'XX': use an ISO 3166 country code such as US, GB, ES"
@@ -123,7 +117,7 @@ def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials
 def test_bots_configure_region_and_languages_without_spoken_numbers(
     settings: Settings, creds: Credentials
 ) -> None:
-    result = run_cli(
+    result = invoke_cli(
         settings, "bots", "configure", creds.bot_id, "--languages", "en,ja,fr", "--json"
     )
     assert ok_json(result)["region"] is None
@@ -132,10 +126,12 @@ def test_bots_configure_region_and_languages_without_spoken_numbers(
         "note: numbers spoken in ja are not read as digits; redaction and the call-back "
         "number see only the digits Whisper writes"
     )
-    gb = ok_json(run_cli(settings, "bots", "configure", creds.bot_id, "--region", "gb", "--json"))
+    gb = ok_json(
+        invoke_cli(settings, "bots", "configure", creds.bot_id, "--region", "gb", "--json")
+    )
     assert (gb["region"], gb["languages"]) == ("GB", ["en", "ja", "fr"])
     cleared = ok_json(
-        run_cli(settings, "bots", "configure", creds.bot_id, "--region", "", "--json")
+        invoke_cli(settings, "bots", "configure", creds.bot_id, "--region", "", "--json")
     )
     assert cleared["region"] is None
 

@@ -292,7 +292,7 @@ def test_redelivery_sends_the_same_event_id_and_body_and_keeps_the_log(
     assert [a.status_code for a in attempt_log(runtime, again.id)] == [200, 200]
     with runtime.sessions() as session:
         entry = session.scalars(
-            select(AuditEntry).where(AuditEntry.action == webhooks.WEBHOOK_REDELIVER)
+            select(AuditEntry).where(AuditEntry.action == audit.WEBHOOK_REDELIVER)
         ).one()
         assert entry.actor == "cli" and entry.detail["eventId"] == event_id
 
@@ -635,7 +635,7 @@ def test_the_secret_is_stored_encrypted(runtime: Runtime, creds: Credentials) ->
         with pytest.raises(NotFound):
             webhooks.get_subscription(session, subscription_id=sub_id, bot_id="st-other")
         entry = session.scalars(
-            select(AuditEntry).where(AuditEntry.action == webhooks.WEBHOOK_CREATE)
+            select(AuditEntry).where(AuditEntry.action == audit.WEBHOOK_CREATE)
         ).one()
         assert secret not in str(entry.detail)
 

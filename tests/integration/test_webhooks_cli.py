@@ -1,4 +1,4 @@
-"""``voicemail webhooks …``, run as a user runs it: a subprocess on the test's database."""
+"""``voicemail webhooks …`` on the test's database, run in this process."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import Credentials
-from tests.integration.test_cli import ok_json
+from tests.helpers.cli import invoke_cli, ok_json
 from tests.integration.webhook_receiver import running_receiver
-from tests.support import run_cli
 from voicemail.db.models import AuditEntry
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
@@ -29,7 +28,7 @@ def overrides() -> dict[str, Any]:
 @pytest.fixture
 def cli(settings: Settings, runtime: Runtime) -> Any:
     """Run ``voicemail ARGS`` against the same database and keys as ``runtime``."""
-    return partial(run_cli, settings)
+    return partial(invoke_cli, settings)
 
 
 def failed(result: subprocess.CompletedProcess[str]) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from pathlib import Path
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
@@ -19,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
 from voicemail.api.errors import AUTHENTICATED, error_responses
-from voicemail.audio import AudioLimits, DecodedAudio, decode_recording, format_bytes
+from voicemail.audio import AudioLimits, DecodedAudio, format_bytes
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -68,26 +66,15 @@ def fetch_voicemail(
     words: Annotated[Flag, Query(description="Add word timings to them (ours)")] = False,
 ) -> JSONResponse:
     caller = authorize(runtime, session, token, bot_id, scope=auth.SCOPE_FETCH, bucket="public-api")
-    checked_session_id = service.check_session_id(session_id, generate=False)
-    body = service.fetch(
+    body = service.fetch_audited(
         session,
         signer=runtime.signer,
+        read_audit=runtime.read_audit,
+        actor=audit.app_actor(caller.app_id),
         bot_id=bot_id,
-        session_id=checked_session_id,
+        session_id=session_id,
         transcription=transcription,
         include_words=words,
-    )
-    # Best effort, written within moments by a background thread (ReadAuditLog says why).
-    runtime.read_audit.record(
-        actor=audit.app_actor(caller.app_id),
-        action=audit.VOICEMAIL_FETCH,
-        bot_id=bot_id,
-        session_id=checked_session_id,
-        detail={
-            "status": body["status"],
-            "voicemails": len(body["voicemail_recording"]),
-            "transcription": transcription,
-        },
     )
     # JSONResponse directly: the key "voicemail recording" (with a space) must survive as is.
     return JSONResponse(body)
@@ -285,7 +272,12 @@ async def _decode_and_deposit(
     try:
         async with runtime.decode_slots.turn():
             audio = await run_in_threadpool(
-                _decode_upload, upload, settings.scratch_dir, AudioLimits.from_settings(settings)
+                partial(
+                    service.decode_upload,
+                    upload.file,
+                    work_dir=settings.scratch_dir,
+                    limits=AudioLimits.from_settings(settings),
+                )
             )
         return await run_in_threadpool(
             service.deposit,
@@ -302,20 +294,4 @@ async def _decode_and_deposit(
     finally:
         if audio is not None:
             with anyio.CancelScope(shield=True):
-                await run_in_threadpool(shutil.rmtree, audio.wav_path.parent, ignore_errors=True)
-
-
-def _decode_upload(upload: UploadFile, work_dir: Path, limits: AudioLimits) -> DecodedAudio:
-    """The upload copied into a new scratch folder in ``work_dir`` and decoded there. The
-    WAV's folder is that scratch folder: the caller removes it; on failure it is gone."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=work_dir))
-    try:
-        source = scratch / "upload"
-        with source.open("wb") as out:
-            upload.file.seek(0)
-            shutil.copyfileobj(upload.file, out, 1024 * 1024)
-        return decode_recording(source, limits, work_dir=scratch)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+                await run_in_threadpool(service.remove_scratch, audio)

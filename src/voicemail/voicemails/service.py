@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager, joinedload, sessionmaker
 
 from voicemail import ids
-from voicemail.audio import DecodedAudio
+from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
+from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
 from voicemail.errors import BadRequest
@@ -180,6 +184,62 @@ def deposit(
         stored = session.get(Voicemail, file_id)
         assert stored is not None
         return Deposited(stored, created=True)
+
+
+def decode_upload(source: BinaryIO, *, work_dir: Path, limits: AudioLimits) -> DecodedAudio:
+    """``source`` (read from its start) copied into a new scratch folder in ``work_dir`` and
+    decoded there. The WAV's folder is that scratch folder: the caller removes it
+    (``remove_scratch``); on failure it is gone already."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=work_dir))
+    try:
+        copy = scratch / "upload"
+        with copy.open("wb") as out:
+            source.seek(0)
+            shutil.copyfileobj(source, out, 1024 * 1024)
+        return decode_recording(copy, limits, work_dir=scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def remove_scratch(audio: DecodedAudio) -> None:
+    """Remove the scratch folder ``decode_upload`` decoded ``audio`` in."""
+    shutil.rmtree(audio.wav_path.parent, ignore_errors=True)
+
+
+def deposit_file(
+    sessions: sessionmaker[Session],
+    *,
+    storage: Storage,
+    source: BinaryIO,
+    work_dir: Path,
+    limits: AudioLimits,
+    bot_id: str,
+    session_id: str,
+    caller_from: str | None,
+    caller_to: str | None,
+    language: str | None,
+    max_attempts: int,
+) -> Deposited:
+    """Decode ``source`` and ``deposit`` it, in this thread; the scratch copy is removed
+    whatever happens. (The API calls the two steps itself, to decode in one of the
+    process's decoding turns.)"""
+    audio = decode_upload(source, work_dir=work_dir, limits=limits)
+    try:
+        return deposit(
+            sessions,
+            storage=storage,
+            bot_id=bot_id,
+            session_id=session_id,
+            audio=audio,
+            caller_from=caller_from,
+            caller_to=caller_to,
+            language=language,
+            max_attempts=max_attempts,
+        )
+    finally:
+        remove_scratch(audio)
 
 
 def locked_call_session(
@@ -463,3 +523,40 @@ def fetch(
         "transcriptions": documents,
         "transcriptionStatus": overall,
     }
+
+
+def fetch_audited(
+    session: Session,
+    *,
+    signer: MediaSigner,
+    read_audit: audit.ReadAuditLog,
+    actor: str,
+    bot_id: str,
+    session_id: str | None,
+    transcription: bool,
+    include_words: bool = False,
+) -> dict[str, Any]:
+    """``fetch`` of ``session_id`` (checked here) for ``actor``, an app or an operator, whose
+    read is audited alike: best effort, written within moments by a background thread
+    (``ReadAuditLog`` says why), since it mints working media URLs."""
+    checked_session_id = check_session_id(session_id, generate=False)
+    body = fetch(
+        session,
+        signer=signer,
+        bot_id=bot_id,
+        session_id=checked_session_id,
+        transcription=transcription,
+        include_words=include_words,
+    )
+    read_audit.record(
+        actor=actor,
+        action=audit.VOICEMAIL_FETCH,
+        bot_id=bot_id,
+        session_id=checked_session_id,
+        detail={
+            "status": body["status"],
+            "voicemails": len(body["voicemail_recording"]),
+            "transcription": transcription,
+        },
+    )
+    return body

@@ -42,10 +42,6 @@ from voicemail.webhooks.targets import AddressNotAllowed, TargetPolicy
 
 CANCELLED_ERROR = "cancelled: the voicemail was deleted before this event was delivered"
 
-# Audit actions
-WEBHOOK_CREATE = "webhook.create"
-WEBHOOK_DELETE = "webhook.delete"
-WEBHOOK_REDELIVER = "webhook.redeliver"
 
 MAX_URL_LENGTH = 2000
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -200,16 +196,14 @@ def create_subscription(
     )
     session.add(subscription)
     session.flush()
-    audit.record(
+    audit.record_change(
         session,
         actor=actor,
-        action=WEBHOOK_CREATE,
+        action=audit.WEBHOOK_CREATE,
         bot_id=bot_id,
-        detail={
-            "subscriptionId": subscription.id,
-            "url": audited_url(subscription.url),
-            "events": subscription.events,
-        },
+        subscriptionId=subscription.id,
+        url=audited_url(subscription.url),
+        events=subscription.events,
     )
     return CreatedSubscription(subscription, secret)
 
@@ -255,12 +249,13 @@ def delete_subscription(
     )
     session.delete(subscription)
     session.flush()
-    audit.record(
+    audit.record_change(
         session,
         actor=actor,
-        action=WEBHOOK_DELETE,
+        action=audit.WEBHOOK_DELETE,
         bot_id=subscription.bot_id,
-        detail={"subscriptionId": subscription.id, "url": audited_url(subscription.url)},
+        subscriptionId=subscription.id,
+        url=audited_url(subscription.url),
     )
     return subscription
 
@@ -355,17 +350,15 @@ def redeliver(
     delivery.delivered_at = None
     session.flush()
     subscription = session.get(WebhookSubscription, delivery.subscription_id)
-    audit.record(
+    audit.record_change(
         session,
         actor=actor,
-        action=WEBHOOK_REDELIVER,
+        action=audit.WEBHOOK_REDELIVER,
         bot_id=subscription.bot_id if subscription else bot_id,
-        detail={
-            "deliveryId": delivery.id,
-            "subscriptionId": delivery.subscription_id,
-            "eventId": delivery.event_id,
-            "eventType": delivery.event_type,
-        },
+        deliveryId=delivery.id,
+        subscriptionId=delivery.subscription_id,
+        eventId=delivery.event_id,
+        eventType=delivery.event_type,
     )
     return delivery
 

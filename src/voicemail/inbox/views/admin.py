@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from voicemail import admin
 from voicemail.api.deps import ReadSessionDep, SessionDep
-from voicemail.inbox import admin
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import AdminUser, CsrfChecked, WebSessionDep
 from voicemail.inbox.pages import render
