@@ -1,4 +1,5 @@
-"""The FastAPI application: ``create_app(settings)``."""
+"""The FastAPI application, ``create_app(settings)``: the top of the house, where the
+routers, error handlers, middleware and the embedded worker are put together."""
 
 from __future__ import annotations
 

@@ -164,7 +164,7 @@ def serve(
     """
     import uvicorn
 
-    from voicemail.api.app import create_app
+    from voicemail.app import create_app
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)

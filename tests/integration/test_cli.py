@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import App, Voicemail

@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.conftest import Credentials, make_credentials
 from tests.processes import Admin, Cluster, cluster_at, wait_until
 from tests.support import audio_dir, clip_by_name, free_port, read_manifest, wer
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.auth import service as auth
 from voicemail.cli import app as cli_app
 from voicemail.db.migrate import upgrade

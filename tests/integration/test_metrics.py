@@ -23,7 +23,7 @@ from sqlalchemy import update
 
 from tests.conftest import Credentials
 from tests.support import free_port, run_cli, write_wav
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.models import Job, Voicemail

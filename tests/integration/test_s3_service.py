@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import Credentials
 from tests.services.s3 import STORAGE_PREFIX, S3Bucket
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.models import Voicemail
 from voicemail.media import routes
 from voicemail.media.signing import sign_media_url

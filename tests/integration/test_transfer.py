@@ -22,7 +22,7 @@ from tests.conftest import Credentials, make_credentials
 from tests.services.s3 import REGION, S3Bucket
 from tests.support import write_wav
 from voicemail import transfer
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.engine import make_engine

@@ -22,7 +22,7 @@ from tests.conftest import Credentials, deposit_file
 from tests.integration.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
 from tests.support import free_port, write_wav
 from voicemail import ids
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
