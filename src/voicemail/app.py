@@ -22,7 +22,7 @@ from voicemail.api.middleware import (
 from voicemail.api.openapi import install_openapi
 from voicemail.db.migrate import upgrade
 from voicemail.inbox import routes as inbox_routes
-from voicemail.inbox.pages import STATIC_DIR
+from voicemail.inbox.pages import STATIC_DIR, error_page
 from voicemail.jobs.worker import WorkerPool
 from voicemail.media import routes as media_routes
 from voicemail.metrics import parse_listen, serve_metrics
@@ -84,7 +84,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runs_worker = with_worker
-    install_error_handlers(app)
+    # The inbox answers its errors as pages for a browser, the rest in Kore's envelope.
+    install_error_handlers(app, pages={inbox_routes.router.prefix: error_page})
     install_openapi(app)
     for prefix in ("/api", "/api/1.1"):
         app.include_router(voicemail_routes.router, prefix=prefix)

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from voicemail.api.deps import ReadSessionDep, RuntimeDep
-from voicemail.api.errors import error_responses
+from voicemail.api.envelope import error_responses
 from voicemail.audit import service as audit
 from voicemail.db.models import Voicemail
 from voicemail.errors import Forbidden, NotFound, VoicemailError

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
-from voicemail.api.errors import AUTHENTICATED, error_responses
+from voicemail.api.envelope import AUTHENTICATED, error_responses
 from voicemail.audio import AudioLimits, DecodedAudio, decode_recording, format_bytes
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth

@@ -67,7 +67,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.datastructures import Headers
 
 from voicemail.api.deps import token_from_headers
-from voicemail.api.errors import error_response
+from voicemail.api.envelope import error_response
 from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
 from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError

@@ -13,7 +13,7 @@ from fastapi import Path as PathParam
 from sqlalchemy.orm import Session
 
 from voicemail.api.deps import ReadSessionDep, RuntimeDep, SessionDep, TokenDep
-from voicemail.api.errors import AUTHENTICATED, error_responses
+from voicemail.api.envelope import AUTHENTICATED, error_responses
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.auth.tokens import read_app_id
