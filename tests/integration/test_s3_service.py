@@ -26,7 +26,7 @@ from tests.conftest import Credentials
 from tests.services.s3 import STORAGE_PREFIX, S3Bucket
 from voicemail.app import create_app
 from voicemail.db.models import Voicemail
-from voicemail.media import routes
+from voicemail.media import routes, streaming
 from voicemail.media.signing import sign_media_url
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
@@ -203,7 +203,7 @@ def test_get_streams_the_whole_object(
     client: TestClient, deposited: Deposited, reads: Reads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small chunks so that this recording takes several ranged reads, as a long one would.
-    monkeypatch.setattr(routes, "REMOTE_CHUNK_BYTES", 10_000)
+    monkeypatch.setattr(streaming, "REMOTE_CHUNK_BYTES", 10_000)
     response = client.get(deposited.url)
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav"

@@ -1,36 +1,26 @@
-"""``GET /api/getMediaStream/…``: signed, expiring, seekable recordings.
+"""Stored recordings streamed over HTTP, seekable: the media route and the inbox's player
+both answer with ``stream_object``, and record the access with ``audit_access``.
 
 One code path serves every storage backend, so 200/206/416, HEAD and the error envelope are
 the same on a folder and on S3: the size comes first (an open file's ``fstat``, or S3's
 HeadObject), then the wanted bytes are streamed in chunks (from the open file, or as ranged
-GetObject requests), never the whole recording in memory. With ``media_redirect`` and a
-backend that can presign (S3), a GET is answered with a redirect to a short-lived presigned
-URL instead, so the bytes bypass the API.
+GetObject requests), never the whole recording in memory.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterator
-from typing import IO, Annotated
+from typing import IO
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
 
-from voicemail.api.deps import ReadSessionDep, RuntimeDep
-from voicemail.api.envelope import error_responses
 from voicemail.audit import service as audit
 from voicemail.db.models import Voicemail
-from voicemail.errors import Forbidden, NotFound, VoicemailError
-from voicemail.media.service import resolve_media
-from voicemail.media.signing import MediaLocation
-from voicemail.runtime import Runtime
+from voicemail.errors import NotFound, VoicemailError
 from voicemail.storage import ObjectNotFound, Storage, read_chunks
-from voicemail.voicemails import kore
-
-router = APIRouter(tags=["media"])
 
 AUDIO_WAV = "audio/wav"
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")  # ASCII digits only, as RFC 9110
@@ -43,8 +33,6 @@ _PAST_ANY_END = 10**_MAX_POSITION_DIGITS
 # enough to keep the request count low, small enough that many streams fit in memory.
 LOCAL_CHUNK_BYTES = 256 * 1024
 REMOTE_CHUNK_BYTES = 1024 * 1024
-# A presigned S3 URL is a bearer credential that cannot be revoked: keep it short-lived.
-MAX_REDIRECT_SECONDS = 15 * 60
 NO_STORE = {"Cache-Control": "private, no-store"}
 
 
@@ -106,8 +94,7 @@ def stream_object(
     head: bool,
     disposition: str = "inline",
 ) -> Response:
-    """The stored recording with Range support (200/206/416, HEAD), from any backend; also
-    used by the inbox's player."""
+    """The stored recording with Range support (200/206/416, HEAD), from any backend."""
     path = storage.local_path(key)
     handle: IO[bytes] | None = None
     try:
@@ -151,77 +138,12 @@ def stream_object(
     return StreamingResponse(body, status_code=status, media_type=AUDIO_WAV, headers=headers)
 
 
-def _redirect_seconds(expires: str) -> int:
-    """How long a presigned URL may live: never past the signed URL's own expiry."""
-    return max(1, min(int(expires) - int(time.time()), MAX_REDIRECT_SECONDS))
-
-
-MEDIA_PATH = "/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day}/{file}"
-
-
-@router.head(MEDIA_PATH, include_in_schema=False)
-@router.get(
-    MEDIA_PATH,
-    summary="Signed voicemail recording (supports Range)",
-    response_class=Response,
-    responses={
-        200: {"content": {AUDIO_WAV: {"schema": {"type": "string", "format": "binary"}}}},
-        206: {
-            "description": "The requested byte range",
-            "content": {AUDIO_WAV: {"schema": {"type": "string", "format": "binary"}}},
-            "headers": {"Content-Range": {"required": True, "schema": {"type": "string"}}},
-        },
-        307: {"description": "With media_redirect: a short-lived presigned storage URL"},
-        **error_responses(403, 404, 416, 503),
-    },
-)
-def get_media(
-    env: str,
-    org: str,
-    bot: str,
-    year: str,
-    day: str,
-    file: str,
-    request: Request,
-    runtime: RuntimeDep,
-    session: ReadSessionDep,
-    e: Annotated[str | None, Query()] = None,
-    n: Annotated[str | None, Query()] = None,
-    s: Annotated[str | None, Query()] = None,
-    range_header: Annotated[
-        str | None,
-        Header(
-            alias="Range",
-            description="One `bytes=a-b`, `bytes=a-` or `bytes=-n`; any other is ignored",
-        ),
-    ] = None,
-) -> Response:
-    if not (e and n and s):
-        raise Forbidden("This media URL is not signed")
-    location = MediaLocation.parse(env, org, bot, year, day, file)
-    voicemail = resolve_media(session, signer=runtime.signer, location=location, e=e, n=n, s=s)
-    storage = runtime.storage
-    key = voicemail.storage_key
-    head = request.method == "HEAD"
-    audit_access(runtime, voicemail, request)
-    # A presigned GET URL is signed for GET only, so HEAD is always answered here.
-    if runtime.settings.media_redirect and not head:
-        if not storage.exists(key):  # else the client would get the store's own 404
-            raise NotFound("The recording is no longer available")
-        target = storage.presigned_url(key, expires_seconds=_redirect_seconds(e))
-        if target is not None:
-            return RedirectResponse(target, status_code=307, headers=NO_STORE)
-    return stream_object(
-        storage,
-        key,
-        filename=kore.file_name(voicemail),
-        range_header=range_header,
-        head=head,
-    )
-
-
 def audit_access(
-    runtime: Runtime, voicemail: Voicemail, request: Request, *, actor: str = audit.MEDIA_URL
+    read_audit: audit.ReadAuditLog,
+    voicemail: Voicemail,
+    request: Request,
+    *,
+    actor: str = audit.MEDIA_URL,
 ) -> None:
     """One ``media.access`` entry per request a valid URL answers (each Range request of a
     player is one). The inbox passes its signed-in user as ``actor``; a signed URL carries
@@ -235,7 +157,7 @@ def audit_access(
         detail["range"] = range_header[:100]
     if request.client is not None:
         detail["client"] = request.client.host
-    runtime.read_audit.record(
+    read_audit.record(
         actor=actor,
         action=audit.MEDIA_ACCESS,
         bot_id=voicemail.bot_id,
