@@ -44,7 +44,8 @@ from tests.support import audio_dir, read_manifest
 
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.jobs import service as jobs
-from voicemail.jobs.worker import ClaimedJob, Worker
+from voicemail.jobs.service import ClaimedJob
+from voicemail.jobs.worker import Worker
 
 LAYOUTS: dict[str, list[dict[str, str]]] = {
     "1 process x 2 threads": [{"asr_threads": "2", "worker_concurrency": "1"}],

@@ -31,6 +31,7 @@ from voicemail.settings import Settings
 from voicemail.voicemails import routes as voicemail_routes
 from voicemail.voicemails import stream as stream_routes
 from voicemail.webhooks import routes as webhook_routes
+from voicemail.worker import build_worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def create_app(
         stop = threading.Event()
         thread: threading.Thread | None = None
         if with_worker:
-            pool = rt.worker_pool()
+            pool = build_worker_pool(rt)
             thread = threading.Thread(
                 target=_run_worker, args=(rt, pool, stop), name="voicemail-worker", daemon=True
             )

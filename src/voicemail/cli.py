@@ -216,6 +216,8 @@ def worker_command(
     SIGTERM or Ctrl-C: finish the job(s) in progress, then exit 0. A second signal exits at
     once and hands the unfinished jobs to other workers.
     """
+    from voicemail.worker import build_worker_pool
+
     settings = load_settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
@@ -223,7 +225,7 @@ def worker_command(
     runtime = Runtime.build(settings)
     if settings.is_sqlite:
         upgrade(settings.resolved_database_url)
-    pool = runtime.worker_pool()
+    pool = build_worker_pool(runtime)
     pool.stop_when_wedged = True  # our supervisor restarts us; see jobs/worker.py
     stop = threading.Event()
 

@@ -50,6 +50,7 @@ from voicemail.voicemails.stream_client import (
     stream_url,
 )
 from voicemail.webhooks import service as webhooks
+from voicemail.worker import build_worker
 
 RATE = 8000
 FAKE_TEXT = "Hello, please call me back."
@@ -332,7 +333,7 @@ def test_abrupt_disconnect_without_reconnect_is_finalized_by_the_worker(
     assert voicemail.status == "receiving"
 
     stop = threading.Event()
-    worker = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+    worker = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
     worker.start()
     try:
         wait_until(

@@ -33,6 +33,7 @@ from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails import kore
+from voicemail.worker import build_worker
 
 DEPOSIT_ROUTE = "/api/public/bot/{botId}/voicemail"
 SESSION = "67aa38026e199c8f470e0001"
@@ -160,7 +161,7 @@ def test_deposits_and_jobs_are_counted(
         waiting
     )
 
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
 
     done = scrape(client)
     assert value(done, "voicemail_jobs", state="queued") == 0
@@ -185,7 +186,7 @@ def test_queue_counts_retries_waiting_and_failures(
 ) -> None:
     transcriber.error = RuntimeError("model crashed")
     assert deposit(client, creds, tone_wav(tmp_path)).status_code == 202
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()  # attempt 1 fails; a retry is due (retry base is 0 s in tests)
     retrying = scrape(client)
     assert value(retrying, "voicemail_jobs", state="failed") == 1
@@ -497,7 +498,7 @@ def test_job_log_lines_carry_the_job_and_voicemail_ids(
     assert deposited.status_code == 202, deposited.text
     json_logs.truncate(0)
     json_logs.seek(0)
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     with runtime.sessions() as session:
         job = session.query(Job).one()
         voicemail = session.get(Voicemail, job.voicemail_id)

@@ -32,6 +32,7 @@ from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.storage import Storage
 from voicemail.transcription import FakeTranscriber, Transcript
+from voicemail.worker import build_worker
 
 SESSION = "67aa38026e199c8f470e00a1"
 
@@ -175,7 +176,7 @@ def test_transcribe_and_fetch_from_s3(
     transcriber: AudioCheckingTranscriber,
     deposited: Deposited,
 ) -> None:
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     assert transcriber.audio == [deposited.stored]  # the worker read the object from S3
     body = fetch(client, creds)
     assert body["status"] == "success"

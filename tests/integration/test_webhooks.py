@@ -42,6 +42,7 @@ from voicemail.webhooks.delivery import (
 )
 from voicemail.webhooks.signature import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from voicemail.webhooks.targets import NOT_ALLOWED, TargetPolicy
+from voicemail.worker import build_worker
 
 SESSION = "67aa38026e199c8f470e00c1"
 # Tiny delays so retries happen within a test; a stalled receiver is cut after 2 s (long
@@ -135,7 +136,7 @@ def assert_signed(request: Received, secret: str) -> None:
 def running_worker(runtime: Runtime) -> Iterator[None]:
     """A real worker loop (jobs and housekeeping, webhook delivery included) in a thread."""
     stop = threading.Event()
-    thread = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
     thread.start()
     try:
         yield
@@ -727,7 +728,7 @@ def test_a_worker_that_died_on_the_last_attempt_also_sends_transcription_failed(
     subscribe(runtime, creds.bot_id, "https://example.com/hook", (webhooks.TRANSCRIPTION_FAILED,))
     path = recording(tmp_path)
     deposit_file(runtime, creds.bot_id, path, work=tmp_path / "w", session_id=SESSION)
-    worker = runtime.worker(housekeeping=False)
+    worker = build_worker(runtime, housekeeping=False)
     with runtime.sessions.begin() as session:
         assert jobs.claim_next_job(session, worker_id="dead", lease_seconds=1) is not None
     with runtime.sessions.begin() as session:
