@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pytest
 
 from tests.support import wait_until
-from voicemail.transcription.engine import SAMPLE_RATE, Audio, Segment, Transcript, Word
+from voicemail.transcription.engine import SAMPLE_RATE, Audio, Transcript
 from voicemail.transcription.live import (
     CutPolicy,
     FellBehind,
@@ -28,6 +28,7 @@ from voicemail.transcription.live import (
     pauses,
     pcm16_to_float,
 )
+from voicemail.transcription.segments import Segment, Word
 from voicemail.voicemails.stream import Pace
 
 # Spelt out, so that tuning the defaults does not move these tests' numbers.

@@ -60,8 +60,8 @@ from voicemail.db.models import Bot, CallSession, StreamPart, Voicemail
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
 from voicemail.storage import Storage
-from voicemail.transcription.engine import Segment, Word
 from voicemail.transcription.engine import Transcript as EngineTranscript
+from voicemail.transcription.segments import Segment, Word
 from voicemail.voicemails import service
 from voicemail.voicemails.tasks import save_transcript
 from voicemail.webhooks import events
