@@ -96,8 +96,8 @@ def main() -> None:
         body = fetch_body(runtime.read_sessions())
 
         def whole_route() -> None:
-            routes.FETCH(bot, runtime, token)  # the route's dependency, in a session of its own
             with runtime.read_sessions() as session:
+                routes.FETCH.authenticate(runtime, session, token, bot)
                 JSONResponse(fetch_body(session))
 
         raw = psycopg.connect(url, autocommit=True)

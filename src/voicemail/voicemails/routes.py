@@ -36,10 +36,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
 
 FETCH = Authenticator(scope=auth.SCOPE_FETCH, bucket="public-api")
+DELETE = Authenticator(scope=auth.SCOPE_DELETE, bucket="public-api")
 FetchCaller = Annotated[auth.Caller, Depends(FETCH)]
-DeleteCaller = Annotated[
-    auth.Caller, Depends(Authenticator(scope=auth.SCOPE_DELETE, bucket="public-api"))
-]
+DeleteCaller = Annotated[auth.Caller, Depends(DELETE)]
 DepositCaller = Annotated[auth.Caller, Depends(DEPOSIT)]
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}

@@ -40,18 +40,19 @@ DeliveryId = Annotated[
 _MANAGE_WEBHOOKS = Authenticator(scope=auth.SCOPE_WEBHOOKS, bucket="webhooks-admin")
 
 
-def admin_app_id(bot_id: BotId, runtime: RuntimeDep, token: TokenDep) -> str:
+def admin_app_id(
+    bot_id: BotId, runtime: RuntimeDep, session: ReadSessionDep, token: TokenDep
+) -> str:
     """The calling app's id, once it is known to hold ``Manage Webhooks`` on the bot; a bot
     the app cannot see at all is a 404, not a 403."""
-    with runtime.read_sessions() as session:
-        try:
-            return _MANAGE_WEBHOOKS.authenticate(runtime, session, token, bot_id).app_id
-        except Forbidden:
-            # Raised only after the token's signature was verified, so its app id is genuine.
-            assert token is not None
-            if not service.bot_visible_to_app(session, app_id=read_app_id(token), bot_id=bot_id):
-                raise NotFound(f"No bot {bot_id}") from None
-            raise
+    try:
+        return _MANAGE_WEBHOOKS(bot_id, runtime, session, token).app_id
+    except Forbidden:
+        # Raised only after the token's signature was verified, so its app id is genuine.
+        assert token is not None
+        if not service.bot_visible_to_app(session, app_id=read_app_id(token), bot_id=bot_id):
+            raise NotFound(f"No bot {bot_id}") from None
+        raise
 
 
 AdminAppId = Annotated[str, Depends(admin_app_id)]
