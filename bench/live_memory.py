@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import make_credentials  # noqa: E402
 from tests.support import audio_dir, free_port, read_manifest, wait_until  # noqa: E402
 
-from voicemail.api.app import create_app  # noqa: E402
+from voicemail.app import create_app  # noqa: E402
 from voicemail.db.migrate import upgrade  # noqa: E402
 from voicemail.db.models import Voicemail  # noqa: E402
 from voicemail.live.gateway import load_pcm, stream_pcm, stream_url  # noqa: E402

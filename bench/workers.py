@@ -44,7 +44,8 @@ from tests.support import audio_dir, read_manifest
 
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.jobs import service as jobs
-from voicemail.jobs.worker import ClaimedJob, Worker
+from voicemail.jobs.service import ClaimedJob
+from voicemail.jobs.worker import Worker
 from voicemail.states import JobStatus
 
 LAYOUTS: dict[str, list[dict[str, str]]] = {

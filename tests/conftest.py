@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from voicemail import ids
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.audio import AudioLimits, decode_recording
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots

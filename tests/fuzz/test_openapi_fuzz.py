@@ -60,7 +60,7 @@ from tests.conftest import deposit_file
 from tests.processes import Admin, Cluster, cluster_at
 from tests.services.postgres import PostgresServer
 from tests.support import write_wav
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots

@@ -39,7 +39,7 @@ from tests.conftest import (
 )
 from tests.processes import Admin, cluster_at
 from tests.support import write_wav
-from voicemail.api.errors import ErrorEnvelope
+from voicemail.api.envelope import ErrorEnvelope
 from voicemail.auth import service as auth
 from voicemail.db.models import CallSession, Voicemail
 from voicemail.runtime import Runtime

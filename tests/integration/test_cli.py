@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.helpers.cli import invoke_cli, ok_json, one_line_error, run_cli
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import App, Voicemail

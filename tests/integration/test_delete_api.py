@@ -39,6 +39,7 @@ from voicemail.transcription import Transcript as EngineTranscript
 from voicemail.voicemails.service import sweep_orphan_recordings
 from voicemail.webhooks import service as webhooks
 from voicemail.webhooks.events import WebhookEvent
+from voicemail.worker import build_worker
 
 SESSION = "67aa38026e199c8f470e0d01"
 OTHER_SESSION = "67aa38026e199c8f470e0d02"
@@ -141,7 +142,7 @@ def test_delete_makes_audio_transcript_and_urls_unreachable(
     request: pytest.FixtureRequest,
 ) -> None:
     deposit(client, creds, speech_clip)
-    assert runtime.worker().run_once()  # transcribed: there is a transcript to lose
+    assert build_worker(runtime).run_once()  # transcribed: there is a transcript to lose
     before = fetch(client, creds)
     assert before["status"] == "success" and len(before["transcriptions"]) == 1
     url = before["voicemail recording"][0]["fileUrl"]
@@ -214,8 +215,8 @@ def test_delete_removes_every_voicemail_of_the_session_and_only_those(
     assert {entry.session_id for entry in entries} == {SESSION}
     assert {entry.detail["reason"] for entry in entries} == {"api"}
     # The worker finds no job of the deleted voicemails; the kept one is still transcribed.
-    assert runtime.worker().run_once()
-    assert not runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
+    assert not build_worker(runtime).run_once()
 
 
 def test_delete_needs_the_delete_scope(
@@ -381,7 +382,7 @@ def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
         subscribe(runtime, creds.bot_id, list(WebhookEvent), url=receiver.url)
         deposit(client, creds, speech_clip, **{"from": CALLER, "to": DIALED})
         runtime.webhook_sender().deliver_due()  # voicemail.created: delivered
-        assert runtime.worker().run_once()  # transcription.completed: still pending
+        assert build_worker(runtime).run_once()  # transcription.completed: still pending
         fetch(client, creds)  # an audit entry of a read
         runtime.read_audit.flush()
         where = {copy.where for copy in copies_in_database(runtime.engine, CALLER_DATA)}
@@ -444,7 +445,7 @@ def test_delete_leaves_no_copy_in_the_sqlite_file(
         pytest.skip("the embedded SQLite file only")
     transcriber.text = SPOKEN
     deposit(client, creds, speech_clip, **{"from": CALLER, "to": DIALED})
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
 
     assert delete(client, creds).status_code == 200
 
@@ -489,7 +490,7 @@ def test_delete_while_transcribing_discards_the_late_transcript(
     subscribe(runtime, creds.bot_id, [WebhookEvent.TRANSCRIPTION_COMPLETED])
     deposit(client, creds, speech_clip)
     transcriber.release.clear()
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     running = threading.Thread(target=worker.run_once)
     running.start()
     try:

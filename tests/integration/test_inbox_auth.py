@@ -16,7 +16,7 @@ from tests.conftest import InboxUser, browser, make_user, sign_in
 from tests.processes import Admin, cluster_at
 from tests.services.redis import RedisService
 from tests.support import wait_until
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.models import User, WebSession
 from voicemail.runtime import Runtime

@@ -28,6 +28,7 @@ from voicemail.transcription.engine import Transcript as TranscriptResult
 from voicemail.voicemails import service as voicemails
 from voicemail.voicemails.service import TRANSCRIBE
 from voicemail.voicemails.tasks import transcribe_voicemail
+from voicemail.worker import build_worker, build_worker_pool
 
 SESSION_1 = "67aa38026e199c8f470e0001"
 SESSION_2 = "67aa38026e199c8f470e0002"
@@ -354,7 +355,7 @@ def test_worker_retries_with_settings_backoff(
         settings, transcriber, job_retry_base_seconds=30, job_max_attempts=2
     ) as runtime:
         voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "work")
-        worker = runtime.worker()
+        worker = build_worker(runtime)
         before = utcnow()
         assert worker.run_once()
         [job] = jobs_for(runtime, voicemail_id)
@@ -384,7 +385,7 @@ def test_poison_job_does_not_stop_the_worker(
     transcriber.error = RuntimeError("model exploded")
     transcriber.fail_times = 1
 
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()  # the first voicemail's transcription raises
     [job] = jobs_for(runtime, first)
     assert (job.status, job.last_error) == (JobStatus.FAILED, "RuntimeError: model exploded")
@@ -415,7 +416,7 @@ def test_run_loop_survives_a_job_that_fails_for_good(
         transcriber.fail_times = 1
 
         stop = threading.Event()
-        thread = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+        thread = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
         thread.start()
         deadline = time.monotonic() + 10
         while not transcript_texts(runtime) and time.monotonic() < deadline:
@@ -434,7 +435,7 @@ def test_run_loop_survives_a_job_that_fails_for_good(
 
 def test_job_kind_without_handler_fails_with_a_clear_reason(runtime: Runtime) -> None:
     job_id = enqueue(runtime, "resize-audio", max_attempts=1)
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()
     job = job_row(runtime, job_id)
     assert job.status == JobStatus.FAILED
@@ -448,7 +449,7 @@ def test_job_for_a_deleted_voicemail_completes(
 ) -> None:
     # A transcription job whose voicemail is gone: completed, nothing transcribed.
     orphan = enqueue(runtime, TRANSCRIBE)
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()
     job = job_row(runtime, orphan)
     assert (job.status, job.last_error) == (JobStatus.COMPLETED, None)
@@ -488,7 +489,7 @@ def test_run_wakes_promptly_and_stops(
     with runtime_with(settings, transcriber, worker_poll_seconds=30) as runtime:
         bot_id = new_bot(runtime)
         stop = threading.Event()
-        thread = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+        thread = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
         thread.start()
         time.sleep(0.3)  # the worker found nothing and sleeps for up to 30 s
 
@@ -547,7 +548,7 @@ def test_a_hung_job_times_out_and_is_retried_by_a_fresh_loop(
     transcriber = HookedTranscriber("Retried after a hang.", hang)
     with runtime_with(settings, transcriber, job_timeout_seconds=1) as runtime:
         voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
-        pool = runtime.worker_pool()
+        pool = build_worker_pool(runtime)
         [first] = pool.workers
         started = time.monotonic()
         with running(pool):
@@ -578,7 +579,7 @@ def test_a_job_that_hangs_on_its_last_attempt_fails_for_good(
     overrides = {"job_timeout_seconds": 1, "job_max_attempts": 1}
     with runtime_with(settings, transcriber, **overrides) as runtime:
         voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
-        with running(runtime.worker_pool()):
+        with running(build_worker_pool(runtime)):
             runtime.wake_worker.set()
             wait_until(
                 lambda: transcription_state(runtime, voicemail_id) == TranscriptionStatus.FAILED,
@@ -598,7 +599,7 @@ def test_a_pool_whose_replacements_hang_too_stops(
     transcriber = HookedTranscriber("never", hang)
     with runtime_with(settings, transcriber, job_timeout_seconds=1) as runtime:
         voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
-        pool = runtime.worker_pool()
+        pool = build_worker_pool(runtime)
         pool.stop_when_wedged = True
         stop = threading.Event()
         thread = threading.Thread(target=pool.run, args=(stop,), daemon=True)

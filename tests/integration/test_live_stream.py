@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.conftest import Credentials, make_credentials
 from tests.processes import Admin, Cluster, cluster_at, wait_until
 from tests.support import audio_dir, clip_by_name, free_port, read_manifest, wer
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.auth import service as auth
 from voicemail.cli import app as cli_app
 from voicemail.db.migrate import upgrade
@@ -50,6 +50,7 @@ from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber, WhisperTranscriber, resolve_model_dir
 from voicemail.webhooks import service as webhooks
+from voicemail.worker import build_worker
 
 RATE = 8000
 FAKE_TEXT = "Hello, please call me back."
@@ -332,7 +333,7 @@ def test_abrupt_disconnect_without_reconnect_is_finalized_by_the_worker(
     assert voicemail.status == "receiving"
 
     stop = threading.Event()
-    worker = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+    worker = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
     worker.start()
     try:
         wait_until(

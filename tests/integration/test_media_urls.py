@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from tests.conftest import Credentials, make_credentials
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.models import Voicemail
 from voicemail.media.service import current_epoch, revoke_all
 from voicemail.media.signing import MediaLocation, sign_media_url

@@ -24,7 +24,7 @@ from sqlalchemy import update
 from tests.conftest import Credentials
 from tests.helpers.cli import run_cli
 from tests.support import free_port, write_wav
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.models import Job, Voicemail
@@ -34,6 +34,7 @@ from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails import kore
+from voicemail.worker import build_worker
 
 DEPOSIT_ROUTE = "/api/public/bot/{botId}/voicemail"
 SESSION = "67aa38026e199c8f470e0001"
@@ -161,7 +162,7 @@ def test_deposits_and_jobs_are_counted(
         waiting
     )
 
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
 
     done = scrape(client)
     assert value(done, "voicemail_jobs", state="queued") == 0
@@ -186,7 +187,7 @@ def test_queue_counts_retries_waiting_and_failures(
 ) -> None:
     transcriber.error = RuntimeError("model crashed")
     assert deposit(client, creds, tone_wav(tmp_path)).status_code == 202
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()  # attempt 1 fails; a retry is due (retry base is 0 s in tests)
     retrying = scrape(client)
     assert value(retrying, "voicemail_jobs", state="failed") == 1
@@ -498,7 +499,7 @@ def test_job_log_lines_carry_the_job_and_voicemail_ids(
     assert deposited.status_code == 202, deposited.text
     json_logs.truncate(0)
     json_logs.seek(0)
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     with runtime.sessions() as session:
         job = session.query(Job).one()
         voicemail = session.get(Voicemail, job.voicemail_id)

@@ -27,7 +27,8 @@ from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.models import Account, Job, Transcript
 from voicemail.jobs import service as jobs
-from voicemail.jobs.worker import ClaimedJob, LeaseLost, Worker
+from voicemail.jobs.service import ClaimedJob, LeaseLost
+from voicemail.jobs.worker import Worker
 from voicemail.media.service import current_epoch, revoke_all
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings

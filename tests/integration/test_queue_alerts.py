@@ -23,6 +23,7 @@ from voicemail.runtime import Runtime
 from voicemail.webhooks import service as webhooks
 from voicemail.webhooks.events import WebhookEvent
 from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
+from voicemail.worker import build_worker
 
 QUEUE_EVENTS = (WebhookEvent.QUEUE_ALERT, WebhookEvent.QUEUE_ALERT_CLEARED)
 
@@ -188,7 +189,7 @@ def test_housekeeping_delivers_a_signed_alert(runtime: Runtime) -> None:
     add_voicemail(runtime, bot, created_at=utcnow())
     with running_receiver() as receiver:
         secret = subscribe(runtime, bot, receiver.url)
-        (task,) = [t for t in runtime.worker().housekeeping if t.name == "check queue alerts"]
+        (task,) = [t for t in build_worker(runtime).housekeeping if t.name == "check queue alerts"]
         assert task.every_seconds == runtime.settings.alert_check_seconds
         task.action()
         task.action()

@@ -37,6 +37,7 @@ from voicemail.states import DeliveryStatus
 from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails import lifecycle
 from voicemail.webhooks.events import WebhookEvent
+from voicemail.worker import build_worker
 
 
 def session_id(n: int) -> str:
@@ -105,7 +106,7 @@ def test_purge_removes_only_expired_voicemails(
         expired = [db.get(Voicemail, vm_id) for vm_id in (short_old, default_old)]
         urls = [runtime.signer.url_for(vm, epoch=0) for vm in expired if vm is not None]
         keys = {vm.id: vm.storage_key for vm in expired if vm is not None}
-    assert runtime.worker().run_once()  # one transcript that must go with its voicemail
+    assert build_worker(runtime).run_once()  # one transcript that must go with its voicemail
     assert [client.get(url).status_code for url in urls] == [200, 200]
 
     report = lifecycle.purge_expired(runtime.sessions, storage=runtime.storage, batch_size=1)
@@ -175,7 +176,9 @@ def test_workers_run_the_purge(
     runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
 ) -> None:
     old = deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(1), age_days=91)
-    [purge] = [t for t in runtime.worker().housekeeping if t.name == "purge expired voicemails"]
+    [purge] = [
+        t for t in build_worker(runtime).housekeeping if t.name == "purge expired voicemails"
+    ]
     assert purge.every_seconds == runtime.settings.purge_interval_seconds
 
     purge.action()
@@ -243,7 +246,7 @@ def test_purge_leaves_no_copy_of_the_callers_data_anywhere(
         caller_from=CALLER,
         caller_to=DIALED,
     ).voicemail
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     with runtime.sessions.begin() as db:
         db.execute(
             update(Voicemail)
@@ -355,7 +358,9 @@ def test_workers_prune_the_delivery_and_audit_logs_after_their_retention(
     recent = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=6)
     old_entries = {add_audit_entry(runtime, age_days=31) for _ in range(3)}
     recent_entry = add_audit_entry(runtime, age_days=29)
-    [task] = [t for t in runtime.worker().housekeeping if t.name == "prune delivery and audit logs"]
+    [task] = [
+        t for t in build_worker(runtime).housekeeping if t.name == "prune delivery and audit logs"
+    ]
     assert task.every_seconds == runtime.settings.purge_interval_seconds
 
     report = task.action()

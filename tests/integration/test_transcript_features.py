@@ -36,6 +36,7 @@ from voicemail.transcription.digits import digit_runs
 from voicemail.transcription.engine import SAMPLE_RATE, decode_audio_file
 from voicemail.transcription.engine import Transcript as EngineTranscript
 from voicemail.voicemails.tasks import save_transcript
+from voicemail.worker import build_worker
 
 MESSAGE = (
     "Hi, it's Sam from Acme. Call me back at 415-555-0134. My card is 4111 1111 1111 1111 "
@@ -167,7 +168,7 @@ def test_bot_settings_reach_the_transcriber_and_the_stored_transcript(
         work=tmp_path / "w",
         session_id="67aa38026e199c8f470e0c01",
     )
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
 
     (call,) = transcriber.calls
     assert (call.languages, call.vocabulary) == (("es", "fr"), ("Acme",))
@@ -208,7 +209,7 @@ def test_without_settings_nothing_is_redacted(
         work=tmp_path / "w",
         session_id="67aa38026e199c8f470e0c02",
     )
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     doc = fetch(client, creds, "67aa38026e199c8f470e0c02")["transcriptions"][0]
     assert doc["components"][0]["data"]["text"] == transcriber.text
     assert (doc["callbackNumber"], doc["redacted"]) == (None, [])
@@ -233,7 +234,7 @@ def test_spanish_transcript_is_redacted_and_its_callback_number_found(
         session_id="67aa38026e199c8f470e0c05",
         caller_from="+34915550000",
     )
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     doc = fetch(client, creds, "67aa38026e199c8f470e0c05")["transcriptions"][0]
     assert doc["components"][0]["data"]["text"] == (
         "Hola, soy Ana de Acme. Llámame al seis uno dos, treinta y cuatro, cincuenta y seis, "
@@ -281,7 +282,7 @@ def test_national_callback_number_in_e164(
         session_id="67aa38026e199c8f470e0c06",
         caller_from=caller,
     )
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     doc = fetch(client, creds, "67aa38026e199c8f470e0c06")["transcriptions"][0]
     assert doc["callbackNumber"] == expected
     assert doc["callerNumber"] == caller  # stored and echoed as the gateway sent it

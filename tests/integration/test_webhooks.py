@@ -22,7 +22,7 @@ from tests.conftest import Credentials, deposit_file
 from tests.integration.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
 from tests.support import free_port, write_wav
 from voicemail import ids
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
@@ -45,6 +45,7 @@ from voicemail.webhooks.delivery import (
 from voicemail.webhooks.events import WebhookEvent
 from voicemail.webhooks.signature import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from voicemail.webhooks.targets import NOT_ALLOWED, TargetPolicy
+from voicemail.worker import build_worker
 
 SESSION = "67aa38026e199c8f470e00c1"
 # Tiny delays so retries happen within a test; a stalled receiver is cut after 2 s (long
@@ -138,7 +139,7 @@ def assert_signed(request: Received, secret: str) -> None:
 def running_worker(runtime: Runtime) -> Iterator[None]:
     """A real worker loop (jobs and housekeeping, webhook delivery included) in a thread."""
     stop = threading.Event()
-    thread = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
     thread.start()
     try:
         yield
@@ -741,7 +742,7 @@ def test_a_worker_that_died_on_the_last_attempt_also_sends_transcription_failed(
     )
     path = recording(tmp_path)
     deposit_file(runtime, creds.bot_id, path, work=tmp_path / "w", session_id=SESSION)
-    worker = runtime.worker(housekeeping=False)
+    worker = build_worker(runtime, housekeeping=False)
     with runtime.sessions.begin() as session:
         assert jobs.claim_next_job(session, worker_id="dead", lease_seconds=1) is not None
     with runtime.sessions.begin() as session:

@@ -28,7 +28,8 @@ from voicemail.live.transcription import (
     pauses,
     pcm16_to_float,
 )
-from voicemail.transcription.engine import SAMPLE_RATE, Audio, Segment, Transcript, Word
+from voicemail.transcription.engine import SAMPLE_RATE, Audio, Transcript
+from voicemail.transcription.segments import Segment, Word
 
 # Spelt out, so that tuning the defaults does not move these tests' numbers.
 POLICY = CutPolicy(

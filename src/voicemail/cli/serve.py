@@ -39,7 +39,7 @@ def serve(
     """
     import uvicorn
 
-    from voicemail.api.app import create_app
+    from voicemail.app import create_app
     from voicemail.logs import configure_logging
 
     settings = load_settings()
@@ -94,6 +94,7 @@ def worker(
     from voicemail.db.migrate import upgrade
     from voicemail.logs import configure_logging
     from voicemail.runtime import Runtime
+    from voicemail.worker import build_worker_pool
 
     settings = load_settings()
     if concurrency is not None:
@@ -102,7 +103,7 @@ def worker(
     runtime = Runtime.build(settings)
     if settings.is_sqlite:
         upgrade(settings.resolved_database_url)
-    pool = runtime.worker_pool()
+    pool = build_worker_pool(runtime)
     pool.stop_when_wedged = True  # our supervisor restarts us; see jobs/worker.py
     stop = threading.Event()
 

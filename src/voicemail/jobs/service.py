@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
@@ -26,6 +27,25 @@ MAX_ERROR_LENGTH = 2000
 # Called in the transaction that marks a job failed for good (no attempts left), so what it
 # writes (a ``transcription.failed`` webhook) commits with the failure, or not at all.
 GiveUpHook = Callable[[Session, Job], object]
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job as its handler gets it: claimed by ``worker_id``, on its ``attempt``."""
+
+    id: int
+    kind: str
+    voicemail_id: str | None
+    attempt: int
+    worker_id: str
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (our lease ran out); our result is discarded."""
+
+
+# What the worker runs for a job of one kind (``jobs.worker``).
+Handler = Callable[[ClaimedJob], None]
 
 
 def enqueue(session: Session, *, kind: str, voicemail_id: str | None, max_attempts: int) -> Job:

@@ -64,8 +64,8 @@ from voicemail.metrics import Metrics
 from voicemail.settings import Settings
 from voicemail.states import CallOutcome, VoicemailStatus
 from voicemail.storage import Storage
-from voicemail.transcription.engine import Segment, Word
 from voicemail.transcription.engine import Transcript as EngineTranscript
+from voicemail.transcription.segments import Segment, Word
 from voicemail.voicemails import service
 from voicemail.voicemails.tasks import save_transcript
 from voicemail.webhooks import events

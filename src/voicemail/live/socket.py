@@ -55,26 +55,24 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import av
 import numpy as np
 from av.audio.resampler import AudioResampler
 from fastapi import APIRouter, WebSocket
-from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.datastructures import Headers
 
-from voicemail.api.deps import token_from_headers
-from voicemail.api.errors import error_response
+from voicemail.api.deps import DEPOSIT, BotId, token_from_headers
+from voicemail.api.envelope import error_response
 from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
 from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError
 from voicemail.live import calls
 from voicemail.live.transcription import FellBehind, LiveTranscription
 from voicemail.runtime import Runtime
-from voicemail.voicemails.routes import authorize, charge
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
@@ -117,19 +115,10 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
 
 def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
     """The upload path's checks and deposit rate limit, for a JWT or Basic credentials."""
-    settings = runtime.settings
     basic = _basic_credentials(headers.get("authorization", ""))
     with runtime.read_sessions() as session:
         if basic is None:
-            authorize(
-                runtime,
-                session,
-                token_from_headers(headers),
-                bot_id,
-                scope=auth.SCOPE_DEPOSIT,
-                bucket="deposit",
-                per_minute=settings.deposit_rate_limit_per_minute,
-            )
+            DEPOSIT.authenticate(runtime, session, token_from_headers(headers), bot_id)
             return
         caller = auth.authenticate_basic(
             session,
@@ -137,9 +126,9 @@ def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
             client_id=basic[0],
             client_secret=basic[1],
             bot_id=bot_id,
-            scope=auth.SCOPE_DEPOSIT,
+            scope=DEPOSIT.scope,
         )
-    charge(runtime, caller, bucket="deposit", per_minute=settings.deposit_rate_limit_per_minute)
+    DEPOSIT.charge(runtime, caller)
 
 
 async def _deny(websocket: WebSocket, exc: VoicemailError) -> None:
@@ -427,7 +416,7 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 @router.websocket("/public/bot/{botId}/voicemail/stream")
 async def stream_voicemail(
     websocket: WebSocket,
-    bot_id: Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")],
+    bot_id: BotId,
 ) -> None:
     runtime: Runtime = websocket.app.state.runtime
     try:

@@ -7,16 +7,21 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query, Request
-from fastapi import Path as PathParam
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator
-from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
-from voicemail.api.errors import AUTHENTICATED, error_responses
+from voicemail.api.deps import (
+    DEPOSIT,
+    Authenticator,
+    BotId,
+    DepositMetricsDep,
+    ReadSessionDep,
+    RuntimeDep,
+)
+from voicemail.api.envelope import AUTHENTICATED, error_responses
 from voicemail.audio import AudioLimits, DecodedAudio, format_bytes
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
@@ -28,7 +33,11 @@ from voicemail.voicemails.schemas import DeleteResponse, DepositAccepted, FetchR
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
 
-BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")]
+FETCH = Authenticator(scope=auth.SCOPE_FETCH, bucket="public-api")
+DELETE = Authenticator(scope=auth.SCOPE_DELETE, bucket="public-api")
+FetchCaller = Annotated[auth.Caller, Depends(FETCH)]
+DeleteCaller = Annotated[auth.Caller, Depends(DELETE)]
+DepositCaller = Annotated[auth.Caller, Depends(DEPOSIT)]
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
 
@@ -58,14 +67,13 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 )
 def fetch_voicemail(
     bot_id: BotId,
+    caller: FetchCaller,
     runtime: RuntimeDep,
     session: ReadSessionDep,
-    token: TokenDep,
     session_id: Annotated[str | None, Query(alias="sessionId")] = None,
     transcription: Annotated[Flag, Query(description="Include the transcripts")] = False,
     words: Annotated[Flag, Query(description="Add word timings to them (ours)")] = False,
 ) -> JSONResponse:
-    caller = authorize(runtime, session, token, bot_id, scope=auth.SCOPE_FETCH, bucket="public-api")
     body = service.fetch_audited(
         session,
         signer=runtime.signer,
@@ -88,14 +96,10 @@ def fetch_voicemail(
 )
 def delete_voicemail(
     bot_id: BotId,
+    caller: DeleteCaller,
     runtime: RuntimeDep,
-    session: ReadSessionDep,
-    token: TokenDep,
     session_id: Annotated[str | None, Query(alias="sessionId")] = None,
 ) -> JSONResponse:
-    caller = authorize(
-        runtime, session, token, bot_id, scope=auth.SCOPE_DELETE, bucket="public-api"
-    )
     deleted = lifecycle.delete_session(
         runtime.sessions,
         storage=runtime.storage,
@@ -105,52 +109,6 @@ def delete_voicemail(
     )
     body = DeleteResponse(message="Voicemail deleted successfully", sessionId=deleted.session_id)
     return JSONResponse(body.model_dump())
-
-
-def authorize(
-    runtime: Runtime,
-    session: Session,
-    token: str | None,
-    bot_id: str,
-    *,
-    scope: str,
-    bucket: str,
-    per_minute: int | None = None,
-) -> auth.Caller:
-    """Authenticate the token for ``scope`` on the bot, then count the request against its
-    account's limit in ``bucket`` (``per_minute``, else the account's own, else the default).
-    A request refused by the limit does not use up a one-time (JTI) token."""
-    return auth.authenticate(
-        session,
-        box=runtime.box,
-        replay_guard=runtime.replay_guard,
-        token=token,
-        bot_id=bot_id,
-        scope=scope,
-        leeway=runtime.settings.jwt_leeway_seconds,
-        admit=lambda caller: charge(runtime, caller, bucket=bucket, per_minute=per_minute),
-    )
-
-
-def charge(
-    runtime: Runtime, caller: auth.Caller, *, bucket: str, per_minute: int | None = None
-) -> None:
-    """Count an authenticated request against its account's limit in ``bucket``."""
-    limit = per_minute or caller.rate_limit_per_minute or runtime.settings.rate_limit_per_minute
-    runtime.rate_limiter.hit(caller.account_id, per_minute=limit, bucket=bucket)
-
-
-def _authenticate_deposit(runtime: Runtime, token: str | None, bot_id: str) -> None:
-    with runtime.read_sessions() as session:
-        authorize(
-            runtime,
-            session,
-            token,
-            bot_id,
-            scope=auth.SCOPE_DEPOSIT,
-            bucket="deposit",
-            per_minute=runtime.settings.deposit_rate_limit_per_minute,
-        )
 
 
 # A caller id is cleaned and cut to what the session row holds (never refused for its
@@ -203,10 +161,10 @@ async def deposit_voicemail(
     bot_id: BotId,
     request: Request,
     runtime: RuntimeDep,
-    token: TokenDep,
     metrics: DepositMetricsDep,
+    # After the metrics: a refusal is counted there as a rejected deposit.
+    _caller: DepositCaller,
 ) -> JSONResponse:
-    await run_in_threadpool(_authenticate_deposit, runtime, token, bot_id)
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise UnsupportedMediaType(

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from voicemail.db.base import utcnow
 from voicemail.db.models import Job, Transcript, Voicemail
 from voicemail.jobs import service as jobs
-from voicemail.jobs.worker import ClaimedJob, LeaseLost
+from voicemail.jobs.service import ClaimedJob, LeaseLost
 from voicemail.metrics import Metrics
 from voicemail.storage import Storage, local_copy
 from voicemail.transcription import Transcriber
