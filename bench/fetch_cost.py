@@ -97,9 +97,7 @@ def main() -> None:
 
         def whole_route() -> None:
             with runtime.read_sessions() as session:
-                routes.authorize(
-                    runtime, session, token, bot, scope=auth.SCOPE_FETCH, bucket="public-api"
-                )
+                routes.FETCH.authenticate(runtime, session, token, bot)
                 JSONResponse(fetch_body(session))
 
         raw = psycopg.connect(url, autocommit=True)

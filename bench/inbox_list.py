@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import DEFAULT_POSTGRES_URL, REPO, percentile, postgres_database
 
 from voicemail import ids
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import CallSession, Transcript, Voicemail

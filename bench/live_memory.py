@@ -39,13 +39,13 @@ from tests.helpers.credentials import make_credentials  # noqa: E402
 from tests.helpers.net import free_port  # noqa: E402
 from tests.helpers.waiting import wait_until  # noqa: E402
 
-from voicemail.api.app import create_app  # noqa: E402
+from voicemail.app import create_app  # noqa: E402
 from voicemail.db.migrate import upgrade  # noqa: E402
 from voicemail.db.models import Voicemail  # noqa: E402
+from voicemail.live.gateway import load_pcm, stream_pcm, stream_url  # noqa: E402
 from voicemail.runtime import Runtime  # noqa: E402
 from voicemail.settings import Settings  # noqa: E402
 from voicemail.transcription import FakeTranscriber  # noqa: E402
-from voicemail.voicemails.stream_client import load_pcm, stream_pcm, stream_url  # noqa: E402
 
 MIB = 1024 * 1024
 

@@ -44,7 +44,9 @@ from tests.helpers.clips import audio_dir, read_manifest
 
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.jobs import service as jobs
-from voicemail.jobs.worker import ClaimedJob, Worker
+from voicemail.jobs.service import ClaimedJob
+from voicemail.jobs.worker import Worker
+from voicemail.states import JobStatus
 
 LAYOUTS: dict[str, list[dict[str, str]]] = {
     "1 process x 2 threads": [{"asr_threads": "2", "worker_concurrency": "1"}],
@@ -147,7 +149,7 @@ def queue_cost(url: str, jobs_count: int, threads: int) -> float:
         thread.join()
     elapsed = time.perf_counter() - started
     with sessions() as session:
-        done = jobs.counts_by_status(session).get(jobs.COMPLETED, 0)
+        done = jobs.counts_by_status(session).get(JobStatus.COMPLETED, 0)
     engine.dispose()
     if done < jobs_count:
         raise RuntimeError(f"only {done} of {jobs_count} no-op jobs completed")

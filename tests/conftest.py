@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from tests.helpers.clips import audio_dir, missing_audio_reason
 from tests.helpers.credentials import Credentials, make_credentials
 from tests.helpers.schema import install_template, migrate_template
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.auth import service as auth
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings

@@ -54,6 +54,7 @@ from starlette.requests import ClientDisconnect
 from voicemail.db.base import utcnow
 from voicemail.errors import BadAudio, VoicemailError
 from voicemail.jobs import service as jobs
+from voicemail.states import JobStatus
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -86,7 +87,7 @@ ALL_REJECTION_REASONS = (
 
 UNMATCHED_ROUTE = "<unmatched>"
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-JOB_STATES = (jobs.QUEUED, jobs.RUNNING, jobs.COMPLETED, jobs.FAILED)
+JOB_STATES = tuple(JobStatus)
 
 # Seconds; a deposit decodes up to 10 minutes of audio, so the tail goes past the default 10 s.
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

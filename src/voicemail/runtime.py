@@ -1,4 +1,5 @@
-"""Everything a process needs, built once from settings: database, storage, model, keys."""
+"""Everything a process needs, built once from settings: database, storage, model, keys.
+What a worker runs with them is put together in ``voicemail.worker``."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from voicemail.audit.service import ReadAuditLog
 from voicemail.auth.ratelimit import AccountRateLimiter
 from voicemail.auth.replay import ReplayGuard, open_replay_guard
 from voicemail.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
-from voicemail.inbox.alerts import run_alert_check
-from voicemail.jobs.worker import Housekeeping, Worker, WorkerPool
+from voicemail.live.calls import CallFinalizer
+from voicemail.live.transcription import new_executor
 from voicemail.media.service import MediaSigner
 from voicemail.metrics import Metrics
 from voicemail.private import private_dir
@@ -26,13 +27,8 @@ from voicemail.security import SecretBox, derive_key
 from voicemail.settings import Settings
 from voicemail.storage import Storage, open_storage
 from voicemail.transcription import Transcriber, WhisperTranscriber, resolve_model_dir
-from voicemail.transcription.live import new_executor
-from voicemail.users.sessions import drop_expired_web_sessions
 from voicemail.voicemails.decoding import DecodeSlots
-from voicemail.voicemails.lifecycle import LogPruneReport, prune_logs, purge_expired
-from voicemail.voicemails.live import finalize_abandoned
-from voicemail.voicemails.service import TRANSCRIBE, sweep_orphan_recordings
-from voicemail.voicemails.tasks import transcribe_voicemail, transcription_given_up
+from voicemail.voicemails.lifecycle import LogPruneReport, prune_logs
 from voicemail.webhooks.delivery import FairnessLimits, RetryPolicy, WebhookSender
 from voicemail.webhooks.targets import TargetPolicy
 
@@ -92,12 +88,20 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)  # this process's, in its own registry
     webhook_senders: list[WebhookSender] = field(default_factory=list)  # closed on close()
     decode_slots: DecodeSlots = field(init=False)  # uploads decoded at once (deposit route)
+    call_finalizer: CallFinalizer = field(init=False)  # every live call ends through it
 
     def __post_init__(self) -> None:
         self.decode_slots = DecodeSlots(
             self.settings.decode_concurrency,
             wait_seconds=self.settings.decode_wait_seconds,
             max_waiting=self.settings.decode_max_waiting,
+        )
+        self.call_finalizer = CallFinalizer.from_settings(
+            self.settings,
+            sessions=self.sessions,
+            storage=self.storage,
+            wake=self.wake_worker,
+            metrics=self.metrics,
         )
 
     @classmethod
@@ -131,87 +135,6 @@ class Runtime:
             rate_limiter=AccountRateLimiter.from_settings(settings),
             read_audit=ReadAuditLog(sessions, flush_seconds=settings.audit_flush_seconds),
             live_executor=new_executor(settings.live_transcription_threads),
-        )
-
-    def worker(self, *, housekeeping: bool = True) -> Worker:
-        """A worker loop for this process's jobs; ``housekeeping`` adds the orphan sweep and
-        webhook delivery."""
-        settings = self.settings
-        sweep = Housekeeping(
-            "sweep orphan recordings",
-            settings.orphan_sweep_seconds,
-            partial(
-                sweep_orphan_recordings,
-                self.sessions,
-                self.storage,
-                older_than=settings.orphan_grace_seconds,
-            ),
-        )
-        purge = Housekeeping(
-            "purge expired voicemails",
-            settings.purge_interval_seconds,
-            partial(
-                purge_expired,
-                self.sessions,
-                storage=self.storage,
-                batch_size=settings.purge_batch_size,
-            ),
-        )
-        # The delivery and audit logs, past their own retention.
-        logs = Housekeeping(
-            "prune delivery and audit logs", settings.purge_interval_seconds, self.prune_logs
-        )
-        webhooks = Housekeeping(
-            "deliver webhooks", settings.webhook_poll_seconds, self.webhook_sender().dispatch
-        )
-        # Live calls whose gateway went away and did not come back (their API process may
-        # have died with the timer that would have finalized them).
-        abandoned = Housekeeping(
-            "finalize abandoned live voicemails",
-            settings.stream_reconnect_seconds / 2,
-            partial(
-                finalize_abandoned,
-                self.sessions,
-                storage=self.storage,
-                scratch_dir=settings.scratch_dir,
-                idle_seconds=settings.stream_reconnect_seconds,
-                min_seconds=settings.min_duration_seconds,
-                max_attempts=settings.job_max_attempts,
-                wake=self.wake_worker,
-            ),
-        )
-        # Queue backlog alerts: one webhook when a queue crosses its thresholds.
-        alerts = Housekeeping(
-            "check queue alerts",
-            settings.alert_check_seconds,
-            partial(run_alert_check, self.sessions),
-        )
-        # Inbox sign-ins past their expiry (they no longer work; this only drops the rows).
-        expired_sign_ins = Housekeeping(
-            "drop expired inbox sessions",
-            settings.purge_interval_seconds,
-            partial(drop_expired_web_sessions, self.sessions),
-        )
-        return Worker(
-            sessions=self.sessions,
-            handlers={
-                TRANSCRIBE: partial(
-                    transcribe_voicemail,
-                    sessions=self.sessions,
-                    storage=self.storage,
-                    transcriber=self.transcriber,
-                    metrics=self.metrics,
-                )
-            },
-            lease_seconds=self.settings.job_lease_seconds,
-            retry_base_seconds=self.settings.job_retry_base_seconds,
-            poll_seconds=self.settings.worker_poll_seconds,
-            wake=self.wake_worker,
-            housekeeping=[sweep, webhooks, purge, logs, abandoned, alerts, expired_sign_ins]
-            if housekeeping
-            else [],
-            on_give_up=transcription_given_up,
-            timeout_seconds=self.settings.job_timeout_seconds,
         )
 
     def prune_logs(self, *, dry_run: bool = False) -> LogPruneReport:
@@ -255,19 +178,6 @@ class Runtime:
         )
         self.webhook_senders.append(sender)
         return sender
-
-    def worker_pool(self) -> WorkerPool:
-        """``settings.worker_concurrency`` loops sharing this runtime (and its loaded model).
-
-        They share ``wake_worker``: a deposit wakes them all and one claims the job. Only the
-        first does housekeeping; the sweep needs no more than one runner per process.
-        """
-        count = self.settings.worker_concurrency
-        return WorkerPool(
-            [self.worker(housekeeping=index == 0) for index in range(count)],
-            # In place of a loop whose job hung past job_timeout_seconds.
-            replacement=partial(self.worker, housekeeping=False),
-        )
 
     def close(self) -> None:
         # Queued steps still run; a call that needs one later gets an error from the pool,

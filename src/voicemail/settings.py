@@ -6,6 +6,7 @@ nothing reads settings from a module global.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -16,11 +17,25 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicemail.private import private_dir
-from voicemail.webhooks.targets import parse_networks
 
 SIGNING_KEY_FILE = "signing.key"
 # S3 bucket names: 3-63 lower-case letters, digits, dots and hyphens.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``10.0.0.0/8, 127.0.0.1`` → networks; a bare address is a network of one. Raises
+    ValueError naming the entry that is not a network. (Here, not with the webhook targets
+    that use them: the setting is checked when settings load.)"""
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP network (CIDR): {entry!r}") from None
+    return tuple(networks)
 
 
 class Settings(BaseSettings):

@@ -61,13 +61,14 @@ from tests.helpers.deposits import deposit_file
 from tests.helpers.http import get_voicemail
 from tests.helpers.processes import Admin, Cluster, cluster_at
 from tests.services.postgres import PostgresServer
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.settings import Settings
 from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.events import WebhookEvent
 
 SESSION = "67aa38026e199c8f470e0f22"
 DELETED_SESSION = "67aa38026e199c8f470e0f23"  # what the fuzzed DELETEs get to delete
@@ -158,7 +159,7 @@ def _set_up(cluster: Cluster) -> Target:
                     actor=audit.CLI,
                     bot_id=bot.id,
                     url=f"https://receiver.example/{name}",
-                    events=list(webhooks.EVENTS),
+                    events=list(WebhookEvent),
                 ).subscription.id
                 for name in ("kept", "deleted")
             )

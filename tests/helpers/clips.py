@@ -18,20 +18,14 @@ from __future__ import annotations
 import csv
 import os
 import re
-import subprocess
-import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jiwer
 import numpy as np
 import numpy.typing as npt
-
-if TYPE_CHECKING:
-    from voicemail.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AUDIO_DIR_ENV = "VOICEMAIL_TEST_AUDIO_DIR"
@@ -180,31 +174,3 @@ def spoken_message(
     samples = np.clip(np.concatenate(pieces), -1.0, 1.0)
     pcm = np.round(samples * 32767).astype("<i2").tobytes()
     return pcm, " ".join(clip.reference for clip in clips)
-
-
-def run_cli(
-    settings: Settings, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``voicemail ARGS`` on the test's database and data folder (SQLite or PostgreSQL),
-    with ``stdin`` as its input when given and ``env`` added to its environment."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    environment.update(
-        VOICEMAIL_DATA_DIR=str(settings.data_dir),
-        VOICEMAIL_SIGNING_KEY=settings.master_key().decode(),
-        VOICEMAIL_LOG_FORMAT="console",
-        COLUMNS="200",
-    )
-    if settings.database_url:
-        environment["VOICEMAIL_DATABASE_URL"] = settings.database_url
-    if settings.webhook_allowed_networks:  # (tests' receivers listen on 127.0.0.1)
-        environment["VOICEMAIL_WEBHOOK_ALLOWED_NETWORKS"] = settings.webhook_allowed_networks
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "voicemail", *args],
-        env=environment,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )

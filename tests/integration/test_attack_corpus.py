@@ -35,7 +35,7 @@ from tests.helpers.deposits import deposit_file
 from tests.helpers.http import get_voicemail
 from tests.helpers.inbox import InboxRow, add_inbox_rows, signed_in
 from tests.helpers.processes import Admin, cluster_at
-from voicemail.api.errors import ErrorEnvelope
+from voicemail.api.envelope import ErrorEnvelope
 from voicemail.auth import service as auth
 from voicemail.db.models import CallSession, Voicemail
 from voicemail.runtime import Runtime

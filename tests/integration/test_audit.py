@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
-from tests.helpers.clips import run_cli
+from tests.helpers.cli import invoke_cli, ok_json
 from tests.helpers.credentials import Credentials
 from tests.helpers.http import deposit, fetch, get_voicemail
 from tests.helpers.waiting import wait_until
@@ -29,9 +29,7 @@ SESSION = "67aa38026e199c8f470e0a01"
 
 
 def cli_json(settings: Settings, *args: str) -> Any:
-    result = run_cli(settings, *args, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return ok_json(invoke_cli(settings, *args, "--json"))
 
 
 def entries(settings: Settings, *args: str) -> list[dict[str, Any]]:
@@ -106,7 +104,7 @@ def test_audit_list_shows_reads_deletion_and_configuration_changes(
     assert len(entries(settings, "--bot", creds.bot_id)) == 5
     assert entries(settings, "--since", "2999-01-01T00:00:00Z") == []
     assert len(entries(settings, "--since", bot_entry["at"])) == 5
-    human = run_cli(settings, "audit", "list", "--action", "voicemail.delete")
+    human = invoke_cli(settings, "audit", "list", "--action", "voicemail.delete")
     assert human.returncode == 0, human.stderr
     assert "Audit log" in human.stdout and "voicemail.delete" in human.stdout
     assert voicemail_id in human.stdout
@@ -141,7 +139,7 @@ def test_cli_configuration_changes_are_audited_without_secrets(
     text = json.dumps(listed)
     assert rotated["clientSecret"] not in text and creds.client_secret not in text
     # A change that fails writes no entry: the entry commits with the change or not at all.
-    failed = run_cli(settings, "apps", "grant", app_id, "--bot", bot, "--scope", "Nope")
+    failed = invoke_cli(settings, "apps", "grant", app_id, "--bot", bot, "--scope", "Nope")
     assert failed.returncode == 1
     assert len(entries(settings)) == 5
 
@@ -230,7 +228,7 @@ def test_without_batching_each_read_is_written_at_once(runtime: Runtime) -> None
 
 
 def test_audit_list_refuses_a_bad_since(runtime: Runtime, settings: Settings) -> None:
-    result = run_cli(settings, "audit", "list", "--since", "yesterday")
+    result = invoke_cli(settings, "audit", "list", "--since", "yesterday")
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error: --since must be an ISO 8601 time")
 

@@ -1,23 +1,21 @@
-"""The ``voicemail`` command, run as a user runs it: a subprocess on a data folder."""
+"""The ``voicemail`` command on a data folder: its logic run in this process, and a real
+subprocess for what only a process shows (start-up, the entry point, one deposit and fetch)."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import jwt
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from voicemail.api.app import create_app
+from tests.helpers.cli import invoke_cli, ok_json, one_line_error, run_cli
+from voicemail.app import create_app
 from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import App, Voicemail
@@ -33,65 +31,46 @@ CLIENT_ID_RE = re.compile(r"cs-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 FETCH = "SmartAssist Voicemail"
 DEPOSIT = "Voicemail Deposit"
 DELETE = "Delete Recordings"
+# Not loaded to show the help: together they take about a second to import.
+HEAVY_MODULES = ("sqlalchemy", "argon2", "numpy", "av", "faster_whisper", "ctranslate2")
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    """Run ``voicemail ARGS`` in tmp_path, with the data folder there; extra env overrides."""
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEMAIL_")}
-    base_env.update(
-        VOICEMAIL_DATA_DIR=str(tmp_path),
-        VOICEMAIL_SIGNING_KEY=SIGNING_KEY,
-        VOICEMAIL_PUBLIC_URL=PUBLIC_URL,
-        VOICEMAIL_LOG_FORMAT="console",
-        COLUMNS="80",
+def data_settings(tmp_path: Path) -> Settings:
+    """The settings of an install whose data folder is tmp_path."""
+    return Settings(
+        _env_file=None, data_dir=tmp_path, signing_key=SIGNING_KEY, public_url=PUBLIC_URL
     )
 
-    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "voicemail", *args],
-            cwd=tmp_path,
-            env={**base_env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
 
-    return run
+def _runner(run: Cli, settings: Settings, tmp_path: Path) -> Cli:
+    def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        terminal = {"VOICEMAIL_PUBLIC_URL": PUBLIC_URL, "COLUMNS": "80"}
+        return run(settings, *args, env=terminal | (env or {}), cwd=tmp_path)
 
-
-def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
-    """Exit 0 and exactly one JSON object on stdout."""
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1, result.stdout
-    payload = json.loads(lines[0])
-    assert isinstance(payload, dict)
-    return payload
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Exit 1, nothing on stdout, one line on stderr, and no traceback."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    return cli
 
 
 @pytest.fixture
-def same_runtime(tmp_path: Path) -> Iterator[Runtime]:
+def cli(data_settings: Settings, tmp_path: Path) -> Cli:
+    """``voicemail ARGS`` in this process, in tmp_path, with the data folder there, in an
+    80-column terminal; extra env overrides."""
+    return _runner(invoke_cli, data_settings, tmp_path)
+
+
+@pytest.fixture
+def process(data_settings: Settings, tmp_path: Path) -> Cli:
+    """The same, run as a user runs it: ``python -m voicemail`` in a subprocess."""
+    return _runner(run_cli, data_settings, tmp_path)
+
+
+@pytest.fixture
+def same_runtime(data_settings: Settings) -> Iterator[Runtime]:
     """A runtime in this process on the data folder the command uses."""
-    settings = Settings(
-        _env_file=None, data_dir=tmp_path, signing_key=SIGNING_KEY, public_url=PUBLIC_URL
-    )
-    runtime = Runtime.build(settings, transcriber=FakeTranscriber())
-    upgrade(settings.resolved_database_url)
+    runtime = Runtime.build(data_settings, transcriber=FakeTranscriber())
+    upgrade(data_settings.resolved_database_url)
     yield runtime
     runtime.close()
 
@@ -102,6 +81,33 @@ def api(same_runtime: Runtime) -> Iterator[TestClient]:
     app = create_app(same_runtime.settings, runtime=same_runtime, run_worker=False)
     with TestClient(app) as client:
         yield client
+
+
+def test_help_and_version_start_without_the_heavy_modules(process: Cli) -> None:
+    helped = process("--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "serve" in helped.stdout and "webhooks" in helped.stdout
+    version = process("--version")
+    assert version.returncode == 0 and version.stdout.startswith("voicemail ")
+
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from voicemail.cli import main\n"
+            "sys.argv = ['voicemail', '--help']\n"
+            "try:\n    main()\n"
+            "except SystemExit:\n    pass\n"
+            "print(' '.join(sys.modules), file=sys.stderr)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = {name.partition(".")[0] for name in shown.stderr.split()}
+    assert not loaded & set(HEAVY_MODULES)
 
 
 def test_bots_and_apps_admin(cli: Cli, tmp_path: Path) -> None:
@@ -198,11 +204,12 @@ def test_token_is_accepted_by_the_api(cli: Cli, api: TestClient) -> None:
     assert api.get(url, params={"sessionId": SESSION}, headers={"auth": renewed}).status_code == 200
 
 
-def test_deposit_fetch_and_media(cli: Cli, speech_clip: Path) -> None:
+def test_deposit_fetch_and_media(cli: Cli, process: Cli, speech_clip: Path) -> None:
     bot_id = ok_json(cli("bots", "create", "Support", "--json"))["botId"]
 
+    # A deposit and a fetch as a user runs them, start to end; the rest in this process.
     deposited = ok_json(
-        cli("deposit", str(speech_clip), "--bot", bot_id, "--session", SESSION, "--json")
+        process("deposit", str(speech_clip), "--bot", bot_id, "--session", SESSION, "--json")
     )
     assert deposited == {
         "sessionId": SESSION,
@@ -211,7 +218,7 @@ def test_deposit_fetch_and_media(cli: Cli, speech_clip: Path) -> None:
         "duplicate": False,
     }
 
-    body = ok_json(cli("fetch", "--bot", bot_id, "--session", SESSION, "--json"))
+    body = ok_json(process("fetch", "--bot", bot_id, "--session", SESSION, "--json"))
     assert body["status"] == "success"
     assert body["transcriptionStatus"] == "pending"  # no worker ran
     assert body["transcriptions"] == []
@@ -244,7 +251,6 @@ def test_errors_are_one_line_without_traceback(
     text = tmp_path / "notes.txt"
     text.write_text("this is not a recording\n" * 20)
 
-    # Independent invocations, run side by side to keep the test quick.
     calls: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = {
         "unknown": (("deposit", str(speech_clip), "--bot", "st-nope"), None),
         "markup": (("fetch", "--bot", "st-[/x]", "--session", SESSION), None),
@@ -255,9 +261,7 @@ def test_errors_are_one_line_without_traceback(
         "url": (("bots", "list"), {"VOICEMAIL_PUBLIC_URL": "ftp://x"}),
         "missing": (("deposit", str(tmp_path / "nothere.wav"), "--bot", bot_id), None),
     }
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {name: pool.submit(cli, *args, env=env) for name, (args, env) in calls.items()}
-        results = {name: future.result() for name, future in futures.items()}
+    results = {name: cli(*args, env=env) for name, (args, env) in calls.items()}
 
     assert "No bot st-nope" in one_line_error(results["unknown"])
     # User input that looks like console markup is printed as given, not interpreted.

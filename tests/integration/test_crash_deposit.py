@@ -38,6 +38,7 @@ from voicemail.storage import LocalStorage
 from voicemail.storage.local import PARTIAL_DIR
 from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails import service as voicemails
+from voicemail.worker import build_worker, build_worker_pool
 
 SESSION_ID = "67aa38026e199c8f470e0c01"
 HOUR = 3600.0
@@ -339,7 +340,7 @@ def test_worker_housekeeping_runs_the_sweep_at_start(runtime: Runtime, tmp_path:
     age(path, 2 * HOUR)
 
     stop = threading.Event()
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
     try:
@@ -351,7 +352,7 @@ def test_worker_housekeeping_runs_the_sweep_at_start(runtime: Runtime, tmp_path:
     assert not thread.is_alive()
     # In a pool, the other loops leave housekeeping to the first.
     three = replace(runtime, settings=runtime.settings.model_copy(update={"worker_concurrency": 3}))
-    assert [bool(w.housekeeping) for w in three.worker_pool().workers] == [True, False, False]
+    assert [bool(w.housekeeping) for w in build_worker_pool(three).workers] == [True, False, False]
 
 
 def test_a_write_cut_short_by_a_kill_is_removed_when_storage_next_opens(tmp_path: Path) -> None:

@@ -34,10 +34,13 @@ from voicemail.db.models import (
 from voicemail.errors import Conflict
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.states import DeliveryStatus
 from voicemail.transcription import FakeTranscriber
 from voicemail.transcription import Transcript as EngineTranscript
 from voicemail.voicemails.service import sweep_orphan_recordings
 from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.events import WebhookEvent
+from voicemail.worker import build_worker
 
 SESSION = "67aa38026e199c8f470e0d01"
 OTHER_SESSION = "67aa38026e199c8f470e0d02"
@@ -115,7 +118,7 @@ def test_delete_makes_audio_transcript_and_urls_unreachable(
     request: pytest.FixtureRequest,
 ) -> None:
     deposit(client, creds, speech_clip, SESSION)
-    assert runtime.worker().run_once()  # transcribed: there is a transcript to lose
+    assert build_worker(runtime).run_once()  # transcribed: there is a transcript to lose
     before = fetch(client, creds, SESSION, transcription="true")
     assert before["status"] == "success" and len(before["transcriptions"]) == 1
     url = before["voicemail recording"][0]["fileUrl"]
@@ -159,7 +162,7 @@ def test_delete_removes_every_voicemail_of_the_session_and_only_those(
     speech_clips: list[Path],
     speech_clip: Path,
 ) -> None:
-    subscription = subscribe(runtime, creds.bot_id, [webhooks.VOICEMAIL_DELETED])
+    subscription = subscribe(runtime, creds.bot_id, [WebhookEvent.VOICEMAIL_DELETED])
     first, second = (deposit(client, creds, clip, SESSION) for clip in speech_clips)
     deposit(client, creds, speech_clip, OTHER_SESSION)
     keys = storage_keys(runtime)
@@ -188,8 +191,8 @@ def test_delete_removes_every_voicemail_of_the_session_and_only_those(
     assert {entry.session_id for entry in entries} == {SESSION}
     assert {entry.detail["reason"] for entry in entries} == {"api"}
     # The worker finds no job of the deleted voicemails; the kept one is still transcribed.
-    assert runtime.worker().run_once()
-    assert not runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
+    assert not build_worker(runtime).run_once()
 
 
 def test_delete_needs_the_delete_scope(
@@ -354,10 +357,10 @@ def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
     cancelled; the receiver gets ``voicemail.deleted`` only, with ids."""
     transcriber.text = SPOKEN
     with running_receiver() as receiver:
-        subscribe(runtime, creds.bot_id, list(webhooks.EVENTS), url=receiver.url)
+        subscribe(runtime, creds.bot_id, list(WebhookEvent), url=receiver.url)
         deposit(client, creds, speech_clip, SESSION, **{"from": CALLER, "to": DIALED})
         runtime.webhook_sender().deliver_due()  # voicemail.created: delivered
-        assert runtime.worker().run_once()  # transcription.completed: still pending
+        assert build_worker(runtime).run_once()  # transcription.completed: still pending
         fetch(client, creds, SESSION, transcription="true")  # an audit entry of a read
         runtime.read_audit.flush()
         where = {copy.where for copy in copies_in_database(runtime.engine, CALLER_DATA)}
@@ -387,13 +390,13 @@ def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
             with pytest.raises(Conflict, match="deleted voicemail"):
                 webhooks.redeliver(session, actor="cli", delivery_id=rows[0].id)
         assert status == {
-            webhooks.VOICEMAIL_CREATED: webhooks.DELIVERED,
-            webhooks.TRANSCRIPTION_COMPLETED: webhooks.CANCELLED,
-            webhooks.VOICEMAIL_DELETED: webhooks.PENDING,
+            WebhookEvent.VOICEMAIL_CREATED: DeliveryStatus.DELIVERED,
+            WebhookEvent.TRANSCRIPTION_COMPLETED: DeliveryStatus.CANCELLED,
+            WebhookEvent.VOICEMAIL_DELETED: DeliveryStatus.PENDING,
         }
         # The tombstone keeps the envelope (the event id a receiver dedupes on) and ids.
-        assert bodies[webhooks.VOICEMAIL_CREATED]["id"] == created["id"]
-        assert bodies[webhooks.VOICEMAIL_CREATED]["data"] == {
+        assert bodies[WebhookEvent.VOICEMAIL_CREATED]["id"] == created["id"]
+        assert bodies[WebhookEvent.VOICEMAIL_CREATED]["data"] == {
             "voicemailId": created["data"]["voicemailId"],
             "sessionId": SESSION,
             "redacted": True,
@@ -402,7 +405,7 @@ def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
         runtime.webhook_sender().deliver_due()
 
         types = [r.event["type"] for r in receiver.received]
-        assert types == [webhooks.VOICEMAIL_CREATED, webhooks.VOICEMAIL_DELETED]
+        assert types == [WebhookEvent.VOICEMAIL_CREATED, WebhookEvent.VOICEMAIL_DELETED]
         assert not any(needle.encode() in receiver.received[-1].body for needle in CALLER_DATA)
 
 
@@ -420,7 +423,7 @@ def test_delete_leaves_no_copy_in_the_sqlite_file(
         pytest.skip("the embedded SQLite file only")
     transcriber.text = SPOKEN
     deposit(client, creds, speech_clip, SESSION, **{"from": CALLER, "to": DIALED})
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
 
     assert delete(client, creds).status_code == 200
 
@@ -462,10 +465,10 @@ def test_delete_while_transcribing_discards_the_late_transcript(
     speech_clip: Path,
     transcriber: BlockingTranscriber,
 ) -> None:
-    subscribe(runtime, creds.bot_id, [webhooks.TRANSCRIPTION_COMPLETED])
+    subscribe(runtime, creds.bot_id, [WebhookEvent.TRANSCRIPTION_COMPLETED])
     deposit(client, creds, speech_clip, SESSION)
     transcriber.release.clear()
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     running = threading.Thread(target=worker.run_once)
     running.start()
     try:

@@ -14,6 +14,7 @@ from tests.helpers.credentials import Credentials
 from tests.helpers.http import deposit, get_voicemail
 from voicemail.runtime import Runtime
 from voicemail.transcription import FakeTranscriber
+from voicemail.worker import build_worker
 
 SESSION = "67aa38026e199c8f470e0001"
 URL_RE = re.compile(
@@ -53,7 +54,7 @@ def test_pending_then_completed(
     assert pending["transcriptions"] == []
     assert len(pending["voicemail recording"]) == 1
 
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     body = fetch(client, creds, transcription="true").json()
     assert body["status"] == "success"
     assert body["transcriptionStatus"] == "completed"
@@ -96,7 +97,7 @@ def test_transcription_false_and_param_parsing(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
 ) -> None:
     deposit(client, creds, speech_clip, SESSION)
-    runtime.worker().run_once()
+    build_worker(runtime).run_once()
     for value in ("false", "FALSE", "0"):
         body = fetch(client, creds, transcription=value).json()
         assert body["transcriptions"] == [] and body["transcriptionStatus"] == "not_requested"
@@ -124,7 +125,7 @@ def test_kore_curl_sample_shape(
 ) -> None:
     """Kore's sample: /api/1.1 prefix allowed, `auth` header, `--data ''` body on the GET."""
     deposit(client, creds, speech_clip, SESSION)
-    runtime.worker().run_once()
+    build_worker(runtime).run_once()
     response = client.request(
         "GET",
         f"/api/1.1/public/bot/{creds.bot_id}/voicemail?sessionId={SESSION}&transcription=true",
@@ -157,7 +158,7 @@ def test_several_voicemails_in_one_session(
     again = deposit(client, creds, first, SESSION)
     assert again["duplicate"] is True
     deposit(client, creds, second, SESSION)
-    while runtime.worker().run_once():
+    while build_worker(runtime).run_once():
         pass
     body = fetch(client, creds, transcription="true").json()
     names = [r["fileName"] for r in body["voicemail recording"]]
@@ -174,7 +175,7 @@ def test_failed_transcription_is_reported_after_retries(
 ) -> None:
     transcriber.error = RuntimeError("decoder exploded")
     deposit(client, creds, speech_clip, SESSION)
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     for attempt in range(1, runtime.settings.job_max_attempts + 1):
         assert worker.run_once(), attempt
         state = fetch(client, creds, transcription="true").json()["transcriptionStatus"]
@@ -186,7 +187,7 @@ def test_words_are_kept_and_returned_on_request(
     client: TestClient, creds: Credentials, runtime: Runtime, speech_clip: Path
 ) -> None:
     deposit(client, creds, speech_clip, SESSION)
-    runtime.worker().run_once()
+    build_worker(runtime).run_once()
     doc = fetch(client, creds, transcription="true", words="true").json()["transcriptions"][0]
     assert doc["words"], "word timings should be stored"
     assert {"word", "start", "end", "probability"} <= set(doc["words"][0])

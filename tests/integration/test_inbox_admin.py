@@ -17,8 +17,8 @@ from voicemail.bots import service as bots
 from voicemail.db.models import Account, AuditEntry, Bot, Queue, User
 from voicemail.queues import service as queues
 from voicemail.runtime import Runtime
+from voicemail.states import Role
 from voicemail.users import service as users
-from voicemail.users.service import ADMIN, AGENT, SUPERVISOR
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def table(page: str, table_id: str) -> str:
 def test_admin_creates_users_and_queues_and_routes_a_bot(
     inbox: TestClient, runtime: Runtime
 ) -> None:
-    admin = make_user(runtime, ADMIN)
+    admin = make_user(runtime, Role.ADMIN)
     bot_id = new_bot(runtime)
     assert sign_in(inbox, admin.email).status_code == 303
     page = inbox.get("/inbox/admin")
@@ -70,7 +70,7 @@ def test_admin_creates_users_and_queues_and_routes_a_bot(
         "/inbox/admin/users",
         {
             "email": "New.Agent@Example.com",
-            "role": AGENT,
+            "role": Role.AGENT,
             "password": PASSWORD,
             "name": "Ann",
             "queues": [queue_id],
@@ -78,7 +78,7 @@ def test_admin_creates_users_and_queues_and_routes_a_bot(
     )
     assert response.status_code == 303
     agent = user_by_email(runtime, "new.agent@example.com")
-    assert agent is not None and agent.role == AGENT and agent.name == "Ann"
+    assert agent is not None and agent.role == Role.AGENT and agent.name == "Ann"
     assert agent.password_hash.startswith("$argon2id$")
     assert [q.id for q in agent.queues] == [queue_id]
 
@@ -86,7 +86,7 @@ def test_admin_creates_users_and_queues_and_routes_a_bot(
     post(
         inbox,
         "/inbox/admin/users",
-        {"email": "sup@example.com", "role": SUPERVISOR, "password": PASSWORD},
+        {"email": "sup@example.com", "role": Role.SUPERVISOR, "password": PASSWORD},
     )
     supervisor = user_by_email(runtime, "sup@example.com")
     assert supervisor is not None
@@ -139,17 +139,17 @@ def test_role_password_and_membership_changes(
     inbox: TestClient, second_browser: TestClient, runtime: Runtime
 ) -> None:
     queue_id = make_queue(runtime, "Support")
-    admin = make_user(runtime, ADMIN)
-    agent = make_user(runtime, AGENT, queues=(queue_id,))
+    admin = make_user(runtime, Role.ADMIN)
+    agent = make_user(runtime, Role.AGENT, queues=(queue_id,))
     sign_in(inbox, admin.email)
     assert sign_in(second_browser, agent.email).status_code == 303
 
-    post(inbox, f"/inbox/admin/users/{agent.id}/role", {"role": SUPERVISOR})
+    post(inbox, f"/inbox/admin/users/{agent.id}/role", {"role": Role.SUPERVISOR})
     post(inbox, f"/inbox/admin/queues/{queue_id}/members/{agent.id}/remove", {})
     reset = post(inbox, f"/inbox/admin/users/{agent.id}/password", {"password": "a new secret 123"})
     assert reset.headers["location"] == "/inbox/admin?done=password-reset"
     changed = user_by_email(runtime, agent.email)
-    assert changed is not None and changed.role == SUPERVISOR and changed.queues == []
+    assert changed is not None and changed.role == Role.SUPERVISOR and changed.queues == []
 
     # The reset signed the agent out; only the new password works now.
     assert second_browser.get("/inbox/admin").headers["location"].startswith("/inbox/login")
@@ -162,13 +162,17 @@ def test_role_password_and_membership_changes(
         (f"/inbox/admin/queues/{queue_id}/alerts", {"max_count": "lots"}, 400),
         (f"/inbox/admin/queues/{queue_id}/alerts", {"max_count": "0"}, 400),
         ("/inbox/admin/queues", {"name": "Support"}, 409),
-        ("/inbox/admin/users", {"email": agent.email, "role": AGENT, "password": PASSWORD}, 409),
         (
             "/inbox/admin/users",
-            {"email": "not-an-address", "role": AGENT, "password": PASSWORD},
+            {"email": agent.email, "role": Role.AGENT, "password": PASSWORD},
+            409,
+        ),
+        (
+            "/inbox/admin/users",
+            {"email": "not-an-address", "role": Role.AGENT, "password": PASSWORD},
             400,
         ),
-        (f"/inbox/admin/users/{ids.new_id(ids.USER)}/role", {"role": AGENT}, 404),
+        (f"/inbox/admin/users/{ids.new_id(ids.USER)}/role", {"role": Role.AGENT}, 404),
         (f"/inbox/admin/bots/{ids.new_id(ids.BOT)}/queue", {"queue": ""}, 404),
     ]
     for path, data, status in bad:
@@ -176,11 +180,11 @@ def test_role_password_and_membership_changes(
         assert response.status_code == status, (path, data)
         assert "<h1>" in response.text  # an error page, not JSON
     still = user_by_email(runtime, agent.email)
-    assert still is not None and still.role == SUPERVISOR
+    assert still is not None and still.role == Role.SUPERVISOR
 
 
 def test_supervisors_and_agents_get_403(inbox: TestClient, runtime: Runtime) -> None:
-    for role in (SUPERVISOR, AGENT):
+    for role in (Role.SUPERVISOR, Role.AGENT):
         someone = make_user(runtime, role)
         sign_in(inbox, someone.email)
         assert inbox.get("/inbox/admin").status_code == 403
@@ -192,25 +196,26 @@ def test_supervisors_and_agents_get_403(inbox: TestClient, runtime: Runtime) -> 
                 data={
                     "csrf_token": token,
                     "email": "x@example.com",
-                    "role": ADMIN,
+                    "role": Role.ADMIN,
                     "password": PASSWORD,
                 },
             ),
             inbox.post(
-                f"/inbox/admin/users/{someone.id}/role", data={"csrf_token": token, "role": ADMIN}
+                f"/inbox/admin/users/{someone.id}/role",
+                data={"csrf_token": token, "role": Role.ADMIN},
             ),
         ]
         assert [r.status_code for r in refused] == [403, 403, 403]
     assert user_by_email(runtime, "x@example.com") is None
     with runtime.sessions() as session:
         assert session.scalars(select(Queue)).all() == []
-        assert {u.role for u in users.list_users(session)} == {SUPERVISOR, AGENT}
+        assert {u.role for u in users.list_users(session)} == {Role.SUPERVISOR, Role.AGENT}
 
 
 def test_changes_without_the_csrf_token_are_refused(inbox: TestClient, runtime: Runtime) -> None:
-    admin = make_user(runtime, ADMIN)
+    admin = make_user(runtime, Role.ADMIN)
     sign_in(inbox, admin.email)
-    form = {"email": "x@example.com", "role": AGENT, "password": PASSWORD}
+    form = {"email": "x@example.com", "role": Role.AGENT, "password": PASSWORD}
     assert inbox.post("/inbox/admin/users", data=form).status_code == 403
     wrong = {**form, "csrf_token": "not-the-token"}
     assert inbox.post("/inbox/admin/users", data=wrong).status_code == 403
@@ -223,22 +228,24 @@ def test_changes_without_the_csrf_token_are_refused(inbox: TestClient, runtime: 
 def test_an_admin_cannot_deactivate_or_demote_themselves(
     inbox: TestClient, runtime: Runtime
 ) -> None:
-    admin = make_user(runtime, ADMIN)
+    admin = make_user(runtime, Role.ADMIN)
     sign_in(inbox, admin.email)
     assert (
         post(inbox, f"/inbox/admin/users/{admin.id}/active", {"active": "false"}).status_code == 403
     )
-    assert post(inbox, f"/inbox/admin/users/{admin.id}/role", {"role": AGENT}).status_code == 403
+    assert (
+        post(inbox, f"/inbox/admin/users/{admin.id}/role", {"role": Role.AGENT}).status_code == 403
+    )
     again = user_by_email(runtime, admin.email)
-    assert again is not None and again.active and again.role == ADMIN
+    assert again is not None and again.active and again.role == Role.ADMIN
     assert inbox.get("/inbox/admin").status_code == 200
 
 
 def test_a_password_change_ends_every_other_session_of_that_user(
     inbox: TestClient, second_browser: TestClient, runtime: Runtime
 ) -> None:
-    admin = make_user(runtime, ADMIN)
-    agent = make_user(runtime, AGENT)
+    admin = make_user(runtime, Role.ADMIN)
+    agent = make_user(runtime, Role.AGENT)
     sign_in(inbox, admin.email)
     with browser(inbox.app) as laptop, browser(inbox.app) as phone:
         # The admin is also signed in on a laptop; the agent on a phone and a second browser.
@@ -262,8 +269,8 @@ def test_a_password_change_ends_every_other_session_of_that_user(
 def test_a_deactivated_users_session_stops_working(
     inbox: TestClient, second_browser: TestClient, runtime: Runtime
 ) -> None:
-    admin = make_user(runtime, ADMIN)
-    colleague = make_user(runtime, ADMIN)
+    admin = make_user(runtime, Role.ADMIN)
+    colleague = make_user(runtime, Role.ADMIN)
     sign_in(inbox, admin.email)
     sign_in(second_browser, colleague.email)
     assert second_browser.get("/inbox/admin").status_code == 200
@@ -280,7 +287,7 @@ def test_a_deactivated_users_session_stops_working(
 def test_another_accounts_users_queues_and_bots_are_out_of_reach(
     inbox: TestClient, runtime: Runtime
 ) -> None:
-    admin = make_user(runtime, ADMIN)
+    admin = make_user(runtime, Role.ADMIN)
     with runtime.sessions.begin() as session:
         bots.default_account(session)
         other = Account(id=ids.new_id(ids.ACCOUNT), name="Other company")
@@ -289,7 +296,7 @@ def test_another_accounts_users_queues_and_bots_are_out_of_reach(
         stranger = users.create_user(
             session,
             email="stranger@example.com",
-            role=AGENT,
+            role=Role.AGENT,
             password=PASSWORD,
             account_id=other.id,
         )

@@ -16,15 +16,15 @@ from tests.helpers.inbox import InboxUser, browser, make_user, sign_in
 from tests.helpers.processes import Admin, cluster_at
 from tests.helpers.waiting import wait_until
 from tests.services.redis import RedisService
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.models import User, WebSession
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.states import Role
 from voicemail.transcription import FakeTranscriber
 from voicemail.users import service as users
 from voicemail.users import sessions
-from voicemail.users.service import AGENT
 
 
 def signed_in_as(runtime: Runtime, token: str | None) -> str | None:
@@ -41,7 +41,7 @@ def set_cookie_headers(response: object) -> list[str]:
 def test_sign_in_sets_a_secure_http_only_same_site_cookie_and_redirects(
     inbox: TestClient, runtime: Runtime
 ) -> None:
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     inbox.get("/inbox/login")
     response = inbox.post(
         "/inbox/login",
@@ -68,8 +68,8 @@ def test_sign_in_sets_a_secure_http_only_same_site_cookie_and_redirects(
 def test_wrong_password_unknown_user_and_inactive_user_are_refused_alike(
     inbox: TestClient, runtime: Runtime
 ) -> None:
-    agent = make_user(runtime, AGENT)
-    gone = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
+    gone = make_user(runtime, Role.AGENT)
     with runtime.sessions.begin() as session:
         session.execute(update(User).where(User.id == gone.id).values(active=False))
     for email, password in [
@@ -86,7 +86,7 @@ def test_wrong_password_unknown_user_and_inactive_user_are_refused_alike(
 
 
 def test_passwords_are_stored_as_argon2id_hashes(runtime: Runtime) -> None:
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     with runtime.sessions() as session:
         stored = session.scalar(select(User.password_hash).where(User.id == agent.id))
     assert stored is not None
@@ -98,7 +98,7 @@ def test_a_login_post_without_the_forms_csrf_token_is_refused(
     inbox: TestClient, runtime: Runtime
 ) -> None:
     """Login CSRF: another site must not sign a victim in to the attacker's account."""
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     response = inbox.post(
         "/inbox/login", data={"email": agent.email, "password": agent.password, "login_csrf": "x"}
     )
@@ -111,8 +111,8 @@ def test_login_replaces_a_session_the_browser_already_had(
 ) -> None:
     """Session fixation: a token planted before login (made-up, or the attacker's own valid
     session) is never the one the victim ends up signed in with."""
-    attacker = make_user(runtime, AGENT)
-    victim = make_user(runtime, AGENT)
+    attacker = make_user(runtime, Role.AGENT)
+    victim = make_user(runtime, Role.AGENT)
     inbox.cookies.set("voicemail_session", "attacker-chosen-value", domain="testserver.local")
     assert sign_in(inbox, victim.email).status_code == 303
     after_made_up = inbox.cookies["voicemail_session"]
@@ -131,7 +131,7 @@ def test_login_replaces_a_session_the_browser_already_had(
 def test_sign_out_needs_the_csrf_token_and_ends_the_session(
     inbox: TestClient, runtime: Runtime
 ) -> None:
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     sign_in(inbox, agent.email)
     token = inbox.cookies["voicemail_session"]
     refused = inbox.post("/inbox/logout", data={"csrf_token": "forged"})
@@ -146,7 +146,7 @@ def test_sign_out_needs_the_csrf_token_and_ends_the_session(
 
 
 def test_the_csrf_token_is_also_accepted_as_a_header(inbox: TestClient, runtime: Runtime) -> None:
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     sign_in(inbox, agent.email)
     with runtime.sessions() as session:
         csrf = session.scalars(select(WebSession.csrf_token)).one()
@@ -156,7 +156,7 @@ def test_the_csrf_token_is_also_accepted_as_a_header(inbox: TestClient, runtime:
 
 def test_after_login_only_inbox_paths_are_followed(inbox: TestClient, runtime: Runtime) -> None:
     """No open redirect through ``next``."""
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     for target in ["https://evil.example/", "//evil.example/inbox", "/inbox//evil.example"]:
         inbox.cookies.clear()
         inbox.get("/inbox/login")
@@ -173,7 +173,7 @@ def test_after_login_only_inbox_paths_are_followed(inbox: TestClient, runtime: R
 
 
 def test_an_expired_session_no_longer_signs_in(inbox: TestClient, runtime: Runtime) -> None:
-    agent: InboxUser = make_user(runtime, AGENT)
+    agent: InboxUser = make_user(runtime, Role.AGENT)
     sign_in(inbox, agent.email)
     token = inbox.cookies["voicemail_session"]
     with runtime.sessions.begin() as session:
@@ -189,16 +189,18 @@ def test_user_creation_rejects_bad_input(runtime: Runtime) -> None:
 
     from voicemail.errors import BadRequest, Conflict
 
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     with runtime.sessions.begin() as session:
         with pytest.raises(Conflict):
-            users.create_user(session, email=agent.email.upper(), role=AGENT, password="x" * 12)
+            users.create_user(
+                session, email=agent.email.upper(), role=Role.AGENT, password="x" * 12
+            )
         with pytest.raises(BadRequest, match="Role"):
             users.create_user(session, email="a@example.com", role="root", password="x" * 12)
         with pytest.raises(BadRequest, match="password"):
-            users.create_user(session, email="a@example.com", role=AGENT, password="short")
+            users.create_user(session, email="a@example.com", role=Role.AGENT, password="short")
         with pytest.raises(BadRequest, match="e-mail"):
-            users.create_user(session, email="not-an-address", role=AGENT, password="x" * 12)
+            users.create_user(session, email="not-an-address", role=Role.AGENT, password="x" * 12)
 
 
 def test_a_change_is_committed_before_its_response_is_sent(
@@ -206,7 +208,7 @@ def test_a_change_is_committed_before_its_response_is_sent(
 ) -> None:
     """The browser follows the login's redirect at once, possibly to another process: the
     new session must be in the database when the 303 starts, not just after it."""
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     app = create_app(settings, runtime=runtime, run_worker=False)
     sessions_at_start: list[int] = []
 
@@ -255,7 +257,7 @@ def assert_throttled(response: Any, window: int = 900) -> int:
 def test_failed_sign_ins_are_throttled_per_account_from_one_address(
     inbox: TestClient, runtime: Runtime, verified: list[str]
 ) -> None:
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     with browser(inbox.app, address=ATTACKER) as attacker:
         for _ in range(runtime.settings.login_failures_per_account_and_address):
             assert sign_in(attacker, agent.email, "wrong password!").status_code == 401
@@ -294,8 +296,8 @@ def test_failed_sign_ins_are_throttled_per_account_from_one_address(
 def test_failures_from_many_addresses_throttle_the_account(
     inbox: TestClient, runtime: Runtime, verified: list[str]
 ) -> None:
-    agent = make_user(runtime, AGENT)
-    other = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
+    other = make_user(runtime, Role.AGENT)
     for n in range(4):
         with browser(inbox.app, address=f"192.0.2.{n + 1}") as bot:
             assert sign_in(bot, agent.email, "wrong password!").status_code == 401
@@ -311,7 +313,7 @@ def test_failures_from_many_addresses_throttle_the_account(
 def test_failures_on_many_accounts_throttle_the_address(
     inbox: TestClient, runtime: Runtime, verified: list[str]
 ) -> None:
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     with browser(inbox.app, address=ATTACKER) as attacker:
         # Password spraying: one guess per account, known or not.
         for n in range(3):
@@ -328,7 +330,7 @@ def test_failures_on_many_accounts_throttle_the_address(
 def test_a_successful_sign_in_is_not_counted_and_clears_its_failures(
     inbox: TestClient, runtime: Runtime
 ) -> None:
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     limit = runtime.settings.login_failures_per_account_and_address
     with browser(inbox.app, address=USER_ADDRESS) as user:
         for _ in range(3):
@@ -345,7 +347,7 @@ def test_a_successful_sign_in_is_not_counted_and_clears_its_failures(
     [{"login_failure_window_seconds": 2, "login_failures_per_account_and_address": 2}],
 )
 def test_a_throttle_ends_when_its_window_has_passed(inbox: TestClient, runtime: Runtime) -> None:
-    agent = make_user(runtime, AGENT)
+    agent = make_user(runtime, Role.AGENT)
     with browser(inbox.app, address=USER_ADDRESS) as user:
         for _ in range(2):
             assert sign_in(user, agent.email, "wrong password!").status_code == 401
@@ -368,7 +370,7 @@ class TestThrottlingOnRedis:
     def test_two_api_processes_share_the_failure_counts(
         self, settings: Settings, runtime: Runtime, redis_service: RedisService
     ) -> None:
-        agent = make_user(runtime, AGENT)
+        agent = make_user(runtime, Role.AGENT)
         # A second API process: its own runtime, limiter and Redis connections.
         other = Runtime.build(settings, transcriber=FakeTranscriber())
         try:
@@ -402,7 +404,7 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(tmp_path: Path) -> Non
     with contextmanager(cluster_at)(tmp_path, None) as cluster:
         admin = Admin(cluster)
         try:
-            agent = make_user(admin.runtime, AGENT)
+            agent = make_user(admin.runtime, Role.AGENT)
             behind_proxy = cluster.serve("behind-proxy", "--no-worker", env=throttle)
             exposed = cluster.serve(
                 "exposed", "--no-worker", env={**throttle, "FORWARDED_ALLOW_IPS": "192.0.2.1"}

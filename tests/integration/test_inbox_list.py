@@ -30,6 +30,7 @@ from voicemail.bots import service as bots
 from voicemail.db.models import Account, Voicemail
 from voicemail.inbox import listing
 from voicemail.runtime import Runtime
+from voicemail.worker import build_worker
 
 ROW_ID = re.compile(r'<tr class="voicemail-row" data-id="(f-[^"]+)"')
 
@@ -201,7 +202,7 @@ def test_search_finds_a_real_transcript(
     other = add_inbox_rows(runtime, InboxRow(creds.bot_id, text="Nothing to see"))
     real = deposit_file(runtime, creds.bot_id, speech_clip, work=tmp_path / "w", session_id="s2")
     real_id = real.voicemail.id
-    while runtime.worker().run_once():
+    while build_worker(runtime).run_once():
         pass
     signed_in(inbox, runtime, "supervisor")
     assert listed(inbox, q="plea call") == [real_id]
@@ -330,7 +331,7 @@ def test_polling_returns_rows_transcribed_or_handled_since(
     # Past the overlap the poll allows for late commits: nothing changed since.
     moved_on = (datetime.now(UTC) + listing.POLL_OVERLAP).isoformat()
     assert poll(moved_on)["count"] == 0
-    while runtime.worker().run_once():
+    while build_worker(runtime).run_once():
         pass
     transcribed = poll(moved_on)
     assert ROW_ID.findall(transcribed["html"]) == [deposited.voicemail.id]

@@ -14,6 +14,7 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import Queue
 from voicemail.inbox import alerts
 from voicemail.runtime import Runtime
+from voicemail.states import Role
 from voicemail.users import service as users
 
 
@@ -172,7 +173,7 @@ def test_agent_cannot_open_the_supervisor_view(inbox: TestClient, runtime: Runti
     assert anonymous.headers["location"].startswith("/inbox/login")
 
     queue_id = make_queue(runtime, "Support")
-    signed_in(inbox, runtime, users.AGENT, queues=(queue_id,))
+    signed_in(inbox, runtime, Role.AGENT, queues=(queue_id,))
     response = inbox.get("/inbox/supervisor")
     assert response.status_code == 403
     assert "backlog" not in response.text
@@ -190,8 +191,8 @@ def test_banner_when_a_threshold_is_exceeded(inbox: TestClient, runtime: Runtime
     add_voicemail(runtime, bot, created_at=utcnow() - timedelta(minutes=5))
 
     supervisor = make_user(runtime, "supervisor")
-    agent = make_user(runtime, users.AGENT, queues=(queue_id,))
-    outsider = make_user(runtime, users.AGENT, queues=(other_queue,))
+    agent = make_user(runtime, Role.AGENT, queues=(queue_id,))
+    outsider = make_user(runtime, Role.AGENT, queues=(other_queue,))
 
     def banner(email: str) -> str | None:
         inbox.cookies.clear()
@@ -220,7 +221,7 @@ def test_banner_messages(runtime: Runtime) -> None:
         queue.alert_max_age_minutes = 120
         queue.alert_max_count = 5
     add_voicemail(runtime, bot, created_at=utcnow() - timedelta(hours=3, minutes=5, seconds=10))
-    agent = make_user(runtime, users.AGENT, queues=(queue_id,))
+    agent = make_user(runtime, Role.AGENT, queues=(queue_id,))
     with runtime.sessions() as session:
         user = users.find_user(session, email_or_id=agent.email)
         shown = alerts.banner_alerts(session, user=user)

@@ -20,6 +20,7 @@ from tests.helpers.inbox import make_queue as create_queue
 from voicemail.db.models import AuditEntry, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.transcription import FakeTranscriber
+from voicemail.worker import build_worker
 
 CALLBACK_TEXT = "Hi, this is Dana. Please call me back at +1 415 555 0134. Thanks."
 
@@ -33,7 +34,7 @@ class Setup:
 
 
 def _transcribe(runtime: Runtime) -> None:
-    while runtime.worker().run_once():
+    while build_worker(runtime).run_once():
         pass
 
 

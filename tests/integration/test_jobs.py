@@ -23,11 +23,13 @@ from voicemail.jobs import service as jobs
 from voicemail.jobs.worker import Worker, WorkerPool
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.states import JobStatus, TranscriptionStatus
 from voicemail.transcription import FakeTranscriber, Transcriber
 from voicemail.transcription.engine import Transcript as TranscriptResult
 from voicemail.voicemails import service as voicemails
 from voicemail.voicemails.service import TRANSCRIBE
 from voicemail.voicemails.tasks import transcribe_voicemail
+from voicemail.worker import build_worker, build_worker_pool
 
 SESSION_1 = "67aa38026e199c8f470e0001"
 SESSION_2 = "67aa38026e199c8f470e0002"
@@ -163,7 +165,7 @@ def test_claims_oldest_run_after_first_and_takes_a_lease(runtime: Runtime) -> No
 
     assert claim(runtime, "w1", now=now) == oldest
     job = job_row(runtime, oldest)
-    assert job.status == jobs.RUNNING
+    assert job.status == JobStatus.RUNNING
     assert job.attempts == 1
     assert job.worker_id == "w1"
     assert close_to(job.leased_until, now + timedelta(seconds=LEASE), slack=0.01)
@@ -185,7 +187,7 @@ def test_expired_lease_is_taken_over_and_the_first_worker_loses_it(runtime: Runt
     later = now + timedelta(seconds=LEASE + 1)
     assert claim(runtime, "second", now=later) == job_id
     job = job_row(runtime, job_id)
-    assert (job.status, job.attempts, job.worker_id) == (jobs.RUNNING, 2, "second")
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.RUNNING, 2, "second")
     assert close_to(job.leased_until, later + timedelta(seconds=LEASE), slack=0.01)
 
     with runtime.sessions.begin() as session:
@@ -194,12 +196,12 @@ def test_expired_lease_is_taken_over_and_the_first_worker_loses_it(runtime: Runt
             session, job_id=job_id, worker_id="first", error="late", retry_base_seconds=0
         )
     job = job_row(runtime, job_id)
-    assert (job.status, job.worker_id, job.last_error) == (jobs.RUNNING, "second", None)
+    assert (job.status, job.worker_id, job.last_error) == (JobStatus.RUNNING, "second", None)
 
     with runtime.sessions.begin() as session:
         assert jobs.complete_job(session, job_id=job_id, worker_id="second")
     job = job_row(runtime, job_id)
-    assert job.status == jobs.COMPLETED
+    assert job.status == JobStatus.COMPLETED
     assert job.leased_until is None and job.finished_at is not None
     assert claim(runtime, "third", now=later + timedelta(days=1)) is None
 
@@ -225,9 +227,9 @@ def test_worker_that_lost_its_lease_mid_transcription_is_discarded(
 
     assert transcript_texts(runtime) == {voicemail_id: "from B"}
     [job] = jobs_for(runtime, voicemail_id)
-    assert (job.status, job.attempts, job.worker_id) == (jobs.COMPLETED, 2, "worker-b")
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.COMPLETED, 2, "worker-b")
     assert job.last_error is None
-    assert transcription_state(runtime, voicemail_id) == voicemails.COMPLETED
+    assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.COMPLETED
     assert not worker_a.run_once() and not worker_b.run_once()
 
 
@@ -248,7 +250,7 @@ def test_worker_whose_job_was_finished_by_another_skips_it(
     assert slow.call_count == 0
     assert transcript_texts(runtime) == {voicemail_id: "from B"}
     [job] = jobs_for(runtime, voicemail_id)
-    assert (job.status, job.worker_id) == (jobs.COMPLETED, "worker-b")
+    assert (job.status, job.worker_id) == (JobStatus.COMPLETED, "worker-b")
 
 
 # Failures and retries -------------------------------------------------------------------
@@ -281,7 +283,7 @@ def test_failed_job_backs_off_then_gives_up_after_max_attempts(runtime: Runtime)
         failed_at = fail(runtime, job_id, f"w{attempt}", f"boom {attempt}", base)
 
         job = job_row(runtime, job_id)
-        assert job.status == jobs.FAILED
+        assert job.status == JobStatus.FAILED
         assert job.last_error == f"boom {attempt}"
         assert job.leased_until is None
         if delay is None:
@@ -292,13 +294,13 @@ def test_failed_job_backs_off_then_gives_up_after_max_attempts(runtime: Runtime)
         real = utcnow()
         assert claim(runtime, "early", now=real + timedelta(seconds=delay - 3)) is None
         elapsed = delay + 3
-        assert job_row(runtime, job_id).status == jobs.FAILED
+        assert job_row(runtime, job_id).status == JobStatus.FAILED
 
     job = job_row(runtime, job_id)
     assert job.attempts == 3 and not jobs.is_retryable(job)
     assert job.finished_at is not None
     assert claim(runtime, "late", now=utcnow() + timedelta(days=30)) is None
-    assert job_row(runtime, job_id).status == jobs.FAILED
+    assert job_row(runtime, job_id).status == JobStatus.FAILED
 
 
 def test_long_error_is_truncated(runtime: Runtime) -> None:
@@ -321,7 +323,7 @@ def test_worker_died_on_last_attempt_is_failed_not_retried(runtime: Runtime) -> 
     later = utcnow() + timedelta(seconds=LEASE + 1)
     assert claim(runtime, "w3", now=later) == waiting
     job = job_row(runtime, dead)
-    assert (job.status, job.attempts) == (jobs.FAILED, 2)
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
     assert job.last_error is not None and "lease expired" in job.last_error
     assert "w2" in job.last_error
     assert job.leased_until is None and close_to(job.finished_at, later, slack=0.01)
@@ -329,7 +331,7 @@ def test_worker_died_on_last_attempt_is_failed_not_retried(runtime: Runtime) -> 
     with runtime.sessions.begin() as session:
         assert jobs.complete_job(session, job_id=waiting, worker_id="w3")
     assert claim(runtime, "w4", now=later + timedelta(days=1)) is None
-    assert job_row(runtime, dead).status == jobs.FAILED
+    assert job_row(runtime, dead).status == JobStatus.FAILED
 
 
 def test_dead_worker_on_last_attempt_shows_as_failed_transcription(
@@ -340,9 +342,9 @@ def test_dead_worker_on_last_attempt_shows_as_failed_transcription(
     with runtime.sessions.begin() as session:
         session.get_one(Job, job.id).max_attempts = 1
     assert claim(runtime, "crashed") == job.id
-    assert transcription_state(runtime, voicemail_id) == voicemails.PENDING
+    assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.PENDING
     assert claim(runtime, "next", now=utcnow() + timedelta(seconds=LEASE + 1)) is None
-    assert transcription_state(runtime, voicemail_id) == voicemails.FAILED
+    assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.FAILED
     assert transcript_texts(runtime) == {}
 
 
@@ -354,20 +356,20 @@ def test_worker_retries_with_settings_backoff(
         settings, transcriber, job_retry_base_seconds=30, job_max_attempts=2
     ) as runtime:
         voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "work")
-        worker = runtime.worker()
+        worker = build_worker(runtime)
         before = utcnow()
         assert worker.run_once()
         [job] = jobs_for(runtime, voicemail_id)
-        assert (job.status, job.attempts, job.max_attempts) == (jobs.FAILED, 1, 2)
+        assert (job.status, job.attempts, job.max_attempts) == (JobStatus.FAILED, 1, 2)
         assert job.last_error == "RuntimeError: decoder crashed"
         assert close_to(job.run_after, before + timedelta(seconds=30))
-        assert transcription_state(runtime, voicemail_id) == voicemails.PENDING
+        assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.PENDING
         assert not worker.run_once()  # backing off
 
         # Second and last attempt, 30 s later, fails too: the transcription has failed.
         assert claim(runtime, worker.worker_id, now=utcnow() + timedelta(seconds=31)) == job.id
         fail(runtime, job.id, worker.worker_id, "RuntimeError: decoder crashed", 30)
-        assert transcription_state(runtime, voicemail_id) == voicemails.FAILED
+        assert transcription_state(runtime, voicemail_id) == TranscriptionStatus.FAILED
         assert claim(runtime, "any", now=utcnow() + timedelta(days=1)) is None
         assert transcriber.call_count == 1
 
@@ -384,15 +386,15 @@ def test_poison_job_does_not_stop_the_worker(
     transcriber.error = RuntimeError("model exploded")
     transcriber.fail_times = 1
 
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()  # the first voicemail's transcription raises
     [job] = jobs_for(runtime, first)
-    assert (job.status, job.last_error) == (jobs.FAILED, "RuntimeError: model exploded")
+    assert (job.status, job.last_error) == (JobStatus.FAILED, "RuntimeError: model exploded")
     assert transcript_texts(runtime) == {}
 
     assert worker.run_once()  # the worker goes on to the second voicemail
     assert transcript_texts(runtime) == {second: "Hello, please call me back."}
-    assert transcription_state(runtime, first) == voicemails.PENDING  # will be retried
+    assert transcription_state(runtime, first) == TranscriptionStatus.PENDING  # will be retried
 
     assert worker.run_once()  # the retry (no backoff in these settings) succeeds
     assert set(transcript_texts(runtime)) == {first, second}
@@ -415,7 +417,7 @@ def test_run_loop_survives_a_job_that_fails_for_good(
         transcriber.fail_times = 1
 
         stop = threading.Event()
-        thread = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+        thread = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
         thread.start()
         deadline = time.monotonic() + 10
         while not transcript_texts(runtime) and time.monotonic() < deadline:
@@ -426,7 +428,7 @@ def test_run_loop_survives_a_job_that_fails_for_good(
         assert not thread.is_alive()
 
         assert transcript_texts(runtime) == {second: "Hello, please call me back."}
-        assert transcription_state(runtime, first) == voicemails.FAILED
+        assert transcription_state(runtime, first) == TranscriptionStatus.FAILED
         [job] = jobs_for(runtime, first)
         assert job.last_error == "ValueError: bad model state"
         assert job.finished_at is not None
@@ -434,10 +436,10 @@ def test_run_loop_survives_a_job_that_fails_for_good(
 
 def test_job_kind_without_handler_fails_with_a_clear_reason(runtime: Runtime) -> None:
     job_id = enqueue(runtime, "resize-audio", max_attempts=1)
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()
     job = job_row(runtime, job_id)
-    assert job.status == jobs.FAILED
+    assert job.status == JobStatus.FAILED
     assert job.last_error == "RuntimeError: no handler for job kind 'resize-audio'"
     assert job.finished_at is not None
     assert not worker.run_once()
@@ -448,10 +450,10 @@ def test_job_for_a_deleted_voicemail_completes(
 ) -> None:
     # A transcription job whose voicemail is gone: completed, nothing transcribed.
     orphan = enqueue(runtime, TRANSCRIBE)
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()
     job = job_row(runtime, orphan)
-    assert (job.status, job.last_error) == (jobs.COMPLETED, None)
+    assert (job.status, job.last_error) == (JobStatus.COMPLETED, None)
 
     # Deleted after the claim, before the handler ran (its job row goes with it).
     voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "work")
@@ -488,7 +490,7 @@ def test_run_wakes_promptly_and_stops(
     with runtime_with(settings, transcriber, worker_poll_seconds=30) as runtime:
         bot_id = new_bot(runtime)
         stop = threading.Event()
-        thread = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+        thread = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
         thread.start()
         time.sleep(0.3)  # the worker found nothing and sleeps for up to 30 s
 
@@ -547,7 +549,7 @@ def test_a_hung_job_times_out_and_is_retried_by_a_fresh_loop(
     transcriber = HookedTranscriber("Retried after a hang.", hang)
     with runtime_with(settings, transcriber, job_timeout_seconds=1) as runtime:
         voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
-        pool = runtime.worker_pool()
+        pool = build_worker_pool(runtime)
         [first] = pool.workers
         started = time.monotonic()
         with running(pool):
@@ -556,7 +558,7 @@ def test_a_hung_job_times_out_and_is_retried_by_a_fresh_loop(
             wait_until(lambda: transcript_texts(runtime), timeout=30, what="the retry's transcript")
             took = time.monotonic() - started
             [job] = jobs_for(runtime, voicemail_id)
-            assert (job.status, job.attempts) == (jobs.COMPLETED, 2)
+            assert (job.status, job.attempts) == (JobStatus.COMPLETED, 2)
             assert job.last_error == "timed out: still running after 1 s (job_timeout_seconds)"
             assert job.worker_id != first.worker_id  # a fresh loop ran the retry
             assert first.abandoned.is_set() and first.in_flight is not None  # still hung
@@ -567,7 +569,7 @@ def test_a_hung_job_times_out_and_is_retried_by_a_fresh_loop(
         wait_until(lambda: first.in_flight is None, timeout=10, what="the late finisher")
         assert transcript_texts(runtime) == {voicemail_id: "Retried after a hang."}
         [job] = jobs_for(runtime, voicemail_id)
-        assert (job.status, job.attempts) == (jobs.COMPLETED, 2)
+        assert (job.status, job.attempts) == (JobStatus.COMPLETED, 2)
 
 
 def test_a_job_that_hangs_on_its_last_attempt_fails_for_good(
@@ -578,15 +580,15 @@ def test_a_job_that_hangs_on_its_last_attempt_fails_for_good(
     overrides = {"job_timeout_seconds": 1, "job_max_attempts": 1}
     with runtime_with(settings, transcriber, **overrides) as runtime:
         voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
-        with running(runtime.worker_pool()):
+        with running(build_worker_pool(runtime)):
             runtime.wake_worker.set()
             wait_until(
-                lambda: transcription_state(runtime, voicemail_id) == voicemails.FAILED,
+                lambda: transcription_state(runtime, voicemail_id) == TranscriptionStatus.FAILED,
                 timeout=30,
                 what="the transcription to fail",
             )
         [job] = jobs_for(runtime, voicemail_id)
-        assert (job.status, job.attempts) == (jobs.FAILED, 1)
+        assert (job.status, job.attempts) == (JobStatus.FAILED, 1)
         assert job.finished_at is not None and job.leased_until is None
         hang.release.set()
 
@@ -598,7 +600,7 @@ def test_a_pool_whose_replacements_hang_too_stops(
     transcriber = HookedTranscriber("never", hang)
     with runtime_with(settings, transcriber, job_timeout_seconds=1) as runtime:
         voicemail_id = deposit_clip(runtime, new_bot(runtime), speech_clip, tmp_path / "w")
-        pool = runtime.worker_pool()
+        pool = build_worker_pool(runtime)
         pool.stop_when_wedged = True
         stop = threading.Event()
         thread = threading.Thread(target=pool.run, args=(stop,), daemon=True)
@@ -610,7 +612,7 @@ def test_a_pool_whose_replacements_hang_too_stops(
         # One loop, one replacement, both hung: no third, and the job is left to others.
         assert [worker.abandoned.is_set() for worker in pool.workers] == [True, True]
         [job] = jobs_for(runtime, voicemail_id)
-        assert (job.status, job.attempts) == (jobs.FAILED, 2)
+        assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
         assert job.finished_at is None  # its last attempt is still to come, elsewhere
         hang.release.set()
 

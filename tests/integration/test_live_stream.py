@@ -35,16 +35,13 @@ from tests.helpers.http import fetch
 from tests.helpers.net import free_port
 from tests.helpers.processes import Admin, Cluster, cluster_at
 from tests.helpers.waiting import wait_until
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.auth import service as auth
 from voicemail.cli import app as cli_app
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import CallSession, Job, StreamPart, Voicemail, WebhookDelivery
-from voicemail.runtime import Runtime
-from voicemail.settings import Settings
-from voicemail.transcription import FakeTranscriber, WhisperTranscriber
-from voicemail.voicemails import live
-from voicemail.voicemails.stream_client import (
+from voicemail.live import calls
+from voicemail.live.gateway import (
     SUBPROTOCOL,
     StreamResult,
     basic_auth,
@@ -52,7 +49,11 @@ from voicemail.voicemails.stream_client import (
     stream_pcm,
     stream_url,
 )
+from voicemail.runtime import Runtime
+from voicemail.settings import Settings
+from voicemail.transcription import FakeTranscriber, WhisperTranscriber
 from voicemail.webhooks import service as webhooks
+from voicemail.worker import build_worker
 
 RATE = 8000
 FAKE_TEXT = "Hello, please call me back."
@@ -179,7 +180,7 @@ def test_live_call_in_progress_then_stored_on_hangup(
     server: LiveServer, creds: Credentials, runtime: Runtime, pcm: bytes
 ) -> None:
     call_sid = "call-clean-hangup"
-    session_id = live.call_session_id(creds.bot_id, call_sid)
+    session_id = calls.call_session_id(creds.bot_id, call_sid)
     with runtime.sessions.begin() as session:
         webhooks.create_subscription(
             session,
@@ -226,7 +227,7 @@ def test_live_call_in_progress_then_stored_on_hangup(
     assert voicemail.hangup_at is not None
     # Stored at the hang-up, not when the call began: an open inbox polls by this time.
     assert voicemail.changed_at is not None and voicemail.changed_at > voicemail.created_at
-    assert voicemail.source_format == live.SOURCE_FORMAT
+    assert voicemail.source_format == calls.SOURCE_FORMAT
     assert voicemail.duration_seconds == pytest.approx(len(pcm) / 2 / RATE)
     assert stored_pcm(runtime, voicemail) == pcm  # every byte sent, in order
     accepted = ("voicemail_deposits_total", {"outcome": "accepted", "reason": ""})
@@ -329,7 +330,7 @@ def test_abrupt_disconnect_without_reconnect_is_finalized_by_the_worker(
     assert voicemail.status == "receiving"
 
     stop = threading.Event()
-    worker = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+    worker = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
     worker.start()
     try:
         wait_until(
@@ -556,7 +557,7 @@ def test_stereo_keeps_the_callers_channel_and_text_frames_are_ignored(
             await ws.close()
 
     asyncio.run(send())
-    session_id = live.call_session_id(creds.bot_id, "call-stereo")
+    session_id = calls.call_session_id(creds.bot_id, "call-stereo")
     assert stored_pcm(runtime, wait_finalized(runtime, creds.bot_id, session_id)[0]) == pcm
 
 
@@ -632,31 +633,22 @@ def test_live_transcript_of_real_speech(settings: Settings, whisper: WhisperTran
 def test_two_finalizers_store_the_voicemail_once(
     settings: Settings, creds: Credentials, runtime: Runtime, pcm: bytes
 ) -> None:
-    meta = live.parse_metadata(json.dumps({"callSid": "call-race", "sampleRate": RATE}))
+    meta = calls.parse_metadata(json.dumps({"callSid": "call-race", "sampleRate": RATE}))
     with runtime.sessions.begin() as session:
-        call = live.open_connection(session, bot_id=creds.bot_id, meta=meta)
-    live.store_part(
+        call = calls.open_connection(session, bot_id=creds.bot_id, meta=meta)
+    calls.store_part(
         runtime.sessions,
         storage=runtime.storage,
         call=call,
         pcm=pcm,
         scratch_dir=settings.scratch_dir,
     )
-    outcomes: list[live.Finalized | None] = []
+    outcomes: list[calls.Finalized | None] = []
     start = threading.Barrier(2)
 
     def finalize() -> None:
         start.wait()
-        outcomes.append(
-            live.finalize_owned(
-                runtime.sessions,
-                storage=runtime.storage,
-                voicemail_id=call.voicemail_id,
-                scratch_dir=settings.scratch_dir,
-                min_seconds=settings.min_duration_seconds,
-                max_attempts=settings.job_max_attempts,
-            )
-        )
+        outcomes.append(runtime.call_finalizer.finalize(call.voicemail_id))
 
     threads = [threading.Thread(target=finalize) for _ in range(2)]
     for thread in threads:
@@ -872,7 +864,7 @@ def test_a_socket_that_sends_nothing_is_closed_after_the_idle_timeout_and_its_au
     code, reason, waited = asyncio.run(gateway())
     assert (code, reason) == (1000, "Nothing received for 2 s; call stored")
     assert waited >= 1.5
-    session_id = live.call_session_id(creds.bot_id, "call-idle")
+    session_id = calls.call_session_id(creds.bot_id, "call-idle")
     (voicemail,) = wait_finalized(runtime, creds.bot_id, session_id)
     assert voicemail.status == "stored"
     assert voicemail.hangup_at is not None

@@ -21,9 +21,9 @@ from tests.helpers.clips import (
     spoken_message,
 )
 from tests.helpers.clips import wer as word_error_rate
+from voicemail.live.transcription import LiveTranscription, pcm16_to_float
 from voicemail.transcription import WhisperTranscriber
 from voicemail.transcription.engine import Transcript
-from voicemail.transcription.live import LiveTranscription, pcm16_to_float
 
 pytestmark = pytest.mark.model
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from tests.helpers.credentials import Credentials, make_credentials
 from tests.helpers.http import deposit, fetch
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.models import Voicemail
 from voicemail.media.service import current_epoch, revoke_all
 from voicemail.media.signing import MediaLocation, sign_media_url

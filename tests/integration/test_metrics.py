@@ -21,11 +21,11 @@ from pydantic import SecretStr
 from sqlalchemy import update
 
 from tests.helpers.audio import tone, write_wav
-from tests.helpers.clips import run_cli
+from tests.helpers.cli import run_cli
 from tests.helpers.credentials import Credentials
 from tests.helpers.http import post_voicemail
 from tests.helpers.net import free_port
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.models import Job, Voicemail
@@ -35,6 +35,7 @@ from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails import kore
+from voicemail.worker import build_worker
 
 DEPOSIT_ROUTE = "/api/public/bot/{botId}/voicemail"
 SESSION = "67aa38026e199c8f470e0001"
@@ -158,7 +159,7 @@ def test_deposits_and_jobs_are_counted(
         waiting
     )
 
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
 
     done = scrape(client)
     assert value(done, "voicemail_jobs", state="queued") == 0
@@ -183,7 +184,7 @@ def test_queue_counts_retries_waiting_and_failures(
 ) -> None:
     transcriber.error = RuntimeError("model crashed")
     assert deposit(client, creds, tone_wav(tmp_path)).status_code == 202
-    worker = runtime.worker()
+    worker = build_worker(runtime)
     assert worker.run_once()  # attempt 1 fails; a retry is due (retry base is 0 s in tests)
     retrying = scrape(client)
     assert value(retrying, "voicemail_jobs", state="failed") == 1
@@ -502,7 +503,7 @@ def test_job_log_lines_carry_the_job_and_voicemail_ids(
     assert deposited.status_code == 202, deposited.text
     json_logs.truncate(0)
     json_logs.seek(0)
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     with runtime.sessions() as session:
         job = session.query(Job).one()
         voicemail = session.get(Voicemail, job.voicemail_id)

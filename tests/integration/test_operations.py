@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber

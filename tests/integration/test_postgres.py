@@ -28,10 +28,12 @@ from voicemail.db.base import utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.models import Account, Job, Transcript
 from voicemail.jobs import service as jobs
-from voicemail.jobs.worker import ClaimedJob, LeaseLost, Worker
+from voicemail.jobs.service import ClaimedJob, LeaseLost
+from voicemail.jobs.worker import Worker
 from voicemail.media.service import current_epoch, revoke_all
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.states import JobStatus
 from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails.service import TRANSCRIBE
 from voicemail.voicemails.tasks import transcribe_voicemail
@@ -141,7 +143,7 @@ def test_two_workers_racing_do_every_job_exactly_once(
     assert per_worker["worker-a"] > 0 and per_worker["worker-b"] > 0, per_worker
     assert taken == [per_worker["worker-a"], per_worker["worker-b"]]
     rows = all_jobs(runtime)
-    assert {(job.status, job.attempts) for job in rows} == {(jobs.COMPLETED, 1)}
+    assert {(job.status, job.attempts) for job in rows} == {(JobStatus.COMPLETED, 1)}
     assert {job.id: job.worker_id for job in rows} == dict(handled)
 
 
@@ -191,7 +193,7 @@ def test_dead_workers_job_is_taken_over_when_its_lease_runs_out(
         transcripts = {t.voicemail_id: t.text for t in session.scalars(select(Transcript))}
     assert transcripts == {voicemail_id: "from B"}
     [job] = all_jobs(runtime)
-    assert (job.status, job.attempts, job.worker_id) == (jobs.COMPLETED, 2, "worker-b")
+    assert (job.status, job.attempts, job.worker_id) == (JobStatus.COMPLETED, 2, "worker-b")
 
 
 # Time zones -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from tests.helpers.audio import tone_wav
-from tests.helpers.clips import run_cli
+from tests.helpers.cli import run_cli
 from tests.helpers.http import post_voicemail
 from tests.helpers.processes import embedded_service
 from voicemail.db.migrate import upgrade

@@ -21,9 +21,11 @@ from voicemail.db.models import Queue, Voicemail, WebhookDelivery
 from voicemail.inbox import alerts
 from voicemail.runtime import Runtime
 from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.events import WebhookEvent
 from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
+from voicemail.worker import build_worker
 
-QUEUE_EVENTS = (webhooks.QUEUE_ALERT, webhooks.QUEUE_ALERT_CLEARED)
+QUEUE_EVENTS = (WebhookEvent.QUEUE_ALERT, WebhookEvent.QUEUE_ALERT_CLEARED)
 
 
 def subscribe(runtime: Runtime, bot_id: str, url: str = "https://example.com/hook") -> str:
@@ -75,7 +77,7 @@ def test_one_alert_per_breach_then_cleared(runtime: Runtime) -> None:
     assert check(runtime) == [] and events(runtime) == []  # below the threshold
 
     add_voicemail(runtime, second, created_at=utcnow() - timedelta(minutes=1))
-    assert check(runtime) == [alerts.Transition(queue_id, webhooks.QUEUE_ALERT)]
+    assert check(runtime) == [alerts.Transition(queue_id, WebhookEvent.QUEUE_ALERT)]
     assert active_since(runtime, queue_id) is not None
     # Still over the threshold: no second event.
     assert check(runtime) == []
@@ -84,7 +86,7 @@ def test_one_alert_per_breach_then_cleared(runtime: Runtime) -> None:
     sent = events(runtime)
     # Each bot of the queue sends it to its own subscriptions; the other queue's bot does not.
     assert sorted(body["botId"] for _, body in sent) == sorted([first, second])
-    assert {kind for kind, _ in sent} == {webhooks.QUEUE_ALERT}
+    assert {kind for kind, _ in sent} == {WebhookEvent.QUEUE_ALERT}
     data = sent[0][1]["data"]
     assert data["queueId"] == queue_id and data["queueName"] == "Support"
     assert data["unhandled"] == 2 and data["reason"] == "count"
@@ -96,17 +98,17 @@ def test_one_alert_per_breach_then_cleared(runtime: Runtime) -> None:
         one = session.scalars(select(Voicemail).where(Voicemail.queue_id == queue_id)).first()
         assert one is not None
         one.inbox_state, one.handled_at = "handled", utcnow()
-    assert check(runtime) == [alerts.Transition(queue_id, webhooks.QUEUE_ALERT_CLEARED)]
+    assert check(runtime) == [alerts.Transition(queue_id, WebhookEvent.QUEUE_ALERT_CLEARED)]
     assert check(runtime) == []
     assert active_since(runtime, queue_id) is None
-    cleared = [body for kind, body in events(runtime) if kind == webhooks.QUEUE_ALERT_CLEARED]
+    cleared = [body for kind, body in events(runtime) if kind == WebhookEvent.QUEUE_ALERT_CLEARED]
     assert len(cleared) == 2
     assert cleared[0]["data"]["unhandled"] == 1 and "alertedSince" in cleared[0]["data"]
 
     # A new breach is a new alert.
     add_voicemail(runtime, first, created_at=utcnow())
-    assert check(runtime) == [alerts.Transition(queue_id, webhooks.QUEUE_ALERT)]
-    assert [kind for kind, _ in events(runtime)].count(webhooks.QUEUE_ALERT) == 4
+    assert check(runtime) == [alerts.Transition(queue_id, WebhookEvent.QUEUE_ALERT)]
+    assert [kind for kind, _ in events(runtime)].count(WebhookEvent.QUEUE_ALERT) == 4
 
 
 def test_age_threshold(runtime: Runtime) -> None:
@@ -122,9 +124,9 @@ def test_age_threshold(runtime: Runtime) -> None:
             .where(Voicemail.queue_id == queue_id)
             .values(created_at=utcnow() - timedelta(minutes=61))
         )
-    assert check(runtime) == [alerts.Transition(queue_id, webhooks.QUEUE_ALERT)]
+    assert check(runtime) == [alerts.Transition(queue_id, WebhookEvent.QUEUE_ALERT)]
     (kind, body), *_ = events(runtime)
-    assert kind == webhooks.QUEUE_ALERT and body["data"]["reason"] == "age"
+    assert kind == WebhookEvent.QUEUE_ALERT and body["data"]["reason"] == "age"
     assert body["data"]["oldestAgeSeconds"] >= 61 * 60
 
 
@@ -160,7 +162,7 @@ def test_concurrent_checks_send_one_alert(runtime: Runtime) -> None:
         thread.join()
     assert errors == []
     assert sum(len(found) for found in results) == 1
-    assert [kind for kind, _ in events(runtime)] == [webhooks.QUEUE_ALERT]
+    assert [kind for kind, _ in events(runtime)] == [WebhookEvent.QUEUE_ALERT]
 
 
 def test_a_stale_check_does_not_send_again(runtime: Runtime) -> None:
@@ -187,13 +189,13 @@ def test_housekeeping_delivers_a_signed_alert(runtime: Runtime) -> None:
     add_voicemail(runtime, bot, created_at=utcnow())
     with running_receiver() as receiver:
         secret = subscribe(runtime, bot, receiver.url)
-        (task,) = [t for t in runtime.worker().housekeeping if t.name == "check queue alerts"]
+        (task,) = [t for t in build_worker(runtime).housekeeping if t.name == "check queue alerts"]
         assert task.every_seconds == runtime.settings.alert_check_seconds
         task.action()
         task.action()
         runtime.webhook_sender().deliver_due()
         (received,) = receiver.wait_for(1)
-    assert received.headers["X-Voicemail-Event"] == webhooks.QUEUE_ALERT
+    assert received.headers["X-Voicemail-Event"] == WebhookEvent.QUEUE_ALERT
     assert verify(secret, received.headers[SIGNATURE_HEADER], received.body)
     assert received.event["data"]["queueId"] == queue_id
     assert received.event["botId"] == bot

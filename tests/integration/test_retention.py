@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from tests.helpers.clips import run_cli
+from tests.helpers.cli import run_cli
 from tests.helpers.credentials import Credentials, new_bot
 from tests.helpers.deposits import deposit_file
 from tests.helpers.scan import copies_in_database, copies_in_folder
@@ -34,9 +34,11 @@ from voicemail.db.models import (
 )
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.states import DeliveryStatus
 from voicemail.transcription import FakeTranscriber
 from voicemail.voicemails import lifecycle
-from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.events import WebhookEvent
+from voicemail.worker import build_worker
 
 
 def session_id(n: int) -> str:
@@ -92,8 +94,8 @@ def test_purge_removes_only_expired_voicemails(
     default = new_bot(runtime)  # 90 days, Kore's default
     with runtime.sessions.begin() as db:
         bots.configure_bot(db, bot_id=short, retention_days=1)
-    subscribe(runtime, short, [webhooks.VOICEMAIL_DELETED])
-    subscribe(runtime, default, [webhooks.TRANSCRIPTION_COMPLETED])  # not this event
+    subscribe(runtime, short, [WebhookEvent.VOICEMAIL_DELETED])
+    subscribe(runtime, default, [WebhookEvent.TRANSCRIPTION_COMPLETED])  # not this event
     work = tmp_path / "work"
     short_old = deposit(runtime, short, speech_clips[0], work, session=session_id(1), age_days=2)
     short_new = deposit(runtime, short, speech_clips[1], work, session=session_id(1), age_days=0.5)
@@ -105,7 +107,7 @@ def test_purge_removes_only_expired_voicemails(
         expired = [db.get(Voicemail, vm_id) for vm_id in (short_old, default_old)]
         urls = [runtime.signer.url_for(vm, epoch=0) for vm in expired if vm is not None]
         keys = {vm.id: vm.storage_key for vm in expired if vm is not None}
-    assert runtime.worker().run_once()  # one transcript that must go with its voicemail
+    assert build_worker(runtime).run_once()  # one transcript that must go with its voicemail
     assert [client.get(url).status_code for url in urls] == [200, 200]
 
     report = lifecycle.purge_expired(runtime.sessions, storage=runtime.storage, batch_size=1)
@@ -175,7 +177,9 @@ def test_workers_run_the_purge(
     runtime: Runtime, creds: Credentials, speech_clip: Path, tmp_path: Path
 ) -> None:
     old = deposit(runtime, creds.bot_id, speech_clip, tmp_path, session=session_id(1), age_days=91)
-    [purge] = [t for t in runtime.worker().housekeeping if t.name == "purge expired voicemails"]
+    [purge] = [
+        t for t in build_worker(runtime).housekeeping if t.name == "purge expired voicemails"
+    ]
     assert purge.every_seconds == runtime.settings.purge_interval_seconds
 
     purge.action()
@@ -233,7 +237,7 @@ def test_purge_leaves_no_copy_of_the_callers_data_anywhere(
     transcripts, the full-text index…) and the storage folders hold none of the purged
     voicemail's data; a voicemail kept by the purge keeps its own."""
     transcriber.text = SPOKEN
-    subscribe(runtime, creds.bot_id, list(webhooks.EVENTS))
+    subscribe(runtime, creds.bot_id, list(WebhookEvent))
     old = deposit_file(
         runtime,
         creds.bot_id,
@@ -243,7 +247,7 @@ def test_purge_leaves_no_copy_of_the_callers_data_anywhere(
         caller_from=CALLER,
         caller_to=DIALED,
     ).voicemail
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     with runtime.sessions.begin() as db:
         db.execute(
             update(Voicemail)
@@ -282,9 +286,9 @@ def test_purge_leaves_no_copy_of_the_callers_data_anywhere(
         rows = db.scalars(select(WebhookDelivery).where(WebhookDelivery.voicemail_id == old.id))
         status = {row.event_type: row.status for row in rows}
     assert status == {
-        webhooks.VOICEMAIL_CREATED: webhooks.CANCELLED,
-        webhooks.TRANSCRIPTION_COMPLETED: webhooks.CANCELLED,
-        webhooks.VOICEMAIL_DELETED: webhooks.PENDING,
+        WebhookEvent.VOICEMAIL_CREATED: DeliveryStatus.CANCELLED,
+        WebhookEvent.TRANSCRIPTION_COMPLETED: DeliveryStatus.CANCELLED,
+        WebhookEvent.VOICEMAIL_DELETED: DeliveryStatus.PENDING,
     }
 
 
@@ -301,7 +305,7 @@ def add_delivery(
         delivery = WebhookDelivery(
             subscription_id=subscription.id,
             event_id=ids.new_id(ids.EVENT),
-            event_type=webhooks.QUEUE_ALERT,
+            event_type=WebhookEvent.QUEUE_ALERT,
             body="{}",
             status=status,
             attempts=attempts,
@@ -340,17 +344,24 @@ def logs(runtime: Runtime) -> tuple[set[int], set[int], set[int]]:
 def test_workers_prune_the_delivery_and_audit_logs_after_their_retention(
     runtime: Runtime, creds: Credentials
 ) -> None:
-    subscribe(runtime, creds.bot_id, [webhooks.QUEUE_ALERT])
+    subscribe(runtime, creds.bot_id, [WebhookEvent.QUEUE_ALERT])
     old_done = {
         add_delivery(runtime, creds.bot_id, status=status, age_days=8)
-        for status in (webhooks.DELIVERED, webhooks.FAILED, webhooks.CANCELLED, webhooks.FAILED)
+        for status in (
+            DeliveryStatus.DELIVERED,
+            DeliveryStatus.FAILED,
+            DeliveryStatus.CANCELLED,
+            DeliveryStatus.FAILED,
+        )
     }
     # Still being retried (a redelivery of an old event): kept until it is done with.
-    old_pending = add_delivery(runtime, creds.bot_id, status=webhooks.PENDING, age_days=8)
-    recent = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=6)
+    old_pending = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.PENDING, age_days=8)
+    recent = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=6)
     old_entries = {add_audit_entry(runtime, age_days=31) for _ in range(3)}
     recent_entry = add_audit_entry(runtime, age_days=29)
-    [task] = [t for t in runtime.worker().housekeeping if t.name == "prune delivery and audit logs"]
+    [task] = [
+        t for t in build_worker(runtime).housekeeping if t.name == "prune delivery and audit logs"
+    ]
     assert task.every_seconds == runtime.settings.purge_interval_seconds
 
     report = task.action()
@@ -369,9 +380,9 @@ def test_workers_prune_the_delivery_and_audit_logs_after_their_retention(
 def test_purge_command_prunes_the_logs_too(
     runtime: Runtime, settings: Settings, creds: Credentials
 ) -> None:
-    subscribe(runtime, creds.bot_id, [webhooks.QUEUE_ALERT])
-    old_delivery = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=31)
-    new_delivery = add_delivery(runtime, creds.bot_id, status=webhooks.DELIVERED, age_days=29)
+    subscribe(runtime, creds.bot_id, [WebhookEvent.QUEUE_ALERT])
+    old_delivery = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=31)
+    new_delivery = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=29)
     old_entry = add_audit_entry(runtime, age_days=366)
     new_entry = add_audit_entry(runtime, age_days=364)
 

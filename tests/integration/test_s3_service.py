@@ -25,14 +25,15 @@ from sqlalchemy import func, select
 from tests.helpers.credentials import Credentials
 from tests.helpers.http import deposit, fetch, post_voicemail
 from tests.services.s3 import STORAGE_PREFIX, S3Bucket
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.db.models import Voicemail
-from voicemail.media import routes
+from voicemail.media import routes, streaming
 from voicemail.media.signing import sign_media_url
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.storage import Storage
 from voicemail.transcription import FakeTranscriber, Transcript
+from voicemail.worker import build_worker
 
 SESSION = "67aa38026e199c8f470e00a1"
 
@@ -155,7 +156,7 @@ def test_transcribe_and_fetch_from_s3(
     transcriber: AudioCheckingTranscriber,
     deposited: Deposited,
 ) -> None:
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     assert transcriber.audio == [deposited.stored]  # the worker read the object from S3
     body = fetch(client, creds, SESSION, transcription="true")
     assert body["status"] == "success"
@@ -183,7 +184,7 @@ def test_get_streams_the_whole_object(
     client: TestClient, deposited: Deposited, reads: Reads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small chunks so that this recording takes several ranged reads, as a long one would.
-    monkeypatch.setattr(routes, "REMOTE_CHUNK_BYTES", 10_000)
+    monkeypatch.setattr(streaming, "REMOTE_CHUNK_BYTES", 10_000)
     response = client.get(deposited.url)
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav"

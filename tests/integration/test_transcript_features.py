@@ -13,8 +13,6 @@ that real transcript.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.helpers.audio import write_wav
-from tests.helpers.clips import audio_dir, missing_audio_reason, run_cli
+from tests.helpers.cli import invoke_cli, ok_json
+from tests.helpers.clips import audio_dir, missing_audio_reason
 from tests.helpers.credentials import Credentials
 from tests.helpers.deposits import deposit_file
 from tests.helpers.http import fetch
@@ -39,6 +38,7 @@ from voicemail.transcription.digits import digit_runs
 from voicemail.transcription.engine import SAMPLE_RATE, decode_audio_file
 from voicemail.transcription.engine import Transcript as EngineTranscript
 from voicemail.voicemails.tasks import save_transcript
+from voicemail.worker import build_worker
 
 MESSAGE = (
     "Hi, it's Sam from Acme. Call me back at 415-555-0134. My card is 4111 1111 1111 1111 "
@@ -60,16 +60,11 @@ def transcriber() -> FakeTranscriber:
 WITH_WORDS = {"transcription": "true", "words": "true"}
 
 
-def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 # -- the CLI ----------------------------------------------------------------------------
 
 
 def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials) -> None:
-    result = run_cli(
+    result = invoke_cli(
         settings,
         *("bots", "configure", creds.bot_id, "--retention-days", "30"),
         *("--languages", "en, ES", "--vocabulary", "Acme,WidgetPro", "--redact", "card,email"),
@@ -89,16 +84,16 @@ def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials
     assert result.stderr == ""  # English and Spanish numbers are both read
     # Only what is given changes; "" clears.
     cleared = ok_json(
-        run_cli(settings, "bots", "configure", creds.bot_id, "--languages", "", "--json")
+        invoke_cli(settings, "bots", "configure", creds.bot_id, "--languages", "", "--json")
     )
     assert cleared == {**configured, "languages": []}
-    listed = ok_json(run_cli(settings, "bots", "list", "--json"))
+    listed = ok_json(invoke_cli(settings, "bots", "list", "--json"))
     assert listed["bots"] == [{**cleared, "accountId": creds.account_id}]
 
-    bad = run_cli(settings, "bots", "configure", creds.bot_id, "--redact", "card,phone")
+    bad = invoke_cli(settings, "bots", "configure", creds.bot_id, "--redact", "card,phone")
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr.strip() == "error: Cannot redact 'phone'; choose from card, ssn, email"
-    bad = run_cli(settings, "bots", "configure", creds.bot_id, "--region", "XX")
+    bad = invoke_cli(settings, "bots", "configure", creds.bot_id, "--region", "XX")
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr.strip() == (
         "error: Unknown region 'XX': use an ISO 3166 country code such as US, GB, ES"
@@ -118,7 +113,7 @@ def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials
 def test_bots_configure_region_and_languages_without_spoken_numbers(
     settings: Settings, creds: Credentials
 ) -> None:
-    result = run_cli(
+    result = invoke_cli(
         settings, "bots", "configure", creds.bot_id, "--languages", "en,ja,fr", "--json"
     )
     assert ok_json(result)["region"] is None
@@ -127,10 +122,12 @@ def test_bots_configure_region_and_languages_without_spoken_numbers(
         "note: numbers spoken in ja are not read as digits; redaction and the call-back "
         "number see only the digits Whisper writes"
     )
-    gb = ok_json(run_cli(settings, "bots", "configure", creds.bot_id, "--region", "gb", "--json"))
+    gb = ok_json(
+        invoke_cli(settings, "bots", "configure", creds.bot_id, "--region", "gb", "--json")
+    )
     assert (gb["region"], gb["languages"]) == ("GB", ["en", "ja", "fr"])
     cleared = ok_json(
-        run_cli(settings, "bots", "configure", creds.bot_id, "--region", "", "--json")
+        invoke_cli(settings, "bots", "configure", creds.bot_id, "--region", "", "--json")
     )
     assert cleared["region"] is None
 
@@ -166,7 +163,7 @@ def test_bot_settings_reach_the_transcriber_and_the_stored_transcript(
         work=tmp_path / "w",
         session_id="67aa38026e199c8f470e0c01",
     )
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
 
     (call,) = transcriber.calls
     assert (call.languages, call.vocabulary) == (("es", "fr"), ("Acme",))
@@ -207,7 +204,7 @@ def test_without_settings_nothing_is_redacted(
         work=tmp_path / "w",
         session_id="67aa38026e199c8f470e0c02",
     )
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     doc = fetch(client, creds, "67aa38026e199c8f470e0c02", **WITH_WORDS)["transcriptions"][0]
     assert doc["components"][0]["data"]["text"] == transcriber.text
     assert (doc["callbackNumber"], doc["redacted"]) == (None, [])
@@ -232,7 +229,7 @@ def test_spanish_transcript_is_redacted_and_its_callback_number_found(
         session_id="67aa38026e199c8f470e0c05",
         caller_from="+34915550000",
     )
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     doc = fetch(client, creds, "67aa38026e199c8f470e0c05", **WITH_WORDS)["transcriptions"][0]
     assert doc["components"][0]["data"]["text"] == (
         "Hola, soy Ana de Acme. Llámame al seis uno dos, treinta y cuatro, cincuenta y seis, "
@@ -280,7 +277,7 @@ def test_national_callback_number_in_e164(
         session_id="67aa38026e199c8f470e0c06",
         caller_from=caller,
     )
-    assert runtime.worker().run_once()
+    assert build_worker(runtime).run_once()
     doc = fetch(client, creds, "67aa38026e199c8f470e0c06", **WITH_WORDS)["transcriptions"][0]
     assert doc["callbackNumber"] == expected
     assert doc["callerNumber"] == caller  # stored and echoed as the gateway sent it

@@ -22,7 +22,7 @@ from tests.helpers.credentials import Credentials, make_credentials
 from tests.helpers.http import deposit, fetch
 from tests.services.s3 import REGION, S3Bucket
 from voicemail import transfer
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.engine import make_engine
@@ -34,6 +34,7 @@ from voicemail.security import SecretBox
 from voicemail.settings import Settings
 from voicemail.storage import LocalStorage
 from voicemail.transcription import FakeTranscriber
+from voicemail.worker import build_worker
 
 SIGNING_KEY = "transfer-test-signing-key-" + "t" * 32
 PUBLIC_URL = "http://testserver"
@@ -210,7 +211,7 @@ def embedded(tmp_path: Path) -> Iterator[Embedded]:
         install.deposit(creds_a, SESSION_1, tone_wav(clips / "b.wav", frequency=550))
         install.deposit(creds_a, SESSION_2, tone_wav(clips / "c.wav", frequency=660))
         install.deposit(creds_b, SESSION_3, tone_wav(clips / "d.wav", frequency=770))
-        worker = install.runtime.worker()
+        worker = build_worker(install.runtime)
         assert worker.run_once()  # a transcript
         install.transcriber.error = RuntimeError("decoder exploded")
         assert worker.run_once()  # a failed job
@@ -331,7 +332,7 @@ def test_moved_install_serves_the_same_voicemails(
         assert new.fetch(source.reader_b, SESSION_3)["status"] == "success"
 
         # The queued jobs came along: a worker of the new deployment transcribes them.
-        worker = new.runtime.worker()
+        worker = build_worker(new.runtime)
         while worker.run_once():
             pass
         assert new.count(Transcript) == 3
@@ -414,7 +415,7 @@ def test_resume_after_an_interruption_completes_the_copy(
         source.install.deposit(
             source.creds_b, SESSION_3, tone_wav(source.clips / "g.wav", frequency=1100)
         )
-        assert runtime.worker().run_once()
+        assert build_worker(runtime).run_once()
 
         with pytest.raises(transfer.TransferError, match="--resume"):
             run(resume=False)

@@ -1,6 +1,6 @@
 """``voicemail users …``, ``voicemail queues …`` and ``bots configure --queue``.
 
-Each command is a subprocess (about a second each), so these tests run on SQLite only and
+The commands run in this process (``invoke_cli``); these tests run on SQLite only and
 chain several checks per command.
 """
 
@@ -13,11 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.helpers.clips import run_cli
+from tests.helpers.cli import invoke_cli, ok_json, one_line_error
 from tests.helpers.credentials import new_bot
 from tests.helpers.deposits import deposit_file
 from tests.helpers.inbox import sign_in
-from tests.integration.test_cli import ok_json, one_line_error
 from voicemail.audit import service as audit
 from voicemail.db.models import AuditEntry, User, Voicemail
 from voicemail.runtime import Runtime
@@ -33,7 +32,7 @@ def voicemail(
 ) -> subprocess.CompletedProcess[str]:
     """``voicemail ARGS`` on the test's data folder, with ``stdin`` as its input (empty
     when not given: a password prompt then ends at once)."""
-    return run_cli(settings, *args, stdin=stdin or "")
+    return invoke_cli(settings, *args, stdin=stdin or "")
 
 
 def cli_actions(runtime: Runtime) -> list[str]:

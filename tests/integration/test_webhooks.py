@@ -24,7 +24,7 @@ from tests.helpers.http import deposit
 from tests.helpers.net import free_port
 from tests.helpers.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
 from voicemail import ids
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
@@ -32,7 +32,9 @@ from voicemail.db.models import Account, AuditEntry, Job, WebhookAttempt, Webhoo
 from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.jobs import service as jobs
 from voicemail.runtime import Runtime
+from voicemail.states import DeliveryStatus, JobStatus
 from voicemail.transcription import FakeTranscriber
+from voicemail.webhooks import events as webhook_events
 from voicemail.webhooks import service as webhooks
 from voicemail.webhooks import targets
 from voicemail.webhooks.delivery import (
@@ -42,8 +44,10 @@ from voicemail.webhooks.delivery import (
     claim_due,
     record_outcome,
 )
+from voicemail.webhooks.events import WebhookEvent
 from voicemail.webhooks.signature import EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from voicemail.webhooks.targets import NOT_ALLOWED, TargetPolicy
+from voicemail.worker import build_worker
 
 SESSION = "67aa38026e199c8f470e00c1"
 # Tiny delays so retries happen within a test; a stalled receiver is cut after 2 s (long
@@ -66,7 +70,7 @@ def overrides() -> dict[str, Any]:
 
 
 def subscribe(
-    runtime: Runtime, bot_id: str, url: str, events: tuple[str, ...] = webhooks.EVENTS
+    runtime: Runtime, bot_id: str, url: str, events: tuple[str, ...] = tuple(WebhookEvent)
 ) -> tuple[str, str]:
     """(subscription id, secret)."""
     with runtime.sessions.begin() as session:
@@ -82,9 +86,9 @@ def subscribe(
         return created.subscription.id, created.secret
 
 
-def emit(runtime: Runtime, bot_id: str, event_type: str = webhooks.VOICEMAIL_CREATED) -> str:
+def emit(runtime: Runtime, bot_id: str, event_type: str = WebhookEvent.VOICEMAIL_CREATED) -> str:
     with runtime.sessions.begin() as session:
-        event_id = webhooks.emit(
+        event_id = webhook_events.emit(
             session, bot_id=bot_id, event_type=event_type, data={"voicemailId": "f-1"}
         )
     assert event_id is not None
@@ -123,7 +127,7 @@ def deliver_until(runtime: Runtime, done: Callable[[], bool], limit: float = 30.
 
 
 def settled(runtime: Runtime) -> Callable[[], bool]:
-    return lambda: all(row.status != webhooks.PENDING for row in deliveries(runtime))
+    return lambda: all(row.status != DeliveryStatus.PENDING for row in deliveries(runtime))
 
 
 def assert_signed(request: Received, secret: str) -> None:
@@ -137,7 +141,7 @@ def assert_signed(request: Received, secret: str) -> None:
 def running_worker(runtime: Runtime) -> Iterator[None]:
     """A real worker loop (jobs and housekeeping, webhook delivery included) in a thread."""
     stop = threading.Event()
-    thread = threading.Thread(target=runtime.worker().run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=build_worker(runtime).run, args=(stop,), daemon=True)
     thread.start()
     try:
         yield
@@ -178,7 +182,7 @@ def test_failed_attempts_are_retried_with_growing_delays_until_accepted(
         requests = receiver.wait_for(4)
 
     [delivery] = deliveries(runtime)
-    assert delivery.status == webhooks.DELIVERED
+    assert delivery.status == DeliveryStatus.DELIVERED
     assert delivery.attempts == 4 and delivery.delivered_at is not None
     assert delivery.last_status_code == 200 and delivery.last_error is None
     log = attempt_log(runtime, delivery.id)
@@ -194,7 +198,7 @@ def test_failed_attempts_are_retried_with_growing_delays_until_accepted(
         assert request.body == requests[0].body
         assert request.event["id"] == event_id
         assert request.path == "/hooks/voicemail"
-    assert requests[0].event["type"] == webhooks.VOICEMAIL_CREATED
+    assert requests[0].event["type"] == WebhookEvent.VOICEMAIL_CREATED
     assert requests[0].event["botId"] == creds.bot_id
     # Each wait is at least the backoff after that many failures, and the backoffs grow.
     policy = RetryPolicy(0.05, 5.0, 3600.0)
@@ -232,7 +236,7 @@ def test_gives_up_after_the_retry_window(runtime: Runtime, creds: Credentials) -
         emit(runtime, creds.bot_id)
         deliver_until(runtime, settled(runtime))
         [delivery] = deliveries(runtime)
-        assert delivery.status == webhooks.FAILED
+        assert delivery.status == DeliveryStatus.FAILED
         assert delivery.attempts >= 2  # retried within the window, then given up
         assert delivery.last_status_code == 503
         assert len(attempt_log(runtime, delivery.id)) == delivery.attempts
@@ -247,7 +251,7 @@ def test_gives_up_after_the_retry_window(runtime: Runtime, creds: Credentials) -
             webhooks.redeliver(session, actor=audit.CLI, delivery_id=delivery.id)
         deliver_until(runtime, settled(runtime))
         [again] = deliveries(runtime)
-        assert again.status == webhooks.FAILED and again.attempts == delivery.attempts + 1
+        assert again.status == DeliveryStatus.FAILED and again.attempts == delivery.attempts + 1
         assert len(receiver.received) == sent + 1
 
 
@@ -258,7 +262,7 @@ def test_connection_refused_is_logged_and_retried_later(
     emit(runtime, creds.bot_id)
     assert runtime.webhook_sender().deliver_due() == 1
     [delivery] = deliveries(runtime)
-    assert delivery.status == webhooks.PENDING and delivery.attempts == 1
+    assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 1
     assert delivery.leased_until is None
     [attempt] = attempt_log(runtime, delivery.id)
     assert attempt.status_code is None
@@ -278,7 +282,7 @@ def test_redelivery_sends_the_same_event_id_and_body_and_keeps_the_log(
         [delivery] = deliveries(runtime)
         with runtime.sessions.begin() as session:
             queued = webhooks.redeliver(session, actor=audit.CLI, delivery_id=delivery.id)
-            assert queued.status == webhooks.PENDING
+            assert queued.status == DeliveryStatus.PENDING
         deliver_until(runtime, settled(runtime))
         first, second = receiver.wait_for(2)
 
@@ -286,11 +290,11 @@ def test_redelivery_sends_the_same_event_id_and_body_and_keeps_the_log(
     assert first.body == second.body
     assert_signed(second, secret)
     [again] = deliveries(runtime)
-    assert again.status == webhooks.DELIVERED and again.attempts == 2
+    assert again.status == DeliveryStatus.DELIVERED and again.attempts == 2
     assert [a.status_code for a in attempt_log(runtime, again.id)] == [200, 200]
     with runtime.sessions() as session:
         entry = session.scalars(
-            select(AuditEntry).where(AuditEntry.action == webhooks.WEBHOOK_REDELIVER)
+            select(AuditEntry).where(AuditEntry.action == audit.WEBHOOK_REDELIVER)
         ).one()
         assert entry.actor == "cli" and entry.detail["eventId"] == event_id
 
@@ -310,7 +314,10 @@ def test_each_subscription_gets_its_own_delivery_signed_with_its_own_secret(
     assert verify(secret_two, request_two.headers[SIGNATURE_HEADER], request_two.body, 300)
     assert request_one.event["id"] == request_two.event["id"]
     statuses = sorted(row.status for row in deliveries(runtime))
-    assert statuses == [webhooks.DELIVERED, webhooks.PENDING]  # one failure delays only its own
+    assert statuses == [
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.PENDING,
+    ]  # one failure delays only its own
 
 
 # Claims and leases ------------------------------------------------------------------------
@@ -354,13 +361,13 @@ def test_a_late_outcome_of_a_lost_lease_does_not_decide(
     with runtime.sessions.begin() as session:
         record_outcome(session, claimed=stale, outcome=ok, policy=policy)
     [delivery] = deliveries(runtime)
-    assert delivery.status == webhooks.PENDING and delivery.attempts == 2
+    assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 2
     with runtime.sessions.begin() as session:
         with pytest.raises(Conflict):
             webhooks.redeliver(session, actor=audit.CLI, delivery_id=delivery.id)
         record_outcome(session, claimed=current, outcome=ok, policy=policy)
     [delivery] = deliveries(runtime)
-    assert delivery.status == webhooks.DELIVERED
+    assert delivery.status == DeliveryStatus.DELIVERED
     assert len(attempt_log(runtime, delivery.id)) == 2  # both attempts are in the log
 
 
@@ -403,14 +410,14 @@ def test_a_hanging_receiver_delays_no_other_subscription_or_account(
         running_receiver() as same_account,
         running_receiver() as other_account,
     ):
-        subscribe(runtime, creds.bot_id, hanging.url, (webhooks.VOICEMAIL_CREATED,))
-        subscribe(runtime, creds.bot_id, same_account.url, (webhooks.VOICEMAIL_DELETED,))
-        subscribe(runtime, other_bot, other_account.url, (webhooks.VOICEMAIL_CREATED,))
+        subscribe(runtime, creds.bot_id, hanging.url, (WebhookEvent.VOICEMAIL_CREATED,))
+        subscribe(runtime, creds.bot_id, same_account.url, (WebhookEvent.VOICEMAIL_DELETED,))
+        subscribe(runtime, other_bot, other_account.url, (WebhookEvent.VOICEMAIL_CREATED,))
         for _ in range(backlog):  # older than every delivery of the others
-            emit(runtime, creds.bot_id, webhooks.VOICEMAIL_CREATED)
+            emit(runtime, creds.bot_id, WebhookEvent.VOICEMAIL_CREATED)
         for _ in range(5):
-            emit(runtime, creds.bot_id, webhooks.VOICEMAIL_DELETED)
-            emit(runtime, other_bot, webhooks.VOICEMAIL_CREATED)
+            emit(runtime, creds.bot_id, WebhookEvent.VOICEMAIL_DELETED)
+            emit(runtime, other_bot, WebhookEvent.VOICEMAIL_CREATED)
         started = time.monotonic()
         with running_worker(runtime):
             same_account.wait_for(5, timeout=60)
@@ -440,7 +447,7 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_at_the_attempt_deadline
     assert attempt.status_code is None and attempt.error == "timeout (ReadTimeout)"
     timeout_ms = runtime.settings.webhook_timeout_seconds * 1000
     assert 2 * timeout_ms <= attempt.duration_ms < 2 * timeout_ms + 3000
-    assert delivery.status == webhooks.PENDING
+    assert delivery.status == DeliveryStatus.PENDING
 
 
 def test_claims_take_turns_between_subscriptions_within_the_in_flight_caps(
@@ -491,7 +498,7 @@ def test_by_default_a_loopback_receiver_is_refused_at_creation_and_at_delivery(
                 actor=audit.CLI,
                 bot_id=creds.bot_id,
                 url=receiver.url,
-                events=[webhooks.VOICEMAIL_CREATED],
+                events=[WebhookEvent.VOICEMAIL_CREATED],
                 targets=TargetPolicy.from_text(LOOPBACK),
             )
         emit(runtime, creds.bot_id)
@@ -500,7 +507,7 @@ def test_by_default_a_loopback_receiver_is_refused_at_creation_and_at_delivery(
         [attempt] = attempt_log(runtime, delivery.id)
         assert receiver.received == []
     assert attempt.status_code is None and attempt.error == NOT_ALLOWED == "address not allowed"
-    assert delivery.status == webhooks.PENDING and delivery.last_error == NOT_ALLOWED
+    assert delivery.status == DeliveryStatus.PENDING and delivery.last_error == NOT_ALLOWED
     # As quick as a refusal: no connection was tried.
     assert attempt.duration_ms < 1000
 
@@ -565,7 +572,7 @@ def test_a_name_rebound_to_loopback_after_creation_is_refused_when_sent(
                 actor=audit.CLI,
                 bot_id=creds.bot_id,
                 url=url,
-                events=[webhooks.VOICEMAIL_CREATED],
+                events=[WebhookEvent.VOICEMAIL_CREATED],
             )  # the default policy: public only
         emit(runtime, creds.bot_id)
         phase = "when sent"
@@ -582,7 +589,7 @@ def test_a_name_rebound_to_loopback_after_creation_is_refused_when_sent(
     assert request.headers["Host"] == f"hooks.rebind.test:{receiver.port}"
     assert asked == ["hooks.rebind.test"] * 3  # once at creation, once per attempt
     [delivery] = deliveries(runtime)
-    assert delivery.status == webhooks.DELIVERED
+    assert delivery.status == DeliveryStatus.DELIVERED
 
 
 def test_redirects_are_not_followed(runtime: Runtime, creds: Credentials) -> None:
@@ -594,7 +601,7 @@ def test_redirects_are_not_followed(runtime: Runtime, creds: Credentials) -> Non
         assert inside.received == []
     [delivery] = deliveries(runtime)
     assert delivery.last_status_code == 302 and delivery.last_error == "HTTP 302"
-    assert delivery.status == webhooks.PENDING
+    assert delivery.status == DeliveryStatus.PENDING
 
 
 # Subscriptions ----------------------------------------------------------------------------
@@ -630,7 +637,7 @@ def test_the_secret_is_stored_encrypted(runtime: Runtime, creds: Credentials) ->
         with pytest.raises(NotFound):
             webhooks.get_subscription(session, subscription_id=sub_id, bot_id="st-other")
         entry = session.scalars(
-            select(AuditEntry).where(AuditEntry.action == webhooks.WEBHOOK_CREATE)
+            select(AuditEntry).where(AuditEntry.action == audit.WEBHOOK_CREATE)
         ).one()
         assert secret not in str(entry.detail)
 
@@ -643,10 +650,14 @@ def test_no_delivery_when_no_subscription_wants_the_event(
 ) -> None:
     with runtime.sessions.begin() as session:
         assert (
-            webhooks.emit(session, bot_id=creds.bot_id, event_type="voicemail.created", data={})
+            webhook_events.emit(
+                session, bot_id=creds.bot_id, event_type="voicemail.created", data={}
+            )
             is None
         )
-    subscribe(runtime, creds.bot_id, "https://example.com/hook", (webhooks.TRANSCRIPTION_FAILED,))
+    subscribe(
+        runtime, creds.bot_id, "https://example.com/hook", (WebhookEvent.TRANSCRIPTION_FAILED,)
+    )
     deposit_file(
         runtime, creds.bot_id, recording(tmp_path), work=tmp_path / "w", session_id=SESSION
     )
@@ -656,12 +667,12 @@ def test_no_delivery_when_no_subscription_wants_the_event(
 def test_a_duplicate_deposit_emits_no_second_event(
     runtime: Runtime, creds: Credentials, tmp_path: Path
 ) -> None:
-    subscribe(runtime, creds.bot_id, "https://example.com/hook", (webhooks.VOICEMAIL_CREATED,))
+    subscribe(runtime, creds.bot_id, "https://example.com/hook", (WebhookEvent.VOICEMAIL_CREATED,))
     path = recording(tmp_path)
     first = deposit_file(runtime, creds.bot_id, path, work=tmp_path / "a", session_id=SESSION)
     again = deposit_file(runtime, creds.bot_id, path, work=tmp_path / "b", session_id=SESSION)
     assert first.created and not again.created
-    assert [row.event_type for row in deliveries(runtime)] == [webhooks.VOICEMAIL_CREATED]
+    assert [row.event_type for row in deliveries(runtime)] == [WebhookEvent.VOICEMAIL_CREATED]
 
 
 def test_deposit_and_transcription_reach_the_receiver_through_the_embedded_worker(
@@ -698,7 +709,9 @@ def test_a_transcription_that_fails_for_good_sends_transcription_failed(
 ) -> None:
     transcriber.error = RuntimeError("the model exploded")
     with running_receiver() as receiver:
-        _, secret = subscribe(runtime, creds.bot_id, receiver.url, (webhooks.TRANSCRIPTION_FAILED,))
+        _, secret = subscribe(
+            runtime, creds.bot_id, receiver.url, (WebhookEvent.TRANSCRIPTION_FAILED,)
+        )
         deposited = deposit_file(
             runtime, creds.bot_id, recording(tmp_path), work=tmp_path / "w", session_id=SESSION
         )
@@ -706,24 +719,26 @@ def test_a_transcription_that_fails_for_good_sends_transcription_failed(
             [request] = receiver.wait_for(1)
     assert_signed(request, secret)
     event = request.event
-    assert event["type"] == webhooks.TRANSCRIPTION_FAILED
+    assert event["type"] == WebhookEvent.TRANSCRIPTION_FAILED
     assert event["data"]["voicemailId"] == deposited.voicemail.id
     assert event["data"]["sessionId"] == SESSION
     assert event["data"]["attempts"] == 2
     assert "the model exploded" in event["data"]["error"]
     assert len(transcriber.calls) == 2
     # One event for the job's final failure, none for the failure that was retried.
-    assert [row.event_type for row in deliveries(runtime)] == [webhooks.TRANSCRIPTION_FAILED]
+    assert [row.event_type for row in deliveries(runtime)] == [WebhookEvent.TRANSCRIPTION_FAILED]
 
 
 @pytest.mark.parametrize("overrides", [{**FAST, "job_max_attempts": 1}])
 def test_a_worker_that_died_on_the_last_attempt_also_sends_transcription_failed(
     runtime: Runtime, creds: Credentials, tmp_path: Path
 ) -> None:
-    subscribe(runtime, creds.bot_id, "https://example.com/hook", (webhooks.TRANSCRIPTION_FAILED,))
+    subscribe(
+        runtime, creds.bot_id, "https://example.com/hook", (WebhookEvent.TRANSCRIPTION_FAILED,)
+    )
     path = recording(tmp_path)
     deposit_file(runtime, creds.bot_id, path, work=tmp_path / "w", session_id=SESSION)
-    worker = runtime.worker(housekeeping=False)
+    worker = build_worker(runtime, housekeeping=False)
     with runtime.sessions.begin() as session:
         assert jobs.claim_next_job(session, worker_id="dead", lease_seconds=1) is not None
     with runtime.sessions.begin() as session:
@@ -733,7 +748,7 @@ def test_a_worker_that_died_on_the_last_attempt_also_sends_transcription_failed(
         )
         assert taken is None  # given up, not run a second time
     [delivery] = deliveries(runtime)
-    assert delivery.event_type == webhooks.TRANSCRIPTION_FAILED
+    assert delivery.event_type == WebhookEvent.TRANSCRIPTION_FAILED
     assert "lease expired" in delivery.body
 
 
@@ -760,5 +775,5 @@ def test_a_failing_give_up_hook_does_not_keep_the_job_alive(runtime: Runtime) ->
     with runtime.sessions() as session:
         failed_job = session.get(Job, job_id)
         assert failed_job is not None
-        assert failed_job.status == jobs.FAILED and failed_job.finished_at is not None
+        assert failed_job.status == JobStatus.FAILED and failed_job.finished_at is not None
     assert deliveries(runtime) == []

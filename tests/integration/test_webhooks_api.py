@@ -17,7 +17,9 @@ from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.db.models import Account, AuditEntry
 from voicemail.runtime import Runtime
+from voicemail.webhooks import events as webhook_events
 from voicemail.webhooks import service as webhooks
+from voicemail.webhooks.events import WebhookEvent
 from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 
 URL = "https://crm.example.com/hooks/voicemail?key=abc"
@@ -56,12 +58,12 @@ def test_create_list_deliveries_redeliver_delete(
     client: TestClient, admin: Credentials, runtime: Runtime
 ) -> None:
     with running_receiver() as receiver:
-        created = create(client, admin, url=receiver.url, events=list(webhooks.EVENTS))
+        created = create(client, admin, url=receiver.url, events=list(WebhookEvent))
         assert created.status_code == 201, created.text
         sub = created.json()
         assert sub["id"].startswith("wh-") and ids.is_id(sub["id"], ids.WEBHOOK)
         assert sub["botId"] == admin.bot_id and sub["url"] == receiver.url
-        assert sub["events"] == list(webhooks.EVENTS)
+        assert sub["events"] == list(WebhookEvent)
         secret = sub["secret"]
         assert secret.startswith("whsec_")
 
@@ -72,7 +74,7 @@ def test_create_list_deliveries_redeliver_delete(
         assert secret not in listed.text
 
         with runtime.sessions.begin() as session:
-            event_id = webhooks.emit(
+            event_id = webhook_events.emit(
                 session, bot_id=admin.bot_id, event_type="voicemail.deleted", data={}
             )
         runtime.webhook_sender().deliver_due()
@@ -210,7 +212,7 @@ def test_a_delivery_of_another_bot_cannot_be_redelivered(
             url=URL,
             events=["voicemail.deleted"],
         )
-        webhooks.emit(session, bot_id=other.bot_id, event_type="voicemail.deleted", data={})
+        webhook_events.emit(session, bot_id=other.bot_id, event_type="voicemail.deleted", data={})
     [delivery] = webhooks_deliveries(runtime)
     url = f"{base(admin.bot_id)}/deliveries/{delivery}/redeliver"
     assert_error(client.post(url, headers=admin.headers()), 404)

@@ -1,4 +1,4 @@
-"""``voicemail webhooks …``, run as a user runs it: a subprocess on the test's database."""
+"""``voicemail webhooks …`` on the test's database, run in this process."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.helpers.clips import run_cli
+from tests.helpers.cli import invoke_cli, ok_json
 from tests.helpers.credentials import Credentials
 from tests.helpers.webhook_receiver import running_receiver
-from tests.integration.test_cli import ok_json
 from voicemail.db.models import AuditEntry
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.webhooks import events as webhook_events
 from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 
 
@@ -28,7 +28,7 @@ def overrides() -> dict[str, Any]:
 @pytest.fixture
 def cli(settings: Settings, runtime: Runtime) -> Any:
     """Run ``voicemail ARGS`` against the same database and keys as ``runtime``."""
-    return partial(run_cli, settings)
+    return partial(invoke_cli, settings)
 
 
 def failed(result: subprocess.CompletedProcess[str]) -> str:
@@ -57,10 +57,10 @@ def test_create_list_deliveries_redeliver_delete(
         assert secret not in listed.stdout
         assert ok_json(cli("webhooks", "list", "--bot", "st-none", "--json")) == {"webhooks": []}
 
-        from voicemail.webhooks import service as webhooks
-
         with runtime.sessions.begin() as session:
-            webhooks.emit(session, bot_id=creds.bot_id, event_type="voicemail.created", data={})
+            webhook_events.emit(
+                session, bot_id=creds.bot_id, event_type="voicemail.created", data={}
+            )
         runtime.webhook_sender().deliver_due()  # the receiver answers 500 the first time
         [first] = receiver.wait_for(1)
         assert verify(secret, first.headers[SIGNATURE_HEADER], first.body, 300)

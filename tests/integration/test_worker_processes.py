@@ -23,9 +23,9 @@ from tests.helpers.clips import read_manifest
 from tests.helpers.processes import Admin, Cluster, Proc, cluster_at, worker_pid
 from tests.helpers.waiting import wait_until
 from voicemail.db.models import Job
-from voicemail.jobs import service as jobs
 from voicemail.runtime import build_transcriber
 from voicemail.settings import Settings
+from voicemail.states import JobStatus
 from voicemail.transcription import WhisperTranscriber
 from voicemail.transcription.engine import decode_audio_file, default_cpu_threads
 
@@ -77,7 +77,7 @@ def running_job(admin: Admin, proc: Proc) -> Job | None:
         (
             j
             for j in admin.jobs()
-            if j.status == jobs.RUNNING and worker_pid(j.worker_id) == proc.pid
+            if j.status == JobStatus.RUNNING and worker_pid(j.worker_id) == proc.pid
         ),
         None,
     )
@@ -101,7 +101,7 @@ def transcribing(admin: Admin, proc: Proc) -> Job:
 
 def finished(admin: Admin, voicemail_id: str) -> Job | None:
     job = admin.job_of(voicemail_id)
-    return job if job.status in (jobs.COMPLETED, jobs.FAILED) else None
+    return job if job.status in (JobStatus.COMPLETED, JobStatus.FAILED) else None
 
 
 def test_two_worker_processes_share_the_queue_and_transcribe_each_voicemail_once(
@@ -126,14 +126,14 @@ def test_two_worker_processes_share_the_queue_and_transcribe_each_voicemail_once
 
     def all_done() -> list[Job] | None:
         rows = admin.jobs()
-        done = all(job.status in (jobs.COMPLETED, jobs.FAILED) for job in rows)
+        done = all(job.status in (JobStatus.COMPLETED, JobStatus.FAILED) for job in rows)
         return rows if len(rows) == 10 and done else None
 
     rows = wait_until(all_done, timeout=300, what="ten transcriptions", every=0.5)
 
     # Every job done once, by a first attempt: no job was taken by two workers.
     assert [(job.status, job.attempts, job.last_error) for job in rows] == [
-        (jobs.COMPLETED, 1, None)
+        (JobStatus.COMPLETED, 1, None)
     ] * 10
     transcripts = admin.transcripts()
     assert sorted(t.voicemail_id for t in transcripts) == sorted(j.voicemail_id for j in rows)
@@ -167,12 +167,16 @@ def test_worker_killed_mid_job_loses_its_lease_and_another_finishes_it(
 
     # Killed mid-job: the job is still leased to the dead worker, and nothing was written.
     job = admin.job_of(voicemail_id)
-    assert (job.status, job.attempts, worker_pid(job.worker_id)) == (jobs.RUNNING, 1, doomed.pid)
+    assert (job.status, job.attempts, worker_pid(job.worker_id)) == (
+        JobStatus.RUNNING,
+        1,
+        doomed.pid,
+    )
     assert admin.transcripts() == []
 
     rescuer = cluster.worker("worker-b", env=SHORT_LEASE)
     job = wait_until(lambda: finished(admin, voicemail_id), timeout=120, what="the takeover")
-    assert (job.status, job.attempts, job.last_error) == (jobs.COMPLETED, 2, None)
+    assert (job.status, job.attempts, job.last_error) == (JobStatus.COMPLETED, 2, None)
     assert worker_pid(job.worker_id) == rescuer.pid
     [transcript] = admin.transcripts()
     assert transcript.voicemail_id == voicemail_id and transcript.text
@@ -193,7 +197,7 @@ def test_worker_frozen_past_its_lease_finishes_late_and_changes_nothing(
         rescuer = cluster.worker("worker-b", env=SHORT_LEASE)
         job = wait_until(lambda: finished(admin, voicemail_id), timeout=120, what="the takeover")
         assert (job.status, job.attempts, worker_pid(job.worker_id)) == (
-            jobs.COMPLETED,
+            JobStatus.COMPLETED,
             2,
             rescuer.pid,
         )
@@ -212,7 +216,7 @@ def test_worker_frozen_past_its_lease_finishes_late_and_changes_nothing(
     )
     job = admin.job_of(voicemail_id)
     assert (job.status, job.attempts, worker_pid(job.worker_id)) == (
-        jobs.COMPLETED,
+        JobStatus.COMPLETED,
         2,
         rescuer.pid,
     )
@@ -234,7 +238,7 @@ def test_sigterm_lets_a_worker_finish_a_job_longer_than_its_lease_then_exit_0(
 
     assert busy.wait(300) == 0
     job = admin.job_of(voicemail_id)
-    assert (job.status, job.attempts, job.last_error) == (jobs.COMPLETED, 1, None)
+    assert (job.status, job.attempts, job.last_error) == (JobStatus.COMPLETED, 1, None)
     assert worker_pid(job.worker_id) == busy.pid
     [transcript] = admin.transcripts()
     # The job outlived its lease (the idle worker polls every 0.1 s): the heartbeat kept it.
@@ -261,11 +265,11 @@ def test_second_sigterm_exits_at_once_and_hands_the_job_over(
     assert not impatient.events("voicemail transcribed")
 
     job = admin.job_of(voicemail_id)
-    assert (job.status, worker_pid(job.worker_id)) == (jobs.RUNNING, impatient.pid)
+    assert (job.status, worker_pid(job.worker_id)) == (JobStatus.RUNNING, impatient.pid)
     successor = cluster.worker("worker-b")
     job = wait_until(lambda: finished(admin, voicemail_id), timeout=200, what="the handover")
     assert (job.status, job.attempts, worker_pid(job.worker_id)) == (
-        jobs.COMPLETED,
+        JobStatus.COMPLETED,
         2,
         successor.pid,
     )

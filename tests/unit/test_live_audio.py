@@ -18,8 +18,8 @@ import numpy.typing as npt
 import pytest
 
 from tests.helpers.waiting import wait_until
-from voicemail.transcription.engine import SAMPLE_RATE, Audio, Segment, Transcript, Word
-from voicemail.transcription.live import (
+from voicemail.live.socket import Pace
+from voicemail.live.transcription import (
     CutPolicy,
     FellBehind,
     LiveTranscription,
@@ -28,7 +28,8 @@ from voicemail.transcription.live import (
     pauses,
     pcm16_to_float,
 )
-from voicemail.voicemails.stream import Pace
+from voicemail.transcription.engine import SAMPLE_RATE, Audio, Transcript
+from voicemail.transcription.segments import Segment, Word
 
 # Spelt out, so that tuning the defaults does not move these tests' numbers.
 POLICY = CutPolicy(

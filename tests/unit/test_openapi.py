@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from voicemail.api.app import create_app
+from voicemail.app import create_app
 from voicemail.settings import Settings
 
 ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}

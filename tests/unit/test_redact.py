@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from voicemail.transcription.engine import Word
 from voicemail.transcription.postprocess import post_process
 from voicemail.transcription.redact import KINDS, find_spans, redact_transcript
+from voicemail.transcription.segments import Word
 
 
 def words_of(text: str, step: float = 0.5) -> list[Word]:

@@ -7,7 +7,6 @@ import pytest
 
 from tests.helpers.clips import normalise_for_wer, wer
 from voicemail.transcription import guards
-from voicemail.transcription.engine import Segment, Word
 from voicemail.transcription.guards import (
     REASON_COMPRESSION,
     REASON_EMPTY,
@@ -23,6 +22,7 @@ from voicemail.transcription.guards import (
     rms_dbfs,
     segment_drop_reason,
 )
+from voicemail.transcription.segments import Segment, Word
 
 
 def seg(

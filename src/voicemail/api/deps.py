@@ -1,16 +1,25 @@
-"""Request dependencies as ``Annotated`` aliases."""
+"""What every router needs, as dependencies (``Annotated`` aliases): the runtime, database
+sessions, the ``BotId`` path parameter, and authentication with its scope check and
+rate-limit charge (``Authenticator``)."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: FastAPI reads a dependency's parameter
+# types from its signature, and for an instance's ``__call__`` it cannot resolve them when
+# they are strings.
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
+from fastapi import Path as PathParam
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from voicemail.auth import service as auth
 from voicemail.metrics import Metrics
 from voicemail.runtime import Runtime
+from voicemail.settings import Settings
 
 # Dependencies that do no I/O are ``async def``: FastAPI would run a plain ``def`` in its
 # thread pool, and every hop there and back costs a busy server more than the work itself.
@@ -89,6 +98,71 @@ async def bearer_token(
 
 
 TokenDep = Annotated[str | None, Depends(bearer_token)]
+
+BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")]
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    """A route's authentication, as a dependency:
+    ``Annotated[auth.Caller, Depends(Authenticator(scope=..., bucket=...))]``.
+
+    The token must hold ``scope`` on the path's bot; the request is then counted against its
+    account's limit in ``bucket`` (``per_minute`` of the settings when given, else the
+    account's own limit, else the default). A request refused by the limit does not use up
+    a one-time (JTI) token. The WebSocket route, which answers refusals itself, calls
+    ``authenticate`` and ``charge`` directly.
+    """
+
+    scope: str
+    bucket: str
+    per_minute: Callable[[Settings], int] | None = None
+    # For a route whose body takes long to arrive (an upload): the request's read session
+    # gives its connection back once the caller is known, rather than hold it meanwhile.
+    release_session: bool = False
+
+    def __call__(
+        self, bot_id: BotId, runtime: RuntimeDep, session: ReadSessionDep, token: TokenDep
+    ) -> auth.Caller:
+        # The route's own read session when it has one (FastAPI hands both the same): the
+        # check costs no second checkout from the pool.
+        caller = self.authenticate(runtime, session, token, bot_id)
+        if self.release_session:
+            session.close()
+        return caller
+
+    def authenticate(
+        self, runtime: Runtime, session: Session, token: str | None, bot_id: str
+    ) -> auth.Caller:
+        return auth.authenticate(
+            session,
+            box=runtime.box,
+            replay_guard=runtime.replay_guard,
+            token=token,
+            bot_id=bot_id,
+            scope=self.scope,
+            leeway=runtime.settings.jwt_leeway_seconds,
+            admit=lambda caller: self.charge(runtime, caller),
+        )
+
+    def charge(self, runtime: Runtime, caller: auth.Caller) -> None:
+        """Count an authenticated request against its account's limit in ``bucket``."""
+        settings = runtime.settings
+        limit = (
+            (self.per_minute(settings) if self.per_minute else None)
+            or caller.rate_limit_per_minute
+            or settings.rate_limit_per_minute
+        )
+        runtime.rate_limiter.hit(caller.account_id, per_minute=limit, bucket=self.bucket)
+
+
+# Deposits, uploaded or live, have a limit of their own.
+DEPOSIT = Authenticator(
+    scope=auth.SCOPE_DEPOSIT,
+    bucket="deposit",
+    per_minute=attrgetter("deposit_rate_limit_per_minute"),
+    release_session=True,
+)
 
 
 async def deposit_metrics(runtime: RuntimeDep) -> AsyncIterator[Metrics]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from voicemail.api.deps import RuntimeDep
-from voicemail.api.errors import error_responses
+from voicemail.api.envelope import error_responses
 from voicemail.errors import Forbidden, NotFound, VoicemailError
 from voicemail.metrics import bearer_token_matches
 from voicemail.settings import Settings

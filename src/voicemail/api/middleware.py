@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voicemail.api.errors import error_response
+from voicemail.api.envelope import error_response
 from voicemail.audio import format_bytes
 from voicemail.logs import log_context
 from voicemail.metrics import UNMATCHED_ROUTE, Metrics

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from voicemail.api.errors import ErrorEnvelope
+from voicemail.api.envelope import ErrorEnvelope
 
 WS_BASIC = "wsBasic"
 DESCRIPTION = (

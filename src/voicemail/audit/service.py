@@ -33,11 +33,12 @@ WORKER = "worker"
 # Signed media URLs carry no caller identity: whoever holds the URL may play it.
 MEDIA_URL = "media-url"
 
-# Actions
+# Actions. Reads and deletions:
 VOICEMAIL_FETCH = "voicemail.fetch"
 MEDIA_ACCESS = "media.access"
 VOICEMAIL_DELETE = "voicemail.delete"
 VOICEMAIL_PURGE = "voicemail.purge"
+# Configuration changes (``record_change``), "<thing>.<change>":
 BOT_CREATE = "bot.create"
 BOT_CONFIGURE = "bot.configure"
 APP_CREATE = "app.create"
@@ -46,6 +47,18 @@ APP_REVOKE = "app.revoke"
 APP_ROTATE_SECRET = "app.rotate-secret"  # noqa: S105 (an action name)
 APP_ENFORCE_JTI = "app.enforce-jti"
 MEDIA_REVOKE_ALL = "media.revoke-all"
+BOT_SET_QUEUE = "bot.set-queue"
+USER_CREATE = "user.create"
+USER_SET_PASSWORD = "user.set-password"  # noqa: S105 (an action name)
+USER_SET_ROLE = "user.set-role"
+USER_SET_ACTIVE = "user.set-active"
+QUEUE_CREATE = "queue.create"
+QUEUE_ADD_MEMBER = "queue.add-member"
+QUEUE_REMOVE_MEMBER = "queue.remove-member"
+QUEUE_SET_ALERTS = "queue.set-alerts"
+WEBHOOK_CREATE = "webhook.create"
+WEBHOOK_DELETE = "webhook.delete"
+WEBHOOK_REDELIVER = "webhook.redeliver"
 
 MAX_LIST = 10_000
 
@@ -81,6 +94,18 @@ def record(
     )
     session.add(entry)
     return entry
+
+
+def record_change(
+    session: Session, *, actor: str, action: str, bot_id: str | None = None, **detail: Any
+) -> AuditEntry:
+    """The entry of a configuration change, whoever makes it (the CLI, an inbox admin, an
+    app through the API), added to the change's own transaction: both commit or neither.
+
+    ``actor`` is ``CLI``, ``user_actor(...)`` or ``app_actor(...)``; ``action`` one of the
+    configuration actions above; ``detail`` the ids and the new values, in camelCase, never
+    a secret (``voicemail audit list`` shows it as is)."""
+    return record(session, actor=actor, action=action, bot_id=bot_id, detail=detail)
 
 
 class ReadAuditLog:

@@ -41,7 +41,7 @@ class Caller:
     rate_limit_per_minute: int | None  # the account's own limit, if it has one
 
 
-def _check_scopes(scopes: Sequence[str]) -> list[str]:
+def check_scopes(scopes: Sequence[str]) -> list[str]:
     unknown = [scope for scope in scopes if scope not in KNOWN_SCOPES]
     if unknown:
         raise BadRequest(f"Unknown scope {unknown[0]!r}; known scopes: {', '.join(KNOWN_SCOPES)}")
@@ -72,7 +72,7 @@ def create_app(
         enforce_jti=False,
     )
     session.add(app)
-    for scope in _check_scopes(scopes):
+    for scope in check_scopes(scopes):
         app.grants.append(ScopeGrant(bot_id=bot.id, scope=scope))
     session.flush()
     return CreatedApp(app=app, client_secret=secret)
@@ -90,7 +90,7 @@ def grant_scopes(session: Session, *, app_id: str, bot_id: str, scopes: Sequence
     if bot.account_id != app.account_id:
         raise Forbidden("An app can only hold scopes on bots of its own account")
     held = {(grant.bot_id, grant.scope) for grant in app.grants}
-    for scope in _check_scopes(scopes):
+    for scope in check_scopes(scopes):
         if (bot_id, scope) not in held:
             app.grants.append(ScopeGrant(bot_id=bot_id, scope=scope))
     session.flush()
@@ -99,7 +99,7 @@ def grant_scopes(session: Session, *, app_id: str, bot_id: str, scopes: Sequence
 
 def revoke_scopes(session: Session, *, app_id: str, bot_id: str, scopes: Sequence[str]) -> App:
     app = get_app(session, app_id=app_id)
-    revoked = set(_check_scopes(scopes))
+    revoked = set(check_scopes(scopes))
     app.grants = [g for g in app.grants if not (g.bot_id == bot_id and g.scope in revoked)]
     session.flush()
     return app

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from voicemail.db.base import Base, UTCDateTime, utcnow
+from voicemail.states import DeliveryStatus, InboxState, JobStatus, VoicemailStatus
 
 ID = String(48)
 # The inbox's backlog: voicemails waiting for someone (a live call still being recorded is
@@ -136,7 +137,7 @@ class Voicemail(Base):
     session_pk: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)  # 1 for the first voicemail of the session
-    status: Mapped[str] = mapped_column(String(16), default="stored")  # receiving | stored
+    status: Mapped[str] = mapped_column(String(16), default=VoicemailStatus.STORED)
     storage_key: Mapped[str] = mapped_column(String(400))
     audio_sha256: Mapped[str] = mapped_column(String(64))
     duration_seconds: Mapped[float] = mapped_column(Float)
@@ -165,7 +166,9 @@ class Voicemail(Base):
     queue_id: Mapped[str | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
     assignee_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # new → assigned (an agent took it or was given it) → handled (with a disposition)
-    inbox_state: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
+    inbox_state: Mapped[str] = mapped_column(
+        String(16), default=InboxState.NEW, server_default=InboxState.NEW.value
+    )
     disposition: Mapped[str | None] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -212,7 +215,7 @@ class Job(Base):
         ForeignKey("voicemails.id", ondelete="CASCADE"), index=True
     )
     # queued → running → completed; running → failed (retried while attempts < max_attempts)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     run_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -286,7 +289,7 @@ class WebhookDelivery(Base):
     body: Mapped[str] = mapped_column(Text)
     # pending → delivered | failed (gave up) | cancelled (its voicemail was deleted first);
     # a pending one is retried at next_attempt_at
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -336,7 +339,7 @@ class User(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-case
     name: Mapped[str | None] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(16))  # agent | supervisor | admin
+    role: Mapped[str] = mapped_column(String(16))  # a states.Role
     password_hash: Mapped[str] = mapped_column(String(200))  # Argon2id, PHC string
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

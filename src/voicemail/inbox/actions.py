@@ -17,9 +17,8 @@ from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
 from voicemail.db.models import Queue, User, Voicemail
 from voicemail.errors import BadRequest, Conflict
-from voicemail.inbox.service import ASSIGNED, HANDLED, NEW
 from voicemail.queues.service import list_queues, member_queue_ids
-from voicemail.users.service import AGENT
+from voicemail.states import InboxState, Role
 
 OTHER = "Other"
 DISPOSITIONS = ("Resolved", "Called back", "No action", OTHER)
@@ -45,7 +44,7 @@ class Target:
 def _assignable_users(session: Session, *, user: User) -> list[User]:
     """Whom this user may assign to: an agent, themselves and the members of their queues;
     a supervisor or an admin, every active user of the account."""
-    if user.role == AGENT:
+    if user.role == Role.AGENT:
         queue_ids = member_queue_ids(user)
         people = {user.id: user}
         if queue_ids:
@@ -100,8 +99,8 @@ def assign(session: Session, *, user: User, voicemail: Voicemail, target: str) -
         if assignee is None:
             raise BadRequest("You cannot assign voicemails to that person")
         voicemail.assignee_id = assignee.id
-        if voicemail.inbox_state != HANDLED:
-            voicemail.inbox_state = ASSIGNED
+        if voicemail.inbox_state != InboxState.HANDLED:
+            voicemail.inbox_state = InboxState.ASSIGNED
         detail: dict[str, Any] = {"assignee": assignee.email}
     elif target.startswith(QUEUE_TARGET):
         queue = session.get(Queue, target.removeprefix(QUEUE_TARGET))
@@ -109,8 +108,8 @@ def assign(session: Session, *, user: User, voicemail: Voicemail, target: str) -
             raise BadRequest("No such queue")
         voicemail.queue_id = queue.id
         voicemail.assignee_id = None
-        if voicemail.inbox_state != HANDLED:
-            voicemail.inbox_state = NEW
+        if voicemail.inbox_state != InboxState.HANDLED:
+            voicemail.inbox_state = InboxState.NEW
         detail = {"queue": queue.name, "queueId": queue.id}
     else:
         raise BadRequest("Choose a person or a queue")
@@ -142,9 +141,9 @@ def handle(
             raise BadRequest('Describe the disposition when choosing "Other"')
         if len(disposition) > MAX_CUSTOM_DISPOSITION:
             raise BadRequest(f"A disposition is at most {MAX_CUSTOM_DISPOSITION} characters")
-    if voicemail.inbox_state == HANDLED:
+    if voicemail.inbox_state == InboxState.HANDLED:
         raise Conflict("This voicemail is handled already; reopen it first")
-    voicemail.inbox_state = HANDLED
+    voicemail.inbox_state = InboxState.HANDLED
     voicemail.disposition = disposition
     voicemail.note = _clean_note(note)
     voicemail.handled_at = utcnow()
@@ -172,10 +171,10 @@ def set_note(session: Session, *, user: User, voicemail: Voicemail, note: str | 
 
 def reopen(session: Session, *, user: User, voicemail: Voicemail) -> None:
     """Back to work: assigned when someone has it, else new; the handling is forgotten."""
-    if voicemail.inbox_state != HANDLED:
+    if voicemail.inbox_state != InboxState.HANDLED:
         raise Conflict("This voicemail is not handled")
     previous = voicemail.disposition
-    voicemail.inbox_state = ASSIGNED if voicemail.assignee_id else NEW
+    voicemail.inbox_state = InboxState.ASSIGNED if voicemail.assignee_id else InboxState.NEW
     voicemail.disposition = None
     voicemail.handled_at = None
     voicemail.handled_by_id = None

@@ -8,8 +8,10 @@ queue is alerting, and only the check that sets it (or clears it) sends the even
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, or_, select, update
@@ -19,8 +21,9 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, Queue, User
 from voicemail.inbox import stats
 from voicemail.queues.service import member_queue_ids
-from voicemail.users.service import AGENT
-from voicemail.webhooks import service as webhooks
+from voicemail.states import Role
+from voicemail.webhooks import events
+from voicemail.webhooks.events import WebhookEvent
 
 
 @dataclass(frozen=True)
@@ -76,18 +79,6 @@ class QueueAlert:
             limit = span((self.max_age_minutes or 0) * 60)
             parts.append(f"oldest waiting {span(self.oldest_age_seconds)} (alert at {limit})")
         return "; ".join(parts)
-
-    def event_data(self) -> dict[str, Any]:
-        return {
-            "queueId": self.queue_id,
-            "queueName": self.queue_name,
-            "unhandled": self.unhandled,
-            "oldestAgeSeconds": (
-                round(self.oldest_age_seconds) if self.oldest_age_seconds is not None else None
-            ),
-            "thresholds": {"maxCount": self.max_count, "maxAgeMinutes": self.max_age_minutes},
-            "reason": self.reason,
-        }
 
 
 def span(seconds: float) -> str:
@@ -164,7 +155,7 @@ def evaluate(
 def banner_alerts(session: Session, *, user: User) -> list[Alert]:
     """The alerts of the queues this user can see, now (for the page banner): an agent's
     own queues; every queue of the account for a supervisor or an admin."""
-    queue_ids = member_queue_ids(user) if user.role == AGENT else None
+    queue_ids = member_queue_ids(user) if user.role == Role.AGENT else None
     if queue_ids == []:
         return []
     return [
@@ -194,14 +185,15 @@ def _transition(session: Session, *, queue_id: str, start: datetime | None) -> b
 
 
 def _emit_to_queue_bots(
-    session: Session, *, queue_id: str, event_type: str, data: dict[str, Any]
+    session: Session, *, queue_id: str, emit_for_bot: Callable[..., str | None]
 ) -> int:
-    """Send the event to the subscriptions of every bot whose voicemails go to the queue:
-    each bot's subscriptions get it once, with that bot's id (a receiver subscribed on two
-    bots of the queue gets it twice, once per ``botId``, as for any other event)."""
+    """Send the event (``emit_for_bot(bot_id=…)``) to the subscriptions of every bot whose
+    voicemails go to the queue: each bot's subscriptions get it once, with that bot's id (a
+    receiver subscribed on two bots of the queue gets it twice, once per ``botId``, as for
+    any other event)."""
     sent = 0
     for bot_id in session.scalars(select(Bot.id).where(Bot.queue_id == queue_id).order_by(Bot.id)):
-        if webhooks.emit(session, bot_id=bot_id, event_type=event_type, data=data) is not None:
+        if emit_for_bot(bot_id=bot_id) is not None:
             sent += 1
     return sent
 
@@ -209,7 +201,7 @@ def _emit_to_queue_bots(
 @dataclass(frozen=True)
 class Transition:
     queue_id: str
-    event_type: str  # queue.alert | queue.alert_cleared
+    event_type: WebhookEvent  # queue.alert | queue.alert_cleared
 
 
 def check_alerts(session: Session, *, now: datetime | None = None) -> list[Transition]:
@@ -220,16 +212,23 @@ def check_alerts(session: Session, *, now: datetime | None = None) -> list[Trans
     changes = []
     for found in evaluate(session, now=moment):
         if found.alerting and found.active_since is None:
-            event_type, start, data = webhooks.QUEUE_ALERT, moment, found.event_data()
+            event_type, start = WebhookEvent.QUEUE_ALERT, moment
+            emit_for_bot = partial(
+                events.emit_queue_alert, session, queue=found, reason=found.reason
+            )
         elif not found.alerting and found.active_since is not None:
-            event_type, start, data = webhooks.QUEUE_ALERT_CLEARED, None, found.event_data()
-            del data["reason"]
-            data["alertedSince"] = found.active_since.isoformat().replace("+00:00", "Z")
+            event_type, start = WebhookEvent.QUEUE_ALERT_CLEARED, None
+            emit_for_bot = partial(
+                events.emit_queue_alert_cleared,
+                session,
+                queue=found,
+                alerted_since=found.active_since,
+            )
         else:
             continue
         # Another worker may have recorded this transition first: then it sent the event.
         if _transition(session, queue_id=found.queue_id, start=start):
-            _emit_to_queue_bots(session, queue_id=found.queue_id, event_type=event_type, data=data)
+            _emit_to_queue_bots(session, queue_id=found.queue_id, emit_for_bot=emit_for_bot)
             changes.append(Transition(found.queue_id, event_type))
     return changes
 

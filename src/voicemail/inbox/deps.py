@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 from voicemail.api.deps import ReadSessionDep
 from voicemail.db.models import User, WebSession
 from voicemail.errors import Forbidden, VoicemailError
+from voicemail.states import Role
 from voicemail.users import sessions
-from voicemail.users.service import ADMIN, SUPERVISOR
 
 
 @dataclass(frozen=True)
@@ -92,5 +92,5 @@ def require_role(*roles: str) -> object:
     return Depends(_check)
 
 
-SupervisorUser = Annotated[User, require_role(SUPERVISOR, ADMIN)]
-AdminUser = Annotated[User, require_role(ADMIN)]
+SupervisorUser = Annotated[User, require_role(Role.SUPERVISOR, Role.ADMIN)]
+AdminUser = Annotated[User, require_role(Role.ADMIN)]

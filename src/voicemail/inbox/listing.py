@@ -20,15 +20,12 @@ from voicemail import ids
 from voicemail.db import fulltext
 from voicemail.db.models import Bot, CallSession, Queue, Transcript, User, Voicemail
 from voicemail.errors import BadRequest
-from voicemail.inbox.service import STATES, UNHANDLED
 from voicemail.queues.service import list_queues, visible_to
-from voicemail.users.service import AGENT
-from voicemail.voicemails.service import STORED
+from voicemail.states import OPEN, UNHANDLED, InboxState, Role, VoicemailStatus
 
 PAGE_SIZE = 50
 PREVIEW_CHARS = 140
 NO_QUEUE = "none"
-OPEN = "open"  # not handled yet: new or assigned
 MAX_QUERY = 200
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
 # A query of digits and phone punctuation also matches the caller's number.
@@ -119,7 +116,7 @@ def parse_filters(
     }:
         raise BadRequest("Unknown queue")
     state = (state or "").strip().lower() or None
-    if state is not None and state not in (*STATES, OPEN):
+    if state is not None and state not in (*InboxState, OPEN):
         raise BadRequest("State must be new, assigned, handled or open")
     language = (language or "").strip().lower() or None
     if language is not None and not _LANGUAGE.match(language):
@@ -136,7 +133,7 @@ def parse_filters(
 def queue_options(session: Session, *, user: User) -> list[tuple[str, str]]:
     """The queues the user may filter on, as ``(value, label)``: an agent's own queues; every
     queue of the account, and "no queue", for supervisors and admins."""
-    if user.role == AGENT:
+    if user.role == Role.AGENT:
         return [(queue.id, queue.name) for queue in sorted(user.queues, key=lambda q: q.name)]
     options = [(queue.id, queue.name) for queue in list_queues(session, account_id=user.account_id)]
     return [*options, (NO_QUEUE, "No queue")]
@@ -178,7 +175,7 @@ def _conditions(
     # Visibility as a per-row test rather than a join: SQLite would otherwise start from the
     # account's few bots, read all their voicemails and sort them all for the first 50.
     allowed = select(Bot.id).where(Bot.id == Voicemail.bot_id, visible_to(user)).exists()
-    where: list[ColumnElement[bool]] = [Voicemail.status == STORED, allowed]
+    where: list[ColumnElement[bool]] = [Voicemail.status == VoicemailStatus.STORED, allowed]
     joins = False
     if filters.queue == NO_QUEUE:
         where.append(Voicemail.queue_id.is_(None))

@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from voicemail.api.errors import error_response
+from voicemail.api.envelope import error_response
 from voicemail.db.base import utcnow
 from voicemail.ids import clean_caller_id
 from voicemail.inbox.alerts import span

@@ -10,14 +10,7 @@ from sqlalchemy.orm import Session
 from voicemail.db.models import Bot, User, Voicemail
 from voicemail.errors import NotFound
 from voicemail.queues.service import visible_to
-from voicemail.voicemails.service import STORED
-
-# Where a voicemail stands in the inbox (``Voicemail.inbox_state``).
-NEW = "new"
-ASSIGNED = "assigned"  # someone has it
-HANDLED = "handled"  # with a disposition
-STATES = (NEW, ASSIGNED, HANDLED)
-UNHANDLED = (NEW, ASSIGNED)
+from voicemail.states import VoicemailStatus
 
 
 def get_visible_voicemail(
@@ -30,7 +23,11 @@ def get_visible_voicemail(
     query = (
         select(Voicemail)
         .join(Bot, Bot.id == Voicemail.bot_id)
-        .where(Voicemail.id == voicemail_id, Voicemail.status == STORED, visible_to(user))
+        .where(
+            Voicemail.id == voicemail_id,
+            Voicemail.status == VoicemailStatus.STORED,
+            visible_to(user),
+        )
     )
     if for_update:
         query = query.with_for_update(of=Voicemail)

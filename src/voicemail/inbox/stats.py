@@ -20,9 +20,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from voicemail.db.base import utcnow
 from voicemail.db.models import UNHANDLED_SQL, Bot, Queue, Voicemail
 from voicemail.inbox import charts
-from voicemail.inbox.service import ASSIGNED, HANDLED, NEW
 from voicemail.queues.service import get_queue, list_queues
-from voicemail.voicemails.service import STORED
+from voicemail.states import InboxState, VoicemailStatus
 
 CHART_DAYS = 14
 
@@ -131,8 +130,8 @@ def queue_counts(
     waiting = (
         select(
             Voicemail.queue_id,
-            func.sum(case((Voicemail.inbox_state == NEW, 1), else_=0)),
-            func.sum(case((Voicemail.inbox_state == ASSIGNED, 1), else_=0)),
+            func.sum(case((Voicemail.inbox_state == InboxState.NEW, 1), else_=0)),
+            func.sum(case((Voicemail.inbox_state == InboxState.ASSIGNED, 1), else_=0)),
             func.min(Voicemail.created_at),
         )
         .where(text(UNHANDLED_SQL))
@@ -166,7 +165,7 @@ def queue_counts(
         select(Voicemail.queue_id)
         .join(Bot, Bot.id == Voicemail.bot_id)
         .where(_in_account(account_id), Voicemail.handled_at >= day_start(moment))
-        .where(Voicemail.inbox_state == HANDLED)
+        .where(Voicemail.inbox_state == InboxState.HANDLED)
     )
     if queue_ids is not None:
         handled = handled.where(Voicemail.queue_id.in_(list(queue_ids)))
@@ -232,7 +231,7 @@ def daily_counts(
         .join(Bot, Bot.id == Voicemail.bot_id)
         .where(
             _in_account(account_id),
-            Voicemail.status == STORED,
+            Voicemail.status == VoicemailStatus.STORED,
             Voicemail.created_at >= midnight(wanted[0]),
         )
         .group_by(day)
@@ -260,7 +259,7 @@ def handle_times(
         .join(Bot, Bot.id == Voicemail.bot_id)
         .where(
             _in_account(account_id),
-            Voicemail.inbox_state == HANDLED,
+            Voicemail.inbox_state == InboxState.HANDLED,
             Voicemail.handled_at >= midnight(wanted[0]),
         )
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
@@ -17,13 +18,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from voicemail.db.base import utcnow
 from voicemail.db.models import Job
+from voicemail.states import JobStatus
 
 log = logging.getLogger(__name__)
 
-QUEUED = "queued"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
 MAX_ERROR_LENGTH = 2000
 
 # Called in the transaction that marks a job failed for good (no attempts left), so what it
@@ -31,8 +29,29 @@ MAX_ERROR_LENGTH = 2000
 GiveUpHook = Callable[[Session, Job], object]
 
 
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job as its handler gets it: claimed by ``worker_id``, on its ``attempt``."""
+
+    id: int
+    kind: str
+    voicemail_id: str | None
+    attempt: int
+    worker_id: str
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (our lease ran out); our result is discarded."""
+
+
+# What the worker runs for a job of one kind (``jobs.worker``).
+Handler = Callable[[ClaimedJob], None]
+
+
 def enqueue(session: Session, *, kind: str, voicemail_id: str | None, max_attempts: int) -> Job:
-    job = Job(kind=kind, voicemail_id=voicemail_id, status=QUEUED, max_attempts=max_attempts)
+    job = Job(
+        kind=kind, voicemail_id=voicemail_id, status=JobStatus.QUEUED, max_attempts=max_attempts
+    )
     session.add(job)
     session.flush()
     return job
@@ -44,7 +63,7 @@ def retry_delay(attempts: int, base_seconds: float) -> float:
 
 
 def is_retryable(job: Job) -> bool:
-    return job.status == FAILED and job.attempts < job.max_attempts
+    return job.status == JobStatus.FAILED and job.attempts < job.max_attempts
 
 
 def claim_next_job(
@@ -58,11 +77,11 @@ def claim_next_job(
     now = now or utcnow()
     claimable = or_(
         and_(
-            Job.status.in_((QUEUED, FAILED)),
+            Job.status.in_((JobStatus.QUEUED, JobStatus.FAILED)),
             Job.attempts < Job.max_attempts,
             Job.run_after <= now,
         ),
-        and_(Job.status == RUNNING, Job.leased_until < now),
+        and_(Job.status == JobStatus.RUNNING, Job.leased_until < now),
     )
     query = select(Job).where(claimable).order_by(Job.run_after, Job.id).limit(1)
     if session.get_bind().dialect.name == "postgresql":
@@ -71,16 +90,16 @@ def claim_next_job(
         job = session.scalars(query).first()
         if job is None:
             return None
-        if job.status == RUNNING and job.attempts >= job.max_attempts:
+        if job.status == JobStatus.RUNNING and job.attempts >= job.max_attempts:
             # Its worker died on the last attempt: give up instead of looping forever.
-            job.status = FAILED
+            job.status = JobStatus.FAILED
             job.last_error = f"worker {job.worker_id} stopped before finishing (lease expired)"
             job.leased_until = None
             job.finished_at = now
             session.flush()
             _gave_up(session, job, on_give_up)
             continue
-        job.status = RUNNING
+        job.status = JobStatus.RUNNING
         job.attempts += 1
         job.worker_id = worker_id
         job.leased_until = now + timedelta(seconds=lease_seconds)
@@ -101,7 +120,7 @@ def _gave_up(session: Session, job: Job, on_give_up: GiveUpHook | None) -> None:
 
 
 def _owned(job_id: int, worker_id: str) -> list[ColumnElement[bool]]:
-    return [Job.id == job_id, Job.status == RUNNING, Job.worker_id == worker_id]
+    return [Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id]
 
 
 def complete_job(session: Session, *, job_id: int, worker_id: str) -> bool:
@@ -110,7 +129,7 @@ def complete_job(session: Session, *, job_id: int, worker_id: str) -> bool:
     result = session.execute(
         update(Job)
         .where(*_owned(job_id, worker_id))
-        .values(status=COMPLETED, leased_until=None, finished_at=now, updated_at=now)
+        .values(status=JobStatus.COMPLETED, leased_until=None, finished_at=now, updated_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -126,10 +145,10 @@ def fail_job(
 ) -> bool:
     """Record the failure; the job is claimed again after a backoff while attempts remain."""
     job = session.get(Job, job_id)
-    if job is None or job.status != RUNNING or job.worker_id != worker_id:
+    if job is None or job.status != JobStatus.RUNNING or job.worker_id != worker_id:
         return False
     now = utcnow()
-    job.status = FAILED
+    job.status = JobStatus.FAILED
     job.last_error = error[:MAX_ERROR_LENGTH]
     job.leased_until = None
     job.updated_at = now
@@ -182,7 +201,10 @@ def waiting_jobs(session: Session) -> tuple[int, datetime | None]:
     oldest of them was enqueued."""
     count, oldest = session.execute(
         select(func.count(), func.min(Job.created_at)).where(
-            or_(Job.status == QUEUED, and_(Job.status == FAILED, Job.attempts < Job.max_attempts))
+            or_(
+                Job.status == JobStatus.QUEUED,
+                and_(Job.status == JobStatus.FAILED, Job.attempts < Job.max_attempts),
+            )
         )
     ).one()
     return int(count), oldest

@@ -41,28 +41,13 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from voicemail.jobs import service as jobs
+from voicemail.jobs.service import ClaimedJob, Handler, LeaseLost
 from voicemail.logs import log_context
 
 log = logging.getLogger(__name__)
 
 # Renewals per lease period: two may fail (a database blip) before the lease runs out.
 HEARTBEATS_PER_LEASE = 3
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    id: int
-    kind: str
-    voicemail_id: str | None
-    attempt: int
-    worker_id: str
-
-
-class LeaseLost(Exception):
-    """Another worker took the job over (our lease ran out); our result is discarded."""
-
-
-Handler = Callable[[ClaimedJob], None]
 
 
 @dataclass(frozen=True)

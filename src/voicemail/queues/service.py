@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from voicemail import ids
 from voicemail.db.models import Bot, Queue, QueueMember, User, Voicemail
 from voicemail.errors import BadRequest, Conflict, NotFound
-from voicemail.users.service import AGENT
+from voicemail.states import Role
 
 
 def create_queue(session: Session, *, account_id: str, name: str) -> Queue:
@@ -111,7 +111,7 @@ def member_queue_ids(user: User) -> list[str]:
 def visible_to(user: User) -> ColumnElement[bool]:
     """The condition on ``Voicemail`` rows this user may see (joined with ``Bot``)."""
     in_account = Bot.account_id == user.account_id
-    if user.role != AGENT:
+    if user.role != Role.AGENT:
         return in_account
     queue_ids = member_queue_ids(user)
     mine = Voicemail.assignee_id == user.id
@@ -123,7 +123,7 @@ def can_see(user: User, voicemail: Voicemail) -> bool:
     """``visible_to`` for one loaded voicemail."""
     if voicemail.bot.account_id != user.account_id:
         return False
-    if user.role != AGENT:
+    if user.role != Role.AGENT:
         return True
     return voicemail.assignee_id == user.id or voicemail.queue_id in member_queue_ids(user)
 

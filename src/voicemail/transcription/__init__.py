@@ -3,11 +3,9 @@
 from voicemail.transcription.engine import (
     FakeCall,
     FakeTranscriber,
-    Segment,
     Transcriber,
     Transcript,
     WhisperTranscriber,
-    Word,
 )
 from voicemail.transcription.model import (
     PACKAGED_MODEL_NAME,
@@ -17,6 +15,7 @@ from voicemail.transcription.model import (
     resolve_model_dir,
     validate_model_dir,
 )
+from voicemail.transcription.segments import Segment, Word
 
 __all__ = [
     "PACKAGED_MODEL_NAME",

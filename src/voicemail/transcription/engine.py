@@ -39,28 +39,11 @@ from voicemail.cpus import available_cpus
 from voicemail.errors import BadAudio
 from voicemail.transcription.guards import apply_guards, rms_dbfs
 from voicemail.transcription.model import ModelUnavailable, validate_model_dir
+from voicemail.transcription.segments import Segment, Word
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # what Whisper and Silero VAD take
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start: float
-    end: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: float
-    end: float
-    text: str
-    avg_logprob: float
-    no_speech_prob: float
-    compression_ratio: float
 
 
 @dataclass

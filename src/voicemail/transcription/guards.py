@@ -30,13 +30,11 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from voicemail.transcription.engine import Segment, Word
+from voicemail.transcription.segments import Segment, Word
 
 # --- (b) segments Whisper scores as silence or as a failed decode -------------------------
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from voicemail.transcription.callback import caller_region, find_callback
-from voicemail.transcription.engine import Word
 from voicemail.transcription.redact import redact_transcript
+from voicemail.transcription.segments import Word
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from voicemail.transcription.digits import digit_runs, language_code
-from voicemail.transcription.engine import Word
+from voicemail.transcription.segments import Word
 
 CARD = "card"
 SSN = "ssn"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,19 +15,22 @@ from voicemail import ids
 from voicemail.bots.service import default_account
 from voicemail.db.models import Account, User
 from voicemail.errors import BadRequest, Conflict, NotFound
+from voicemail.states import Role
 
-AGENT = "agent"
-SUPERVISOR = "supervisor"
-ADMIN = "admin"
-ROLES = (AGENT, SUPERVISOR, ADMIN)
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024  # Argon2 takes any length; this bounds the work per attempt
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 # argon2-cffi's defaults: Argon2id, RFC 9106's low-memory profile (64 MiB, 3 passes).
 _hasher = PasswordHasher()
-# Checked against when the e-mail is unknown, so an attempt takes as long either way.
-_DUMMY_HASH = _hasher.hash("not a password of anyone's")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Checked against when the e-mail is unknown, so an attempt takes as long either way.
+    Made on first use, not at import: every process that imports this (the CLI's too) would
+    pay for an Argon2 hash it seldom needs."""
+    return _hasher.hash("not a password of anyone's")
 
 
 def hash_password(password: str) -> str:
@@ -41,8 +45,8 @@ def normalize_email(email: str) -> str:
 
 
 def check_role(role: str) -> None:
-    if role not in ROLES:
-        raise BadRequest(f"Role must be one of: {', '.join(ROLES)}")
+    if role not in tuple(Role):
+        raise BadRequest(f"Role must be one of: {', '.join(Role)}")
 
 
 def check_password_rules(password: str) -> None:
@@ -92,7 +96,7 @@ def authenticate(session: Session, *, email: str, password: str) -> User | None:
     if len(password) > MAX_PASSWORD_LENGTH:
         return None
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None or not user.active:

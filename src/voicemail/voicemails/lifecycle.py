@@ -47,9 +47,10 @@ from voicemail.db import fulltext
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, Job, StreamPart, Transcript, Voicemail
 from voicemail.errors import Conflict, NotFound
+from voicemail.states import VoicemailStatus
 from voicemail.storage import Storage
 from voicemail.voicemails import kore
-from voicemail.voicemails.service import RECEIVING
+from voicemail.webhooks import events
 from voicemail.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def delete_session(
             ).all()
         if call is None or not voicemails:
             raise NotFound(f"No voicemail for session {session_id} on this bot")
-        if any(vm.status == RECEIVING for vm in voicemails):
+        if any(vm.status == VoicemailStatus.RECEIVING for vm in voicemails):
             raise Conflict(
                 "The voicemail is still being recorded; delete it after the call has ended"
             )
@@ -223,7 +224,7 @@ def _expired(bot_id: str, cutoff: datetime) -> Select[Voicemail]:
         .where(
             Voicemail.bot_id == bot_id,
             Voicemail.created_at < cutoff,
-            Voicemail.status != RECEIVING,
+            Voicemail.status != VoicemailStatus.RECEIVING,
         )
         .order_by(Voicemail.created_at, Voicemail.id)
     )
@@ -311,12 +312,12 @@ def _remove_rows(
     removed = [_describe(vm, parts[vm.id]) for vm in voicemails]
     webhooks.redact_deliveries(session, ids)
     for gone, voicemail in zip(removed, voicemails, strict=True):
-        about = {
-            "reason": reason,
-            "fileName": gone.file_name,
-            "createdAt": _iso(gone.created_at),
-            "durationSeconds": round(voicemail.duration_seconds, 3),
-        }
+        about = events.deletion_details(
+            reason=reason,
+            file_name=gone.file_name,
+            created_at=gone.created_at,
+            duration_seconds=voicemail.duration_seconds,
+        )
         audit.record(
             session,
             actor=actor,
@@ -326,11 +327,12 @@ def _remove_rows(
             voicemail_id=gone.voicemail_id,
             detail=about,
         )
-        webhooks.emit(
+        events.emit_voicemail_deleted(
             session,
             bot_id=gone.bot_id,
-            event_type=webhooks.VOICEMAIL_DELETED,
-            data={"voicemailId": gone.voicemail_id, "sessionId": gone.session_id, **about},
+            voicemail_id=gone.voicemail_id,
+            session_id=gone.session_id,
+            details=about,
         )
     transcribed = session.scalar(select(exists().where(Transcript.voicemail_id.in_(ids))))
     session.execute(delete(Voicemail).where(Voicemail.id.in_(ids)))

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from pathlib import Path
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query, Request
-from fastapi import Path as PathParam
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator
-from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from voicemail.api.deps import DepositMetricsDep, ReadSessionDep, RuntimeDep, TokenDep
-from voicemail.api.errors import AUTHENTICATED, error_responses
-from voicemail.audio import AudioLimits, DecodedAudio, decode_recording, format_bytes
+from voicemail.api.deps import (
+    DEPOSIT,
+    Authenticator,
+    BotId,
+    DepositMetricsDep,
+    ReadSessionDep,
+    RuntimeDep,
+)
+from voicemail.api.envelope import AUTHENTICATED, error_responses
+from voicemail.audio import AudioLimits, DecodedAudio, format_bytes
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -30,7 +33,11 @@ from voicemail.voicemails.schemas import DeleteResponse, DepositAccepted, FetchR
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
 
-BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")]
+FETCH = Authenticator(scope=auth.SCOPE_FETCH, bucket="public-api")
+DELETE = Authenticator(scope=auth.SCOPE_DELETE, bucket="public-api")
+FetchCaller = Annotated[auth.Caller, Depends(FETCH)]
+DeleteCaller = Annotated[auth.Caller, Depends(DELETE)]
+DepositCaller = Annotated[auth.Caller, Depends(DEPOSIT)]
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
 
@@ -60,34 +67,22 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 )
 def fetch_voicemail(
     bot_id: BotId,
+    caller: FetchCaller,
     runtime: RuntimeDep,
     session: ReadSessionDep,
-    token: TokenDep,
     session_id: Annotated[str | None, Query(alias="sessionId")] = None,
     transcription: Annotated[Flag, Query(description="Include the transcripts")] = False,
     words: Annotated[Flag, Query(description="Add word timings to them (ours)")] = False,
 ) -> JSONResponse:
-    caller = authorize(runtime, session, token, bot_id, scope=auth.SCOPE_FETCH, bucket="public-api")
-    checked_session_id = service.check_session_id(session_id, generate=False)
-    body = service.fetch(
+    body = service.fetch_audited(
         session,
         signer=runtime.signer,
+        read_audit=runtime.read_audit,
+        actor=audit.app_actor(caller.app_id),
         bot_id=bot_id,
-        session_id=checked_session_id,
+        session_id=session_id,
         transcription=transcription,
         include_words=words,
-    )
-    # Best effort, written within moments by a background thread (ReadAuditLog says why).
-    runtime.read_audit.record(
-        actor=audit.app_actor(caller.app_id),
-        action=audit.VOICEMAIL_FETCH,
-        bot_id=bot_id,
-        session_id=checked_session_id,
-        detail={
-            "status": body["status"],
-            "voicemails": len(body["voicemail_recording"]),
-            "transcription": transcription,
-        },
     )
     # JSONResponse directly: the key "voicemail recording" (with a space) must survive as is.
     return JSONResponse(body)
@@ -101,14 +96,10 @@ def fetch_voicemail(
 )
 def delete_voicemail(
     bot_id: BotId,
+    caller: DeleteCaller,
     runtime: RuntimeDep,
-    session: ReadSessionDep,
-    token: TokenDep,
     session_id: Annotated[str | None, Query(alias="sessionId")] = None,
 ) -> JSONResponse:
-    caller = authorize(
-        runtime, session, token, bot_id, scope=auth.SCOPE_DELETE, bucket="public-api"
-    )
     deleted = lifecycle.delete_session(
         runtime.sessions,
         storage=runtime.storage,
@@ -118,52 +109,6 @@ def delete_voicemail(
     )
     body = DeleteResponse(message="Voicemail deleted successfully", sessionId=deleted.session_id)
     return JSONResponse(body.model_dump())
-
-
-def authorize(
-    runtime: Runtime,
-    session: Session,
-    token: str | None,
-    bot_id: str,
-    *,
-    scope: str,
-    bucket: str,
-    per_minute: int | None = None,
-) -> auth.Caller:
-    """Authenticate the token for ``scope`` on the bot, then count the request against its
-    account's limit in ``bucket`` (``per_minute``, else the account's own, else the default).
-    A request refused by the limit does not use up a one-time (JTI) token."""
-    return auth.authenticate(
-        session,
-        box=runtime.box,
-        replay_guard=runtime.replay_guard,
-        token=token,
-        bot_id=bot_id,
-        scope=scope,
-        leeway=runtime.settings.jwt_leeway_seconds,
-        admit=lambda caller: charge(runtime, caller, bucket=bucket, per_minute=per_minute),
-    )
-
-
-def charge(
-    runtime: Runtime, caller: auth.Caller, *, bucket: str, per_minute: int | None = None
-) -> None:
-    """Count an authenticated request against its account's limit in ``bucket``."""
-    limit = per_minute or caller.rate_limit_per_minute or runtime.settings.rate_limit_per_minute
-    runtime.rate_limiter.hit(caller.account_id, per_minute=limit, bucket=bucket)
-
-
-def _authenticate_deposit(runtime: Runtime, token: str | None, bot_id: str) -> None:
-    with runtime.read_sessions() as session:
-        authorize(
-            runtime,
-            session,
-            token,
-            bot_id,
-            scope=auth.SCOPE_DEPOSIT,
-            bucket="deposit",
-            per_minute=runtime.settings.deposit_rate_limit_per_minute,
-        )
 
 
 # A caller id is cleaned and cut to what the session row holds (never refused for its
@@ -216,10 +161,10 @@ async def deposit_voicemail(
     bot_id: BotId,
     request: Request,
     runtime: RuntimeDep,
-    token: TokenDep,
     metrics: DepositMetricsDep,
+    # After the metrics: a refusal is counted there as a rejected deposit.
+    _caller: DepositCaller,
 ) -> JSONResponse:
-    await run_in_threadpool(_authenticate_deposit, runtime, token, bot_id)
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise UnsupportedMediaType(
@@ -285,7 +230,12 @@ async def _decode_and_deposit(
     try:
         async with runtime.decode_slots.turn():
             audio = await run_in_threadpool(
-                _decode_upload, upload, settings.scratch_dir, AudioLimits.from_settings(settings)
+                partial(
+                    service.decode_upload,
+                    upload.file,
+                    work_dir=settings.scratch_dir,
+                    limits=AudioLimits.from_settings(settings),
+                )
             )
         return await run_in_threadpool(
             service.deposit,
@@ -302,20 +252,4 @@ async def _decode_and_deposit(
     finally:
         if audio is not None:
             with anyio.CancelScope(shield=True):
-                await run_in_threadpool(shutil.rmtree, audio.wav_path.parent, ignore_errors=True)
-
-
-def _decode_upload(upload: UploadFile, work_dir: Path, limits: AudioLimits) -> DecodedAudio:
-    """The upload copied into a new scratch folder in ``work_dir`` and decoded there. The
-    WAV's folder is that scratch folder: the caller removes it; on failure it is gone."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=work_dir))
-    try:
-        source = scratch / "upload"
-        with source.open("wb") as out:
-            upload.file.seek(0)
-            shutil.copyfileobj(upload.file, out, 1024 * 1024)
-        return decode_recording(source, limits, work_dir=scratch)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+                await run_in_threadpool(service.remove_scratch, audio)

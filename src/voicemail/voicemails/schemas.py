@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from voicemail.states import TranscriptionStatus
+
+# Inline in the OpenAPI document; ``states.TranscriptionStatus`` is the source (checked below).
+TranscriptionStatusValue = Literal["pending", "completed", "failed", "not_requested"]
+assert get_args(TranscriptionStatusValue) == tuple(TranscriptionStatus), "must list the enum"
 
 
 class Recording(BaseModel):
@@ -21,7 +27,7 @@ class FetchResponse(BaseModel):
     voicemail_recording_spaced: list[Recording] = Field(alias="voicemail recording")
     voicemail_recording: list[Recording]
     transcriptions: list[dict[str, Any]]
-    transcriptionStatus: Literal["pending", "completed", "failed", "not_requested"] | None = Field(
+    transcriptionStatus: TranscriptionStatusValue | None = Field(
         default=None, description="Absent when the session has no voicemail"
     )
 

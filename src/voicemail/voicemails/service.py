@@ -19,23 +19,28 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager, joinedload, sessionmaker
 
 from voicemail import ids
-from voicemail.audio import DecodedAudio
+from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
+from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
 from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery
+from voicemail.states import JobStatus, TranscriptionStatus, VoicemailStatus
 from voicemail.storage import Storage
 from voicemail.storage.base import StoredObject
 from voicemail.voicemails import kore
@@ -44,14 +49,6 @@ from voicemail.webhooks import events as webhook_events
 log = logging.getLogger(__name__)
 
 TRANSCRIBE = "transcribe"
-RECEIVING = "receiving"
-STORED = "stored"
-
-# transcriptionStatus values
-PENDING = "pending"
-COMPLETED = "completed"
-FAILED = "failed"
-NOT_REQUESTED = "not_requested"
 
 # Tries of the deposit transaction: a retry is needed only when a concurrent deposit
 # created the same session's row first, which can happen once per deposit.
@@ -148,7 +145,7 @@ def deposit(
         for attempt in range(1, DEPOSIT_ATTEMPTS + 1):
             try:
                 with sessions.begin() as session:
-                    call = _locked_call_session(
+                    call = locked_call_session(
                         session,
                         bot_id=bot_id,
                         session_id=session_id,
@@ -189,7 +186,63 @@ def deposit(
         return Deposited(stored, created=True)
 
 
-def _locked_call_session(
+def decode_upload(source: BinaryIO, *, work_dir: Path, limits: AudioLimits) -> DecodedAudio:
+    """``source`` (read from its start) copied into a new scratch folder in ``work_dir`` and
+    decoded there. The WAV's folder is that scratch folder: the caller removes it
+    (``remove_scratch``); on failure it is gone already."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=work_dir))
+    try:
+        copy = scratch / "upload"
+        with copy.open("wb") as out:
+            source.seek(0)
+            shutil.copyfileobj(source, out, 1024 * 1024)
+        return decode_recording(copy, limits, work_dir=scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def remove_scratch(audio: DecodedAudio) -> None:
+    """Remove the scratch folder ``decode_upload`` decoded ``audio`` in."""
+    shutil.rmtree(audio.wav_path.parent, ignore_errors=True)
+
+
+def deposit_file(
+    sessions: sessionmaker[Session],
+    *,
+    storage: Storage,
+    source: BinaryIO,
+    work_dir: Path,
+    limits: AudioLimits,
+    bot_id: str,
+    session_id: str,
+    caller_from: str | None,
+    caller_to: str | None,
+    language: str | None,
+    max_attempts: int,
+) -> Deposited:
+    """Decode ``source`` and ``deposit`` it, in this thread; the scratch copy is removed
+    whatever happens. (The API calls the two steps itself, to decode in one of the
+    process's decoding turns.)"""
+    audio = decode_upload(source, work_dir=work_dir, limits=limits)
+    try:
+        return deposit(
+            sessions,
+            storage=storage,
+            bot_id=bot_id,
+            session_id=session_id,
+            audio=audio,
+            caller_from=caller_from,
+            caller_to=caller_to,
+            language=language,
+            max_attempts=max_attempts,
+        )
+    finally:
+        remove_scratch(audio)
+
+
+def locked_call_session(
     session: Session,
     *,
     bot_id: str,
@@ -231,6 +284,56 @@ def next_seq(session: Session, call: CallSession) -> int:
     return int(seq or 0) + 1
 
 
+def new_voicemail(
+    session: Session,
+    *,
+    call: CallSession,
+    file_id: str,
+    key: str,
+    status: str,
+    audio_sha256: str,
+    duration_seconds: float,
+    sample_rate: int,
+    size_bytes: int,
+    source_format: str,
+    language: str | None,
+    now: datetime,
+    call_sid: str | None = None,
+) -> Voicemail:
+    """A new voicemail's row, added and flushed: the next number in its session, in its bot's
+    inbox queue. Every deposit path builds it here (an upload ``STORED`` at once, a live call
+    ``RECEIVING`` until its hang-up), so the two cannot drift apart."""
+    receiving = status == VoicemailStatus.RECEIVING
+    voicemail = Voicemail(
+        id=file_id,
+        session_pk=call.id,
+        bot_id=call.bot_id,
+        seq=next_seq(session, call),
+        status=status,
+        storage_key=key,
+        audio_sha256=audio_sha256,
+        duration_seconds=duration_seconds,
+        sample_rate=sample_rate,
+        size_bytes=size_bytes,
+        source_format=source_format,
+        language_hint=language,
+        message_id=ids.new_id(ids.MESSAGE),
+        component_id=ids.new_id(ids.COMPONENT),
+        created_at=now,
+        # A live call joins the inbox list when it is stored, at hang-up: an open inbox
+        # asks for the rows changed since it last looked.
+        changed_at=None if receiving else now,
+        # The inbox queue of the bot at the time (evaluated in the INSERT).
+        queue_id=select(Bot.queue_id).where(Bot.id == call.bot_id).scalar_subquery(),
+        call_sid=call_sid,
+        # A live call's first sign of life (see ``live.calls``).
+        heartbeat_at=now if receiving else None,
+    )
+    session.add(voicemail)
+    session.flush()
+    return voicemail
+
+
 def _insert_voicemail(
     session: Session,
     *,
@@ -244,34 +347,26 @@ def _insert_voicemail(
 ) -> None:
     """The voicemail row (the next number in its session), its transcription job, and its
     ``voicemail.created`` webhook event."""
-    voicemail = Voicemail(
-        id=file_id,
-        session_pk=call.id,
-        bot_id=call.bot_id,
-        seq=next_seq(session, call),
-        status=STORED,
-        storage_key=key,
+    voicemail = new_voicemail(
+        session,
+        call=call,
+        file_id=file_id,
+        key=key,
+        status=VoicemailStatus.STORED,
         audio_sha256=audio.sha256,
         duration_seconds=audio.duration_seconds,
         sample_rate=audio.sample_rate,
         size_bytes=audio.size_bytes,
         source_format=audio.source_format,
-        language_hint=language,
-        message_id=ids.new_id(ids.MESSAGE),
-        component_id=ids.new_id(ids.COMPONENT),
-        created_at=now,
-        changed_at=now,
-        # The inbox queue of the bot at the time (evaluated in the INSERT).
-        queue_id=select(Bot.queue_id).where(Bot.id == call.bot_id).scalar_subquery(),
+        language=language,
+        now=now,
     )
-    session.add(voicemail)
-    session.flush()
     jobs.enqueue(session, kind=TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts)
     webhook_events.emit_voicemail_created(session, voicemail=voicemail, call=call)
 
 
 # The keys ``storage_key`` makes, and the live-stream part keys under them
-# (``live.part_key_for``); the sweep touches nothing else in the store.
+# (``live.calls.part_key_for``); the sweep touches nothing else in the store.
 _RECORDING_KEY_RE = re.compile(
     r"^[^/]+/[^/]+/[0-9]{4}/[0-9]{2}-[0-9]{2}-[0-9]{4}/"
     r"(f-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
@@ -366,24 +461,24 @@ def session_voicemails(
     return [row[0] for row in rows], epoch_of(rows[0][1] if rows else None)
 
 
-def transcription_state(session: Session, voicemail: Voicemail) -> str:
+def transcription_state(session: Session, voicemail: Voicemail) -> TranscriptionStatus:
     if voicemail.transcript is not None:
-        return COMPLETED
+        return TranscriptionStatus.COMPLETED
     job = session.scalars(
         select(Job)
         .where(Job.voicemail_id == voicemail.id, Job.kind == TRANSCRIBE)
         .order_by(Job.id.desc())
     ).first()
-    if job is not None and job.status == jobs.FAILED and not jobs.is_retryable(job):
-        return FAILED
-    return PENDING
+    if job is not None and job.status == JobStatus.FAILED and not jobs.is_retryable(job):
+        return TranscriptionStatus.FAILED
+    return TranscriptionStatus.PENDING
 
 
-def _overall(states: list[str]) -> str:
-    for state in (PENDING, FAILED):
+def _overall(states: list[TranscriptionStatus]) -> TranscriptionStatus:
+    for state in (TranscriptionStatus.PENDING, TranscriptionStatus.FAILED):
         if state in states:
             return state
-    return COMPLETED
+    return TranscriptionStatus.COMPLETED
 
 
 def fetch(
@@ -404,15 +499,15 @@ def fetch(
             "voicemail_recording": [],
             "transcriptions": [],
         }
-    receiving = any(vm.status == RECEIVING for vm in voicemails)
+    receiving = any(vm.status == VoicemailStatus.RECEIVING for vm in voicemails)
     status = "media_in_progress" if receiving else "success"
     recordings = [
         kore.recording_entry(vm, signer.url_for(vm, epoch=epoch))
         for vm in voicemails
-        if vm.status == STORED
+        if vm.status == VoicemailStatus.STORED
     ]
     documents: list[dict[str, Any]] = []
-    overall = NOT_REQUESTED
+    overall = TranscriptionStatus.NOT_REQUESTED
     if transcription:
         states = [transcription_state(session, vm) for vm in voicemails]
         overall = _overall(states)
@@ -428,3 +523,40 @@ def fetch(
         "transcriptions": documents,
         "transcriptionStatus": overall,
     }
+
+
+def fetch_audited(
+    session: Session,
+    *,
+    signer: MediaSigner,
+    read_audit: audit.ReadAuditLog,
+    actor: str,
+    bot_id: str,
+    session_id: str | None,
+    transcription: bool,
+    include_words: bool = False,
+) -> dict[str, Any]:
+    """``fetch`` of ``session_id`` (checked here) for ``actor``, an app or an operator, whose
+    read is audited alike: best effort, written within moments by a background thread
+    (``ReadAuditLog`` says why), since it mints working media URLs."""
+    checked_session_id = check_session_id(session_id, generate=False)
+    body = fetch(
+        session,
+        signer=signer,
+        bot_id=bot_id,
+        session_id=checked_session_id,
+        transcription=transcription,
+        include_words=include_words,
+    )
+    read_audit.record(
+        actor=actor,
+        action=audit.VOICEMAIL_FETCH,
+        bot_id=bot_id,
+        session_id=checked_session_id,
+        detail={
+            "status": body["status"],
+            "voicemails": len(body["voicemail_recording"]),
+            "transcription": transcription,
+        },
+    )
+    return body

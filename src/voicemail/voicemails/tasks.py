@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from voicemail.db.base import utcnow
 from voicemail.db.models import Job, Transcript, Voicemail
 from voicemail.jobs import service as jobs
-from voicemail.jobs.worker import ClaimedJob, LeaseLost
+from voicemail.jobs.service import ClaimedJob, LeaseLost
 from voicemail.metrics import Metrics
 from voicemail.storage import Storage, local_copy
 from voicemail.transcription import Transcriber
@@ -21,7 +21,6 @@ from voicemail.transcription.engine import Transcript as EngineTranscript
 from voicemail.transcription.postprocess import post_process
 from voicemail.voicemails.service import TRANSCRIBE
 from voicemail.webhooks import events
-from voicemail.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
@@ -105,20 +104,7 @@ def save_transcript(
     session.add(transcript)
     voicemail.transcript = transcript
     voicemail.changed_at = utcnow()  # an open inbox shows the preview
-    webhooks.emit(
-        session,
-        bot_id=voicemail.bot_id,
-        event_type=webhooks.TRANSCRIPTION_COMPLETED,
-        data={
-            "voicemailId": voicemail.id,
-            "sessionId": voicemail.session.session_id,
-            "text": transcript.text,
-            "language": transcript.language,
-            "languageProbability": transcript.language_probability,
-            "callbackNumber": transcript.callback_number,
-            "noSpeech": transcript.no_speech,
-        },
-    )
+    events.emit_transcription_completed(session, voicemail=voicemail, transcript=transcript)
     return transcript
 
 

@@ -46,8 +46,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from voicemail.security import SecretBox
+from voicemail.states import DeliveryStatus
 from voicemail.webhooks import signature
-from voicemail.webhooks.service import DEFAULT_TARGETS, DELIVERED, FAILED, PENDING
+from voicemail.webhooks.service import DEFAULT_TARGETS
 from voicemail.webhooks.targets import (
     NOT_ALLOWED,
     AddressNotAllowed,
@@ -111,7 +112,7 @@ class RetryPolicy:
 
 def _due(now: datetime, due_by: datetime | None = None) -> list[ColumnElement[bool]]:
     return [
-        WebhookDelivery.status == PENDING,
+        WebhookDelivery.status == DeliveryStatus.PENDING,
         WebhookDelivery.next_attempt_at <= (due_by or now),
         or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < now),
     ]
@@ -131,7 +132,9 @@ def in_flight(session: Session, *, now: datetime) -> tuple[Counter[str], Counter
         select(WebhookDelivery.subscription_id, Bot.account_id, func.count())
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
         .join(Bot, Bot.id == WebhookSubscription.bot_id)
-        .where(WebhookDelivery.status == PENDING, WebhookDelivery.leased_until >= now)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.leased_until >= now
+        )
         .group_by(WebhookDelivery.subscription_id, Bot.account_id)
     ).all()
     subscriptions: Counter[str] = Counter()
@@ -318,19 +321,19 @@ def record_outcome(
             duration_ms=round(outcome.duration_ms, 3),
         )
     )
-    if delivery.status != PENDING or delivery.attempts != claimed.attempt:
+    if delivery.status != DeliveryStatus.PENDING or delivery.attempts != claimed.attempt:
         session.flush()
         return delivery
     delivery.leased_until = None
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error
     if outcome.ok:
-        delivery.status = DELIVERED
+        delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = now
     else:
         next_attempt = now + timedelta(seconds=policy.delay(delivery.attempts))
         if next_attempt > delivery.created_at + timedelta(seconds=policy.window_seconds):
-            delivery.status = FAILED
+            delivery.status = DeliveryStatus.FAILED
         else:
             delivery.next_attempt_at = next_attempt
     session.flush()

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
-from sqlalchemy.orm import Session
 
-from voicemail.api.deps import ReadSessionDep, RuntimeDep, SessionDep, TokenDep
-from voicemail.api.errors import AUTHENTICATED, error_responses
+from voicemail.api.deps import (
+    Authenticator,
+    BotId,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+    TokenDep,
+)
+from voicemail.api.envelope import AUTHENTICATED, error_responses
 from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.auth.tokens import read_app_id
 from voicemail.errors import Forbidden, NotFound
-from voicemail.runtime import Runtime
-from voicemail.voicemails.routes import authorize
 from voicemail.webhooks import schemas, service
 
 router = APIRouter(prefix="/admin/bots/{botId}/webhooks", tags=["webhooks"])
 
-BotId = Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")]
 WebhookId = Annotated[str, PathParam(alias="webhookId", description="Subscription id, wh-<uuid>")]
 # Bounded to the column's INTEGER (32 bits on PostgreSQL): a larger number is a 400, never an
 # overflow in the database driver (a 500).
@@ -34,19 +37,25 @@ DeliveryId = Annotated[
 ]
 
 
-def authorize_admin(runtime: Runtime, session: Session, token: str | None, bot_id: str) -> str:
-    """The calling app's id, once it is known to hold ``Manage Webhooks`` on the bot."""
+_MANAGE_WEBHOOKS = Authenticator(scope=auth.SCOPE_WEBHOOKS, bucket="webhooks-admin")
+
+
+def admin_app_id(
+    bot_id: BotId, runtime: RuntimeDep, session: ReadSessionDep, token: TokenDep
+) -> str:
+    """The calling app's id, once it is known to hold ``Manage Webhooks`` on the bot; a bot
+    the app cannot see at all is a 404, not a 403."""
     try:
-        caller = authorize(
-            runtime, session, token, bot_id, scope=auth.SCOPE_WEBHOOKS, bucket="webhooks-admin"
-        )
+        return _MANAGE_WEBHOOKS(bot_id, runtime, session, token).app_id
     except Forbidden:
         # Raised only after the token's signature was verified, so its app id is genuine.
         assert token is not None
         if not service.bot_visible_to_app(session, app_id=read_app_id(token), bot_id=bot_id):
             raise NotFound(f"No bot {bot_id}") from None
         raise
-    return caller.app_id
+
+
+AdminAppId = Annotated[str, Depends(admin_app_id)]
 
 
 @router.post(
@@ -58,12 +67,11 @@ def authorize_admin(runtime: Runtime, session: Session, token: str | None, bot_i
 )
 def create_webhook(
     bot_id: BotId,
+    app_id: AdminAppId,
     body: schemas.SubscriptionCreate,
     runtime: RuntimeDep,
     session: SessionDep,
-    token: TokenDep,
 ) -> schemas.CreatedSubscription:
-    app_id = authorize_admin(runtime, session, token, bot_id)
     created = service.create_subscription(
         session,
         box=runtime.box,
@@ -81,11 +89,9 @@ def create_webhook(
     response_model=schemas.SubscriptionList,
     summary="A bot's webhook subscriptions",
     responses=error_responses(*AUTHENTICATED, 404),
+    dependencies=[Depends(admin_app_id)],
 )
-def list_webhooks(
-    bot_id: BotId, runtime: RuntimeDep, session: ReadSessionDep, token: TokenDep
-) -> schemas.SubscriptionList:
-    authorize_admin(runtime, session, token, bot_id)
+def list_webhooks(bot_id: BotId, session: ReadSessionDep) -> schemas.SubscriptionList:
     rows = service.list_subscriptions(session, bot_id=bot_id)
     return schemas.SubscriptionList(webhooks=[schemas.subscription_out(row) for row in rows])
 
@@ -97,9 +103,8 @@ def list_webhooks(
     responses=error_responses(*AUTHENTICATED, 404),
 )
 def delete_webhook(
-    bot_id: BotId, webhook_id: WebhookId, runtime: RuntimeDep, session: SessionDep, token: TokenDep
+    bot_id: BotId, app_id: AdminAppId, webhook_id: WebhookId, session: SessionDep
 ) -> schemas.Deleted:
-    app_id = authorize_admin(runtime, session, token, bot_id)
     service.delete_subscription(
         session, actor=audit.app_actor(app_id), subscription_id=webhook_id, bot_id=bot_id
     )
@@ -111,17 +116,15 @@ def delete_webhook(
     response_model=schemas.DeliveryList,
     summary="A subscription's deliveries, newest first, each with its attempts",
     responses=error_responses(*AUTHENTICATED, 404),
+    dependencies=[Depends(admin_app_id)],
 )
 def list_webhook_deliveries(
     bot_id: BotId,
     webhook_id: WebhookId,
-    runtime: RuntimeDep,
     session: ReadSessionDep,
-    token: TokenDep,
     status: Annotated[schemas.DeliveryStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_LIST_LIMIT)] = service.DEFAULT_LIST_LIMIT,
 ) -> schemas.DeliveryList:
-    authorize_admin(runtime, session, token, bot_id)
     service.get_subscription(session, subscription_id=webhook_id, bot_id=bot_id)
     rows = service.list_deliveries(session, subscription_id=webhook_id, status=status, limit=limit)
     attempts = service.attempts_of(session, [row.id for row in rows])
@@ -138,13 +141,8 @@ def list_webhook_deliveries(
     responses=error_responses(*AUTHENTICATED, 404, 409),
 )
 def redeliver_webhook(
-    bot_id: BotId,
-    delivery_id: DeliveryId,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    token: TokenDep,
+    bot_id: BotId, app_id: AdminAppId, delivery_id: DeliveryId, session: SessionDep
 ) -> schemas.Delivery:
-    app_id = authorize_admin(runtime, session, token, bot_id)
     delivery = service.redeliver(
         session, actor=audit.app_actor(app_id), delivery_id=delivery_id, bot_id=bot_id
     )

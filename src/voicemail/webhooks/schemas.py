@@ -9,10 +9,12 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicemail import states
 from voicemail.db.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
-from voicemail.webhooks.service import EVENTS, PENDING, STATUSES
+from voicemail.webhooks.events import WebhookEvent
 
-# The enums of the OpenAPI document (the service's tuples are the source; checked below).
+# The enums of the OpenAPI document, inline (``WebhookEvent`` and ``states.DeliveryStatus``
+# are the source; checked below).
 EventType = Literal[
     "voicemail.created",
     "transcription.completed",
@@ -22,8 +24,8 @@ EventType = Literal[
     "queue.alert_cleared",
 ]
 DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
-assert get_args(EventType) == EVENTS, "EventType must list the service's EVENTS"
-assert get_args(DeliveryStatus) == STATUSES, "DeliveryStatus must list the service's STATUSES"
+assert get_args(EventType) == tuple(WebhookEvent), "EventType must list WebhookEvent"
+assert get_args(DeliveryStatus) == tuple(states.DeliveryStatus), "must list states.DeliveryStatus"
 
 
 class SubscriptionCreate(BaseModel):
@@ -34,7 +36,7 @@ class SubscriptionCreate(BaseModel):
     # the document still lists the events (an unknown one is refused with 400).
     events: list[str] = Field(
         description="At least one event",
-        json_schema_extra={"items": {"type": "string", "enum": list(EVENTS)}, "minItems": 1},
+        json_schema_extra={"items": {"type": "string", "enum": list(WebhookEvent)}, "minItems": 1},
     )
 
 
@@ -110,7 +112,9 @@ def delivery_out(delivery: WebhookDelivery, attempts: Sequence[WebhookAttempt]) 
         eventType=delivery.event_type,
         status=delivery.status,
         attempts=delivery.attempts,
-        nextAttemptAt=delivery.next_attempt_at if delivery.status == PENDING else None,
+        nextAttemptAt=delivery.next_attempt_at
+        if delivery.status == states.DeliveryStatus.PENDING
+        else None,
         lastStatusCode=delivery.last_status_code,
         lastError=delivery.last_error,
         createdAt=delivery.created_at,

@@ -1,8 +1,7 @@
-"""Webhook subscriptions, events, and the delivery log.
+"""Webhook subscriptions and the delivery log.
 
-``emit`` is called in the transaction of what the event is about (a deposit, a transcript,
-a deletion): it writes one delivery row per subscription that wants the event, so an event
-is never lost and never sent for a change that rolled back. Workers deliver the rows
+Events are queued by ``webhooks.events`` (one delivery row per subscription that wants the
+event, in the transaction of what it is about); workers deliver the rows
 (``webhooks.delivery``).
 
 Deletion. An event about a voicemail carries its data (the caller's numbers, the transcript),
@@ -20,7 +19,6 @@ import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import httpx
 from sqlalchemy import ColumnElement, delete, func, select
@@ -38,37 +36,12 @@ from voicemail.db.models import (
 )
 from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.security import SecretBox
+from voicemail.states import DeliveryStatus
+from voicemail.webhooks.events import WebhookEvent, tombstone
 from voicemail.webhooks.targets import AddressNotAllowed, TargetPolicy
 
-VOICEMAIL_CREATED = "voicemail.created"
-TRANSCRIPTION_COMPLETED = "transcription.completed"
-TRANSCRIPTION_FAILED = "transcription.failed"
-VOICEMAIL_DELETED = "voicemail.deleted"
-# A queue's backlog crossed its alert thresholds, or fell back below them (inbox.alerts).
-QUEUE_ALERT = "queue.alert"
-QUEUE_ALERT_CLEARED = "queue.alert_cleared"
-EVENTS = (
-    VOICEMAIL_CREATED,
-    TRANSCRIPTION_COMPLETED,
-    TRANSCRIPTION_FAILED,
-    VOICEMAIL_DELETED,
-    QUEUE_ALERT,
-    QUEUE_ALERT_CLEARED,
-)
-
-# Delivery statuses: pending → delivered | failed (gave up) | cancelled (the voicemail it is
-# about was deleted before it was sent); redelivery makes a delivered or failed one pending.
-PENDING = "pending"
-DELIVERED = "delivered"
-FAILED = "failed"
-CANCELLED = "cancelled"
-STATUSES = (PENDING, DELIVERED, FAILED, CANCELLED)
 CANCELLED_ERROR = "cancelled: the voicemail was deleted before this event was delivered"
 
-# Audit actions
-WEBHOOK_CREATE = "webhook.create"
-WEBHOOK_DELETE = "webhook.delete"
-WEBHOOK_REDELIVER = "webhook.redeliver"
 
 MAX_URL_LENGTH = 2000
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -85,49 +58,6 @@ class CreatedSubscription:
     secret: str  # shown once, at creation
 
 
-def emit(session: Session, *, bot_id: str, event_type: str, data: dict[str, Any]) -> str | None:
-    """Queue ``event_type`` for every subscription of ``bot_id`` that wants it; returns the
-    event id, or None when no subscription wants it (nothing is written then). An event
-    whose ``data`` names a ``voicemailId`` is filed under that voicemail (see the module
-    doc: its deletion redacts it)."""
-    if event_type not in EVENTS:
-        raise ValueError(f"unknown event {event_type!r}")
-    subscriptions = [
-        sub
-        for sub in session.scalars(
-            select(WebhookSubscription).where(WebhookSubscription.bot_id == bot_id)
-        )
-        if event_type in sub.events
-    ]
-    if not subscriptions:
-        return None
-    event_id = ids.new_id(ids.EVENT)
-    now = utcnow()
-    voicemail_id = data.get("voicemailId")
-    body = json.dumps(
-        {
-            "id": event_id,
-            "type": event_type,
-            "createdAt": now.isoformat().replace("+00:00", "Z"),
-            "botId": bot_id,
-            "data": data,
-        },
-        separators=(",", ":"),
-    )
-    for sub in subscriptions:
-        session.add(
-            WebhookDelivery(
-                subscription_id=sub.id,
-                event_id=event_id,
-                event_type=event_type,
-                voicemail_id=voicemail_id if isinstance(voicemail_id, str) else None,
-                body=body,
-                next_attempt_at=now,
-            )
-        )
-    return event_id
-
-
 def redact_deliveries(session: Session, voicemail_ids: Collection[str]) -> int:
     """In the transaction that deletes these voicemails: every delivery of an event about
     them (but their ``voicemail.deleted``) keeps only a tombstone body, the event's envelope
@@ -142,37 +72,24 @@ def redact_deliveries(session: Session, voicemail_ids: Collection[str]) -> int:
         select(WebhookDelivery)
         .where(
             WebhookDelivery.voicemail_id.in_(voicemail_ids),
-            WebhookDelivery.event_type != VOICEMAIL_DELETED,
+            WebhookDelivery.event_type != WebhookEvent.VOICEMAIL_DELETED,
         )
         .order_by(WebhookDelivery.id)
         .with_for_update()
     ).all()
     for delivery in rows:
         delivery.body = tombstone(delivery.body)
-        if delivery.status == PENDING:
-            delivery.status = CANCELLED
+        if delivery.status == DeliveryStatus.PENDING:
+            delivery.status = DeliveryStatus.CANCELLED
             delivery.leased_until = None
             delivery.last_error = CANCELLED_ERROR
     session.flush()
     return len(rows)
 
 
-def tombstone(body: str) -> str:
-    """What a redacted delivery keeps of its body: the envelope and the ids, no data."""
-    event = json.loads(body)
-    data = event.get("data") or {}
-    kept = {key: event.get(key) for key in ("id", "type", "createdAt", "botId")}
-    kept["data"] = {
-        "voicemailId": data.get("voicemailId"),
-        "sessionId": data.get("sessionId"),
-        "redacted": True,
-    }
-    return json.dumps(kept, separators=(",", ":"))
-
-
 def _prunable(before: datetime) -> tuple[ColumnElement[bool], ...]:
     # Done with (delivered, failed or cancelled): a pending one is still being retried.
-    return (WebhookDelivery.created_at < before, WebhookDelivery.status != PENDING)
+    return (WebhookDelivery.created_at < before, WebhookDelivery.status != DeliveryStatus.PENDING)
 
 
 def count_prunable(session: Session, *, before: datetime) -> int:
@@ -236,10 +153,11 @@ def check_url(url: str, targets: TargetPolicy = DEFAULT_TARGETS) -> str:
 
 def check_events(events: Sequence[str]) -> list[str]:
     if not events:
-        raise BadRequest(f"Give at least one event; known events: {', '.join(EVENTS)}")
-    unknown = [event for event in events if event not in EVENTS]
+        raise BadRequest(f"Give at least one event; known events: {', '.join(WebhookEvent)}")
+    unknown = [event for event in events if event not in tuple(WebhookEvent)]
     if unknown:
-        raise BadRequest(f"Unknown event {unknown[0]!r}; known events: {', '.join(EVENTS)}")
+        known = ", ".join(WebhookEvent)
+        raise BadRequest(f"Unknown event {unknown[0]!r}; known events: {known}")
     return list(dict.fromkeys(events))
 
 
@@ -278,16 +196,14 @@ def create_subscription(
     )
     session.add(subscription)
     session.flush()
-    audit.record(
+    audit.record_change(
         session,
         actor=actor,
-        action=WEBHOOK_CREATE,
+        action=audit.WEBHOOK_CREATE,
         bot_id=bot_id,
-        detail={
-            "subscriptionId": subscription.id,
-            "url": audited_url(subscription.url),
-            "events": subscription.events,
-        },
+        subscriptionId=subscription.id,
+        url=audited_url(subscription.url),
+        events=subscription.events,
     )
     return CreatedSubscription(subscription, secret)
 
@@ -333,12 +249,13 @@ def delete_subscription(
     )
     session.delete(subscription)
     session.flush()
-    audit.record(
+    audit.record_change(
         session,
         actor=actor,
-        action=WEBHOOK_DELETE,
+        action=audit.WEBHOOK_DELETE,
         bot_id=subscription.bot_id,
-        detail={"subscriptionId": subscription.id, "url": audited_url(subscription.url)},
+        subscriptionId=subscription.id,
+        url=audited_url(subscription.url),
     )
     return subscription
 
@@ -347,8 +264,8 @@ def delete_subscription(
 
 
 def check_status(status: str | None) -> str | None:
-    if status is not None and status not in STATUSES:
-        raise BadRequest(f"Unknown delivery status {status!r}; one of: {', '.join(STATUSES)}")
+    if status is not None and status not in tuple(DeliveryStatus):
+        raise BadRequest(f"Unknown delivery status {status!r}; one of: {', '.join(DeliveryStatus)}")
     return status
 
 
@@ -421,25 +338,27 @@ def redeliver(
             "deleted with it and it cannot be sent again"
         )
     now = utcnow()
-    if delivery.status == PENDING and delivery.leased_until and delivery.leased_until > now:
+    if (
+        delivery.status == DeliveryStatus.PENDING
+        and delivery.leased_until
+        and delivery.leased_until > now
+    ):
         raise Conflict(f"Webhook delivery {delivery_id} is being sent right now; try again soon")
-    delivery.status = PENDING
+    delivery.status = DeliveryStatus.PENDING
     delivery.next_attempt_at = now
     delivery.leased_until = None
     delivery.delivered_at = None
     session.flush()
     subscription = session.get(WebhookSubscription, delivery.subscription_id)
-    audit.record(
+    audit.record_change(
         session,
         actor=actor,
-        action=WEBHOOK_REDELIVER,
+        action=audit.WEBHOOK_REDELIVER,
         bot_id=subscription.bot_id if subscription else bot_id,
-        detail={
-            "deliveryId": delivery.id,
-            "subscriptionId": delivery.subscription_id,
-            "eventId": delivery.event_id,
-            "eventType": delivery.event_type,
-        },
+        deliveryId=delivery.id,
+        subscriptionId=delivery.subscription_id,
+        eventId=delivery.event_id,
+        eventType=delivery.event_type,
     )
     return delivery
 

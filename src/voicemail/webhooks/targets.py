@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import httpcore
 import httpx
 
+from voicemail.settings import parse_networks
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -115,20 +117,6 @@ def is_public(address: IPAddress) -> bool:
         or address.is_unspecified
         or (address.version == 4 and address in _SHARED)
     )
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """``10.0.0.0/8, 127.0.0.1`` → networks; a bare address is a network of one. Raises
-    ValueError naming the entry that is not a network."""
-    networks = []
-    for entry in (part.strip() for part in text.split(",")):
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"not an IP network (CIDR): {entry!r}") from None
-    return tuple(networks)
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:

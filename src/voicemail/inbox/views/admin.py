@@ -12,11 +12,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from voicemail import admin
 from voicemail.api.deps import ReadSessionDep, SessionDep
-from voicemail.inbox import admin
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import AdminUser, CsrfChecked, WebSessionDep
 from voicemail.inbox.pages import render
+from voicemail.states import Role
 from voicemail.users import service as users
 
 router = APIRouter(prefix="/admin")
@@ -55,7 +56,7 @@ def admin_page(
         "users": found.users,
         "queues": found.queues,
         "bots": found.bots,
-        "roles": users.ROLES,
+        "roles": tuple(Role),
         "min_password": users.MIN_PASSWORD_LENGTH,
     }
     return render(request, "admin.html", context)

@@ -14,7 +14,7 @@ from voicemail.inbox import listing
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import CurrentUser
 from voicemail.inbox.pages import SECURITY_HEADERS, render, templates
-from voicemail.inbox.service import STATES
+from voicemail.states import OPEN, InboxState
 
 router = APIRouter()
 
@@ -65,8 +65,8 @@ def inbox_list(
             "queue_options": listing.queue_options(session, user=user),
             "states": [
                 ("", "Any"),
-                (listing.OPEN, "Open"),
-                *[(s, s.title()) for s in STATES],
+                (OPEN, "Open"),
+                *[(s, s.title()) for s in InboxState],
             ],
             "older_url": older_url,
             "is_first_page": cursor is None,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from voicemail.api.deps import RuntimeDep, SessionDep
-from voicemail.api.errors import error_response
+from voicemail.api.envelope import error_response
 from voicemail.inbox.deps import CsrfChecked, WebSessionDep
 from voicemail.inbox.pages import render
 from voicemail.users import service as users

@@ -15,7 +15,7 @@ from voicemail.inbox.deps import CsrfChecked, CurrentUser
 from voicemail.inbox.pages import render
 from voicemail.inbox.service import get_visible_voicemail
 from voicemail.inbox.waveform import waveform
-from voicemail.media.routes import RangeNotSatisfiable, audit_access, stream_object
+from voicemail.media.streaming import RangeNotSatisfiable, audit_access, stream_object
 from voicemail.queues.service import can_see
 from voicemail.voicemails import kore
 
@@ -62,7 +62,7 @@ def voicemail_audio(
 ) -> Response:
     """The recording, seekable (Range), from whichever storage holds it."""
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
-    audit_access(runtime, voicemail, request, actor=user_actor(user.email))
+    audit_access(runtime.read_audit, voicemail, request, actor=user_actor(user.email))
     try:
         return stream_object(
             runtime.storage,

@@ -18,21 +18,22 @@ The life of a live voicemail:
    with the sequence numbers of the parts it covers. A flush with no new audio (the caller
    is silent, or the gateway suppresses silence) beats the voicemail's ``heartbeat_at``
    instead (``beat``): an open connection shows it is alive whether or not audio arrives.
-3. ``finalize`` (at a clean hang-up, at the maximum duration, or once a disconnected call has
-   had neither a new part nor a heartbeat for ``stream_reconnect_seconds``) joins the parts
-   into one WAV at the voicemail's ``storage_key`` and makes the voicemail ``stored``, with
-   its transcript joined from the parts' live transcripts (or a transcription job when a part
-   has none), and the ``voicemail.created`` event, in one transaction under the voicemail's
-   row lock: a second finalizer finds it no longer ``receiving`` and does nothing. A call
-   with less audio than ``min_duration_seconds`` (the upload path's minimum) left no
-   message: its voicemail is dropped (the row and its parts).
+3. ``CallFinalizer.finalize`` (at a clean hang-up, at the maximum duration, or once a
+   disconnected call has had neither a new part nor a heartbeat for
+   ``stream_reconnect_seconds``) joins the parts into one WAV at the voicemail's
+   ``storage_key`` and makes the voicemail ``stored``, with its transcript joined from the
+   parts' live transcripts (or a transcription job when a part has none), and the
+   ``voicemail.created`` event, in one transaction under the voicemail's row lock: a second
+   finalizer finds it no longer ``receiving`` and does nothing. A call with less audio than
+   ``min_duration_seconds`` (the upload path's minimum) left no message: its voicemail is
+   dropped (the row and its parts).
 
 The abandoned-call timeout must outlive the process that held the socket, so the workers
 finalize, as housekeeping, every ``receiving`` voicemail whose last sign of life (part or
-heartbeat) is older than the grace period (``finalize_abandoned``); the API process also does
-it for its own calls at the exact moment (see ``voicemails.stream``). Signs of life are rows
-in the shared database, so this holds across API processes and survives their crashes: a
-killed process stops beating, and its calls are finalized one grace period later.
+heartbeat) is older than the grace period (``CallFinalizer.finalize_abandoned``); the API
+process also does it for its own calls at the exact moment (see ``live.socket``). Signs of
+life are rows in the shared database, so this holds across API processes and survives their
+crashes: a killed process stops beating, and its calls are finalized one grace period later.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, StreamPart, Voicemail
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
+from voicemail.metrics import Metrics
+from voicemail.settings import Settings
+from voicemail.states import CallOutcome, VoicemailStatus
 from voicemail.storage import Storage
-from voicemail.transcription.engine import Segment, Word
 from voicemail.transcription.engine import Transcript as EngineTranscript
+from voicemail.transcription.segments import Segment, Word
 from voicemail.voicemails import service
 from voicemail.voicemails.tasks import save_transcript
 from voicemail.webhooks import events
@@ -183,7 +187,7 @@ def _receiving_voicemail(session: Session, *, bot_id: str, call_sid: str) -> Voi
         .where(
             Voicemail.bot_id == bot_id,
             Voicemail.call_sid == call_sid,
-            Voicemail.status == service.RECEIVING,
+            Voicemail.status == VoicemailStatus.RECEIVING,
         )
         .order_by(Voicemail.created_at.desc())
         .with_for_update()
@@ -226,7 +230,7 @@ def open_connection(
     session_id = earlier or meta.session_id or call_session_id(bot_id, meta.call_sid)
     # The session's row lock queues connections of one call (and deposits into its session),
     # so only one of two racing connections creates the voicemail.
-    call = service._locked_call_session(
+    call = service.locked_call_session(
         session,
         bot_id=bot_id,
         session_id=session_id,
@@ -238,28 +242,21 @@ def open_connection(
     resumed = voicemail is not None
     if voicemail is None:
         file_id = ids.new_id(ids.FILE)
-        voicemail = Voicemail(
-            id=file_id,
-            session_pk=call.id,
-            bot_id=bot_id,
-            seq=service.next_seq(session, call),
-            status=service.RECEIVING,
-            storage_key=service.storage_key(bot, file_id, now),
+        voicemail = service.new_voicemail(
+            session,
+            call=call,
+            file_id=file_id,
+            key=service.storage_key(bot, file_id, now),
+            status=VoicemailStatus.RECEIVING,
             audio_sha256=RECEIVING_SHA_PREFIX + file_id,
             duration_seconds=0.0,
             sample_rate=rate,
             size_bytes=0,
             source_format=SOURCE_FORMAT,
-            language_hint=meta.language,
-            message_id=ids.new_id(ids.MESSAGE),
-            component_id=ids.new_id(ids.COMPONENT),
-            created_at=now,
+            language=meta.language,
+            now=now,
             call_sid=meta.call_sid,
-            queue_id=bot.queue_id,
-            heartbeat_at=now,
         )
-        session.add(voicemail)
-        session.flush()
     elif voicemail.sample_rate != rate:
         raise BadRequest(
             f"'sampleRate' {meta.sample_rate} differs from this call's {voicemail.sample_rate}"
@@ -351,7 +348,7 @@ def _lock_receiving_and_beat(session: Session, voicemail_id: str) -> None:
     status = session.scalars(
         select(Voicemail.status).where(Voicemail.id == voicemail_id).with_for_update()
     ).first()
-    if status != service.RECEIVING:
+    if status != VoicemailStatus.RECEIVING:
         raise CallFinished(voicemail_id)
     session.execute(
         update(Voicemail).where(Voicemail.id == voicemail_id).values(heartbeat_at=utcnow())
@@ -439,17 +436,13 @@ def merged_transcript(parts: Sequence[StreamPart]) -> tuple[EngineTranscript, fl
 @dataclass(frozen=True)
 class Finalized:
     voicemail_id: str
-    outcome: str  # "stored", or "dropped" (too little audio)
+    outcome: CallOutcome
     duration_seconds: float
     transcribed: bool  # the transcript came from the live transcripts (no job queued)
     part_keys: tuple[str, ...]  # to delete once committed
 
 
-STORED = "stored"
-DROPPED = "dropped"
-
-
-def finalize(
+def _finalize_locked(
     session: Session,
     *,
     storage: Storage,
@@ -467,7 +460,7 @@ def finalize(
     commits: a crash in between leaves a receiving row whose next finalize overwrites it."""
     locked = session.scalars(
         select(Voicemail.id)
-        .where(Voicemail.id == voicemail_id, Voicemail.status == service.RECEIVING)
+        .where(Voicemail.id == voicemail_id, Voicemail.status == VoicemailStatus.RECEIVING)
         .with_for_update()
     ).first()
     if locked is None:
@@ -508,12 +501,12 @@ def finalize(
                 "live voicemail dropped: too little audio",
                 extra={"voicemail_id": voicemail_id, "seconds": round(duration, 3)},
             )
-            return Finalized(voicemail_id, DROPPED, duration, False, part_keys)
+            return Finalized(voicemail_id, CallOutcome.DROPPED, duration, False, part_keys)
         voicemail.audio_sha256, voicemail.size_bytes = sha256_and_size(wav_path)
         storage.put_file(voicemail.storage_key, wav_path)
     voicemail.duration_seconds = duration
     voicemail.source_format = SOURCE_FORMAT
-    voicemail.status = service.STORED
+    voicemail.status = VoicemailStatus.STORED
     voicemail.changed_at = utcnow()
     voicemail.hangup_at = hangup_at or (parts[-1].created_at if parts else utcnow())
     session.flush()
@@ -526,7 +519,7 @@ def finalize(
             session, kind=service.TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts
         )
     events.emit_voicemail_created(session, voicemail=voicemail, source="stream")
-    return Finalized(voicemail_id, STORED, duration, merged is not None, part_keys)
+    return Finalized(voicemail_id, CallOutcome.STORED, duration, merged is not None, part_keys)
 
 
 def _drop(session: Session, voicemail: Voicemail) -> None:
@@ -535,51 +528,6 @@ def _drop(session: Session, voicemail: Voicemail) -> None:
     session.execute(delete(StreamPart).where(StreamPart.voicemail_id == voicemail.id))
     session.delete(voicemail)
     session.flush()
-
-
-def finalize_owned(
-    sessions: sessionmaker[Session],
-    *,
-    storage: Storage,
-    voicemail_id: str,
-    scratch_dir: Path,
-    min_seconds: float,
-    max_attempts: int,
-    hangup_at: datetime | None = None,
-    idle_seconds: float | None = None,
-) -> Finalized | None:
-    """``finalize`` in its own transaction, then the parts' objects deleted.
-
-    With ``idle_seconds``, only when the call's last part is older than that (no connection
-    is streaming it, on any process); otherwise None.
-    """
-    with sessions.begin() as session:
-        done = finalize(
-            session,
-            storage=storage,
-            voicemail_id=voicemail_id,
-            scratch_dir=scratch_dir,
-            min_seconds=min_seconds,
-            max_attempts=max_attempts,
-            hangup_at=hangup_at,
-            idle_seconds=idle_seconds,
-        )
-    if done is not None:
-        for key in done.part_keys:
-            try:
-                storage.delete(key)
-            except Exception:
-                log.warning("stream part not deleted", extra={"key": key}, exc_info=True)
-        log.info(
-            "live voicemail finalized",
-            extra={
-                "voicemail_id": voicemail_id,
-                "outcome": done.outcome,
-                "seconds": round(done.duration_seconds, 3),
-                "live_transcript": done.transcribed,
-            },
-        )
-    return done
 
 
 def last_part_at(session: Session, voicemail_id: str) -> datetime | None:
@@ -608,7 +556,7 @@ def seconds_until_idle(
     old (0 when it is); None when the voicemail is no longer receiving."""
     with sessions() as session:
         status = session.scalar(select(Voicemail.status).where(Voicemail.id == voicemail_id))
-        if status != service.RECEIVING:
+        if status != VoicemailStatus.RECEIVING:
             return None
         last = last_sign_of_life(session, voicemail_id)
     if last is None:
@@ -616,19 +564,10 @@ def seconds_until_idle(
     return max(0.0, (last + timedelta(seconds=idle_seconds) - utcnow()).total_seconds())
 
 
-def finalize_abandoned(
-    sessions: sessionmaker[Session],
-    *,
-    storage: Storage,
-    scratch_dir: Path,
-    idle_seconds: float,
-    min_seconds: float,
-    max_attempts: int,
-    wake: threading.Event | None = None,
-) -> int:
-    """Housekeeping: finalize every receiving voicemail whose last part and last heartbeat
-    are older than ``idle_seconds`` (its gateway disconnected and did not come back, or its
-    API process died); how many were finalized. Safe from many processes at once."""
+def abandoned_calls(sessions: sessionmaker[Session], *, idle_seconds: float) -> list[str]:
+    """The receiving voicemails whose last part and last heartbeat are older than
+    ``idle_seconds``: their gateway disconnected and did not come back, or their API process
+    died."""
     cutoff = utcnow() - timedelta(seconds=idle_seconds)
     recent_part = (
         select(StreamPart.id)
@@ -636,28 +575,121 @@ def finalize_abandoned(
         .exists()
     )
     with sessions() as session:
-        candidates = list(
+        return list(
             session.scalars(
                 select(Voicemail.id).where(
-                    Voicemail.status == service.RECEIVING,
+                    Voicemail.status == VoicemailStatus.RECEIVING,
                     or_(Voicemail.heartbeat_at.is_(None), Voicemail.heartbeat_at <= cutoff),
                     ~recent_part,
                 )
             )
         )
-    done = 0
-    for voicemail_id in candidates:
-        finalized = finalize_owned(
-            sessions,
+
+
+@dataclass(frozen=True)
+class CallFinalizer:
+    """What finalizing a live call needs, built once per process (``Runtime.call_finalizer``)
+    so that no caller passes it by hand.
+
+    The process that held the call finalizes it with ``finalize``: the jambonz socket at a
+    hang-up or once the grace period has passed, and so will a SIP endpoint at its BYE. The
+    workers' housekeeping finalizes the calls nobody holds any more (``finalize_abandoned``).
+    """
+
+    sessions: sessionmaker[Session]
+    storage: Storage
+    scratch_dir: Path
+    min_seconds: float  # less audio than this left no message (the upload path's minimum)
+    max_attempts: int  # of the transcription job queued when some audio has no live transcript
+    grace_seconds: float  # how long a disconnected call waits for its gateway to reconnect
+    wake: threading.Event  # the workers': set when a transcription job was queued
+    metrics: Metrics  # this process's
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        sessions: sessionmaker[Session],
+        storage: Storage,
+        wake: threading.Event,
+        metrics: Metrics,
+    ) -> CallFinalizer:
+        return cls(
+            sessions=sessions,
             storage=storage,
-            voicemail_id=voicemail_id,
-            scratch_dir=scratch_dir,
-            min_seconds=min_seconds,
-            max_attempts=max_attempts,
-            idle_seconds=idle_seconds,
+            scratch_dir=settings.scratch_dir,
+            min_seconds=settings.min_duration_seconds,
+            max_attempts=settings.job_max_attempts,
+            grace_seconds=settings.stream_reconnect_seconds,
+            wake=wake,
+            metrics=metrics,
         )
-        if finalized is not None:
-            done += 1
-    if done and wake is not None:
-        wake.set()
-    return done
+
+    def finalize(
+        self, voicemail_id: str, *, hangup_at: datetime | None = None, after_grace: bool = False
+    ) -> Finalized | None:
+        """Join the call's parts into its recording and store it (or drop a call with too
+        little audio), in its own transaction; then delete the parts' objects. ``hangup_at``:
+        when the caller hung up (default: when the last part arrived). ``after_grace``: only
+        when the call has shown no sign of life for the grace period (no connection streams
+        it, on any process). None when it was not finalized (someone else did, or, with
+        ``after_grace``, it is alive)."""
+        idle_seconds = self.grace_seconds if after_grace else None
+        done = self._finalize(voicemail_id, hangup_at=hangup_at, idle_seconds=idle_seconds)
+        if done is not None and done.outcome == CallOutcome.STORED:
+            # A live call is a deposit: counted where it is stored, as an upload is. (One a
+            # worker finalizes after its API process died shows in no API process's count.)
+            self.metrics.count_deposit(duplicate=False)
+        return done
+
+    def seconds_until_idle(self, voicemail_id: str) -> float | None:
+        """How long until the call has been silent for the grace period (see
+        ``seconds_until_idle``); None when it is no longer receiving."""
+        return seconds_until_idle(
+            self.sessions, voicemail_id=voicemail_id, idle_seconds=self.grace_seconds
+        )
+
+    def finalize_abandoned(self) -> int:
+        """Housekeeping: finalize every call silent for the grace period; how many were
+        finalized. Safe from many processes at once."""
+        done = 0
+        for voicemail_id in abandoned_calls(self.sessions, idle_seconds=self.grace_seconds):
+            if self._finalize(voicemail_id, idle_seconds=self.grace_seconds) is not None:
+                done += 1
+        return done
+
+    def _finalize(
+        self, voicemail_id: str, *, hangup_at: datetime | None = None, idle_seconds: float | None
+    ) -> Finalized | None:
+        """``_finalize_locked`` in its own transaction, then the parts' objects deleted."""
+        with self.sessions.begin() as session:
+            done = _finalize_locked(
+                session,
+                storage=self.storage,
+                voicemail_id=voicemail_id,
+                scratch_dir=self.scratch_dir,
+                min_seconds=self.min_seconds,
+                max_attempts=self.max_attempts,
+                hangup_at=hangup_at,
+                idle_seconds=idle_seconds,
+            )
+        if done is None:
+            return None
+        for key in done.part_keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                log.warning("stream part not deleted", extra={"key": key}, exc_info=True)
+        log.info(
+            "live voicemail finalized",
+            extra={
+                "voicemail_id": voicemail_id,
+                "outcome": done.outcome,
+                "seconds": round(done.duration_seconds, 3),
+                "live_transcript": done.transcribed,
+            },
+        )
+        if done.outcome == CallOutcome.STORED and not done.transcribed:
+            self.wake.set()  # its transcription job was queued
+        return done

@@ -1,15 +1,17 @@
-"""Administration of users, queues and bots, shared by the CLI and the admin pages.
+"""Administration of users, queues and bots' queues, shared by the CLI and the inbox's
+admin pages (it spans three domains, so it sits above them rather than in one of them, or
+in the web UI package).
 
 Every change is checked against the acting party's account and written to the audit log in
-the change's own transaction. The CLI acts for every account; an admin signed in to the
-inbox only for their own, and never locks themselves out (no self-demotion or deactivation).
+the change's own transaction (``audit.record_change``). The CLI acts for every account; an
+admin signed in to the inbox only for their own, and never locks themselves out (no
+self-demotion or deactivation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,19 +21,9 @@ from voicemail.bots import service as bots
 from voicemail.db.models import Bot, Queue, User
 from voicemail.errors import BadRequest, Forbidden, NotFound
 from voicemail.queues import service as queues
+from voicemail.states import Role
 from voicemail.users import service as users
 from voicemail.users import sessions
-
-# Audit actions
-USER_CREATE = "user.create"
-USER_SET_PASSWORD = "user.set-password"  # noqa: S105 (an action name)
-USER_SET_ROLE = "user.set-role"
-USER_SET_ACTIVE = "user.set-active"
-QUEUE_CREATE = "queue.create"
-QUEUE_ADD_MEMBER = "queue.add-member"
-QUEUE_REMOVE_MEMBER = "queue.remove-member"
-QUEUE_SET_ALERTS = "queue.set-alerts"
-BOT_SET_QUEUE = "bot.set-queue"
 
 
 @dataclass(frozen=True)
@@ -50,11 +42,6 @@ CLI = Actor(audit.CLI)
 
 def web_actor(user: User, session_id: str | None = None) -> Actor:
     return Actor(audit.user_actor(user.email), user.account_id, user.id, session_id)
-
-
-def _record(session: Session, actor: Actor, action: str, **detail: Any) -> None:
-    bot_id = detail.pop("bot_id", None)
-    audit.record(session, actor=actor.name, action=action, bot_id=bot_id, detail=detail)
 
 
 def _user(session: Session, actor: Actor, email_or_id: str) -> User:
@@ -97,10 +84,10 @@ def create_user(
     for name_or_id in queue_names:
         queue = queues.find_queue(session, name_or_id=name_or_id, account_id=user.account_id)
         queues.add_member(session, queue=queue, user=user)
-    _record(
+    audit.record_change(
         session,
-        actor,
-        USER_CREATE,
+        actor=actor.name,
+        action=audit.USER_CREATE,
         userId=user.id,
         email=user.email,
         role=user.role,
@@ -117,16 +104,25 @@ def set_password(session: Session, *, actor: Actor, email_or_id: str, password: 
     users.set_password(session, user=user, password=password)
     own = user.id == actor.user_id
     sessions.end_all(session, user_id=user.id, keep=actor.session_id if own else None)
-    _record(session, actor, USER_SET_PASSWORD, userId=user.id, email=user.email)
+    audit.record_change(
+        session, actor=actor.name, action=audit.USER_SET_PASSWORD, userId=user.id, email=user.email
+    )
     return user
 
 
 def set_role(session: Session, *, actor: Actor, email_or_id: str, role: str) -> User:
     user = _user(session, actor, email_or_id)
-    if user.id == actor.user_id and role != users.ADMIN:
+    if user.id == actor.user_id and role != Role.ADMIN:
         raise Forbidden("You cannot take the admin role from yourself; ask another admin")
     users.set_role(session, user=user, role=role)
-    _record(session, actor, USER_SET_ROLE, userId=user.id, email=user.email, role=role)
+    audit.record_change(
+        session,
+        actor=actor.name,
+        action=audit.USER_SET_ROLE,
+        userId=user.id,
+        email=user.email,
+        role=role,
+    )
     return user
 
 
@@ -138,7 +134,14 @@ def set_active(session: Session, *, actor: Actor, email_or_id: str, active: bool
     users.set_active(session, user=user, active=active)
     if not active:
         sessions.end_all(session, user_id=user.id)
-    _record(session, actor, USER_SET_ACTIVE, userId=user.id, email=user.email, active=active)
+    audit.record_change(
+        session,
+        actor=actor.name,
+        action=audit.USER_SET_ACTIVE,
+        userId=user.id,
+        email=user.email,
+        active=active,
+    )
     return user
 
 
@@ -153,7 +156,14 @@ def create_queue(
     queue = queues.create_queue(session, account_id=account_id, name=name)
     for bot_id in bot_ids:
         queues.set_bot_queue(session, bot=_bot(session, actor, bot_id), queue=queue)
-    _record(session, actor, QUEUE_CREATE, queueId=queue.id, name=queue.name, bots=list(bot_ids))
+    audit.record_change(
+        session,
+        actor=actor.name,
+        action=audit.QUEUE_CREATE,
+        queueId=queue.id,
+        name=queue.name,
+        bots=list(bot_ids),
+    )
     return queue
 
 
@@ -161,7 +171,9 @@ def add_member(session: Session, *, actor: Actor, queue: str, user: str) -> Queu
     found = find_queue(session, actor=actor, name_or_id=queue)
     member = _user(session, actor, user)
     queues.add_member(session, queue=found, user=member)
-    _record(session, actor, QUEUE_ADD_MEMBER, queueId=found.id, userId=member.id)
+    audit.record_change(
+        session, actor=actor.name, action=audit.QUEUE_ADD_MEMBER, queueId=found.id, userId=member.id
+    )
     return found
 
 
@@ -169,7 +181,13 @@ def remove_member(session: Session, *, actor: Actor, queue: str, user: str) -> Q
     found = find_queue(session, actor=actor, name_or_id=queue)
     member = _user(session, actor, user)
     queues.remove_member(session, queue=found, user=member)
-    _record(session, actor, QUEUE_REMOVE_MEMBER, queueId=found.id, userId=member.id)
+    audit.record_change(
+        session,
+        actor=actor.name,
+        action=audit.QUEUE_REMOVE_MEMBER,
+        queueId=found.id,
+        userId=member.id,
+    )
     return found
 
 
@@ -184,10 +202,10 @@ def set_alerts(
     """Alert thresholds of a queue; None turns one off."""
     found = find_queue(session, actor=actor, name_or_id=queue)
     queues.set_alerts(session, queue=found, max_count=max_count, max_age_minutes=max_age_minutes)
-    _record(
+    audit.record_change(
         session,
-        actor,
-        QUEUE_SET_ALERTS,
+        actor=actor.name,
+        action=audit.QUEUE_SET_ALERTS,
         queueId=found.id,
         maxCount=max_count,
         maxAgeMinutes=max_age_minutes,
@@ -200,7 +218,13 @@ def set_bot_queue(session: Session, *, actor: Actor, bot_id: str, queue: str | N
     bot = _bot(session, actor, bot_id)
     found = find_queue(session, actor=actor, name_or_id=queue) if queue else None
     queues.set_bot_queue(session, bot=bot, queue=found)
-    _record(session, actor, BOT_SET_QUEUE, bot_id=bot.id, queueId=found.id if found else None)
+    audit.record_change(
+        session,
+        actor=actor.name,
+        action=audit.BOT_SET_QUEUE,
+        bot_id=bot.id,
+        queueId=found.id if found else None,
+    )
     return bot
 
 

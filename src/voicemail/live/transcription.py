@@ -42,7 +42,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from voicemail.transcription.engine import SAMPLE_RATE, Segment, Transcriber, Transcript, Word
+from voicemail.transcription.engine import SAMPLE_RATE, Transcriber, Transcript
+from voicemail.transcription.segments import Segment, Word
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ message over ``stream_max_message_bytes``, 1011 on a failure of ours. A close fr
 gateway with 1000 or 1001 is a hang-up: the voicemail is finalized at once. Anything else (a
 dropped TCP connection, 1006, 1011…) keeps what arrived and waits
 ``stream_reconnect_seconds`` for the gateway to come back with the same ``callSid`` before
-finalizing (see ``voicemails.live``). While the socket is open the call is never finalized
+finalizing (see ``live.calls``). While the socket is open the call is never finalized
 as abandoned, however long the caller is silent: every ``stream_flush_seconds`` the
 connection stores a part or, with no new audio, beats the call's heartbeat.
 
@@ -34,7 +34,7 @@ What one connection may cost is bounded:
 - Memory: one message of at most ``stream_max_message_bytes``, the audio since the last
   part (a flush period at the most allowed pace: past that, because storage is slow, the
   connection stores it before it reads on), and the live transcription's bounded
-  backlog (``transcription.live``). Audio above 16 kHz is resampled to 16 kHz as it arrives
+  backlog (``live.transcription``). Audio above 16 kHz is resampled to 16 kHz as it arrives
   (a streaming resampler, whose state carries across messages), so a 64 kHz call costs no
   more memory or disk than a 16 kHz one.
 - Threads: none per connection; live transcription runs as short steps on the runtime's
@@ -55,26 +55,24 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import av
 import numpy as np
 from av.audio.resampler import AudioResampler
 from fastapi import APIRouter, WebSocket
-from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.datastructures import Headers
 
-from voicemail.api.deps import token_from_headers
-from voicemail.api.errors import error_response
+from voicemail.api.deps import DEPOSIT, BotId, token_from_headers
+from voicemail.api.envelope import error_response
 from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
 from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError
+from voicemail.live import calls
+from voicemail.live.transcription import FellBehind, LiveTranscription
 from voicemail.runtime import Runtime
-from voicemail.transcription.live import FellBehind, LiveTranscription
-from voicemail.voicemails import live
-from voicemail.voicemails.routes import authorize, charge
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
@@ -117,19 +115,10 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
 
 def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
     """The upload path's checks and deposit rate limit, for a JWT or Basic credentials."""
-    settings = runtime.settings
     basic = _basic_credentials(headers.get("authorization", ""))
     with runtime.read_sessions() as session:
         if basic is None:
-            authorize(
-                runtime,
-                session,
-                token_from_headers(headers),
-                bot_id,
-                scope=auth.SCOPE_DEPOSIT,
-                bucket="deposit",
-                per_minute=settings.deposit_rate_limit_per_minute,
-            )
+            DEPOSIT.authenticate(runtime, session, token_from_headers(headers), bot_id)
             return
         caller = auth.authenticate_basic(
             session,
@@ -137,9 +126,9 @@ def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
             client_id=basic[0],
             client_secret=basic[1],
             bot_id=bot_id,
-            scope=auth.SCOPE_DEPOSIT,
+            scope=DEPOSIT.scope,
         )
-    charge(runtime, caller, bucket="deposit", per_minute=settings.deposit_rate_limit_per_minute)
+    DEPOSIT.charge(runtime, caller)
 
 
 async def _deny(websocket: WebSocket, exc: VoicemailError) -> None:
@@ -153,11 +142,11 @@ async def _deny(websocket: WebSocket, exc: VoicemailError) -> None:
         await websocket.close(code=CLOSE_POLICY, reason=_reason(exc.message))
 
 
-def _open_call(runtime: Runtime, bot_id: str, meta: live.CallMetadata) -> live.OpenedCall:
+def _open_call(runtime: Runtime, bot_id: str, meta: calls.CallMetadata) -> calls.OpenedCall:
     for attempt in range(1, OPEN_ATTEMPTS + 1):
         try:
             with runtime.sessions.begin() as session:
-                return live.open_connection(session, bot_id=bot_id, meta=meta)
+                return calls.open_connection(session, bot_id=bot_id, meta=meta)
         except IntegrityError:
             # A racing connection of the same call created its session first; retry finds it.
             if attempt == OPEN_ATTEMPTS:
@@ -209,15 +198,15 @@ class _Resampler:
 class _Connection:
     """One WebSocket connection's audio: buffered, stored as parts, transcribed live."""
 
-    def __init__(self, runtime: Runtime, call: live.OpenedCall, meta: live.CallMetadata) -> None:
+    def __init__(self, runtime: Runtime, call: calls.OpenedCall, meta: calls.CallMetadata) -> None:
         self.runtime = runtime
         self.call = call
         self.channels = meta.channels
-        self.frame_bytes = live.SAMPLE_WIDTH * meta.channels
+        self.frame_bytes = calls.SAMPLE_WIDTH * meta.channels
         self.input_rate = meta.sample_rate
         settings = runtime.settings
         left = settings.max_duration_seconds - call.stored_seconds
-        self.bytes_left = max(0, int(left * call.sample_rate)) * live.SAMPLE_WIDTH
+        self.bytes_left = max(0, int(left * call.sample_rate)) * calls.SAMPLE_WIDTH
         self.pending = bytearray()  # at call.sample_rate, the storage rate
         self.remainder = b""
         self.resampler = (
@@ -230,7 +219,7 @@ class _Connection:
         # fallen behind (storage slow or down) and the connection stores before reading on.
         most = settings.stream_flush_seconds * settings.stream_max_speed
         most += settings.stream_burst_seconds
-        self.max_pending_bytes = int(most * call.sample_rate) * live.SAMPLE_WIDTH
+        self.max_pending_bytes = int(most * call.sample_rate) * calls.SAMPLE_WIDTH
         self.seqs: list[int] = []
         self.flush_lock = asyncio.Lock()
         self.finished = False  # the voicemail was finalized by someone else meanwhile
@@ -248,7 +237,7 @@ class _Connection:
 
     @property
     def seconds(self) -> float:
-        return self.received_bytes / live.SAMPLE_WIDTH / self.call.sample_rate
+        return self.received_bytes / calls.SAMPLE_WIDTH / self.call.sample_rate
 
     def audio_seconds(self, message_bytes: int) -> float:
         """Seconds of audio in a message of this size, at the gateway's rate and channels."""
@@ -260,7 +249,7 @@ class _Connection:
         data = self.remainder + data
         usable = len(data) - len(data) % self.frame_bytes
         self.remainder = data[usable:]
-        samples = np.frombuffer(data, dtype="<i2", count=usable // live.SAMPLE_WIDTH)
+        samples = np.frombuffer(data, dtype="<i2", count=usable // calls.SAMPLE_WIDTH)
         if self.channels == 2:  # stereo: keep the caller's channel
             samples = samples[0::2]
         if self.resampler is not None:
@@ -302,7 +291,7 @@ class _Connection:
             settings = self.runtime.settings
             try:
                 seq = await run_in_threadpool(
-                    live.store_part,
+                    calls.store_part,
                     self.runtime.sessions,
                     storage=self.runtime.storage,
                     call=self.call,
@@ -311,7 +300,7 @@ class _Connection:
                     transcript=transcript,
                     covers=list(self.seqs),
                 )
-            except live.CallFinished:
+            except calls.CallFinished:
                 self.finished = True
                 log.warning(
                     "live audio after the voicemail was finalized; dropped",
@@ -328,9 +317,9 @@ class _Connection:
         that the connection is alive, so the call is not finalized as abandoned."""
         try:
             await run_in_threadpool(
-                live.beat, self.runtime.sessions, voicemail_id=self.call.voicemail_id
+                calls.beat, self.runtime.sessions, voicemail_id=self.call.voicemail_id
             )
-        except live.CallFinished:
+        except calls.CallFinished:
             self.finished = True
             log.warning(
                 "live voicemail finalized while its connection was open",
@@ -368,7 +357,7 @@ class _Connection:
                 )
             self.transcription.close()
             return None
-        return live.transcript_json(result, processing_seconds=time.perf_counter() - started)
+        return calls.transcript_json(result, processing_seconds=time.perf_counter() - started)
 
     async def end(self) -> None:
         """Store what is left, with the connection's live transcript."""
@@ -377,50 +366,19 @@ class _Connection:
         await self.flush(transcript, final=True)
 
 
-def _finalize(
-    runtime: Runtime,
-    voicemail_id: str,
-    idle_seconds: float | None,
-    hangup_at: datetime | None = None,
-) -> bool:
-    settings = runtime.settings
-    done = live.finalize_owned(
-        runtime.sessions,
-        storage=runtime.storage,
-        voicemail_id=voicemail_id,
-        scratch_dir=settings.scratch_dir,
-        min_seconds=settings.min_duration_seconds,
-        max_attempts=settings.job_max_attempts,
-        idle_seconds=idle_seconds,
-        hangup_at=hangup_at,
-    )
-    if done is not None and done.outcome == live.STORED:
-        # A live call is a deposit: counted where it is stored, as an upload is. (One a
-        # worker finalizes after its API process died shows in no API process's count.)
-        runtime.metrics.count_deposit(duplicate=False)
-        if not done.transcribed:
-            runtime.wake_worker.set()
-    return done is not None
-
-
 async def _finalize_when_idle(runtime: Runtime, voicemail_id: str) -> None:
     """Finalize a disconnected call once it has had no new part for the grace period (a
     reconnect, here or on another process, adds parts and so postpones it)."""
-    grace = runtime.settings.stream_reconnect_seconds
+    finalizer = runtime.call_finalizer
     try:
         while True:
-            wait = await run_in_threadpool(
-                live.seconds_until_idle,
-                runtime.sessions,
-                voicemail_id=voicemail_id,
-                idle_seconds=grace,
-            )
+            wait = await run_in_threadpool(finalizer.seconds_until_idle, voicemail_id)
             if wait is None:  # finalized meanwhile
                 return
             if wait > 0:
                 await asyncio.sleep(wait + 0.05)
                 continue
-            if await run_in_threadpool(_finalize, runtime, voicemail_id, grace):
+            if await run_in_threadpool(finalizer.finalize, voicemail_id, after_grace=True):
                 return
     except Exception:
         # The workers' housekeeping finalizes it instead.
@@ -458,7 +416,7 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 @router.websocket("/public/bot/{botId}/voicemail/stream")
 async def stream_voicemail(
     websocket: WebSocket,
-    bot_id: Annotated[str, PathParam(alias="botId", description="Bot (stream) id, st-<uuid>")],
+    bot_id: BotId,
 ) -> None:
     runtime: Runtime = websocket.app.state.runtime
     try:
@@ -487,7 +445,7 @@ async def stream_voicemail(
         await _close(websocket, CLOSE_UNSUPPORTED, "The first frame must be JSON metadata (text)")
         return
     try:
-        meta = live.parse_metadata(first["text"])
+        meta = calls.parse_metadata(first["text"])
         call = await run_in_threadpool(_open_call, runtime, bot_id, meta)
     except BadRequest as exc:
         log.info("live stream metadata refused", extra={"bot_id": bot_id, "reason": exc.message})
@@ -507,7 +465,7 @@ async def stream_voicemail(
 
 
 async def _run(
-    websocket: WebSocket, runtime: Runtime, call: live.OpenedCall, meta: live.CallMetadata
+    websocket: WebSocket, runtime: Runtime, call: calls.OpenedCall, meta: calls.CallMetadata
 ) -> None:
     settings = runtime.settings
     connection = _Connection(runtime, call, meta)
@@ -613,7 +571,9 @@ async def _end(runtime: Runtime, connection: _Connection, *, hangup_at: datetime
         return
     if hangup_at is not None:
         try:
-            await run_in_threadpool(_finalize, runtime, voicemail_id, None, hangup_at)
+            await run_in_threadpool(
+                runtime.call_finalizer.finalize, voicemail_id, hangup_at=hangup_at
+            )
             return
         except Exception:
             log.exception("live voicemail not finalized", extra={"voicemail_id": voicemail_id})

@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from voicemail.voicemails.live import SAMPLE_WIDTH, call_session_id
+from voicemail.live.calls import SAMPLE_WIDTH, call_session_id
 
 SUBPROTOCOL = Subprotocol("audio.jambonz.org")
 FRAME_SECONDS = 0.020

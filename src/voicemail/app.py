@@ -1,4 +1,5 @@
-"""The FastAPI application: ``create_app(settings)``."""
+"""The FastAPI application, ``create_app(settings)``: the top of the house, where the
+routers, error handlers, middleware and the embedded worker are put together."""
 
 from __future__ import annotations
 
@@ -21,15 +22,16 @@ from voicemail.api.middleware import (
 from voicemail.api.openapi import install_openapi
 from voicemail.db.migrate import upgrade
 from voicemail.inbox import routes as inbox_routes
-from voicemail.inbox.pages import STATIC_DIR
+from voicemail.inbox.pages import STATIC_DIR, error_page
 from voicemail.jobs.worker import WorkerPool
+from voicemail.live import socket as stream_routes
 from voicemail.media import routes as media_routes
 from voicemail.metrics import parse_listen, serve_metrics
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.voicemails import routes as voicemail_routes
-from voicemail.voicemails import stream as stream_routes
 from voicemail.webhooks import routes as webhook_routes
+from voicemail.worker import build_worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def create_app(
         stop = threading.Event()
         thread: threading.Thread | None = None
         if with_worker:
-            pool = rt.worker_pool()
+            pool = build_worker_pool(rt)
             thread = threading.Thread(
                 target=_run_worker, args=(rt, pool, stop), name="voicemail-worker", daemon=True
             )
@@ -83,7 +85,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runs_worker = with_worker
-    install_error_handlers(app)
+    # The inbox answers its errors as pages for a browser, the rest in Kore's envelope.
+    install_error_handlers(app, pages={inbox_routes.router.prefix: error_page})
     install_openapi(app)
     for prefix in ("/api", "/api/1.1"):
         app.include_router(voicemail_routes.router, prefix=prefix)
