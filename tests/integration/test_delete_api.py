@@ -19,7 +19,7 @@ from tests.helpers.credentials import Credentials, make_credentials, new_bot
 from tests.helpers.http import deposit, fetch
 from tests.helpers.scan import copies_in_database, copies_in_folder
 from tests.helpers.webhook_receiver import running_receiver
-from voicemail import ids
+from tests.helpers.webhooks import add_subscription_row
 from voicemail.auth import service as auth
 from voicemail.db.models import (
     AuditEntry,
@@ -29,7 +29,6 @@ from voicemail.db.models import (
     Transcript,
     Voicemail,
     WebhookDelivery,
-    WebhookSubscription,
 )
 from voicemail.errors import Conflict
 from voicemail.runtime import Runtime
@@ -92,21 +91,6 @@ def storage_keys(runtime: Runtime) -> list[str]:
         return list(session.scalars(select(Voicemail.storage_key).order_by(Voicemail.created_at)))
 
 
-def subscribe(
-    runtime: Runtime, bot_id: str, events: list[str], url: str = "http://127.0.0.1:9/hook"
-) -> str:
-    with runtime.sessions.begin() as session:
-        subscription = WebhookSubscription(
-            id=ids.new_id(ids.WEBHOOK),
-            bot_id=bot_id,
-            url=url,
-            events=events,
-            secret_ciphertext=runtime.box.encrypt("whsec-test"),
-        )
-        session.add(subscription)
-        return subscription.id
-
-
 @pytest.mark.parametrize("storage_kind", ["local", "s3"])
 def test_delete_makes_audio_transcript_and_urls_unreachable(
     client: TestClient,
@@ -162,7 +146,7 @@ def test_delete_removes_every_voicemail_of_the_session_and_only_those(
     speech_clips: list[Path],
     speech_clip: Path,
 ) -> None:
-    subscription = subscribe(runtime, creds.bot_id, [WebhookEvent.VOICEMAIL_DELETED])
+    subscription = add_subscription_row(runtime, creds.bot_id, [WebhookEvent.VOICEMAIL_DELETED])
     first, second = (deposit(client, creds, clip, SESSION) for clip in speech_clips)
     deposit(client, creds, speech_clip, OTHER_SESSION)
     keys = storage_keys(runtime)
@@ -357,7 +341,7 @@ def test_delete_leaves_no_copy_of_the_callers_data_anywhere(
     cancelled; the receiver gets ``voicemail.deleted`` only, with ids."""
     transcriber.text = SPOKEN
     with running_receiver() as receiver:
-        subscribe(runtime, creds.bot_id, list(WebhookEvent), url=receiver.url)
+        add_subscription_row(runtime, creds.bot_id, list(WebhookEvent), url=receiver.url)
         deposit(client, creds, speech_clip, SESSION, **{"from": CALLER, "to": DIALED})
         runtime.webhook_sender().deliver_due()  # voicemail.created: delivered
         assert build_worker(runtime).run_once()  # transcription.completed: still pending
@@ -465,7 +449,7 @@ def test_delete_while_transcribing_discards_the_late_transcript(
     speech_clip: Path,
     transcriber: BlockingTranscriber,
 ) -> None:
-    subscribe(runtime, creds.bot_id, [WebhookEvent.TRANSCRIPTION_COMPLETED])
+    add_subscription_row(runtime, creds.bot_id, [WebhookEvent.TRANSCRIPTION_COMPLETED])
     deposit(client, creds, speech_clip, SESSION)
     transcriber.release.clear()
     worker = build_worker(runtime)

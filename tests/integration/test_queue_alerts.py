@@ -15,31 +15,16 @@ from sqlalchemy import select, update
 from tests.helpers.credentials import new_bot
 from tests.helpers.inbox import add_voicemail, make_queue
 from tests.helpers.webhook_receiver import running_receiver
-from voicemail.audit import service as audit
+from tests.helpers.webhooks import subscribe
 from voicemail.db.base import utcnow
 from voicemail.db.models import Queue, Voicemail, WebhookDelivery
 from voicemail.inbox import alerts
 from voicemail.runtime import Runtime
-from voicemail.webhooks import service as webhooks
 from voicemail.webhooks.events import WebhookEvent
 from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 from voicemail.worker import build_worker
 
 QUEUE_EVENTS = (WebhookEvent.QUEUE_ALERT, WebhookEvent.QUEUE_ALERT_CLEARED)
-
-
-def subscribe(runtime: Runtime, bot_id: str, url: str = "https://example.com/hook") -> str:
-    with runtime.sessions.begin() as session:
-        created = webhooks.create_subscription(
-            session,
-            box=runtime.box,
-            actor=audit.CLI,
-            bot_id=bot_id,
-            url=url,
-            events=QUEUE_EVENTS,
-            targets=runtime.webhook_targets,
-        )
-        return created.secret
 
 
 def set_thresholds(runtime: Runtime, queue_id: str, *, count: int | None, age: int | None) -> None:
@@ -71,7 +56,7 @@ def test_one_alert_per_breach_then_cleared(runtime: Runtime) -> None:
     queue_id = make_queue(runtime, "Support", bot_ids=(first, second))
     make_queue(runtime, "Sales", bot_ids=(elsewhere,))
     for bot in (first, second, elsewhere):
-        subscribe(runtime, bot)
+        subscribe(runtime, bot, events=QUEUE_EVENTS)
     set_thresholds(runtime, queue_id, count=2, age=None)
     add_voicemail(runtime, first, created_at=utcnow() - timedelta(minutes=3))
     assert check(runtime) == [] and events(runtime) == []  # below the threshold
@@ -114,7 +99,7 @@ def test_one_alert_per_breach_then_cleared(runtime: Runtime) -> None:
 def test_age_threshold(runtime: Runtime) -> None:
     bot = new_bot(runtime)
     queue_id = make_queue(runtime, "Support", bot_ids=(bot,))
-    subscribe(runtime, bot)
+    subscribe(runtime, bot, events=QUEUE_EVENTS)
     set_thresholds(runtime, queue_id, count=100, age=60)
     add_voicemail(runtime, bot, created_at=utcnow() - timedelta(minutes=59))
     assert check(runtime) == []
@@ -133,7 +118,7 @@ def test_age_threshold(runtime: Runtime) -> None:
 def test_queue_without_thresholds_never_alerts(runtime: Runtime) -> None:
     bot = new_bot(runtime)
     make_queue(runtime, "Support", bot_ids=(bot,))
-    subscribe(runtime, bot)
+    subscribe(runtime, bot, events=QUEUE_EVENTS)
     for _ in range(3):
         add_voicemail(runtime, bot, created_at=utcnow() - timedelta(days=3))
     assert check(runtime) == [] and events(runtime) == []
@@ -142,7 +127,7 @@ def test_queue_without_thresholds_never_alerts(runtime: Runtime) -> None:
 def test_concurrent_checks_send_one_alert(runtime: Runtime) -> None:
     bot = new_bot(runtime)
     queue_id = make_queue(runtime, "Support", bot_ids=(bot,))
-    subscribe(runtime, bot)
+    subscribe(runtime, bot, events=QUEUE_EVENTS)
     set_thresholds(runtime, queue_id, count=1, age=None)
     add_voicemail(runtime, bot, created_at=utcnow())
 
@@ -188,7 +173,7 @@ def test_housekeeping_delivers_a_signed_alert(runtime: Runtime) -> None:
     set_thresholds(runtime, queue_id, count=1, age=None)
     add_voicemail(runtime, bot, created_at=utcnow())
     with running_receiver() as receiver:
-        secret = subscribe(runtime, bot, receiver.url)
+        _, secret = subscribe(runtime, bot, receiver.url, QUEUE_EVENTS)
         (task,) = [t for t in build_worker(runtime).housekeeping if t.name == "check queue alerts"]
         assert task.every_seconds == runtime.settings.alert_check_seconds
         task.action()

@@ -18,6 +18,7 @@ from tests.helpers.cli import run_cli
 from tests.helpers.credentials import Credentials, new_bot
 from tests.helpers.deposits import deposit_file
 from tests.helpers.scan import copies_in_database, copies_in_folder
+from tests.helpers.webhooks import add_subscription_row
 from voicemail import ids
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
@@ -59,19 +60,6 @@ def deposit(
     return voicemail.id
 
 
-def subscribe(runtime: Runtime, bot_id: str, events: list[str]) -> None:
-    with runtime.sessions.begin() as db:
-        db.add(
-            WebhookSubscription(
-                id=ids.new_id(ids.WEBHOOK),
-                bot_id=bot_id,
-                url="http://127.0.0.1:9/hook",
-                events=events,
-                secret_ciphertext=runtime.box.encrypt("whsec-test"),
-            )
-        )
-
-
 def remaining(runtime: Runtime) -> set[str]:
     with runtime.sessions() as db:
         return set(db.scalars(select(Voicemail.id)))
@@ -94,8 +82,8 @@ def test_purge_removes_only_expired_voicemails(
     default = new_bot(runtime)  # 90 days, Kore's default
     with runtime.sessions.begin() as db:
         bots.configure_bot(db, bot_id=short, retention_days=1)
-    subscribe(runtime, short, [WebhookEvent.VOICEMAIL_DELETED])
-    subscribe(runtime, default, [WebhookEvent.TRANSCRIPTION_COMPLETED])  # not this event
+    add_subscription_row(runtime, short, [WebhookEvent.VOICEMAIL_DELETED])
+    add_subscription_row(runtime, default, [WebhookEvent.TRANSCRIPTION_COMPLETED])  # not this event
     work = tmp_path / "work"
     short_old = deposit(runtime, short, speech_clips[0], work, session=session_id(1), age_days=2)
     short_new = deposit(runtime, short, speech_clips[1], work, session=session_id(1), age_days=0.5)
@@ -237,7 +225,7 @@ def test_purge_leaves_no_copy_of_the_callers_data_anywhere(
     transcripts, the full-text index…) and the storage folders hold none of the purged
     voicemail's data; a voicemail kept by the purge keeps its own."""
     transcriber.text = SPOKEN
-    subscribe(runtime, creds.bot_id, list(WebhookEvent))
+    add_subscription_row(runtime, creds.bot_id, list(WebhookEvent))
     old = deposit_file(
         runtime,
         creds.bot_id,
@@ -344,7 +332,7 @@ def logs(runtime: Runtime) -> tuple[set[int], set[int], set[int]]:
 def test_workers_prune_the_delivery_and_audit_logs_after_their_retention(
     runtime: Runtime, creds: Credentials
 ) -> None:
-    subscribe(runtime, creds.bot_id, [WebhookEvent.QUEUE_ALERT])
+    add_subscription_row(runtime, creds.bot_id, [WebhookEvent.QUEUE_ALERT])
     old_done = {
         add_delivery(runtime, creds.bot_id, status=status, age_days=8)
         for status in (
@@ -380,7 +368,7 @@ def test_workers_prune_the_delivery_and_audit_logs_after_their_retention(
 def test_purge_command_prunes_the_logs_too(
     runtime: Runtime, settings: Settings, creds: Credentials
 ) -> None:
-    subscribe(runtime, creds.bot_id, [WebhookEvent.QUEUE_ALERT])
+    add_subscription_row(runtime, creds.bot_id, [WebhookEvent.QUEUE_ALERT])
     old_delivery = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=31)
     new_delivery = add_delivery(runtime, creds.bot_id, status=DeliveryStatus.DELIVERED, age_days=29)
     old_entry = add_audit_entry(runtime, age_days=366)

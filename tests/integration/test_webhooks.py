@@ -23,6 +23,7 @@ from tests.helpers.deposits import deposit_file
 from tests.helpers.http import deposit
 from tests.helpers.net import free_port
 from tests.helpers.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
+from tests.helpers.webhooks import subscribe
 from voicemail import ids
 from voicemail.app import create_app
 from voicemail.audit import service as audit
@@ -67,23 +68,6 @@ FAST = {
 @pytest.fixture
 def overrides() -> dict[str, Any]:
     return dict(FAST)
-
-
-def subscribe(
-    runtime: Runtime, bot_id: str, url: str, events: tuple[str, ...] = tuple(WebhookEvent)
-) -> tuple[str, str]:
-    """(subscription id, secret)."""
-    with runtime.sessions.begin() as session:
-        created = webhooks.create_subscription(
-            session,
-            box=runtime.box,
-            actor=audit.CLI,
-            bot_id=bot_id,
-            url=url,
-            events=events,
-            targets=runtime.webhook_targets,
-        )
-        return created.subscription.id, created.secret
 
 
 def emit(runtime: Runtime, bot_id: str, event_type: str = WebhookEvent.VOICEMAIL_CREATED) -> str:
