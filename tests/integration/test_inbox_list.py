@@ -30,6 +30,7 @@ from voicemail.bots import service as bots
 from voicemail.db.models import Account, Voicemail
 from voicemail.inbox import listing
 from voicemail.runtime import Runtime
+from voicemail.voicemails import listing as voicemail_listing
 from voicemail.worker import build_worker
 
 ROW_ID = re.compile(r'<tr class="voicemail-row" data-id="(f-[^"]+)"')
@@ -351,7 +352,7 @@ def test_polling_returns_rows_transcribed_or_handled_since(
 def test_search_with_many_matches_walks_newest_first(
     inbox: TestClient, runtime: Runtime, creds: Credentials, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A search matching many transcripts is planned differently (see ``listing._search``):
+    """A search matching many transcripts is planned differently (see ``transcript_search``):
     the rows and their order are the same."""
     made = add_inbox_rows(
         runtime,
@@ -363,7 +364,7 @@ def test_search_with_many_matches_walks_newest_first(
     add_inbox_rows(runtime, InboxRow(creds.bot_id, text="something else"))
     signed_in(inbox, runtime, "supervisor")
     few = listed(inbox, q="refund")
-    monkeypatch.setattr(listing, "SCAN_ABOVE", 1)
+    monkeypatch.setattr(voicemail_listing, "SCAN_ABOVE", 1)
     many = inbox.get("/inbox", params={"q": "refund"}).text
     assert ROW_ID.findall(many) == few == made[:50]
     link = older_link(many)

@@ -1,8 +1,7 @@
 """The inbox list: which voicemails a user sees, filtered and searched, newest first.
 
-Pages use keyset pagination on ``(created_at, id)``: a cursor names the last row shown, so a
-page deep in 100 000 voicemails costs the same as the first (no OFFSET), and voicemails that
-arrive meanwhile do not shift the pages. A list row loads only the columns it shows (not
+Pages use keyset pagination on ``(created_at, id)`` (``voicemails.listing``, shared with the
+public list API). A list row loads only the columns it shows (not
 the transcript's word timings, which are large) in one query with joins.
 """
 
@@ -13,53 +12,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, aliased
 
-from voicemail import ids
-from voicemail.db import fulltext
 from voicemail.db.models import Bot, CallSession, Queue, Transcript, User, Voicemail
 from voicemail.errors import BadRequest
 from voicemail.queues.service import list_queues, visible_to
 from voicemail.states import OPEN, UNHANDLED, InboxState, Role, VoicemailStatus
+from voicemail.voicemails import listing
+from voicemail.voicemails.listing import Cursor
 
 PAGE_SIZE = 50
 PREVIEW_CHARS = 140
 NO_QUEUE = "none"
 MAX_QUERY = 200
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
-# A query of digits and phone punctuation also matches the caller's number.
-_PHONE = re.compile(r"^\+?[\d\s().-]+$")
-_MIN_PHONE_DIGITS = 3
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """A position in the list: the ``(created_at, id)`` of a row."""
-
-    created_at: datetime
-    voicemail_id: str
-
-    def __str__(self) -> str:
-        return f"{self.created_at.isoformat()}|{self.voicemail_id}"
-
-    @classmethod
-    def parse(cls, value: str, *, name: str) -> Cursor:
-        moment, _, voicemail_id = value.partition("|")
-        if not ids.is_id(voicemail_id, ids.FILE):
-            raise BadRequest(f"{name} is not a list position")
-        return cls(parse_moment(moment, name=name, what="a list position"), voicemail_id)
-
-
-def parse_moment(value: str, *, name: str, what: str = "a time") -> datetime:
-    """An ISO 8601 time from the query string, in UTC (UTC when it names no zone)."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"{name} is not {what}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -163,11 +130,6 @@ class Page:
     filters: Filters = field(default_factory=Filters)
 
 
-# A search matching at most this many transcripts filters on their ids; more, and the list
-# is walked newest first, keeping the matches (see ``_search``).
-SCAN_ABOVE = 2_000
-
-
 def _conditions(
     session: Session, *, user: User, filters: Filters
 ) -> tuple[list[ColumnElement[bool]], bool]:
@@ -195,37 +157,11 @@ def _conditions(
     if filters.end is not None:
         following = datetime.combine(filters.end + timedelta(days=1), time(), UTC)
         where.append(Voicemail.created_at < following)
-    search, by_caller = _search(session, filters.q)
+    search, by_caller = listing.search(session, filters.q)
     if search is not None:
         joins = joins or by_caller
         where.append(search)
     return where, joins
-
-
-def _search(session: Session, q: str) -> tuple[ColumnElement[bool] | None, bool]:
-    """Full-text over transcripts; a phone-number-like query also matches the caller (then
-    the second value is True: the session must be joined)."""
-    dialect = session.get_bind().dialect
-    matching = fulltext.matching_ids(dialect, q)
-    in_text = None
-    if matching is not None:
-        # The databases cannot tell how many transcripts a query matches (prefixes, several
-        # words), and guessing wrong costs 100 ms at 100 000 voicemails: so ask the index.
-        few = session.scalars(matching.limit(SCAN_ABOVE + 1)).all()
-        if len(few) <= SCAN_ABOVE:
-            # Look these up by id and sort them: cheaper than walking the list for them.
-            in_text = Voicemail.id.in_(few)
-        elif dialect.name == "sqlite":
-            # Hide the id index: SQLite then walks created_at newest first, testing each
-            # row against the matches, and stops at the page's end instead of sorting them.
-            in_text = Voicemail.id.concat("").in_(matching)
-        else:
-            in_text = Voicemail.id.in_(matching)
-    digits = re.sub(r"\D", "", q)
-    if _PHONE.match(q) and len(digits) >= _MIN_PHONE_DIGITS:
-        by_caller = CallSession.caller_from.contains(digits, autoescape=True)
-        return (or_(in_text, by_caller) if in_text is not None else by_caller), True
-    return in_text, False
 
 
 def _rows(
@@ -287,12 +223,7 @@ def list_page(
     session: Session, *, user: User, filters: Filters, before: Cursor | None = None
 ) -> Page:
     """One page of the list, newest first, older than ``before`` when given."""
-    position = None
-    if before is not None:
-        position = or_(
-            Voicemail.created_at < before.created_at,
-            and_(Voicemail.created_at == before.created_at, Voicemail.id < before.voicemail_id),
-        )
+    position = before.older() if before is not None else None
     rows = _rows(session, user=user, filters=filters, position=position)
     older = rows[PAGE_SIZE - 1].cursor if len(rows) > PAGE_SIZE else None
     return Page(rows[:PAGE_SIZE], older, filters)

@@ -15,6 +15,7 @@ from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import CurrentUser
 from voicemail.inbox.pages import SECURITY_HEADERS, render, templates
 from voicemail.states import OPEN, InboxState
+from voicemail.voicemails.listing import Cursor, parse_moment
 
 router = APIRouter()
 
@@ -48,7 +49,7 @@ def inbox_list(
     filters: FiltersDep,
     before: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
-    cursor = listing.Cursor.parse(before, name="before") if before else None
+    cursor = Cursor.parse(before, name="before") if before else None
     looked_at = utcnow()  # before the query: what changes later, the page polls for
     page = listing.list_page(session, user=user, filters=filters, before=cursor)
     older_url = None
@@ -88,7 +89,7 @@ def inbox_rows(
 ) -> Response:
     """The rows changed since ``since`` (the ``since`` of the page or of the last poll), as
     an HTML fragment in JSON for the polling script, with the ``since`` of the next poll."""
-    moment = listing.parse_moment(since, name="since")
+    moment = parse_moment(since, name="since")
     looked_at = utcnow()
     rows, more = listing.changed_since(session, user=user, filters=filters, since=moment)
     html = templates.get_template("_rows.html").render(rows=rows)
