@@ -53,7 +53,7 @@ def test_token_routes_declare_their_schemes_and_errors(document: dict[str, Any])
         for method, path, operation in operations(document)
         if path.startswith(("/api/public/", "/api/1.1/public/", "/api/admin/"))
     ]
-    assert len(secured) == 11
+    assert len(secured) == 13
     for method, path, operation in secured:
         assert operation["security"] == [{"auth": []}, {"bearer": []}], (method, path)
         assert {"400", "401", "403", "429"} <= set(operation["responses"]), (method, path)
@@ -114,5 +114,6 @@ def test_operation_ids_are_stable_names(document: dict[str, Any]) -> None:
     assert ids["GET", "/api/public/bot/{botId}/voicemail"] == "fetchVoicemail"
     assert ids["POST", "/api/public/bot/{botId}/voicemail"] == "depositVoicemail"
     assert ids["DELETE", "/api/1.1/public/bot/{botId}/voicemail"] == "deleteVoicemailV1_1"
+    assert ids["GET", "/api/public/bot/{botId}/voicemails"] == "listVoicemails"
     for operation_id in ids.values():
         assert operation_id.replace("V1_1", "").isalnum(), operation_id

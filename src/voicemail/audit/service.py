@@ -35,6 +35,7 @@ MEDIA_URL = "media-url"
 
 # Actions. Reads and deletions:
 VOICEMAIL_FETCH = "voicemail.fetch"
+VOICEMAIL_LIST = "voicemail.list"
 MEDIA_ACCESS = "media.access"
 VOICEMAIL_DELETE = "voicemail.delete"
 VOICEMAIL_PURGE = "voicemail.purge"

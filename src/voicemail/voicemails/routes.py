@@ -1,4 +1,5 @@
-"""The Kore-compatible public voicemail API: fetch (GET), deposit (POST) and delete."""
+"""The Kore-compatible public voicemail API: fetch (GET), deposit (POST) and delete; and
+our list of a bot's voicemails."""
 
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ from voicemail.audit import service as audit
 from voicemail.auth import service as auth
 from voicemail.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from voicemail.runtime import Runtime
-from voicemail.voicemails import kore, lifecycle, service
-from voicemail.voicemails.schemas import DeleteResponse, DepositAccepted, FetchResponse
+from voicemail.voicemails import kore, lifecycle, listing, service
+from voicemail.voicemails.schemas import (
+    DeleteResponse,
+    DepositAccepted,
+    FetchResponse,
+    ListResponse,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["voicemail"])
@@ -253,3 +259,57 @@ async def _decode_and_deposit(
         if audio is not None:
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(service.remove_scratch, audio)
+
+
+@router.get(
+    "/public/bot/{botId}/voicemails",
+    response_model=ListResponse,
+    summary="List voicemails, newest first (ours, not Kore's)",
+    responses=error_responses(*AUTHENTICATED),
+)
+def list_voicemails(
+    bot_id: BotId,
+    caller: FetchCaller,
+    runtime: RuntimeDep,
+    session: ReadSessionDep,
+    since: Annotated[
+        str | None, Query(max_length=64, description="Deposited at or after (ISO 8601)")
+    ] = None,
+    until: Annotated[
+        str | None, Query(max_length=64, description="Deposited before (ISO 8601)")
+    ] = None,
+    state: Annotated[
+        str | None, Query(max_length=16, description="new, assigned, handled or open")
+    ] = None,
+    caller_from: Annotated[
+        str | None,
+        Query(alias="from", max_length=MAX_CALLER_FIELD, description="The caller's number"),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=listing.MAX_QUERY, description="Words of the transcript"),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=listing.API_PAGE_MAX, description="Voicemails per page")
+    ] = listing.API_PAGE_SIZE,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="The nextCursor of the page before")
+    ] = None,
+    transcription: Annotated[Flag, Query(description="Include the transcripts")] = False,
+    words: Annotated[Flag, Query(description="Add word timings to them")] = False,
+) -> JSONResponse:
+    body = listing.list_audited(
+        session,
+        signer=runtime.signer,
+        read_audit=runtime.read_audit,
+        actor=audit.app_actor(caller.app_id),
+        bot_id=bot_id,
+        filters=listing.list_filters(
+            since=since, until=until, state=state, caller=caller_from, q=q
+        ),
+        limit=limit,
+        cursor=cursor,
+        transcription=transcription,
+        include_words=words,
+    )
+    return JSONResponse(body)

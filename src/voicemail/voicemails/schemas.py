@@ -6,11 +6,13 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicemail.states import TranscriptionStatus
+from voicemail.states import InboxState, TranscriptionStatus
 
 # Inline in the OpenAPI document; ``states.TranscriptionStatus`` is the source (checked below).
 TranscriptionStatusValue = Literal["pending", "completed", "failed", "not_requested"]
 assert get_args(TranscriptionStatusValue) == tuple(TranscriptionStatus), "must list the enum"
+InboxStateValue = Literal["new", "assigned", "handled"]
+assert get_args(InboxStateValue) == tuple(InboxState), "must list the enum"
 
 
 class Recording(BaseModel):
@@ -43,3 +45,26 @@ class DepositAccepted(BaseModel):
 class DeleteResponse(BaseModel):
     message: str
     sessionId: str
+
+
+class ListedVoicemail(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    sessionId: str
+    fileName: str
+    createdOn: str = Field(description="Deposit time, ISO 8601 UTC")
+    durationSeconds: float
+    caller_from: str | None = Field(alias="from", description="The caller's number")
+    to: str | None
+    state: InboxStateValue = Field(description="Where it stands in the inbox")
+    recording: Recording = Field(description="The fetch API's recording entry")
+    transcription: dict[str, Any] | None = Field(
+        default=None,
+        description="With transcription=true: the fetch API's transcript document, "
+        "null until transcribed",
+    )
+
+
+class ListResponse(BaseModel):
+    voicemails: list[ListedVoicemail] = Field(description="Newest first")
+    nextCursor: str | None = Field(description="The cursor of the next page; null at the end")
