@@ -3,6 +3,7 @@ routers, error handlers, middleware and the embedded worker are put together."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -65,9 +66,17 @@ def create_app(
                 target=_run_worker, args=(rt, pool, stop), name="voicemail-worker", daemon=True
             )
             thread.start()
+        sip = None
+        if settings.sip_listen is not None:
+            from voicemail.sip.endpoint import SipEndpoint  # PJSIP loads only when asked for
+
+            sip = SipEndpoint(rt, listen=settings.sip_listen)
+            await asyncio.to_thread(sip.start)
         try:
             yield
         finally:
+            if sip is not None:
+                await asyncio.to_thread(sip.stop)
             stop.set()
             rt.wake_worker.set()  # the pool's loops share it
             if thread is not None:
