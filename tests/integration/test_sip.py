@@ -25,6 +25,7 @@ from tests.helpers.clips import Clip, audio_dir, clip_by_name, missing_audio_rea
 from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_udp_port
 from tests.helpers.processes import Service, embedded_service
+from tests.helpers.waiting import wait_until
 from tests.services import unavailable
 
 pytestmark = [pytest.mark.no_sql, pytest.mark.model]
@@ -44,12 +45,20 @@ class Sip:
     work: Path
 
 
+def sipp_command(
+    sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1"
+) -> list[str]:
+    return [
+        "sipp", sip.address, "-sf", str(scenario), "-s", mailbox, "-m", "1",
+        "-i", source, "-p", str(free_udp_port(source)), "-mp", str(free_udp_port(source)),
+        "-nostdin", "-timeout", f"{SIPP_TIMEOUT}s", "-trace_err", *args,
+    ]  # fmt: skip
+
+
 def sipp(sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1") -> None:
     """Run ``scenario`` once against the endpoint from ``source``; fails when sipp does."""
     done = subprocess.run(
-        ["sipp", sip.address, "-sf", str(scenario), "-s", mailbox, "-m", "1",
-         "-i", source, "-p", str(free_udp_port(source)), "-mp", str(free_udp_port(source)),
-         "-nostdin", "-timeout", f"{SIPP_TIMEOUT}s", "-trace_err", *args],
+        sipp_command(sip, scenario, mailbox, *args, source=source),
         cwd=sip.work, capture_output=True, text=True, timeout=SIPP_TIMEOUT + 30,
     )  # fmt: skip
     errors = "".join(path.read_text() for path in sip.work.glob("*_errors.log"))
@@ -92,6 +101,7 @@ def sip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sip]:
         VOICEMAIL_SIP_RTP_PORTS=f"{rtp}-{rtp + 40}",
         # 127.0.0.2 is loopback too, but not allowed: the refused source of the tests.
         VOICEMAIL_SIP_ALLOWED_NETWORKS="127.0.0.1/32",
+        VOICEMAIL_SIP_MAX_CALLS="1",  # a second call at once is the busy one of the tests
         VOICEMAIL_RATE_LIMIT_PER_MINUTE="10000",
     ) as service:
         bot, token = service.bot_and_token()
@@ -177,3 +187,30 @@ def test_a_call_under_a_second_after_the_beep_leaves_no_voicemail(sip: Sip) -> N
             assert time.monotonic() < deadline, response.text
             time.sleep(0.25)
     assert response.json()["status"] == "media_unavailable", response.text
+
+
+def calls_answered(sip: Sip) -> int:
+    """The calls the service's log shows answered (200)."""
+    lines = sip.service.log.read_text().splitlines()
+    return sum(1 for line in lines if '"SIP call"' in line and '"status": 200' in line)
+
+
+def test_a_call_beyond_the_maximum_is_busy(sip: Sip) -> None:
+    root = audio_dir()
+    assert root is not None
+    headerless_ulaw(clip_by_name(read_manifest(root), CLIP), sip.work)
+    answered = calls_answered(sip)
+    first = subprocess.Popen(
+        sipp_command(sip, SCENARIOS / "leave_message.xml", sip.bot,
+                     "-d", "4000", "-key", "session_id", "5e55100000000000000000c3"),
+        cwd=sip.work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: calls_answered(sip) > answered,
+            timeout=30,
+            what="the first call answered",
+        )
+        sipp(sip, refused(503, sip.work), sip.bot)  # the one call this process takes is on
+    finally:
+        assert first.wait(timeout=SIPP_TIMEOUT) == 0
