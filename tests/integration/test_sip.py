@@ -211,6 +211,10 @@ def test_a_call_beyond_the_maximum_is_busy(sip: Sip) -> None:
             timeout=30,
             what="the first call answered",
         )
-        sipp(sip, refused(503, sip.work), sip.bot)  # the one call this process takes is on
+        # The one call this process takes is on: a load balancer is told to try elsewhere.
+        busy = refused(503, sip.work)
+        sipp(sip, busy, sip.bot, "-trace_msg")
+        [messages] = sip.work.glob(f"{busy.stem}_*_messages.log")
+        assert "Retry-After: 5" in messages.read_text()
     finally:
         assert first.wait(timeout=SIPP_TIMEOUT) == 0

@@ -126,14 +126,17 @@ class _Account(pj.Account):  # type: ignore[misc]
         status, headers = self.endpoint.admit(call, prm.rdata.srcAddress, prm.rdata.wholeMsg)
         answer = pj.CallOpParam(True)
         answer.statusCode = status
+        extra = pj.SipHeaderVector()
         for name, value in headers:
             header = pj.SipHeader()
             header.hName, header.hValue = name, value
-            answer.txOption.headers.append(header)
-        if status == 200:
-            call.answer(answer)
-        else:
-            call.hangup(answer)
+            extra.append(header)
+        # Assigned whole: SWIG hands out a copy of a vector member, so appending to
+        # ``txOption.headers`` itself would add nothing.
+        answer.txOption.headers = extra
+        # A refusal is an answer too: within this callback PJSIP keeps an answer's headers
+        # for the response it sends afterwards, but a hang-up's it drops.
+        call.answer(answer)
 
 
 class SipEndpoint:
