@@ -48,6 +48,13 @@ def _reason(exc: BaseException | None) -> str:
     return str(info()) if callable(info) else str(exc)
 
 
+class _LogWriter(pj.LogWriter):  # type: ignore[misc]
+    """PJSIP's own errors and warnings, in our log (as JSON lines where it is JSON)."""
+
+    def write(self, entry: Any) -> None:
+        log.warning("PJSIP: %s", str(entry.msg).strip(), extra={"pjsip_level": entry.level})
+
+
 class _Port(pj.AudioMediaPort):  # type: ignore[misc]
     """Receives the caller's audio from the conference bridge, frame by frame."""
 
@@ -156,6 +163,7 @@ class SipEndpoint:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="voicemail-sip", daemon=True)
+        self._log_writer = _LogWriter()  # PJSIP holds it by reference only
 
     # Outside the SIP thread ------------------------------------------------------------
 
@@ -261,8 +269,10 @@ class SipEndpoint:
         config.uaConfig.threadCnt = 0
         config.uaConfig.mainThreadOnly = False
         config.uaConfig.userAgent = "voicemail"
-        config.logConfig.level = 1
-        config.logConfig.consoleLevel = 1
+        config.logConfig.level = 2  # errors and warnings
+        config.logConfig.consoleLevel = 2
+        config.logConfig.writer = self._log_writer
+        config.logConfig.decor = 0  # the time and thread are our log's
         media = config.medConfig
         media.clockRate = media.sndClockRate = CLOCK_RATE
         media.channelCount = 1
