@@ -14,13 +14,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from voicemail.api import health
+from voicemail.api.docs import install_docs
 from voicemail.api.errors import install_error_handlers
 from voicemail.api.middleware import (
     AccessLogMiddleware,
     BodySizeLimitMiddleware,
     NulRefusingMiddleware,
 )
-from voicemail.api.openapi import install_openapi
+from voicemail.api.openapi import install_openapi, operation_id
 from voicemail.db.migrate import upgrade
 from voicemail.inbox import routes as inbox_routes
 from voicemail.inbox.pages import STATIC_DIR, error_page
@@ -92,11 +93,16 @@ def create_app(
         summary="Self-hosted contact-center voicemail with a Kore-compatible API",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by install_docs from packaged assets, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.runs_worker = with_worker
     # The inbox answers its errors as pages for a browser, the rest in Kore's envelope.
     install_error_handlers(app, pages={inbox_routes.router.prefix: error_page})
     install_openapi(app)
+    install_docs(app)
     for prefix in ("/api", "/api/1.1"):
         app.include_router(voicemail_routes.router, prefix=prefix)
         app.include_router(stream_routes.router, prefix=prefix)

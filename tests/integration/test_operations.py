@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -50,6 +52,23 @@ def test_openapi_documents_the_public_api(client: TestClient) -> None:
     assert "multipart/form-data" in fetch["post"]["requestBody"]["content"]
     media = "/api/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day}/{file}"
     assert media in paths
+
+
+@pytest.mark.no_sql
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_nothing_from_another_host(client: TestClient, page: str) -> None:
+    html = client.get(page)
+    assert html.status_code == 200
+    assert "text/html" in html.headers["content-type"]
+    # Every script, stylesheet and icon the page names is ours, and is served.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+    assert assets
+    for asset in assets:
+        assert asset.startswith("/docs/assets/"), asset
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        assert len(served.content) > 1000, asset
+    assert "https://" not in html.text and "http://" not in html.text
 
 
 @pytest.mark.no_sql

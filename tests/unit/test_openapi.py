@@ -102,3 +102,17 @@ def test_the_media_route_declares_range_and_416(document: dict[str, Any]) -> Non
     headers = [p["name"] for p in media["parameters"] if p["in"] == "header"]
     assert headers == ["Range"]
     assert media["responses"]["416"]["headers"]["Content-Range"]["required"] is True
+
+
+def test_operation_ids_are_stable_names(document: dict[str, Any]) -> None:
+    """A client generated from the document keeps its method names when a path changes:
+    the ids are the operations' names, unique, and the /api/1.1 copies say so."""
+    ids = {
+        (method, path): operation["operationId"] for method, path, operation in operations(document)
+    }
+    assert len(set(ids.values())) == len(ids)
+    assert ids["GET", "/api/public/bot/{botId}/voicemail"] == "fetchVoicemail"
+    assert ids["POST", "/api/public/bot/{botId}/voicemail"] == "depositVoicemail"
+    assert ids["DELETE", "/api/1.1/public/bot/{botId}/voicemail"] == "deleteVoicemailV1_1"
+    for operation_id in ids.values():
+        assert operation_id.replace("V1_1", "").isalnum(), operation_id

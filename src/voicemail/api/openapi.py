@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from voicemail.api.envelope import ErrorEnvelope
 
@@ -38,6 +39,16 @@ _NUL_IN_URL = {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{ErrorEnvelope.__name__}"}}
     },
 }
+
+
+def operation_id(route: APIRoute) -> str:
+    """A stable ``operationId`` for a client generator: the route function's name in camel
+    case (``fetchVoicemail``), with ``V1_1`` for the same operation under ``/api/1.1`` (Kore
+    serves both prefixes). FastAPI's default spells the path and method into it, so any
+    change of a path renamed every generated client method."""
+    head, *rest = route.name.split("_")
+    name = head + "".join(word.capitalize() for word in rest)
+    return f"{name}V1_1" if route.path_format.startswith("/api/1.1/") else name
 
 
 def install_openapi(app: FastAPI) -> None:
