@@ -72,8 +72,10 @@ def create_app(
             from voicemail.sip.endpoint import SipEndpoint  # PJSIP loads only when asked for
 
             sip = SipEndpoint(rt, listen=settings.sip_listen)
-            await asyncio.to_thread(sip.start)
         try:
+            if sip is not None:
+                # Before the app answers: /readyz is ready only once SIP listens.
+                await asyncio.to_thread(sip.start)
             yield
         finally:
             if sip is not None:

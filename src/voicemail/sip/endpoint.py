@@ -180,7 +180,8 @@ class SipEndpoint:
     def stop(self, timeout: float = 10.0) -> None:
         """Hang up the calls in progress (their audio is kept), store them, stop."""
         self._stop.set()
-        self._thread.join(timeout=timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=timeout)
         self.recorder.stop(timeout=timeout)
 
     # On the SIP thread -----------------------------------------------------------------

@@ -66,6 +66,8 @@ class CallRecorder:
         for recording in list(self.recordings):
             with contextlib.suppress(Exception):
                 recording.result(timeout=timeout)
+        if self.thread.ident is None:  # never started
+            return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=timeout)
 
