@@ -3,6 +3,7 @@ routers, error handlers, middleware and the embedded worker are put together."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -66,9 +67,19 @@ def create_app(
                 target=_run_worker, args=(rt, pool, stop), name="voicemail-worker", daemon=True
             )
             thread.start()
+        sip = None
+        if settings.sip_listen is not None:
+            from voicemail.sip.endpoint import SipEndpoint  # PJSIP loads only when asked for
+
+            sip = SipEndpoint(rt, listen=settings.sip_listen)
         try:
+            if sip is not None:
+                # Before the app answers: /readyz is ready only once SIP listens.
+                await asyncio.to_thread(sip.start)
             yield
         finally:
+            if sip is not None:
+                await asyncio.to_thread(sip.stop)
             stop.set()
             rt.wake_worker.set()  # the pool's loops share it
             if thread is not None:

@@ -21,6 +21,8 @@ from voicemail.private import private_dir
 SIGNING_KEY_FILE = "signing.key"
 # S3 bucket names: 3-63 lower-case letters, digits, dots and hyphens.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# host:port, IPv6 in brackets (``metrics.parse_listen`` splits it).
+LISTEN_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
 
 
 def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -36,6 +38,16 @@ def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
         except ValueError:
             raise ValueError(f"not an IP network (CIDR): {entry!r}") from None
     return tuple(networks)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``20000-20999`` → (20000, 20999); ValueError when it is not a range of ports."""
+    first, dash, last = text.strip().partition("-")
+    if not dash or not first.isdigit() or not last.isdigit():
+        raise ValueError(f"not a port range (first-last): {text!r}")
+    if not 0 < int(first) <= int(last) < 65536:
+        raise ValueError(f"not a port range (first-last): {text!r}")
+    return int(first), int(last)
 
 
 class Settings(BaseSettings):
@@ -371,6 +383,44 @@ class Settings(BaseSettings):
     def _allowed_networks_parse(cls, value: str) -> str:
         return ",".join(str(network) for network in parse_networks(value))
 
+    # The SIP endpoint (issue 11, ../shared/design/sip.md)
+    sip_listen: str | None = Field(
+        default=None,
+        pattern=LISTEN_PATTERN,
+        description="host:port the SIP endpoint listens on, UDP and TCP. Unset: `voicemail "
+        "serve` runs no SIP endpoint (`voicemail sip` then listens on 0.0.0.0:5060)",
+    )
+    sip_public_address: str | None = Field(
+        default=None,
+        description="The address written in Contact and SDP (behind NAT); default: the "
+        "listen address",
+    )
+    sip_rtp_ports: str = Field(
+        default="20000-20999",
+        description="The UDP ports of the calls' audio (RTP), first-last, both included",
+    )
+    sip_allowed_networks: str = Field(
+        default="127.0.0.0/8,::1",
+        description="CIDRs of the PBXs and SBCs that may call; other sources get 403",
+    )
+    sip_max_calls: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Calls one SIP process takes at once; beyond, 503 with Retry-After",
+    )
+
+    @field_validator("sip_rtp_ports")
+    @classmethod
+    def _sip_rtp_ports_parse(cls, value: str) -> str:
+        first, last = parse_port_range(value)
+        return f"{first}-{last}"
+
+    @field_validator("sip_allowed_networks")
+    @classmethod
+    def _sip_allowed_networks_parse(cls, value: str) -> str:
+        return ",".join(str(network) for network in parse_networks(value))
+
     # Web inbox
     session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long an inbox sign-in lasts"
@@ -431,7 +481,7 @@ class Settings(BaseSettings):
     )
     metrics_listen: str | None = Field(
         default=None,
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        pattern=LISTEN_PATTERN,
         description="host:port (IPv6 in brackets) on which each API process serves /metrics "
         "alone, e.g. a private interface; the API port then answers 404 for /metrics. One "
         "address per process: give each process on a host its own port",

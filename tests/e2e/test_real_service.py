@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import numpy as np
 import pytest
 
@@ -51,13 +50,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @pytest.fixture(scope="module")
 def app_token(service: Service) -> tuple[str, str]:
-    bot = service.cli("bots", "create", "Support line")["botId"]
-    app = service.cli(
-        "apps", "create", "CRM", "--bot", bot,
-        "--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit",
-    )  # fmt: skip
-    token = jwt.encode({"appId": app["clientId"]}, app["clientSecret"], algorithm="HS256")
-    return bot, token
+    return service.bot_and_token()
 
 
 def wait_for_transcripts(

@@ -262,6 +262,16 @@ class Service:
         result: dict[str, Any] = json.loads(done.stdout)
         return result
 
+    def bot_and_token(self) -> tuple[str, str]:
+        """A new bot, and a token of an app allowed to fetch and deposit on it (made with
+        the CLI, as a user does)."""
+        bot: str = self.cli("bots", "create", "Support line")["botId"]
+        app = self.cli(
+            "apps", "create", "CRM", "--bot", bot,
+            "--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit",
+        )  # fmt: skip
+        return bot, jwt.encode({"appId": app["clientId"]}, app["clientSecret"], algorithm="HS256")
+
 
 @contextmanager
 def embedded_service(home: Path, **settings: str) -> Iterator[Service]:

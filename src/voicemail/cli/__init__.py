@@ -21,7 +21,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from voicemail.cli import data, serve, voicemails
+from voicemail.cli import data, serve, sip, voicemails
 
 # name: (module, help) of the admin command groups, in the order --help lists them.
 LAZY_GROUPS = {
@@ -104,6 +104,7 @@ def root(
 # Processes
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
+app.command("sip")(sip.sip)
 app.add_typer(data.db_app, name="db")
 # Voicemails
 app.command("deposit")(voicemails.deposit)

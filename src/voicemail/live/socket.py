@@ -52,17 +52,12 @@ import base64
 import binascii
 import contextlib
 import logging
-import time
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-import av
-import numpy as np
-from av.audio.resampler import AudioResampler
 from fastapi import APIRouter, WebSocket
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
 
 from voicemail.api.deps import DEPOSIT, BotId, token_from_headers
@@ -71,7 +66,7 @@ from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
 from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError
 from voicemail.live import calls
-from voicemail.live.transcription import FellBehind, LiveTranscription
+from voicemail.live.connection import Connection, end_call, open_call
 from voicemail.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -80,7 +75,6 @@ router = APIRouter(tags=["voicemail"])
 SUBPROTOCOL = "audio.jambonz.org"
 # jambonz sends the metadata as soon as the socket is open.
 FIRST_FRAME_SECONDS = 10.0
-OPEN_ATTEMPTS = 3
 HANGUP_CODES = (1000, 1001)
 CLOSE_MAX_DURATION = 1000
 CLOSE_IDLE = 1000
@@ -90,9 +84,6 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 _REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 123 bytes
-
-# Grace-period timers of this process's disconnected calls; kept so they are not collected.
-_timers: set[asyncio.Task[None]] = set()
 
 
 def _reason(text: str) -> str:
@@ -142,18 +133,6 @@ async def _deny(websocket: WebSocket, exc: VoicemailError) -> None:
         await websocket.close(code=CLOSE_POLICY, reason=_reason(exc.message))
 
 
-def _open_call(runtime: Runtime, bot_id: str, meta: calls.CallMetadata) -> calls.OpenedCall:
-    for attempt in range(1, OPEN_ATTEMPTS + 1):
-        try:
-            with runtime.sessions.begin() as session:
-                return calls.open_connection(session, bot_id=bot_id, meta=meta)
-        except IntegrityError:
-            # A racing connection of the same call created its session first; retry finds it.
-            if attempt == OPEN_ATTEMPTS:
-                raise
-    raise AssertionError("unreachable")
-
-
 class Pace:
     """How long to wait before reading the next message, so that audio is taken no faster
     than ``speed`` times real time: a bucket of ``burst`` seconds of audio, full at first,
@@ -173,225 +152,7 @@ class Pace:
         return max(0.0, -self.tokens / self.speed)
 
 
-class _Resampler:
-    """16-bit mono PCM from the gateway's rate to the storage rate, as a stream: the filter's
-    state carries across messages, so the joins between them are seamless (libswresample
-    through PyAV, as uploads are decoded)."""
-
-    def __init__(self, rate_in: int, rate_out: int) -> None:
-        self.rate_in = rate_in
-        self.resampler = AudioResampler(format="s16", layout="mono", rate=rate_out)
-
-    def _out(self, frames: list[av.AudioFrame]) -> bytes:
-        return b"".join(frame.to_ndarray().astype("<i2", copy=False).tobytes() for frame in frames)
-
-    def push(self, samples: np.ndarray[Any, np.dtype[np.int16]]) -> bytes:
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate_in
-        return self._out(self.resampler.resample(frame))
-
-    def flush(self) -> bytes:
-        """What the filter still holds (at the end of the connection)."""
-        return self._out(self.resampler.resample(None))
-
-
-class _Connection:
-    """One WebSocket connection's audio: buffered, stored as parts, transcribed live."""
-
-    def __init__(self, runtime: Runtime, call: calls.OpenedCall, meta: calls.CallMetadata) -> None:
-        self.runtime = runtime
-        self.call = call
-        self.channels = meta.channels
-        self.frame_bytes = calls.SAMPLE_WIDTH * meta.channels
-        self.input_rate = meta.sample_rate
-        settings = runtime.settings
-        left = settings.max_duration_seconds - call.stored_seconds
-        self.bytes_left = max(0, int(left * call.sample_rate)) * calls.SAMPLE_WIDTH
-        self.pending = bytearray()  # at call.sample_rate, the storage rate
-        self.remainder = b""
-        self.resampler = (
-            _Resampler(meta.sample_rate, call.sample_rate)
-            if meta.sample_rate != call.sample_rate
-            else None
-        )
-        self.received_bytes = 0
-        # What a flush period carries at the most allowed pace: past it, the flusher has
-        # fallen behind (storage slow or down) and the connection stores before reading on.
-        most = settings.stream_flush_seconds * settings.stream_max_speed
-        most += settings.stream_burst_seconds
-        self.max_pending_bytes = int(most * call.sample_rate) * calls.SAMPLE_WIDTH
-        self.seqs: list[int] = []
-        self.flush_lock = asyncio.Lock()
-        self.finished = False  # the voicemail was finalized by someone else meanwhile
-        self.transcription: LiveTranscription | None = None
-        if settings.live_transcription:
-            self.transcription = LiveTranscription(
-                runtime.transcriber,
-                sample_rate=call.sample_rate,
-                language=call.language,
-                languages=call.languages,
-                vocabulary=call.vocabulary,
-                executor=runtime.live_executor,
-                max_backlog_seconds=settings.live_transcription_max_backlog_seconds,
-            )
-
-    @property
-    def seconds(self) -> float:
-        return self.received_bytes / calls.SAMPLE_WIDTH / self.call.sample_rate
-
-    def audio_seconds(self, message_bytes: int) -> float:
-        """Seconds of audio in a message of this size, at the gateway's rate and channels."""
-        return message_bytes / self.frame_bytes / self.input_rate
-
-    def add(self, data: bytes) -> bool:
-        """Take a binary frame; False once the maximum duration is reached (what is beyond
-        it is dropped)."""
-        data = self.remainder + data
-        usable = len(data) - len(data) % self.frame_bytes
-        self.remainder = data[usable:]
-        samples = np.frombuffer(data, dtype="<i2", count=usable // calls.SAMPLE_WIDTH)
-        if self.channels == 2:  # stereo: keep the caller's channel
-            samples = samples[0::2]
-        if self.resampler is not None:
-            data = self.resampler.push(np.ascontiguousarray(samples)) if samples.size else b""
-        else:
-            data = samples.tobytes()
-        return self._keep(data)
-
-    def drain(self) -> None:
-        """The end of the connection: what the resampler still holds."""
-        if self.resampler is not None and self.bytes_left > 0:
-            self._keep(self.resampler.flush())
-        self.resampler = None
-
-    def _keep(self, data: bytes) -> bool:
-        reached = len(data) >= self.bytes_left
-        data = data[: self.bytes_left]
-        self.bytes_left -= len(data)
-        if data:
-            self.pending.extend(data)
-            self.received_bytes += len(data)
-            if self.transcription is not None:
-                self.transcription.feed(data)
-        return not reached
-
-    async def flush(self, transcript: dict[str, Any] | None = None, *, final: bool = False) -> None:
-        """Store the audio received since the last part (on the final flush, even none, to
-        carry the transcript)."""
-        async with self.flush_lock:
-            if self.finished:
-                return
-            if not self.pending and not final:
-                await self._beat()
-                return
-            if not self.pending and transcript is None:
-                return
-            # Handed over whole, not copied: the buffer is the connection's largest.
-            pcm, self.pending = self.pending, bytearray()
-            settings = self.runtime.settings
-            try:
-                seq = await run_in_threadpool(
-                    calls.store_part,
-                    self.runtime.sessions,
-                    storage=self.runtime.storage,
-                    call=self.call,
-                    pcm=pcm,
-                    scratch_dir=settings.scratch_dir,
-                    transcript=transcript,
-                    covers=list(self.seqs),
-                )
-            except calls.CallFinished:
-                self.finished = True
-                log.warning(
-                    "live audio after the voicemail was finalized; dropped",
-                    extra={"voicemail_id": self.call.voicemail_id, "bytes": len(pcm)},
-                )
-                return
-            except Exception:
-                self.pending[0:0] = pcm  # kept for the next try
-                raise
-            self.seqs.append(seq)
-
-    async def _beat(self) -> None:
-        """No new audio (the caller is silent, or the gateway suppresses silence): show
-        that the connection is alive, so the call is not finalized as abandoned."""
-        try:
-            await run_in_threadpool(
-                calls.beat, self.runtime.sessions, voicemail_id=self.call.voicemail_id
-            )
-        except calls.CallFinished:
-            self.finished = True
-            log.warning(
-                "live voicemail finalized while its connection was open",
-                extra={"voicemail_id": self.call.voicemail_id},
-            )
-
-    async def flush_periodically(self) -> None:
-        every = self.runtime.settings.stream_flush_seconds
-        while not self.finished:
-            await asyncio.sleep(every)
-            try:
-                # Shielded: when the connection ends mid-flush, the part being stored must
-                # still be counted among the parts the connection's transcript covers.
-                await asyncio.shield(self.flush())
-            except Exception:
-                log.exception(
-                    "live audio not stored; retried at the next flush",
-                    extra={"voicemail_id": self.call.voicemail_id},
-                )
-
-    def _finish_transcript(self) -> dict[str, Any] | None:
-        if self.transcription is None or self.received_bytes == 0:
-            if self.transcription is not None:
-                self.transcription.close()
-            return None
-        started = time.perf_counter()
-        try:
-            result = self.transcription.finish()
-        except Exception as exc:
-            # The transcription job transcribes the recording instead. (FellBehind was
-            # logged where it happened.)
-            if not isinstance(exc, FellBehind):
-                log.exception(
-                    "live transcription failed", extra={"voicemail_id": self.call.voicemail_id}
-                )
-            self.transcription.close()
-            return None
-        return calls.transcript_json(result, processing_seconds=time.perf_counter() - started)
-
-    async def end(self) -> None:
-        """Store what is left, with the connection's live transcript."""
-        self.drain()
-        transcript = await run_in_threadpool(self._finish_transcript)
-        await self.flush(transcript, final=True)
-
-
-async def _finalize_when_idle(runtime: Runtime, voicemail_id: str) -> None:
-    """Finalize a disconnected call once it has had no new part for the grace period (a
-    reconnect, here or on another process, adds parts and so postpones it)."""
-    finalizer = runtime.call_finalizer
-    try:
-        while True:
-            wait = await run_in_threadpool(finalizer.seconds_until_idle, voicemail_id)
-            if wait is None:  # finalized meanwhile
-                return
-            if wait > 0:
-                await asyncio.sleep(wait + 0.05)
-                continue
-            if await run_in_threadpool(finalizer.finalize, voicemail_id, after_grace=True):
-                return
-    except Exception:
-        # The workers' housekeeping finalizes it instead.
-        log.exception("live voicemail not finalized", extra={"voicemail_id": voicemail_id})
-
-
-def _schedule_finalize(runtime: Runtime, voicemail_id: str) -> None:
-    task = asyncio.get_running_loop().create_task(_finalize_when_idle(runtime, voicemail_id))
-    _timers.add(task)
-    task.add_done_callback(_timers.discard)
-
-
-async def _store_before_reading_on(connection: _Connection) -> None:
+async def _store_before_reading_on(connection: Connection) -> None:
     """The audio not yet stored is at its bound: store it now, not reading the socket
     meanwhile (back-pressure), instead of letting it grow while storage is slow."""
     try:
@@ -446,7 +207,7 @@ async def stream_voicemail(
         return
     try:
         meta = calls.parse_metadata(first["text"])
-        call = await run_in_threadpool(_open_call, runtime, bot_id, meta)
+        call = await run_in_threadpool(open_call, runtime, bot_id, meta)
     except BadRequest as exc:
         log.info("live stream metadata refused", extra={"bot_id": bot_id, "reason": exc.message})
         await _close(websocket, CLOSE_BAD_METADATA, exc.message)
@@ -468,7 +229,7 @@ async def _run(
     websocket: WebSocket, runtime: Runtime, call: calls.OpenedCall, meta: calls.CallMetadata
 ) -> None:
     settings = runtime.settings
-    connection = _Connection(runtime, call, meta)
+    connection = Connection(runtime, call, meta)
     loop = asyncio.get_running_loop()
     flusher = loop.create_task(connection.flush_periodically())
     pace = Pace(
@@ -545,7 +306,7 @@ async def _run(
         await asyncio.gather(flusher, return_exceptions=True)
         # Shielded: the audio that arrived must be stored even if this task is cancelled.
         hangup = reached_max or idled or code in HANGUP_CODES
-        await asyncio.shield(_end(runtime, connection, hangup_at=utcnow() if hangup else None))
+        await asyncio.shield(end_call(runtime, connection, hangup_at=utcnow() if hangup else None))
     log.info(
         "live stream closed",
         extra={
@@ -557,24 +318,3 @@ async def _run(
             "too_fast": too_fast,
         },
     )
-
-
-async def _end(runtime: Runtime, connection: _Connection, *, hangup_at: datetime | None) -> None:
-    """Store the connection's last audio and transcript; then finalize the call at a hang-up
-    (``hangup_at``), or give the gateway the grace period to reconnect."""
-    voicemail_id = connection.call.voicemail_id
-    try:
-        await connection.end()
-    except Exception:
-        log.exception("live audio not stored at the end", extra={"voicemail_id": voicemail_id})
-    if connection.finished:
-        return
-    if hangup_at is not None:
-        try:
-            await run_in_threadpool(
-                runtime.call_finalizer.finalize, voicemail_id, hangup_at=hangup_at
-            )
-            return
-        except Exception:
-            log.exception("live voicemail not finalized", extra={"voicemail_id": voicemail_id})
-    _schedule_finalize(runtime, voicemail_id)

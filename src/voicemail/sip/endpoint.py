@@ -1,0 +1,335 @@
+"""The SIP endpoint: PJSIP (``pjsua2``) on a null sound device, answering calls to a bot.
+
+All SIP work happens on one thread of ours (``threadCnt = 0``: the endpoint's events are
+handled by ``libHandleEvents`` in ``_run``), so every PJSIP call but the media callbacks
+comes from one thread PJSIP knows. The media clock's thread calls ``_Port.onFrameReceived``,
+which only hands the frame to the call's ``RecordedCall``.
+
+A call: the source must be in ``sip_allowed_networks`` (else 403), this process must have a
+free call (else 503 with Retry-After), the Request-URI's user part must be a bot id (else
+404). Answered, the caller hears a beep; what arrives after it is recorded until the BYE
+(the caller's, or ours at the maximum duration). OPTIONS is answered 200 by PJSIP itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pjsua2 as pj
+
+from voicemail import ids
+from voicemail.bots import service as bots
+from voicemail.errors import NotFound
+from voicemail.live import calls
+from voicemail.metrics import parse_listen
+from voicemail.runtime import Runtime
+from voicemail.settings import parse_networks, parse_port_range
+from voicemail.sip.recording import CallRecorder, RecordedCall
+from voicemail.sip.requests import SipRequest, parse_request, source_allowed
+
+log = logging.getLogger(__name__)
+
+CLOCK_RATE = 8000  # the conference bridge's: G.711's, what a phone call carries
+FRAME_MS = 20
+BEEP_HZ = 1000
+BEEP_MS = 500
+RETRY_AFTER_SECONDS = 5
+EVENTS_MS = 20  # how long one turn of the SIP thread waits for events
+SILENT_FRAME = bytes(CLOCK_RATE * FRAME_MS // 1000 * calls.SAMPLE_WIDTH)
+_ANY_HOSTS = ("0.0.0.0", "::")  # noqa: S104
+
+
+def _reason(exc: BaseException | None) -> str:
+    """PJSIP's errors say what failed in ``info()``; their ``str`` is empty."""
+    info = getattr(exc, "info", None)
+    return str(info()) if callable(info) else str(exc)
+
+
+class _LogWriter(pj.LogWriter):  # type: ignore[misc]
+    """PJSIP's own errors and warnings, in our log (as JSON lines where it is JSON)."""
+
+    def write(self, entry: Any) -> None:
+        log.warning("PJSIP: %s", str(entry.msg).strip(), extra={"pjsip_level": entry.level})
+
+
+class _Port(pj.AudioMediaPort):  # type: ignore[misc]
+    """Receives the caller's audio from the conference bridge, frame by frame."""
+
+    def __init__(self, recording: RecordedCall) -> None:
+        super().__init__()
+        self.recording = recording
+
+    def onFrameReceived(self, frame: Any) -> None:
+        if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
+            self.recording.feed(bytes(frame.buf))
+        else:  # the bridge had nothing from the caller this turn: keep the time
+            self.recording.feed(SILENT_FRAME)
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, account: _Account, call_id: int) -> None:
+        super().__init__(account, call_id)
+        self.account = account
+        self.bot_id: str | None = None
+        self.meta: calls.CallMetadata | None = None
+        self.audio: Any = None
+        self.tone: Any = None
+        self.port: _Port | None = None
+        self.beep_ends: float | None = None
+        self.recording: RecordedCall | None = None
+        self.disconnected = False
+        self.hung_up = False
+
+    def onCallState(self, prm: Any) -> None:
+        if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.disconnected = True
+            if self.recording is not None:
+                self.recording.hang_up()
+
+    def onCallMediaState(self, prm: Any) -> None:
+        if self.beep_ends is not None:  # a re-INVITE (hold, codec): the beep was played
+            return
+        # Held: the media list points into the info, which SWIG frees with its object.
+        info = self.getInfo()
+        for media in info.media:
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self.audio = self.getAudioMedia(media.index)
+                self._beep()
+                return
+
+    def _beep(self) -> None:
+        self.tone = pj.ToneGenerator()
+        self.tone.createToneGenerator(CLOCK_RATE, 1)
+        tone = pj.ToneDesc()
+        tone.freq1, tone.freq2, tone.on_msec, tone.off_msec = BEEP_HZ, 0, BEEP_MS, 0
+        tone.volume = 0  # PJSIP's default level
+        tones = pj.ToneDescVector()
+        tones.append(tone)
+        self.tone.startTransmit(self.audio)
+        self.tone.play(tones, False)
+        self.beep_ends = time.monotonic() + BEEP_MS / 1000
+
+    def record(self, recording: RecordedCall) -> None:
+        """From the end of the beep on, the caller's audio goes to ``recording``."""
+        self.recording = recording
+        self.port = _Port(recording)
+        audio_format = pj.MediaFormatAudio()
+        audio_format.init(pj.PJMEDIA_FORMAT_PCM, CLOCK_RATE, 1, FRAME_MS * 1000, 16, 0, 0)
+        self.port.createPort(f"rec{self.getId()}", audio_format)
+        self.audio.startTransmit(self.port)
+
+
+class _Account(pj.Account):  # type: ignore[misc]
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+
+    def onIncomingCall(self, prm: Any) -> None:
+        call = _Call(self, prm.callId)
+        self.endpoint.calls[prm.callId] = call
+        status, headers = self.endpoint.admit(call, prm.rdata.srcAddress, prm.rdata.wholeMsg)
+        answer = pj.CallOpParam(True)
+        answer.statusCode = status
+        extra = pj.SipHeaderVector()
+        for name, value in headers:
+            header = pj.SipHeader()
+            header.hName, header.hValue = name, value
+            extra.append(header)
+        # Assigned whole: SWIG hands out a copy of a vector member, so appending to
+        # ``txOption.headers`` itself would add nothing.
+        answer.txOption.headers = extra
+        # A refusal is an answer too: within this callback PJSIP keeps an answer's headers
+        # for the response it sends afterwards, but a hang-up's it drops.
+        call.answer(answer)
+
+
+class SipEndpoint:
+    """The SIP endpoint of one process: ``start``, then ``stop``."""
+
+    def __init__(self, runtime: Runtime, *, listen: str) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.host, self.port = parse_listen(listen)
+        self.public_address = settings.sip_public_address
+        self.rtp_ports = parse_port_range(settings.sip_rtp_ports)
+        self.networks = parse_networks(settings.sip_allowed_networks)
+        self.max_calls = settings.sip_max_calls
+        self.recorder = CallRecorder(runtime)
+        self.calls: dict[int, _Call] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="voicemail-sip", daemon=True)
+        self._log_writer = _LogWriter()  # PJSIP holds it by reference only
+
+    # Outside the SIP thread ------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start, and return once the transports listen; raises what kept them from it."""
+        self.recorder.start()
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("the SIP endpoint did not start in time")
+        if self._error is not None:
+            raise RuntimeError(f"the SIP endpoint did not start: {_reason(self._error)}")
+        log.info("SIP endpoint listening", extra={"host": self.host, "port": self.port})
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Hang up the calls in progress (their audio is kept), store them, stop."""
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=timeout)
+        self.recorder.stop(timeout=timeout)
+
+    # On the SIP thread -----------------------------------------------------------------
+
+    def admit(self, call: _Call, source: str, message: str) -> tuple[int, list[tuple[str, str]]]:
+        """The answer to an INVITE: its status and extra headers."""
+        try:
+            request = parse_request(message)
+        except ValueError:
+            return 400, []
+        outcome = self._decide(call, source, request)
+        log.info(
+            "SIP call",
+            extra={
+                "source": source,
+                "call_id": request.header("call-id"),
+                "mailbox": request.mailbox,
+                "status": outcome[0],
+            },
+        )
+        return outcome
+
+    def _decide(
+        self, call: _Call, source: str, request: SipRequest
+    ) -> tuple[int, list[tuple[str, str]]]:
+        if not source_allowed(source, self.networks):
+            return 403, []
+        active = sum(1 for other in self.calls.values() if other.bot_id and not other.disconnected)
+        if active >= self.max_calls:
+            return 503, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+        mailbox = request.mailbox
+        if mailbox is None:
+            return 404, []
+        try:
+            with self.runtime.read_sessions() as session:
+                bots.get_bot(session, bot_id=mailbox)
+        except NotFound:
+            return 404, []
+        except Exception:
+            log.exception("SIP call refused: the database is unavailable")
+            return 503, [("Retry-After", str(RETRY_AFTER_SECONDS))]
+        call.bot_id = mailbox
+        call_sid = (request.header("call-id") or ids.new_session_id())[: calls.CALL_SID_MAX]
+        call.meta = calls.CallMetadata(
+            call_sid=call_sid,
+            session_id=request.session_id or ids.new_session_id(),
+            caller_from=request.caller,
+            caller_to=mailbox,
+            sample_rate=CLOCK_RATE,
+            mix_type="mono",
+            language=None,
+        )
+        return 200, []
+
+    def _run(self) -> None:
+        endpoint = pj.Endpoint()
+        endpoint.libCreate()
+        account: _Account | None = None
+        try:
+            account = self._open(endpoint)
+            self._ready.set()
+            while not self._stop.is_set():
+                endpoint.libHandleEvents(EVENTS_MS)
+                self._turn()
+            endpoint.hangupAllCalls()
+            ends = time.monotonic() + 2.0
+            while any(not call.disconnected for call in self.calls.values()):
+                if time.monotonic() > ends:
+                    break
+                endpoint.libHandleEvents(EVENTS_MS)
+            self._turn()
+        except BaseException as exc:
+            self._error = exc
+            if not self._ready.is_set():
+                log.exception("SIP endpoint not started")
+            else:
+                log.exception("SIP endpoint failed")
+        finally:
+            self._ready.set()
+            self.calls.clear()
+            del account
+            endpoint.libDestroy()
+
+    def _open(self, endpoint: Any) -> _Account:
+        config = pj.EpConfig()
+        config.uaConfig.threadCnt = 0
+        config.uaConfig.mainThreadOnly = False
+        config.uaConfig.userAgent = "voicemail"
+        config.logConfig.level = 2  # errors and warnings
+        config.logConfig.consoleLevel = 2
+        config.logConfig.writer = self._log_writer
+        config.logConfig.decor = 0  # the time and thread are our log's
+        media = config.medConfig
+        media.clockRate = media.sndClockRate = CLOCK_RATE
+        media.channelCount = 1
+        media.ecTailLen = 0  # nothing is played back to echo
+        endpoint.libInit(config)
+        ipv6 = ":" in self.host
+        transport = pj.TransportConfig()
+        transport.port = self.port
+        if self.host not in _ANY_HOSTS:
+            transport.boundAddress = self.host
+        if self.public_address:
+            transport.publicAddress = self.public_address
+        udp, tcp = (
+            (pj.PJSIP_TRANSPORT_UDP6, pj.PJSIP_TRANSPORT_TCP6)
+            if ipv6
+            else (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP)
+        )
+        endpoint.transportCreate(udp, transport)
+        endpoint.transportCreate(tcp, transport)
+        endpoint.audDevManager().setNullDev()
+        endpoint.libStart()
+        account_config = pj.AccountConfig()
+        shown = self.public_address or (self.host if self.host not in _ANY_HOSTS else "localhost")
+        account_config.idUri = f"sip:voicemail@{shown}"
+        rtp = account_config.mediaConfig.transportConfig
+        rtp.port = self.rtp_ports[0]
+        rtp.portRange = self.rtp_ports[1] - self.rtp_ports[0]
+        if self.host not in _ANY_HOSTS:
+            rtp.boundAddress = self.host
+        if self.public_address:
+            rtp.publicAddress = self.public_address
+        account = _Account(self)
+        account.create(account_config, True)
+        return account
+
+    def _turn(self) -> None:
+        """Start the recordings whose beep ended, send our BYE where the recording ended,
+        forget the calls that are over."""
+        now = time.monotonic()
+        for call_id, call in list(self.calls.items()):
+            if call.disconnected:
+                del self.calls[call_id]
+                continue
+            if call.recording is None:
+                if call.beep_ends is not None and now >= call.beep_ends:
+                    assert call.bot_id is not None and call.meta is not None
+                    call.record(self.recorder.begin(bot_id=call.bot_id, meta=call.meta))
+            elif call.recording.done.is_set() and not call.hung_up:
+                call.hung_up = True
+                call.hangup(pj.CallOpParam(True))
+
+    # The command -----------------------------------------------------------------------
+
+    def run_until(self, stop: threading.Event) -> None:
+        """``voicemail sip``: run until ``stop`` is set, or the SIP thread fails."""
+        while not stop.wait(0.5):
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the SIP endpoint stopped: {_reason(self._error)}")
+        self.stop()

@@ -1,0 +1,220 @@
+"""The SIP endpoint, called by a real SIP client: ``voicemail serve`` with
+``VOICEMAIL_SIP_LISTEN`` (the embedded defaults, the real model) and Debian's ``sipp``
+playing the scenarios of ``tests/sip/``. What a call left is checked through the Kore fetch
+API over HTTP, as an integration sees it.
+
+sipp streams a file's bytes as RTP payload as they are (a WAV's header would be heard as a
+click), so the telephone clip is converted to headerless G.711 µ-law at test time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import pytest
+
+from tests.helpers.clips import Clip, audio_dir, clip_by_name, missing_audio_reason, read_manifest
+from tests.helpers.clips import wer as word_error_rate
+from tests.helpers.net import free_udp_port
+from tests.helpers.processes import Service, embedded_service
+from tests.helpers.waiting import wait_until
+from tests.services import unavailable
+
+pytestmark = [pytest.mark.no_sql, pytest.mark.model]
+
+SCENARIOS = Path(__file__).parent.parent / "sip"
+CLIP = "ast_vm-intro"
+BEEP_SECONDS = 0.5  # voicemail.sip.endpoint.BEEP_MS
+SIPP_TIMEOUT = 60
+
+
+@dataclass
+class Sip:
+    service: Service
+    address: str  # host:port of the SIP endpoint
+    bot: str
+    token: str
+    work: Path
+
+
+def sipp_command(
+    sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1"
+) -> list[str]:
+    return [
+        "sipp", sip.address, "-sf", str(scenario), "-s", mailbox, "-m", "1",
+        "-i", source, "-p", str(free_udp_port(source)), "-mp", str(free_udp_port(source)),
+        "-nostdin", "-timeout", f"{SIPP_TIMEOUT}s", "-trace_err", *args,
+    ]  # fmt: skip
+
+
+def sipp(sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1") -> None:
+    """Run ``scenario`` once against the endpoint from ``source``; fails when sipp does."""
+    done = subprocess.run(
+        sipp_command(sip, scenario, mailbox, *args, source=source),
+        cwd=sip.work, capture_output=True, text=True, timeout=SIPP_TIMEOUT + 30,
+    )  # fmt: skip
+    errors = "".join(path.read_text() for path in sip.work.glob("*_errors.log"))
+    assert done.returncode == 0, f"sipp {scenario.name}: {done.stdout[-3000:]}\n{errors}"
+
+
+def headerless_ulaw(clip: Clip, folder: Path) -> tuple[Path, float]:
+    """The clip's G.711 µ-law samples without the WAV header, and its seconds."""
+    with av.open(str(clip.telephone)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "pcm_mulaw"
+        payload = b"".join(bytes(packet) for packet in container.demux(stream) if packet.size)
+    path = folder / "clip.ulaw"
+    path.write_bytes(payload)
+    return path, len(payload) / 8000
+
+
+def refused(status: int, folder: Path) -> Path:
+    """``refused.xml`` expecting ``status`` (sipp takes no keyword in a response code)."""
+    path = folder / f"refused-{status}.xml"
+    path.write_text((SCENARIOS / "refused.xml").read_text().replace("STATUS", str(status)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sip]:
+    if audio_dir() is None:
+        pytest.skip(missing_audio_reason())
+    if shutil.which("sipp") is None:
+        unavailable("sipp is not installed (Debian package sip-tester)")
+    home = tmp_path_factory.mktemp("sip")
+    work = home / "sipp"
+    work.mkdir()
+    port = free_udp_port("127.0.0.1")
+    address = f"127.0.0.1:{port}"
+    rtp = free_udp_port("127.0.0.1")
+    with embedded_service(
+        home,
+        VOICEMAIL_SIP_LISTEN=address,
+        VOICEMAIL_SIP_RTP_PORTS=f"{rtp}-{rtp + 40}",
+        # 127.0.0.2 is loopback too, but not allowed: the refused source of the tests.
+        VOICEMAIL_SIP_ALLOWED_NETWORKS="127.0.0.1/32",
+        VOICEMAIL_SIP_MAX_CALLS="1",  # a second call at once is the busy one of the tests
+        VOICEMAIL_RATE_LIMIT_PER_MINUTE="10000",
+    ) as service:
+        bot, token = service.bot_and_token()
+        yield Sip(service, address, bot, token, work)
+
+
+def fetch_transcribed(sip: Sip, session: str, timeout: float = 180) -> dict[str, Any]:
+    """The session's voicemails once transcribed, through the Kore fetch API."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=sip.service.url, timeout=30) as client:
+        while True:
+            response = client.get(
+                f"/api/public/bot/{sip.bot}/voicemail",
+                params={"sessionId": session, "transcription": "true"},
+                headers={"auth": sip.token},
+            )
+            if response.status_code == 200:
+                body: dict[str, Any] = response.json()
+                if body.get("transcriptionStatus") in ("completed", "failed"):
+                    return body
+            else:
+                assert response.status_code == 404, response.text  # not stored yet
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.25)
+
+
+def test_a_call_leaves_a_transcribed_voicemail(sip: Sip) -> None:
+    root = audio_dir()
+    assert root is not None
+    clip = clip_by_name(read_manifest(root), CLIP)
+    _, clip_seconds = headerless_ulaw(clip, sip.work)
+    # The caller hangs up a moment after the clip ends: what arrives after the beep until the
+    # BYE is the message (the clip's end, then a little silence).
+    call_seconds = clip_seconds + BEEP_SECONDS + 0.5
+    session = "5e55100000000000000000a1"
+    sipp(sip, SCENARIOS / "leave_message.xml", sip.bot,
+         "-d", str(round(call_seconds * 1000)), "-key", "session_id", session)  # fmt: skip
+
+    body = fetch_transcribed(sip, session)
+    assert body["status"] == "success"
+    # Fetched by the X-Session-Id the caller sent.
+    [recording] = body["voicemail recording"]
+    assert recording["durationSeconds"] == pytest.approx(call_seconds - BEEP_SECONDS, abs=0.2)
+    assert body["transcriptionStatus"] == "completed"
+    [doc] = body["transcriptions"]
+    text = doc["components"][0]["data"]["text"]
+    # The beep cuts the clip's first half second: its first word or two may be missing.
+    assert word_error_rate(clip.reference, text) < 0.35, text
+
+
+def test_an_unknown_mailbox_is_not_found(sip: Sip) -> None:
+    sipp(sip, refused(404, sip.work), "st-00000000-0000-0000-0000-000000000000")
+
+
+def test_a_source_outside_the_allowed_networks_is_forbidden(sip: Sip) -> None:
+    sipp(sip, refused(403, sip.work), sip.bot, source="127.0.0.2")
+
+
+def test_options_is_answered(sip: Sip) -> None:
+    sipp(sip, SCENARIOS / "options.xml", "health")
+
+
+def test_a_call_under_a_second_after_the_beep_leaves_no_voicemail(sip: Sip) -> None:
+    root = audio_dir()
+    assert root is not None
+    headerless_ulaw(clip_by_name(read_manifest(root), CLIP), sip.work)
+    session = "5e55100000000000000000b2"
+    sipp(sip, SCENARIOS / "leave_message.xml", sip.bot,
+         "-d", str(round((BEEP_SECONDS + 0.6) * 1000)), "-key", "session_id", session)  # fmt: skip
+    # The BYE was answered; the call is finalized, and dropped, right after. Its session
+    # stays, with no voicemail in it.
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=sip.service.url, timeout=30) as client:
+        while True:
+            response = client.get(
+                f"/api/public/bot/{sip.bot}/voicemail",
+                params={"sessionId": session},
+                headers={"auth": sip.token},
+            )
+            assert response.status_code == 200, response.text
+            if response.json()["status"] != "media_in_progress":
+                break
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.25)
+    assert response.json()["status"] == "media_unavailable", response.text
+
+
+def calls_answered(sip: Sip) -> int:
+    """The calls the service's log shows answered (200)."""
+    lines = sip.service.log.read_text().splitlines()
+    return sum(1 for line in lines if '"SIP call"' in line and '"status": 200' in line)
+
+
+def test_a_call_beyond_the_maximum_is_busy(sip: Sip) -> None:
+    root = audio_dir()
+    assert root is not None
+    headerless_ulaw(clip_by_name(read_manifest(root), CLIP), sip.work)
+    answered = calls_answered(sip)
+    first = subprocess.Popen(
+        sipp_command(sip, SCENARIOS / "leave_message.xml", sip.bot,
+                     "-d", "4000", "-key", "session_id", "5e55100000000000000000c3"),
+        cwd=sip.work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: calls_answered(sip) > answered,
+            timeout=30,
+            what="the first call answered",
+        )
+        # The one call this process takes is on: a load balancer is told to try elsewhere.
+        busy = refused(503, sip.work)
+        sipp(sip, busy, sip.bot, "-trace_msg")
+        [messages] = sip.work.glob(f"{busy.stem}_*_messages.log")
+        assert "Retry-After: 5" in messages.read_text()
+    finally:
+        assert first.wait(timeout=SIPP_TIMEOUT) == 0
