@@ -3,8 +3,11 @@ retry schedule, give-up, redelivery, and the events our own code emits."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import itertools
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.helpers.audio import tone_wav
 from tests.helpers.credentials import Credentials
@@ -23,13 +27,20 @@ from tests.helpers.deposits import deposit_file
 from tests.helpers.http import deposit
 from tests.helpers.net import free_port
 from tests.helpers.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
-from tests.helpers.webhooks import subscribe
+from tests.helpers.webhooks import add_subscription_row, subscribe
 from voicemail import ids
 from voicemail.app import create_app
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
-from voicemail.db.models import Account, AuditEntry, Job, WebhookAttempt, WebhookDelivery
+from voicemail.db.models import (
+    Account,
+    AuditEntry,
+    Job,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.jobs import service as jobs
 from voicemail.runtime import Runtime
@@ -115,9 +126,13 @@ def settled(runtime: Runtime) -> Callable[[], bool]:
 
 
 def assert_signed(request: Received, secret: str) -> None:
+    """Both signatures verify: ours, and the Standard Webhooks one as a receiver built on
+    the reference library checks it."""
     assert request.headers["Content-Type"] == "application/json"
     assert verify(secret, request.headers[SIGNATURE_HEADER], request.body, 300)
+    assert Webhook(secret).verify(request.body, request.headers) == request.event
     assert request.headers[EVENT_ID_HEADER] == request.event["id"]
+    assert request.headers["webhook-id"] == request.event["id"]
     assert request.headers[EVENT_HEADER] == request.event["type"]
 
 
@@ -208,6 +223,14 @@ def test_a_tampered_body_or_another_secret_fails_verification(
     assert not verify(secret, header, tampered, 300)
     assert not verify(secret + "x", header, request.body, 300)
     assert not verify(secret, header, request.body, 300, now=time.time() + 3600)  # replayed
+    Webhook(secret).verify(request.body, request.headers)
+    other_secret = webhooks.new_secret()
+    for body, key in ((tampered, secret), (request.body, other_secret)):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(key).verify(body, request.headers)
+    stale = {**request.headers, "webhook-timestamp": str(int(time.time()) - 3600)}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(request.body, stale)  # the timestamp is signed too
 
 
 @pytest.mark.parametrize(
@@ -283,6 +306,51 @@ def test_redelivery_sends_the_same_event_id_and_body_and_keeps_the_log(
         assert entry.actor == "cli" and entry.detail["eventId"] == event_id
 
 
+def test_every_attempt_carries_the_same_webhook_id_and_its_own_timestamp(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver([500, 200]) as receiver:
+        _, secret = subscribe(runtime, creds.bot_id, receiver.url)
+        event_id = emit(runtime, creds.bot_id)
+        before = int(time.time())
+        deliver_until(runtime, settled(runtime))
+        first, second = receiver.wait_for(2)
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    for request in (first, second):
+        assert_signed(request, secret)
+        assert request.headers["webhook-id"] == event_id
+        assert before <= int(request.headers["webhook-timestamp"]) <= time.time()
+        # One timestamp for both signatures.
+        assert request.headers[SIGNATURE_HEADER].startswith(
+            f"t={request.headers['webhook-timestamp']},"
+        )
+
+
+def test_a_secret_made_before_standard_webhooks_signs_with_its_url_safe_bytes(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    """Old secrets are ``whsec_`` + URL-safe base64, which the reference library mis-decodes;
+    their receivers verify with the same secret in the standard alphabet (docs/webhooks.md)."""
+    old_secret = "whsec_" + "-_" + secrets.token_urlsafe(32)[2:]
+    with running_receiver() as receiver:
+        sub_id = add_subscription_row(runtime, creds.bot_id, [WebhookEvent.VOICEMAIL_CREATED])
+        with runtime.sessions.begin() as session:
+            row = session.get(WebhookSubscription, sub_id)
+            assert row is not None
+            row.url = receiver.url
+            row.secret_ciphertext = runtime.box.encrypt(old_secret)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        [request] = receiver.wait_for(1)
+    assert verify(old_secret, request.headers[SIGNATURE_HEADER], request.body, 300)
+    standard = "whsec_" + old_secret.removeprefix("whsec_").translate(str.maketrans("-_", "+/"))
+    assert Webhook(standard).verify(request.body, request.headers) == request.event
+    # As is, the library drops the "-" and "_": a wrong key, or no key at all.
+    with pytest.raises((WebhookVerificationError, binascii.Error)):
+        Webhook(old_secret).verify(request.body, request.headers)
+
+
 def test_each_subscription_gets_its_own_delivery_signed_with_its_own_secret(
     runtime: Runtime, creds: Credentials
 ) -> None:
@@ -296,6 +364,10 @@ def test_each_subscription_gets_its_own_delivery_signed_with_its_own_secret(
     assert secret_one != secret_two
     assert verify(secret_one, request_one.headers[SIGNATURE_HEADER], request_one.body, 300)
     assert verify(secret_two, request_two.headers[SIGNATURE_HEADER], request_two.body, 300)
+    assert_signed(request_one, secret_one)
+    assert_signed(request_two, secret_two)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret_two).verify(request_one.body, request_one.headers)
     assert request_one.event["id"] == request_two.event["id"]
     statuses = sorted(row.status for row in deliveries(runtime))
     assert statuses == [

@@ -25,7 +25,7 @@ for the slowest of a batch.
 
 Delivery is at least once: a worker that freezes past its lease, or dies after the POST and
 before recording it, leads to a second send of the same event id. Receivers dedupe on the
-``X-Voicemail-Event-Id`` header (the body's ``id``).
+``webhook-id`` or ``X-Voicemail-Event-Id`` header (both the body's ``id``).
 """
 
 from __future__ import annotations
@@ -265,7 +265,9 @@ def post(
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        signature.SIGNATURE_HEADER: signature.sign(secret, body),
+        # webhook-id is the event's id: the same on every retry and redelivery, as the
+        # spec wants of it, and the same as the body's id that receivers already dedupe on.
+        **signature.headers(secret, claimed.event_id, body),
         signature.EVENT_HEADER: claimed.event_type,
         signature.EVENT_ID_HEADER: claimed.event_id,
     }

@@ -14,6 +14,7 @@ the ``voicemail.deleted`` event, which holds no caller data. The log itself is k
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Collection, Sequence
@@ -38,13 +39,14 @@ from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.security import SecretBox
 from voicemail.states import DeliveryStatus
 from voicemail.webhooks.events import WebhookEvent, tombstone
+from voicemail.webhooks.signature import SECRET_PREFIX
 from voicemail.webhooks.targets import AddressNotAllowed, TargetPolicy
 
 CANCELLED_ERROR = "cancelled: the voicemail was deleted before this event was delivered"
 
 
 MAX_URL_LENGTH = 2000
-SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 random bytes
 DEFAULT_LIST_LIMIT = 100
 MAX_DELIVERY_ID = 2**31 - 1  # webhook_deliveries.id is an INTEGER: 32 bits on PostgreSQL
 # Public addresses only: what a subscription may target when no policy is given.
@@ -162,7 +164,9 @@ def check_events(events: Sequence[str]) -> list[str]:
 
 
 def new_secret() -> str:
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
+    """``whsec_`` + standard base64 of random bytes, as Standard Webhooks libraries decode it
+    (before, URL-safe base64: see ``signature.standard_key`` for those)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
 def audited_url(url: str) -> str:
