@@ -27,7 +27,7 @@ from tests.helpers.deposits import deposit_file
 from tests.helpers.http import deposit
 from tests.helpers.net import free_port
 from tests.helpers.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
-from tests.helpers.webhooks import add_subscription_row, subscribe
+from tests.helpers.webhooks import add_subscription_row, assert_verifies, subscribe
 from voicemail import ids
 from voicemail.app import create_app
 from voicemail.audit import service as audit
@@ -129,8 +129,7 @@ def assert_signed(request: Received, secret: str) -> None:
     """Both signatures verify: ours, and the Standard Webhooks one as a receiver built on
     the reference library checks it."""
     assert request.headers["Content-Type"] == "application/json"
-    assert verify(secret, request.headers[SIGNATURE_HEADER], request.body, 300)
-    assert Webhook(secret).verify(request.body, request.headers) == request.event
+    assert_verifies(request, secret)
     assert request.headers[EVENT_ID_HEADER] == request.event["id"]
     assert request.headers["webhook-id"] == request.event["id"]
     assert request.headers[EVENT_HEADER] == request.event["type"]
@@ -349,6 +348,75 @@ def test_a_secret_made_before_standard_webhooks_signs_with_its_url_safe_bytes(
     # As is, the library drops the "-" and "_": a wrong key, or no key at all.
     with pytest.raises((WebhookVerificationError, binascii.Error)):
         Webhook(old_secret).verify(request.body, request.headers)
+
+
+def rotate(runtime: Runtime, sub_id: str, overlap_hours: float) -> str:
+    with runtime.sessions.begin() as session:
+        return webhooks.rotate_secret(
+            session,
+            box=runtime.box,
+            actor=audit.CLI,
+            subscription_id=sub_id,
+            overlap_hours=overlap_hours,
+        ).secret
+
+
+def test_during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver() as receiver:
+        sub_id, old_secret = subscribe(runtime, creds.bot_id, receiver.url)
+        new_secret = rotate(runtime, sub_id, overlap_hours=1)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        # The overlap is over: the old secret signs no more.
+        with runtime.sessions.begin() as session:
+            row = session.get(WebhookSubscription, sub_id)
+            assert row is not None and row.previous_secret_expires_at is not None
+            row.previous_secret_expires_at = utcnow() - timedelta(seconds=1)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        during, after = receiver.wait_for(2)
+
+    assert new_secret != old_secret
+    for secret in (new_secret, old_secret):
+        assert_signed(during, secret)
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert during.headers[SIGNATURE_HEADER].count("v1=") == 2
+    assert_signed(after, new_secret)
+    assert not verify(old_secret, after.headers[SIGNATURE_HEADER], after.body, 300)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old_secret).verify(after.body, after.headers)
+
+
+def test_a_rotation_without_overlap_drops_the_old_secret_at_once(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver() as receiver:
+        sub_id, old_secret = subscribe(runtime, creds.bot_id, receiver.url)
+        rotate(runtime, sub_id, overlap_hours=24)
+        newest = rotate(runtime, sub_id, overlap_hours=0)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        [request] = receiver.wait_for(1)
+    assert_signed(request, newest)
+    assert request.headers[SIGNATURE_HEADER].count("v1=") == 1
+    assert " " not in request.headers["webhook-signature"]
+    with runtime.sessions() as session:
+        row = session.get(WebhookSubscription, sub_id)
+        assert row is not None and row.previous_secret_ciphertext is None
+        entries = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.action == audit.WEBHOOK_ROTATE_SECRET)
+            .order_by(AuditEntry.id)
+        ).all()
+    assert [e.detail["overlapHours"] for e in entries] == [24, 0]
+    assert entries[1].detail["previousSecretExpiresAt"] is None
+    assert all(old_secret not in str(e.detail) and newest not in str(e.detail) for e in entries)
+    with runtime.sessions.begin() as session, pytest.raises(BadRequest):
+        webhooks.rotate_secret(
+            session, box=runtime.box, actor=audit.CLI, subscription_id=sub_id, overlap_hours=-1
+        )
 
 
 def test_each_subscription_gets_its_own_delivery_signed_with_its_own_secret(

@@ -75,6 +75,8 @@ class ClaimedDelivery:
     event_type: str
     body: str
     attempt: int  # this attempt's number, 1 for the first
+    # The secret before a rotation, while it still signs too (``service.rotate_secret``).
+    previous_secret_ciphertext: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,13 @@ def claim_due(
     if not picked:
         return []
     query = (
-        select(WebhookDelivery, WebhookSubscription.url, WebhookSubscription.secret_ciphertext)
+        select(
+            WebhookDelivery,
+            WebhookSubscription.url,
+            WebhookSubscription.secret_ciphertext,
+            WebhookSubscription.previous_secret_ciphertext,
+            WebhookSubscription.previous_secret_expires_at,
+        )
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
         # Due again: another worker may have taken one since it was picked (SQLite's write
         # lock, taken at BEGIN, rules that out there).
@@ -232,8 +240,9 @@ def claim_due(
     order = {delivery_id: index for index, delivery_id in enumerate(picked)}
     rows = sorted(session.execute(query).all(), key=lambda row: order[row[0].id])
     claimed = []
-    for delivery, url, secret_ciphertext in rows:
+    for delivery, url, secret_ciphertext, previous_ciphertext, previous_expires_at in rows:
         delivery.attempts += 1
+        overlapping = previous_expires_at is not None and previous_expires_at > now
         delivery.leased_until = now + timedelta(seconds=lease_seconds)
         claimed.append(
             ClaimedDelivery(
@@ -244,6 +253,7 @@ def claim_due(
                 event_type=delivery.event_type,
                 body=delivery.body,
                 attempt=delivery.attempts,
+                previous_secret_ciphertext=previous_ciphertext if overlapping else None,
             )
         )
     session.flush()
@@ -251,12 +261,17 @@ def claim_due(
 
 
 def post(
-    client: httpx.Client, claimed: ClaimedDelivery, secret: str, *, deadline_seconds: float
+    client: httpx.Client,
+    claimed: ClaimedDelivery,
+    secret: str,
+    *,
+    deadline_seconds: float,
+    previous_secret: str | None = None,
 ) -> Outcome:
-    """POST the delivery's body, signed now. Never raises for a network failure: that is an
-    outcome like a 500. The response body is not read. The whole attempt (connecting,
-    sending, the answer's head) ends after ``deadline_seconds``, however the receiver paces
-    its bytes.
+    """POST the delivery's body, signed now (by the previous secret too, when given). Never
+    raises for a network failure: that is an outcome like a 500. The response body is not
+    read. The whole attempt (connecting, sending, the answer's head) ends after
+    ``deadline_seconds``, however the receiver paces its bytes.
 
     The error logged says what kind of failure it was (a timeout, a refused or unresolvable
     connection, a target the policy refuses), never the system's own words, which would
@@ -267,7 +282,7 @@ def post(
         "User-Agent": USER_AGENT,
         # webhook-id is the event's id: the same on every retry and redelivery, as the
         # spec wants of it, and the same as the body's id that receivers already dedupe on.
-        **signature.headers(secret, claimed.event_id, body),
+        **signature.headers(secret, claimed.event_id, body, previous=previous_secret),
         signature.EVENT_HEADER: claimed.event_type,
         signature.EVENT_ID_HEADER: claimed.event_id,
     }
@@ -467,7 +482,14 @@ class WebhookSender:
     def _attempt(self, client: httpx.Client, claimed: ClaimedDelivery) -> None:
         try:
             secret = self.box.decrypt(claimed.secret_ciphertext)
-            outcome = post(client, claimed, secret, deadline_seconds=self.deadline_seconds)
+            previous = claimed.previous_secret_ciphertext
+            outcome = post(
+                client,
+                claimed,
+                secret,
+                deadline_seconds=self.deadline_seconds,
+                previous_secret=self.box.decrypt(previous) if previous else None,
+            )
         except Exception as exc:  # a bug or an undecryptable secret: log it as the attempt
             log.exception("webhook delivery crashed", extra={"delivery_id": claimed.id})
             outcome = Outcome(utcnow(), None, f"internal error: {type(exc).__name__}", 0.0)

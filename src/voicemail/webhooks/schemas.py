@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicemail import states
 from voicemail.db.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from voicemail.webhooks.events import WebhookEvent
+from voicemail.webhooks.service import DEFAULT_OVERLAP_HOURS, MAX_OVERLAP_HOURS
 
 # The enums of the OpenAPI document, inline (``WebhookEvent`` and ``states.DeliveryStatus``
 # are the source; checked below).
@@ -50,6 +51,23 @@ class Subscription(BaseModel):
 
 class CreatedSubscription(Subscription):
     secret: str = Field(description="The signing secret; shown this once only")
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlapHours: float = Field(
+        default=DEFAULT_OVERLAP_HOURS,
+        ge=0,
+        le=MAX_OVERLAP_HOURS,
+        description="How long the replaced secret keeps signing too (0: not at all)",
+    )
+
+
+class RotatedSecret(CreatedSubscription):
+    previousSecretExpiresAt: datetime | None = Field(
+        description="Until when deliveries are signed with the replaced secret as well"
+    )
 
 
 class SubscriptionList(BaseModel):
@@ -102,6 +120,13 @@ def subscription_out(subscription: WebhookSubscription) -> Subscription:
 
 def created_out(subscription: WebhookSubscription, secret: str) -> CreatedSubscription:
     return CreatedSubscription(**subscription_out(subscription).model_dump(), secret=secret)
+
+
+def rotated_out(subscription: WebhookSubscription, secret: str) -> RotatedSecret:
+    return RotatedSecret(
+        **created_out(subscription, secret).model_dump(),
+        previousSecretExpiresAt=subscription.previous_secret_expires_at,
+    )
 
 
 def delivery_out(delivery: WebhookDelivery, attempts: Sequence[WebhookAttempt]) -> Delivery:

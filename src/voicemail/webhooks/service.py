@@ -19,7 +19,7 @@ import json
 import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import ColumnElement, delete, func, select
@@ -52,6 +52,9 @@ MAX_DELIVERY_ID = 2**31 - 1  # webhook_deliveries.id is an INTEGER: 32 bits on P
 # Public addresses only: what a subscription may target when no policy is given.
 DEFAULT_TARGETS = TargetPolicy()
 MAX_LIST_LIMIT = 1000
+# How long a rotated-out secret keeps signing, by default and at most.
+DEFAULT_OVERLAP_HOURS = 24
+MAX_OVERLAP_HOURS = 24 * 30
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,42 @@ def create_subscription(
         subscriptionId=subscription.id,
         url=audited_url(subscription.url),
         events=subscription.events,
+    )
+    return CreatedSubscription(subscription, secret)
+
+
+def rotate_secret(
+    session: Session,
+    *,
+    box: SecretBox,
+    actor: str,
+    subscription_id: str,
+    overlap_hours: float = DEFAULT_OVERLAP_HOURS,
+    bot_id: str | None = None,
+) -> CreatedSubscription:
+    """A new secret for the subscription, shown once. The one it replaces keeps signing
+    too for ``overlap_hours`` (0: not at all), so a receiver can switch without refusing a
+    delivery; a secret replaced earlier, still within its own overlap, stops now (two
+    secrets at most)."""
+    if not 0 <= overlap_hours <= MAX_OVERLAP_HOURS:
+        raise BadRequest(f"The overlap must be 0 to {MAX_OVERLAP_HOURS} hours")
+    subscription = get_subscription(session, subscription_id=subscription_id, bot_id=bot_id)
+    secret = new_secret()
+    expires_at = utcnow() + timedelta(hours=overlap_hours) if overlap_hours else None
+    subscription.previous_secret_ciphertext = (
+        subscription.secret_ciphertext if expires_at is not None else None
+    )
+    subscription.previous_secret_expires_at = expires_at
+    subscription.secret_ciphertext = box.encrypt(secret)
+    session.flush()
+    audit.record_change(
+        session,
+        actor=actor,
+        action=audit.WEBHOOK_ROTATE_SECRET,
+        bot_id=subscription.bot_id,
+        subscriptionId=subscription.id,
+        overlapHours=overlap_hours,
+        previousSecretExpiresAt=expires_at.isoformat() if expires_at else None,
     )
     return CreatedSubscription(subscription, secret)
 

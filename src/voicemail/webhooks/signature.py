@@ -11,8 +11,8 @@ Every delivery is signed twice, with the same secret and the same timestamp:
 ``X-Voicemail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``, keyed
 with the subscription's secret. The timestamp is inside the signed text, so a captured
 request cannot be replayed later with a fresh ``t``; receivers refuse a ``t`` outside their
-tolerance. ``verify`` accepts several ``v1`` entries, so a header may one day carry two
-signatures while a secret is rotated.
+tolerance. ``verify`` accepts several ``v1`` entries: while a secret is rotated, the header
+carries two signatures, by the new secret and by the previous one.
 
 This module depends on the standard library only: receivers may copy it as is.
 """
@@ -42,10 +42,14 @@ def compute(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def sign(secret: str, body: bytes, *, timestamp: int | None = None) -> str:
-    """The ``X-Voicemail-Signature`` header value for ``body`` sent now (or at ``timestamp``)."""
+def sign(
+    secret: str, body: bytes, *, timestamp: int | None = None, previous: str | None = None
+) -> str:
+    """The ``X-Voicemail-Signature`` header value for ``body`` sent now (or at ``timestamp``);
+    with a second ``v1`` by the ``previous`` secret while a rotation overlaps."""
     moment = int(time.time()) if timestamp is None else timestamp
-    return f"t={moment},{SCHEME}={compute(secret, moment, body)}"
+    keys = (secret,) if previous is None else (secret, previous)
+    return ",".join([f"t={moment}", *(f"{SCHEME}={compute(key, moment, body)}" for key in keys)])
 
 
 def verify(
@@ -111,14 +115,24 @@ def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes
 
 
 def headers(
-    secret: str, message_id: str, body: bytes, *, timestamp: int | None = None
+    secret: str,
+    message_id: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    previous: str | None = None,
 ) -> dict[str, str]:
     """Both signatures of ``body`` sent now (or at ``timestamp``): the Standard Webhooks
-    headers, with ``message_id`` as ``webhook-id``, and ``X-Voicemail-Signature``."""
+    headers, with ``message_id`` as ``webhook-id``, and ``X-Voicemail-Signature``. While a
+    rotation overlaps, each carries a second signature by the ``previous`` secret (the
+    spec's space-separated list; a second ``v1=``), so receivers with either secret verify."""
     moment = int(time.time()) if timestamp is None else timestamp
+    keys = (secret,) if previous is None else (secret, previous)
     return {
         STANDARD_ID_HEADER: message_id,
         STANDARD_TIMESTAMP_HEADER: str(moment),
-        STANDARD_SIGNATURE_HEADER: standard_signature(secret, message_id, moment, body),
-        SIGNATURE_HEADER: sign(secret, body, timestamp=moment),
+        STANDARD_SIGNATURE_HEADER: " ".join(
+            standard_signature(key, message_id, moment, body) for key in keys
+        ),
+        SIGNATURE_HEADER: sign(secret, body, timestamp=moment, previous=previous),
     }
