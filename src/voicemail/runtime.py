@@ -175,6 +175,7 @@ class Runtime:
                 per_subscription=settings.webhook_subscription_concurrency,
                 per_account=settings.webhook_account_concurrency,
             ),
+            metrics=self.metrics,
         )
         self.webhook_senders.append(sender)
         return sender

@@ -198,11 +198,12 @@ def test_failed_attempts_are_retried_with_growing_delays_until_accepted(
         assert request.path == "/hooks/voicemail"
     assert requests[0].event["type"] == WebhookEvent.VOICEMAIL_CREATED
     assert requests[0].event["botId"] == creds.bot_id
-    # Each wait is at least the backoff after that many failures, and the backoffs grow.
+    # Each wait is at least the jittered backoff's least (half the backoff) after that many
+    # failures, and the backoffs grow.
     policy = RetryPolicy(0.05, 5.0, 3600.0)
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(requests)]
     for failures, gap in enumerate(gaps, start=1):
-        assert gap >= policy.delay(failures)
+        assert gap >= policy.delay(failures) / 2
     assert policy.delay(1) < policy.delay(2) < policy.delay(3)
     assert sub_id
 
@@ -493,6 +494,65 @@ def test_a_late_outcome_of_a_lost_lease_does_not_decide(
     [delivery] = deliveries(runtime)
     assert delivery.status == DeliveryStatus.DELIVERED
     assert len(attempt_log(runtime, delivery.id)) == 2  # both attempts are in the log
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.5, 0.99])
+def test_a_failure_schedules_the_retry_by_the_jittered_backoff(
+    runtime: Runtime, creds: Credentials, draw: float
+) -> None:
+    subscribe(runtime, creds.bot_id, "http://127.0.0.1:9/unused")
+    emit(runtime, creds.bot_id)
+    policy = RetryPolicy(100.0, 1000.0, 3600.0, draw=lambda: draw)
+    now = utcnow()
+    with runtime.sessions.begin() as session:
+        [claimed] = claim_due(session, limit=1, lease_seconds=60, now=now)
+        failed = Outcome(now, 503, "HTTP 503", 5.0)
+        record_outcome(session, claimed=claimed, outcome=failed, policy=policy, now=now)
+    [delivery] = deliveries(runtime)
+    assert delivery.status == DeliveryStatus.PENDING
+    waited = (delivery.next_attempt_at - now).total_seconds()
+    assert abs(waited - (50 + 50 * draw)) < 0.01
+
+
+def test_the_workers_metrics_count_attempts_by_outcome_and_time_them(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver([500, 200]) as receiver:
+        subscribe(runtime, creds.bot_id, receiver.url)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        receiver.wait_for(2)
+    with running_receiver(default=503) as receiver:
+        with runtime.sessions.begin() as session:
+            for row in webhooks.list_subscriptions(session):
+                row.url = receiver.url
+        with runtime.sessions.begin() as session:
+            webhook_events.emit(
+                session,
+                bot_id=creds.bot_id,
+                event_type=WebhookEvent.VOICEMAIL_CREATED,
+                data={"voicemailId": "f-2"},
+            )
+            # Past its window already: the first failure gives it up.
+            newest = session.scalars(
+                select(WebhookDelivery).order_by(WebhookDelivery.id.desc())
+            ).first()
+            assert newest is not None
+            newest.created_at = utcnow() - timedelta(days=2)
+        deliver_until(runtime, settled(runtime))
+
+    registry = runtime.metrics.registry
+
+    def attempts(outcome: str) -> float | None:
+        return registry.get_sample_value("voicemail_webhook_attempts_total", {"outcome": outcome})
+
+    assert attempts("delivered") == 1
+    assert attempts("retrying") == 1
+    assert attempts("failed") == 1
+    assert attempts("superseded") == 0
+    duration = "voicemail_webhook_attempt_duration_seconds_count"
+    assert registry.get_sample_value(duration, {"result": "ok"}) == 1
+    assert registry.get_sample_value(duration, {"result": "error"}) == 2
 
 
 def test_deleting_a_subscription_mid_delivery_drops_it_quietly(

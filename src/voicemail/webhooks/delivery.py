@@ -14,8 +14,8 @@ task). It:
 2. posts each delivery on a thread of its own as soon as it is claimed, with no transaction
    open (a slow receiver holds no lock), to an address ``webhooks.targets`` allows;
 3. records each outcome as it comes, in a transaction of its own: an attempt row, then
-   delivered (2xx), or the next try after an exponential backoff, or failed once the next
-   try would fall outside the retry window;
+   delivered (2xx), or the next try after a jittered exponential backoff, or failed once
+   the next try would fall outside the retry window; the sender's metrics count it;
 4. claims again as senders free up (and every ``poll_seconds``), until nothing is in flight
    and nothing is due.
 
@@ -31,11 +31,13 @@ before recording it, leads to a second send of the same event id. Receivers dedu
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
@@ -45,6 +47,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from voicemail.metrics import Metrics
 from voicemail.security import SecretBox
 from voicemail.states import DeliveryStatus
 from voicemail.webhooks import signature
@@ -106,10 +109,20 @@ class RetryPolicy:
     base_seconds: float
     max_seconds: float
     window_seconds: float
+    # A number in [0, 1), drawn afresh for each retry (tests inject a seeded one).
+    draw: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def delay(self, attempts: int) -> float:
-        """base, 2×base, 4×base… after the 1st, 2nd, 3rd failed attempt, capped."""
+        """base, 2×base, 4×base… after the 1st, 2nd, 3rd failed attempt, capped: the most a
+        retry waits."""
         return float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
+
+    def jittered_delay(self, attempts: int) -> float:
+        """The wait before the next try: between half of ``delay`` and all of it ("equal
+        jitter"). Receivers that failed together, in one outage, are then not all retried
+        in the same second when it ends, and none is retried sooner than half the backoff."""
+        ceiling = self.delay(attempts)
+        return ceiling / 2 + self.draw() * ceiling / 2
 
 
 def _due(now: datetime, due_by: datetime | None = None) -> list[ColumnElement[bool]]:
@@ -348,7 +361,7 @@ def record_outcome(
         delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = now
     else:
-        next_attempt = now + timedelta(seconds=policy.delay(delivery.attempts))
+        next_attempt = now + timedelta(seconds=policy.jittered_delay(delivery.attempts))
         if next_attempt > delivery.created_at + timedelta(seconds=policy.window_seconds):
             delivery.status = DeliveryStatus.FAILED
         else:
@@ -371,6 +384,7 @@ class WebhookSender:
         targets: TargetPolicy = DEFAULT_TARGETS,
         limits: FairnessLimits | None = None,
         poll_seconds: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.read_sessions = read_sessions or sessions
@@ -380,6 +394,7 @@ class WebhookSender:
         self.targets = targets
         self.limits = limits or FairnessLimits()
         self.poll_seconds = poll_seconds
+        self.metrics = metrics
         # One attempt ends by its deadline, however its receiver paces the bytes; the
         # margin covers recording the outcome. Past the lease, another worker may send the
         # delivery again (receivers dedupe on the event id).
@@ -496,6 +511,10 @@ class WebhookSender:
         with self.sessions.begin() as session:
             delivery = record_outcome(session, claimed=claimed, outcome=outcome, policy=self.policy)
             status = delivery.status if delivery is not None else "deleted"
+        if self.metrics is not None:
+            self.metrics.observe_webhook_attempt(
+                ok=outcome.ok, seconds=outcome.duration_ms / 1000, delivery_status=status
+            )
         log.info(
             "webhook attempt",
             extra={
