@@ -555,6 +555,56 @@ def test_the_workers_metrics_count_attempts_by_outcome_and_time_them(
     assert registry.get_sample_value(duration, {"result": "error"}) == 2
 
 
+def test_a_subscription_failing_for_a_day_is_disabled_until_enabled_again(
+    runtime: Runtime, creds: Credentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_receiver(default=503) as failing, running_receiver() as other:
+        sub_id, _ = subscribe(runtime, creds.bot_id, failing.url)
+        other_id, _ = subscribe(runtime, creds.bot_id, other.url, [WebhookEvent.WEBHOOK_DISABLED])
+        emit(runtime, creds.bot_id)
+        runtime.webhook_sender().deliver_due()
+        failing.wait_for(1)
+        with runtime.sessions.begin() as session:
+            row = session.get(WebhookSubscription, sub_id)
+            assert row is not None and row.failing_since is not None
+            assert row.disabled_at is None
+            # Failing since a day ago (VOICEMAIL_WEBHOOK_DISABLE_AFTER_HOURS, 24 by default).
+            row.failing_since = utcnow() - timedelta(hours=24, seconds=1)
+        with caplog.at_level("WARNING", logger="voicemail.webhooks.delivery"):
+            deliver_until(runtime, lambda: len(other.received) >= 1)
+        [notice] = other.wait_for(1)
+        sent = len(failing.received)
+        # Disabled: nothing more is claimed for it, however due.
+        emit(runtime, creds.bot_id)
+        runtime.webhook_sender().deliver_due()
+        assert len(failing.received) == sent
+
+        assert notice.event["type"] == WebhookEvent.WEBHOOK_DISABLED
+        assert notice.event["data"]["subscriptionId"] == sub_id
+        assert notice.event["data"]["disabledAt"] is not None
+        assert any(
+            "webhook subscription disabled" in record.getMessage() for record in caplog.records
+        )
+        with runtime.sessions() as session:
+            listed = {row.id: row for row in webhooks.list_subscriptions(session)}
+            assert listed[sub_id].disabled_at is not None
+            assert listed[other_id].disabled_at is None
+
+        failing.default = 200
+        with runtime.sessions.begin() as session:
+            enabled = webhooks.enable_subscription(session, actor=audit.CLI, subscription_id=sub_id)
+            assert enabled.disabled_at is None and enabled.failing_since is None
+        with runtime.sessions.begin() as session:
+            for delivery in session.scalars(select(WebhookDelivery)):
+                delivery.next_attempt_at = utcnow()
+        deliver_until(runtime, lambda: len(failing.received) >= sent + 2)
+    with runtime.sessions() as session:
+        entry = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == audit.WEBHOOK_ENABLE)
+        ).one()
+        assert entry.detail["subscriptionId"] == sub_id and entry.detail["wasDisabledAt"]
+
+
 def test_deleting_a_subscription_mid_delivery_drops_it_quietly(
     runtime: Runtime, creds: Credentials
 ) -> None:

@@ -120,6 +120,8 @@ def test_rotate_secret(cli: Any, runtime: Runtime, creds: Credentials) -> None:
         [request] = receiver.wait_for(1)
     assert_verifies(request, created["secret"], rotated["secret"])
     assert "No webhook subscription" in failed(cli("webhooks", "rotate-secret", "wh-none"))
+    enabled = ok_json(cli("webhooks", "enable", created["id"], "--json"))
+    assert enabled["id"] == created["id"] and enabled["disabledAt"] is None
     too_long = cli("webhooks", "rotate-secret", created["id"], "--overlap-hours", "100000")
     assert too_long.returncode != 0
     with runtime.sessions() as session:

@@ -93,6 +93,17 @@ def webhooks_delete(subscription_id: str, as_json: JsonOpt = False) -> None:
     emit(as_json, {"id": subscription_id, "deleted": True})
 
 
+@app.command("enable")
+def webhooks_enable(subscription_id: str, as_json: JsonOpt = False) -> None:
+    """Send again to a subscription disabled for failing too long."""
+    row = run_in_transaction(
+        lambda rt, s: webhook_schemas.subscription_out(
+            webhooks.enable_subscription(s, actor=audit.CLI, subscription_id=subscription_id)
+        ).model_dump(mode="json")
+    )
+    emit(as_json, row)
+
+
 @app.command("rotate-secret")
 def webhooks_rotate_secret(
     subscription_id: str,

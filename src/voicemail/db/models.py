@@ -269,6 +269,10 @@ class WebhookSubscription(Base):
     # switch over meanwhile).
     previous_secret_ciphertext: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Since when every attempt failed (none succeeded since); when it was disabled for
+    # failing too long (``webhook_disable_after_hours``): nothing is sent until re-enabled.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WebhookDelivery(Base):

@@ -50,7 +50,7 @@ from voicemail.db.models import Bot, WebhookAttempt, WebhookDelivery, WebhookSub
 from voicemail.metrics import Metrics
 from voicemail.security import SecretBox
 from voicemail.states import DeliveryStatus
-from voicemail.webhooks import signature
+from voicemail.webhooks import events, signature
 from voicemail.webhooks.service import DEFAULT_TARGETS
 from voicemail.webhooks.targets import (
     NOT_ALLOWED,
@@ -109,6 +109,8 @@ class RetryPolicy:
     base_seconds: float
     max_seconds: float
     window_seconds: float
+    # A subscription whose attempts have all failed this long is disabled; 0: never.
+    disable_after_seconds: float = 0.0
     # A number in [0, 1), drawn afresh for each retry (tests inject a seeded one).
     draw: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
@@ -193,6 +195,7 @@ def _pick_fairly(
         .join(Bot, Bot.id == WebhookSubscription.bot_id)
         .where(
             *_due(now, due_by),
+            WebhookSubscription.disabled_at.is_(None),
             WebhookDelivery.subscription_id.not_in(full_subscriptions),
             Bot.account_id.not_in(full_accounts),
         )
@@ -245,7 +248,11 @@ def claim_due(
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
         # Due again: another worker may have taken one since it was picked (SQLite's write
         # lock, taken at BEGIN, rules that out there).
-        .where(WebhookDelivery.id.in_(picked), *_due(now, due_by))
+        .where(
+            WebhookDelivery.id.in_(picked),
+            *_due(now, due_by),
+            WebhookSubscription.disabled_at.is_(None),
+        )
         .order_by(WebhookDelivery.id)
     )
     if session.get_bind().dialect.name == "postgresql":
@@ -357,6 +364,7 @@ def record_outcome(
     delivery.leased_until = None
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error
+    _track_failures(session, delivery.subscription_id, outcome, policy, now)
     if outcome.ok:
         delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = now
@@ -368,6 +376,36 @@ def record_outcome(
             delivery.next_attempt_at = next_attempt
     session.flush()
     return delivery
+
+
+def _track_failures(
+    session: Session, subscription_id: str, outcome: Outcome, policy: RetryPolicy, now: datetime
+) -> None:
+    """A success clears the subscription's failing streak; a failure starts it, and disables
+    the subscription once it has lasted ``policy.disable_after_seconds``: a log line, and a
+    ``webhook.disabled`` event to the bot's subscriptions."""
+    subscription = session.get(WebhookSubscription, subscription_id)
+    if subscription is None:
+        return
+    if outcome.ok:
+        subscription.failing_since = None
+        return
+    if subscription.failing_since is None:
+        subscription.failing_since = outcome.attempted_at
+    limit = policy.disable_after_seconds
+    failing_for = now - subscription.failing_since
+    if not limit or subscription.disabled_at is not None or failing_for.total_seconds() < limit:
+        return
+    subscription.disabled_at = now
+    log.warning(
+        "webhook subscription disabled: every attempt failed for too long",
+        extra={
+            "subscription_id": subscription.id,
+            "bot_id": subscription.bot_id,
+            "failing_since": subscription.failing_since.isoformat(),
+        },
+    )
+    events.emit_webhook_disabled(session, subscription)
 
 
 class WebhookSender:

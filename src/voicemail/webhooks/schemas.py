@@ -23,6 +23,7 @@ EventType = Literal[
     "voicemail.deleted",
     "queue.alert",
     "queue.alert_cleared",
+    "webhook.disabled",
 ]
 DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
 assert get_args(EventType) == tuple(WebhookEvent), "EventType must list WebhookEvent"
@@ -47,6 +48,10 @@ class Subscription(BaseModel):
     url: str
     events: list[EventType]
     createdAt: datetime
+    disabledAt: datetime | None = Field(
+        default=None,
+        description="When it was disabled for failing too long; nothing is sent until re-enabled",
+    )
 
 
 class CreatedSubscription(Subscription):
@@ -115,6 +120,7 @@ def subscription_out(subscription: WebhookSubscription) -> Subscription:
         url=subscription.url,
         events=list(subscription.events),
         createdAt=subscription.created_at,
+        disabledAt=subscription.disabled_at,
     )
 
 

@@ -251,6 +251,27 @@ def rotate_secret(
     return CreatedSubscription(subscription, secret)
 
 
+def enable_subscription(
+    session: Session, *, actor: str, subscription_id: str, bot_id: str | None = None
+) -> WebhookSubscription:
+    """Send again to a subscription disabled for failing too long: its pending deliveries go
+    out when due, and its failures count afresh."""
+    subscription = get_subscription(session, subscription_id=subscription_id, bot_id=bot_id)
+    was_disabled = subscription.disabled_at
+    subscription.disabled_at = None
+    subscription.failing_since = None
+    session.flush()
+    audit.record_change(
+        session,
+        actor=actor,
+        action=audit.WEBHOOK_ENABLE,
+        bot_id=subscription.bot_id,
+        subscriptionId=subscription.id,
+        wasDisabledAt=was_disabled.isoformat() if was_disabled else None,
+    )
+    return subscription
+
+
 def list_subscriptions(
     session: Session, *, bot_id: str | None = None
 ) -> Sequence[WebhookSubscription]:
