@@ -54,7 +54,7 @@ from starlette.requests import ClientDisconnect
 from voicemail.db.base import utcnow
 from voicemail.errors import BadAudio, VoicemailError
 from voicemail.jobs import service as jobs
-from voicemail.states import JobStatus
+from voicemail.states import DeliveryStatus, JobStatus
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -95,6 +95,16 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 JOB_LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 # Processing time over audio time: below 1 keeps up with callers, above 1 falls behind.
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5)
+# One webhook attempt, in seconds: up to twice the 10 s timeout (the attempt's deadline).
+WEBHOOK_ATTEMPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30)
+# What a webhook attempt made of its delivery: sent, to be retried, or given up.
+WEBHOOK_DELIVERED = str(DeliveryStatus.DELIVERED)
+WEBHOOK_RETRYING = "retrying"
+WEBHOOK_FAILED = str(DeliveryStatus.FAILED)
+# The delivery moved on without this attempt: another worker's lease, a cancellation, a
+# deleted subscription.
+WEBHOOK_SUPERSEDED = "superseded"
+WEBHOOK_OUTCOMES = (WEBHOOK_DELIVERED, WEBHOOK_RETRYING, WEBHOOK_FAILED, WEBHOOK_SUPERSEDED)
 
 
 def rejection_reason(exc: BaseException) -> str:
@@ -192,7 +202,25 @@ class Metrics:
             buckets=RTF_BUCKETS,
             registry=self.registry,
         )
+        self.webhook_attempts = Counter(
+            "voicemail_webhook_attempts",
+            "Webhook delivery attempts of this worker, by what they made of their delivery: "
+            "delivered, retrying (it failed and will be tried again), failed (it failed and "
+            "was given up), superseded (another worker's outcome decides, or it is gone)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_attempt_duration = Histogram(
+            "voicemail_webhook_attempt_duration_seconds",
+            "Time of one webhook attempt, connecting to the answer's head; result is ok (2xx) "
+            "or error (any other answer, a timeout, a refused connection)",
+            ["result"],
+            buckets=WEBHOOK_ATTEMPT_BUCKETS,
+            registry=self.registry,
+        )
         # Every outcome shows from the start (as 0), so rates and alerts work before the first.
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_attempts.labels(outcome)
         self.deposits.labels(ACCEPTED, "")
         self.deposits.labels(DUPLICATE, "")
         for reason in ALL_REJECTION_REASONS:
@@ -221,6 +249,20 @@ class Metrics:
     def observe_transcription(self, *, processing_seconds: float, audio_seconds: float) -> None:
         if audio_seconds > 0:
             self.transcription_rtf.observe(processing_seconds / audio_seconds)
+
+    def observe_webhook_attempt(self, *, ok: bool, seconds: float, delivery_status: str) -> None:
+        """An attempt, given whether it got a 2xx and the status its delivery has after it
+        (``"deleted"`` when the subscription went meanwhile)."""
+        self.webhook_attempt_duration.labels("ok" if ok else "error").observe(max(0.0, seconds))
+        if delivery_status == WEBHOOK_DELIVERED and ok:
+            outcome = WEBHOOK_DELIVERED
+        elif delivery_status == DeliveryStatus.PENDING and not ok:
+            outcome = WEBHOOK_RETRYING
+        elif delivery_status == WEBHOOK_FAILED and not ok:
+            outcome = WEBHOOK_FAILED
+        else:
+            outcome = WEBHOOK_SUPERSEDED
+        self.webhook_attempts.labels(outcome).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition format and its content type."""

@@ -166,6 +166,7 @@ class Runtime:
                 base_seconds=settings.webhook_retry_base_seconds,
                 max_seconds=settings.webhook_retry_max_seconds,
                 window_seconds=settings.webhook_retry_window_seconds,
+                disable_after_seconds=settings.webhook_disable_after_hours * 3600,
             ),
             timeout_seconds=settings.webhook_timeout_seconds,
             poll_seconds=settings.webhook_poll_seconds,
@@ -175,6 +176,7 @@ class Runtime:
                 per_subscription=settings.webhook_subscription_concurrency,
                 per_account=settings.webhook_account_concurrency,
             ),
+            metrics=self.metrics,
         )
         self.webhook_senders.append(sender)
         return sender

@@ -343,6 +343,13 @@ class Settings(BaseSettings):
         description="Connect/read timeout of one delivery attempt; the whole attempt ends "
         "after twice this",
     )
+    webhook_disable_after_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="A subscription whose attempts have all failed for this long is disabled "
+        "(a webhook.disabled event and a log line; `voicemail webhooks enable` sends again); "
+        "0 never disables",
+    )
     webhook_poll_seconds: float = Field(
         default=2.0, gt=0, le=60, description="How often workers look for deliveries due"
     )

@@ -1,15 +1,20 @@
-"""Webhook subscriptions for tests: made as the CLI makes them, or written as bare rows."""
+"""Webhook subscriptions for tests: made as the CLI makes them, or written as bare rows; and
+what a receiver checks of a delivery."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from standardwebhooks import Webhook
+
+from tests.helpers.webhook_receiver import Received
 from voicemail import ids
 from voicemail.audit import service as audit
 from voicemail.db.models import WebhookSubscription
 from voicemail.runtime import Runtime
 from voicemail.webhooks import service as webhooks
 from voicemail.webhooks.events import WebhookEvent
+from voicemail.webhooks.signature import SIGNATURE_HEADER, verify
 
 # Nothing listens there: deliveries to it fail at connect.
 UNREACHABLE_URL = "http://127.0.0.1:9/hook"
@@ -51,3 +56,11 @@ def add_subscription_row(
         )
         session.add(subscription)
         return subscription.id
+
+
+def assert_verifies(request: Received, *secrets: str) -> None:
+    """Each secret verifies the delivery both ways: ``X-Voicemail-Signature``, and the
+    Standard Webhooks headers as a receiver on the reference library checks them."""
+    for secret in secrets:
+        assert verify(secret, request.headers[SIGNATURE_HEADER], request.body, 300)
+        assert Webhook(secret).verify(request.body, request.headers) == request.event

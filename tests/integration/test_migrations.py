@@ -15,7 +15,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, column, insert, inspect, select, table
+from sqlalchemy import JSON, Engine, column, insert, inspect, select, table
 
 from voicemail.bots import service as bots
 from voicemail.db import models
@@ -183,9 +183,21 @@ def test_0006_files_deliveries_under_their_voicemail_and_redacts_those_of_delete
                 component_id="cp-1",
             )
         )
-        session.add(
-            models.WebhookSubscription(
-                id="wh-1", bot_id=bot.id, url="http://x/", events=[], secret_ciphertext="c"
+    # The subscription as 0005 has it (the model has columns of later revisions).
+    subscription = table(
+        "webhook_subscriptions",
+        *(column(name) for name in ("id", "bot_id", "url", "secret_ciphertext", "created_at")),
+        column("events", JSON),
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            insert(subscription).values(
+                id="wh-1",
+                bot_id=bot.id,
+                url="http://x/",
+                events=[],
+                secret_ciphertext="c",
+                created_at=datetime.now(UTC),
             )
         )
     old = table("webhook_deliveries", *(column(name) for name in DELIVERY_COLUMNS))

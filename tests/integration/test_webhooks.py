@@ -3,8 +3,11 @@ retry schedule, give-up, redelivery, and the events our own code emits."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import itertools
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.helpers.audio import tone_wav
 from tests.helpers.credentials import Credentials
@@ -23,13 +27,20 @@ from tests.helpers.deposits import deposit_file
 from tests.helpers.http import deposit
 from tests.helpers.net import free_port
 from tests.helpers.webhook_receiver import SLOW, TRICKLE, Received, running_receiver
-from tests.helpers.webhooks import subscribe
+from tests.helpers.webhooks import add_subscription_row, assert_verifies, subscribe
 from voicemail import ids
 from voicemail.app import create_app
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
-from voicemail.db.models import Account, AuditEntry, Job, WebhookAttempt, WebhookDelivery
+from voicemail.db.models import (
+    Account,
+    AuditEntry,
+    Job,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.jobs import service as jobs
 from voicemail.runtime import Runtime
@@ -115,9 +126,12 @@ def settled(runtime: Runtime) -> Callable[[], bool]:
 
 
 def assert_signed(request: Received, secret: str) -> None:
+    """Both signatures verify: ours, and the Standard Webhooks one as a receiver built on
+    the reference library checks it."""
     assert request.headers["Content-Type"] == "application/json"
-    assert verify(secret, request.headers[SIGNATURE_HEADER], request.body, 300)
+    assert_verifies(request, secret)
     assert request.headers[EVENT_ID_HEADER] == request.event["id"]
+    assert request.headers["webhook-id"] == request.event["id"]
     assert request.headers[EVENT_HEADER] == request.event["type"]
 
 
@@ -184,11 +198,12 @@ def test_failed_attempts_are_retried_with_growing_delays_until_accepted(
         assert request.path == "/hooks/voicemail"
     assert requests[0].event["type"] == WebhookEvent.VOICEMAIL_CREATED
     assert requests[0].event["botId"] == creds.bot_id
-    # Each wait is at least the backoff after that many failures, and the backoffs grow.
+    # Each wait is at least the jittered backoff's least (half the backoff) after that many
+    # failures, and the backoffs grow.
     policy = RetryPolicy(0.05, 5.0, 3600.0)
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(requests)]
     for failures, gap in enumerate(gaps, start=1):
-        assert gap >= policy.delay(failures)
+        assert gap >= policy.delay(failures) / 2
     assert policy.delay(1) < policy.delay(2) < policy.delay(3)
     assert sub_id
 
@@ -208,6 +223,14 @@ def test_a_tampered_body_or_another_secret_fails_verification(
     assert not verify(secret, header, tampered, 300)
     assert not verify(secret + "x", header, request.body, 300)
     assert not verify(secret, header, request.body, 300, now=time.time() + 3600)  # replayed
+    Webhook(secret).verify(request.body, request.headers)
+    other_secret = webhooks.new_secret()
+    for body, key in ((tampered, secret), (request.body, other_secret)):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(key).verify(body, request.headers)
+    stale = {**request.headers, "webhook-timestamp": str(int(time.time()) - 3600)}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(request.body, stale)  # the timestamp is signed too
 
 
 @pytest.mark.parametrize(
@@ -283,6 +306,120 @@ def test_redelivery_sends_the_same_event_id_and_body_and_keeps_the_log(
         assert entry.actor == "cli" and entry.detail["eventId"] == event_id
 
 
+def test_every_attempt_carries_the_same_webhook_id_and_its_own_timestamp(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver([500, 200]) as receiver:
+        _, secret = subscribe(runtime, creds.bot_id, receiver.url)
+        event_id = emit(runtime, creds.bot_id)
+        before = int(time.time())
+        deliver_until(runtime, settled(runtime))
+        first, second = receiver.wait_for(2)
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    for request in (first, second):
+        assert_signed(request, secret)
+        assert request.headers["webhook-id"] == event_id
+        assert before <= int(request.headers["webhook-timestamp"]) <= time.time()
+        # One timestamp for both signatures.
+        assert request.headers[SIGNATURE_HEADER].startswith(
+            f"t={request.headers['webhook-timestamp']},"
+        )
+
+
+def test_a_secret_made_before_standard_webhooks_signs_with_its_url_safe_bytes(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    """Old secrets are ``whsec_`` + URL-safe base64, which the reference library mis-decodes;
+    their receivers verify with the same secret in the standard alphabet (docs/webhooks.md)."""
+    old_secret = "whsec_" + "-_" + secrets.token_urlsafe(32)[2:]
+    with running_receiver() as receiver:
+        sub_id = add_subscription_row(runtime, creds.bot_id, [WebhookEvent.VOICEMAIL_CREATED])
+        with runtime.sessions.begin() as session:
+            row = session.get(WebhookSubscription, sub_id)
+            assert row is not None
+            row.url = receiver.url
+            row.secret_ciphertext = runtime.box.encrypt(old_secret)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        [request] = receiver.wait_for(1)
+    assert verify(old_secret, request.headers[SIGNATURE_HEADER], request.body, 300)
+    standard = "whsec_" + old_secret.removeprefix("whsec_").translate(str.maketrans("-_", "+/"))
+    assert Webhook(standard).verify(request.body, request.headers) == request.event
+    # As is, the library drops the "-" and "_": a wrong key, or no key at all.
+    with pytest.raises((WebhookVerificationError, binascii.Error)):
+        Webhook(old_secret).verify(request.body, request.headers)
+
+
+def rotate(runtime: Runtime, sub_id: str, overlap_hours: float) -> str:
+    with runtime.sessions.begin() as session:
+        return webhooks.rotate_secret(
+            session,
+            box=runtime.box,
+            actor=audit.CLI,
+            subscription_id=sub_id,
+            overlap_hours=overlap_hours,
+        ).secret
+
+
+def test_during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver() as receiver:
+        sub_id, old_secret = subscribe(runtime, creds.bot_id, receiver.url)
+        new_secret = rotate(runtime, sub_id, overlap_hours=1)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        # The overlap is over: the old secret signs no more.
+        with runtime.sessions.begin() as session:
+            row = session.get(WebhookSubscription, sub_id)
+            assert row is not None and row.previous_secret_expires_at is not None
+            row.previous_secret_expires_at = utcnow() - timedelta(seconds=1)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        during, after = receiver.wait_for(2)
+
+    assert new_secret != old_secret
+    for secret in (new_secret, old_secret):
+        assert_signed(during, secret)
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert during.headers[SIGNATURE_HEADER].count("v1=") == 2
+    assert_signed(after, new_secret)
+    assert not verify(old_secret, after.headers[SIGNATURE_HEADER], after.body, 300)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old_secret).verify(after.body, after.headers)
+
+
+def test_a_rotation_without_overlap_drops_the_old_secret_at_once(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver() as receiver:
+        sub_id, old_secret = subscribe(runtime, creds.bot_id, receiver.url)
+        rotate(runtime, sub_id, overlap_hours=24)
+        newest = rotate(runtime, sub_id, overlap_hours=0)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        [request] = receiver.wait_for(1)
+    assert_signed(request, newest)
+    assert request.headers[SIGNATURE_HEADER].count("v1=") == 1
+    assert " " not in request.headers["webhook-signature"]
+    with runtime.sessions() as session:
+        row = session.get(WebhookSubscription, sub_id)
+        assert row is not None and row.previous_secret_ciphertext is None
+        entries = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.action == audit.WEBHOOK_ROTATE_SECRET)
+            .order_by(AuditEntry.id)
+        ).all()
+    assert [e.detail["overlapHours"] for e in entries] == [24, 0]
+    assert entries[1].detail["previousSecretExpiresAt"] is None
+    assert all(old_secret not in str(e.detail) and newest not in str(e.detail) for e in entries)
+    with runtime.sessions.begin() as session, pytest.raises(BadRequest):
+        webhooks.rotate_secret(
+            session, box=runtime.box, actor=audit.CLI, subscription_id=sub_id, overlap_hours=-1
+        )
+
+
 def test_each_subscription_gets_its_own_delivery_signed_with_its_own_secret(
     runtime: Runtime, creds: Credentials
 ) -> None:
@@ -296,6 +433,10 @@ def test_each_subscription_gets_its_own_delivery_signed_with_its_own_secret(
     assert secret_one != secret_two
     assert verify(secret_one, request_one.headers[SIGNATURE_HEADER], request_one.body, 300)
     assert verify(secret_two, request_two.headers[SIGNATURE_HEADER], request_two.body, 300)
+    assert_signed(request_one, secret_one)
+    assert_signed(request_two, secret_two)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret_two).verify(request_one.body, request_one.headers)
     assert request_one.event["id"] == request_two.event["id"]
     statuses = sorted(row.status for row in deliveries(runtime))
     assert statuses == [
@@ -353,6 +494,115 @@ def test_a_late_outcome_of_a_lost_lease_does_not_decide(
     [delivery] = deliveries(runtime)
     assert delivery.status == DeliveryStatus.DELIVERED
     assert len(attempt_log(runtime, delivery.id)) == 2  # both attempts are in the log
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.5, 0.99])
+def test_a_failure_schedules_the_retry_by_the_jittered_backoff(
+    runtime: Runtime, creds: Credentials, draw: float
+) -> None:
+    subscribe(runtime, creds.bot_id, "http://127.0.0.1:9/unused")
+    emit(runtime, creds.bot_id)
+    policy = RetryPolicy(100.0, 1000.0, 3600.0, draw=lambda: draw)
+    now = utcnow()
+    with runtime.sessions.begin() as session:
+        [claimed] = claim_due(session, limit=1, lease_seconds=60, now=now)
+        failed = Outcome(now, 503, "HTTP 503", 5.0)
+        record_outcome(session, claimed=claimed, outcome=failed, policy=policy, now=now)
+    [delivery] = deliveries(runtime)
+    assert delivery.status == DeliveryStatus.PENDING
+    waited = (delivery.next_attempt_at - now).total_seconds()
+    assert abs(waited - (50 + 50 * draw)) < 0.01
+
+
+def test_the_workers_metrics_count_attempts_by_outcome_and_time_them(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    with running_receiver([500, 200]) as receiver:
+        subscribe(runtime, creds.bot_id, receiver.url)
+        emit(runtime, creds.bot_id)
+        deliver_until(runtime, settled(runtime))
+        receiver.wait_for(2)
+    with running_receiver(default=503) as receiver:
+        with runtime.sessions.begin() as session:
+            for row in webhooks.list_subscriptions(session):
+                row.url = receiver.url
+        with runtime.sessions.begin() as session:
+            webhook_events.emit(
+                session,
+                bot_id=creds.bot_id,
+                event_type=WebhookEvent.VOICEMAIL_CREATED,
+                data={"voicemailId": "f-2"},
+            )
+            # Past its window already: the first failure gives it up.
+            newest = session.scalars(
+                select(WebhookDelivery).order_by(WebhookDelivery.id.desc())
+            ).first()
+            assert newest is not None
+            newest.created_at = utcnow() - timedelta(days=2)
+        deliver_until(runtime, settled(runtime))
+
+    registry = runtime.metrics.registry
+
+    def attempts(outcome: str) -> float | None:
+        return registry.get_sample_value("voicemail_webhook_attempts_total", {"outcome": outcome})
+
+    assert attempts("delivered") == 1
+    assert attempts("retrying") == 1
+    assert attempts("failed") == 1
+    assert attempts("superseded") == 0
+    duration = "voicemail_webhook_attempt_duration_seconds_count"
+    assert registry.get_sample_value(duration, {"result": "ok"}) == 1
+    assert registry.get_sample_value(duration, {"result": "error"}) == 2
+
+
+def test_a_subscription_failing_for_a_day_is_disabled_until_enabled_again(
+    runtime: Runtime, creds: Credentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_receiver(default=503) as failing, running_receiver() as other:
+        sub_id, _ = subscribe(runtime, creds.bot_id, failing.url)
+        other_id, _ = subscribe(runtime, creds.bot_id, other.url, [WebhookEvent.WEBHOOK_DISABLED])
+        emit(runtime, creds.bot_id)
+        runtime.webhook_sender().deliver_due()
+        failing.wait_for(1)
+        with runtime.sessions.begin() as session:
+            row = session.get(WebhookSubscription, sub_id)
+            assert row is not None and row.failing_since is not None
+            assert row.disabled_at is None
+            # Failing since a day ago (VOICEMAIL_WEBHOOK_DISABLE_AFTER_HOURS, 24 by default).
+            row.failing_since = utcnow() - timedelta(hours=24, seconds=1)
+        with caplog.at_level("WARNING", logger="voicemail.webhooks.delivery"):
+            deliver_until(runtime, lambda: len(other.received) >= 1)
+        [notice] = other.wait_for(1)
+        sent = len(failing.received)
+        # Disabled: nothing more is claimed for it, however due.
+        emit(runtime, creds.bot_id)
+        runtime.webhook_sender().deliver_due()
+        assert len(failing.received) == sent
+
+        assert notice.event["type"] == WebhookEvent.WEBHOOK_DISABLED
+        assert notice.event["data"]["subscriptionId"] == sub_id
+        assert notice.event["data"]["disabledAt"] is not None
+        assert any(
+            "webhook subscription disabled" in record.getMessage() for record in caplog.records
+        )
+        with runtime.sessions() as session:
+            listed = {row.id: row for row in webhooks.list_subscriptions(session)}
+            assert listed[sub_id].disabled_at is not None
+            assert listed[other_id].disabled_at is None
+
+        failing.default = 200
+        with runtime.sessions.begin() as session:
+            enabled = webhooks.enable_subscription(session, actor=audit.CLI, subscription_id=sub_id)
+            assert enabled.disabled_at is None and enabled.failing_since is None
+        with runtime.sessions.begin() as session:
+            for delivery in session.scalars(select(WebhookDelivery)):
+                delivery.next_attempt_at = utcnow()
+        deliver_until(runtime, lambda: len(failing.received) >= sent + 2)
+    with runtime.sessions() as session:
+        entry = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == audit.WEBHOOK_ENABLE)
+        ).one()
+        assert entry.detail["subscriptionId"] == sub_id and entry.detail["wasDisabledAt"]
 
 
 def test_deleting_a_subscription_mid_delivery_drops_it_quietly(

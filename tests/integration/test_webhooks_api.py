@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from tests.helpers.credentials import Credentials, make_credentials
 from tests.helpers.webhook_receiver import running_receiver
+from tests.helpers.webhooks import assert_verifies
 from voicemail import ids
 from voicemail.auth import service as auth
 from voicemail.bots import service as bots
@@ -122,6 +123,36 @@ def test_create_list_deliveries_redeliver_delete(
         assert all(e.bot_id == admin.bot_id for e in entries)
         assert all(secret not in str(e.detail) for e in entries)
         assert entries[0].detail["url"] == receiver.url  # (its query, if any, left out)
+
+
+def test_rotate_secret(client: TestClient, admin: Credentials, runtime: Runtime) -> None:
+    with running_receiver() as receiver:
+        sub = create(client, admin, url=receiver.url).json()
+        path = f"{base(admin.bot_id)}/{sub['id']}/rotate-secret"
+        rotated = client.post(path, json={"overlapHours": 1.5}, headers=admin.headers())
+        assert rotated.status_code == 200, rotated.text
+        body = rotated.json()
+        assert body["id"] == sub["id"] and body["secret"] != sub["secret"]
+        assert body["previousSecretExpiresAt"] is not None
+        with runtime.sessions.begin() as session:
+            webhook_events.emit(
+                session, bot_id=admin.bot_id, event_type="voicemail.created", data={}
+            )
+        runtime.webhook_sender().deliver_due()
+        [request] = receiver.wait_for(1)
+    assert_verifies(request, sub["secret"], body["secret"])
+
+    default = client.post(path, headers=admin.headers())  # no body: the default overlap
+    assert default.status_code == 200, default.text
+    assert default.json()["previousSecretExpiresAt"] is not None
+    assert_error(client.post(path, json={"overlapHours": -1}, headers=admin.headers()), 400)
+    other = f"{base(admin.bot_id)}/{ids.new_id(ids.WEBHOOK)}/rotate-secret"
+    assert_error(client.post(other, headers=admin.headers()), 404)
+    with runtime.sessions() as session:
+        actions = session.scalars(
+            select(AuditEntry.action).where(AuditEntry.action == "webhook.rotate-secret")
+        ).all()
+    assert len(actions) == 2
 
 
 def test_the_audit_log_leaves_the_query_of_a_url_out(

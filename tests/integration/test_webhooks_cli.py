@@ -12,6 +12,7 @@ from sqlalchemy import select
 from tests.helpers.cli import invoke_cli, ok_json
 from tests.helpers.credentials import Credentials
 from tests.helpers.webhook_receiver import running_receiver
+from tests.helpers.webhooks import assert_verifies
 from voicemail.db.models import AuditEntry
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
@@ -96,6 +97,38 @@ def test_create_list_deliveries_redeliver_delete(
         ("cli", "webhook.redeliver"),
         ("cli", "webhook.delete"),
     ]
+
+
+def test_rotate_secret(cli: Any, runtime: Runtime, creds: Credentials) -> None:
+    with running_receiver() as receiver:
+        created = ok_json(
+            cli(
+                "webhooks", "create", "--bot", creds.bot_id, "--url", receiver.url,
+                "--event", "voicemail.created", "--json",
+            )
+        )  # fmt: skip
+        rotated = ok_json(
+            cli("webhooks", "rotate-secret", created["id"], "--overlap-hours", "2", "--json")
+        )
+        assert rotated["id"] == created["id"] and rotated["previousSecretExpiresAt"]
+        assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created["secret"]
+        with runtime.sessions.begin() as session:
+            webhook_events.emit(
+                session, bot_id=creds.bot_id, event_type="voicemail.created", data={}
+            )
+        runtime.webhook_sender().deliver_due()
+        [request] = receiver.wait_for(1)
+    assert_verifies(request, created["secret"], rotated["secret"])
+    assert "No webhook subscription" in failed(cli("webhooks", "rotate-secret", "wh-none"))
+    enabled = ok_json(cli("webhooks", "enable", created["id"], "--json"))
+    assert enabled["id"] == created["id"] and enabled["disabledAt"] is None
+    too_long = cli("webhooks", "rotate-secret", created["id"], "--overlap-hours", "100000")
+    assert too_long.returncode != 0
+    with runtime.sessions() as session:
+        [entry] = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "webhook.rotate-secret")
+        ).all()
+    assert entry.actor == "cli" and entry.detail["subscriptionId"] == created["id"]
 
 
 def test_tables_and_errors(cli: Any, creds: Credentials) -> None:

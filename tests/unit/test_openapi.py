@@ -53,7 +53,7 @@ def test_token_routes_declare_their_schemes_and_errors(document: dict[str, Any])
         for method, path, operation in operations(document)
         if path.startswith(("/api/public/", "/api/1.1/public/", "/api/admin/"))
     ]
-    assert len(secured) == 13
+    assert len(secured) == 14
     for method, path, operation in secured:
         assert operation["security"] == [{"auth": []}, {"bearer": []}], (method, path)
         assert {"400", "401", "403", "429"} <= set(operation["responses"]), (method, path)

@@ -60,6 +60,8 @@ QUEUE_SET_ALERTS = "queue.set-alerts"
 WEBHOOK_CREATE = "webhook.create"
 WEBHOOK_DELETE = "webhook.delete"
 WEBHOOK_REDELIVER = "webhook.redeliver"
+WEBHOOK_ENABLE = "webhook.enable"
+WEBHOOK_ROTATE_SECRET = "webhook.rotate-secret"  # noqa: S105 (an action name)
 
 MAX_LIST = 10_000
 

@@ -93,6 +93,49 @@ def webhooks_delete(subscription_id: str, as_json: JsonOpt = False) -> None:
     emit(as_json, {"id": subscription_id, "deleted": True})
 
 
+@app.command("enable")
+def webhooks_enable(subscription_id: str, as_json: JsonOpt = False) -> None:
+    """Send again to a subscription disabled for failing too long."""
+    row = run_in_transaction(
+        lambda rt, s: webhook_schemas.subscription_out(
+            webhooks.enable_subscription(s, actor=audit.CLI, subscription_id=subscription_id)
+        ).model_dump(mode="json")
+    )
+    emit(as_json, row)
+
+
+@app.command("rotate-secret")
+def webhooks_rotate_secret(
+    subscription_id: str,
+    overlap_hours: Annotated[
+        float,
+        typer.Option(
+            "--overlap-hours",
+            min=0,
+            max=webhooks.MAX_OVERLAP_HOURS,
+            help="How long the old secret keeps signing too (0: stop it now).",
+        ),
+    ] = webhooks.DEFAULT_OVERLAP_HOURS,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a subscription a new signing secret; prints it (once). Deliveries carry a
+    signature by the old secret too until the overlap ends."""
+
+    def action(rt: Runtime, s: Any) -> dict[str, Any]:
+        rotated = webhooks.rotate_secret(
+            s,
+            box=rt.box,
+            actor=audit.CLI,
+            subscription_id=subscription_id,
+            overlap_hours=overlap_hours,
+        )
+        return webhook_schemas.rotated_out(rotated.subscription, rotated.secret).model_dump(
+            mode="json"
+        )
+
+    emit(as_json, run_in_transaction(action))
+
+
 @app.command("deliveries")
 def webhooks_deliveries(
     subscription: Annotated[

@@ -262,9 +262,17 @@ class WebhookSubscription(Base):
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[list[str]] = mapped_column(JSON, default=list)
-    # The signing secret, encrypted like app secrets (shown once, at creation).
+    # The signing secret, encrypted like app secrets (shown once, at creation or rotation).
     secret_ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The secret before the last rotation, which also signs until it expires (receivers
+    # switch over meanwhile).
+    previous_secret_ciphertext: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Since when every attempt failed (none succeeded since); when it was disabled for
+    # failing too long (``webhook_disable_after_hours``): nothing is sent until re-enabled.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WebhookDelivery(Base):

@@ -14,8 +14,8 @@ task). It:
 2. posts each delivery on a thread of its own as soon as it is claimed, with no transaction
    open (a slow receiver holds no lock), to an address ``webhooks.targets`` allows;
 3. records each outcome as it comes, in a transaction of its own: an attempt row, then
-   delivered (2xx), or the next try after an exponential backoff, or failed once the next
-   try would fall outside the retry window;
+   delivered (2xx), or the next try after a jittered exponential backoff, or failed once
+   the next try would fall outside the retry window; the sender's metrics count it;
 4. claims again as senders free up (and every ``poll_seconds``), until nothing is in flight
    and nothing is due.
 
@@ -25,17 +25,19 @@ for the slowest of a batch.
 
 Delivery is at least once: a worker that freezes past its lease, or dies after the POST and
 before recording it, leads to a second send of the same event id. Receivers dedupe on the
-``X-Voicemail-Event-Id`` header (the body's ``id``).
+``webhook-id`` or ``X-Voicemail-Event-Id`` header (both the body's ``id``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
@@ -45,9 +47,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from voicemail.metrics import Metrics
 from voicemail.security import SecretBox
 from voicemail.states import DeliveryStatus
-from voicemail.webhooks import signature
+from voicemail.webhooks import events, signature
 from voicemail.webhooks.service import DEFAULT_TARGETS
 from voicemail.webhooks.targets import (
     NOT_ALLOWED,
@@ -75,6 +78,8 @@ class ClaimedDelivery:
     event_type: str
     body: str
     attempt: int  # this attempt's number, 1 for the first
+    # The secret before a rotation, while it still signs too (``service.rotate_secret``).
+    previous_secret_ciphertext: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,10 +109,22 @@ class RetryPolicy:
     base_seconds: float
     max_seconds: float
     window_seconds: float
+    # A subscription whose attempts have all failed this long is disabled; 0: never.
+    disable_after_seconds: float = 0.0
+    # A number in [0, 1), drawn afresh for each retry (tests inject a seeded one).
+    draw: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def delay(self, attempts: int) -> float:
-        """base, 2×base, 4×base… after the 1st, 2nd, 3rd failed attempt, capped."""
+        """base, 2×base, 4×base… after the 1st, 2nd, 3rd failed attempt, capped: the most a
+        retry waits."""
         return float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
+
+    def jittered_delay(self, attempts: int) -> float:
+        """The wait before the next try: between half of ``delay`` and all of it ("equal
+        jitter"). Receivers that failed together, in one outage, are then not all retried
+        in the same second when it ends, and none is retried sooner than half the backoff."""
+        ceiling = self.delay(attempts)
+        return ceiling / 2 + self.draw() * ceiling / 2
 
 
 def _due(now: datetime, due_by: datetime | None = None) -> list[ColumnElement[bool]]:
@@ -178,6 +195,7 @@ def _pick_fairly(
         .join(Bot, Bot.id == WebhookSubscription.bot_id)
         .where(
             *_due(now, due_by),
+            WebhookSubscription.disabled_at.is_(None),
             WebhookDelivery.subscription_id.not_in(full_subscriptions),
             Bot.account_id.not_in(full_accounts),
         )
@@ -220,11 +238,21 @@ def claim_due(
     if not picked:
         return []
     query = (
-        select(WebhookDelivery, WebhookSubscription.url, WebhookSubscription.secret_ciphertext)
+        select(
+            WebhookDelivery,
+            WebhookSubscription.url,
+            WebhookSubscription.secret_ciphertext,
+            WebhookSubscription.previous_secret_ciphertext,
+            WebhookSubscription.previous_secret_expires_at,
+        )
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
         # Due again: another worker may have taken one since it was picked (SQLite's write
         # lock, taken at BEGIN, rules that out there).
-        .where(WebhookDelivery.id.in_(picked), *_due(now, due_by))
+        .where(
+            WebhookDelivery.id.in_(picked),
+            *_due(now, due_by),
+            WebhookSubscription.disabled_at.is_(None),
+        )
         .order_by(WebhookDelivery.id)
     )
     if session.get_bind().dialect.name == "postgresql":
@@ -232,8 +260,9 @@ def claim_due(
     order = {delivery_id: index for index, delivery_id in enumerate(picked)}
     rows = sorted(session.execute(query).all(), key=lambda row: order[row[0].id])
     claimed = []
-    for delivery, url, secret_ciphertext in rows:
+    for delivery, url, secret_ciphertext, previous_ciphertext, previous_expires_at in rows:
         delivery.attempts += 1
+        overlapping = previous_expires_at is not None and previous_expires_at > now
         delivery.leased_until = now + timedelta(seconds=lease_seconds)
         claimed.append(
             ClaimedDelivery(
@@ -244,6 +273,7 @@ def claim_due(
                 event_type=delivery.event_type,
                 body=delivery.body,
                 attempt=delivery.attempts,
+                previous_secret_ciphertext=previous_ciphertext if overlapping else None,
             )
         )
     session.flush()
@@ -251,12 +281,17 @@ def claim_due(
 
 
 def post(
-    client: httpx.Client, claimed: ClaimedDelivery, secret: str, *, deadline_seconds: float
+    client: httpx.Client,
+    claimed: ClaimedDelivery,
+    secret: str,
+    *,
+    deadline_seconds: float,
+    previous_secret: str | None = None,
 ) -> Outcome:
-    """POST the delivery's body, signed now. Never raises for a network failure: that is an
-    outcome like a 500. The response body is not read. The whole attempt (connecting,
-    sending, the answer's head) ends after ``deadline_seconds``, however the receiver paces
-    its bytes.
+    """POST the delivery's body, signed now (by the previous secret too, when given). Never
+    raises for a network failure: that is an outcome like a 500. The response body is not
+    read. The whole attempt (connecting, sending, the answer's head) ends after
+    ``deadline_seconds``, however the receiver paces its bytes.
 
     The error logged says what kind of failure it was (a timeout, a refused or unresolvable
     connection, a target the policy refuses), never the system's own words, which would
@@ -265,7 +300,9 @@ def post(
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        signature.SIGNATURE_HEADER: signature.sign(secret, body),
+        # webhook-id is the event's id: the same on every retry and redelivery, as the
+        # spec wants of it, and the same as the body's id that receivers already dedupe on.
+        **signature.headers(secret, claimed.event_id, body, previous=previous_secret),
         signature.EVENT_HEADER: claimed.event_type,
         signature.EVENT_ID_HEADER: claimed.event_id,
     }
@@ -327,17 +364,48 @@ def record_outcome(
     delivery.leased_until = None
     delivery.last_status_code = outcome.status_code
     delivery.last_error = outcome.error
+    _track_failures(session, delivery.subscription_id, outcome, policy, now)
     if outcome.ok:
         delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = now
     else:
-        next_attempt = now + timedelta(seconds=policy.delay(delivery.attempts))
+        next_attempt = now + timedelta(seconds=policy.jittered_delay(delivery.attempts))
         if next_attempt > delivery.created_at + timedelta(seconds=policy.window_seconds):
             delivery.status = DeliveryStatus.FAILED
         else:
             delivery.next_attempt_at = next_attempt
     session.flush()
     return delivery
+
+
+def _track_failures(
+    session: Session, subscription_id: str, outcome: Outcome, policy: RetryPolicy, now: datetime
+) -> None:
+    """A success clears the subscription's failing streak; a failure starts it, and disables
+    the subscription once it has lasted ``policy.disable_after_seconds``: a log line, and a
+    ``webhook.disabled`` event to the bot's subscriptions."""
+    subscription = session.get(WebhookSubscription, subscription_id)
+    if subscription is None:
+        return
+    if outcome.ok:
+        subscription.failing_since = None
+        return
+    if subscription.failing_since is None:
+        subscription.failing_since = outcome.attempted_at
+    limit = policy.disable_after_seconds
+    failing_for = now - subscription.failing_since
+    if not limit or subscription.disabled_at is not None or failing_for.total_seconds() < limit:
+        return
+    subscription.disabled_at = now
+    log.warning(
+        "webhook subscription disabled: every attempt failed for too long",
+        extra={
+            "subscription_id": subscription.id,
+            "bot_id": subscription.bot_id,
+            "failing_since": subscription.failing_since.isoformat(),
+        },
+    )
+    events.emit_webhook_disabled(session, subscription)
 
 
 class WebhookSender:
@@ -354,6 +422,7 @@ class WebhookSender:
         targets: TargetPolicy = DEFAULT_TARGETS,
         limits: FairnessLimits | None = None,
         poll_seconds: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.read_sessions = read_sessions or sessions
@@ -363,6 +432,7 @@ class WebhookSender:
         self.targets = targets
         self.limits = limits or FairnessLimits()
         self.poll_seconds = poll_seconds
+        self.metrics = metrics
         # One attempt ends by its deadline, however its receiver paces the bytes; the
         # margin covers recording the outcome. Past the lease, another worker may send the
         # delivery again (receivers dedupe on the event id).
@@ -465,13 +535,24 @@ class WebhookSender:
     def _attempt(self, client: httpx.Client, claimed: ClaimedDelivery) -> None:
         try:
             secret = self.box.decrypt(claimed.secret_ciphertext)
-            outcome = post(client, claimed, secret, deadline_seconds=self.deadline_seconds)
+            previous = claimed.previous_secret_ciphertext
+            outcome = post(
+                client,
+                claimed,
+                secret,
+                deadline_seconds=self.deadline_seconds,
+                previous_secret=self.box.decrypt(previous) if previous else None,
+            )
         except Exception as exc:  # a bug or an undecryptable secret: log it as the attempt
             log.exception("webhook delivery crashed", extra={"delivery_id": claimed.id})
             outcome = Outcome(utcnow(), None, f"internal error: {type(exc).__name__}", 0.0)
         with self.sessions.begin() as session:
             delivery = record_outcome(session, claimed=claimed, outcome=outcome, policy=self.policy)
             status = delivery.status if delivery is not None else "deleted"
+        if self.metrics is not None:
+            self.metrics.observe_webhook_attempt(
+                ok=outcome.ok, seconds=outcome.duration_ms / 1000, delivery_status=status
+            )
         log.info(
             "webhook attempt",
             extra={

@@ -45,6 +45,8 @@ class WebhookEvent(StrEnum):
     # A queue's backlog crossed its alert thresholds, or fell back below them (inbox.alerts).
     QUEUE_ALERT = "queue.alert"
     QUEUE_ALERT_CLEARED = "queue.alert_cleared"
+    # A subscription failed for too long and was disabled (webhooks.delivery).
+    WEBHOOK_DISABLED = "webhook.disabled"
 
 
 def emit(session: Session, *, bot_id: str, event_type: str, data: dict[str, Any]) -> str | None:
@@ -255,3 +257,22 @@ def emit_queue_alert_cleared(
     data = _queue_data(queue)
     data["alertedSince"] = _iso(alerted_since)
     return emit(session, bot_id=bot_id, event_type=WebhookEvent.QUEUE_ALERT_CLEARED, data=data)
+
+
+# Subscriptions ---------------------------------------------------------------------------
+
+
+def emit_webhook_disabled(session: Session, subscription: WebhookSubscription) -> str | None:
+    """To the bot's subscriptions that want it (the disabled one gets it once re-enabled)."""
+    return emit(
+        session,
+        bot_id=subscription.bot_id,
+        event_type=WebhookEvent.WEBHOOK_DISABLED,
+        data={
+            "subscriptionId": subscription.id,
+            "failingSince": _iso(subscription.failing_since)
+            if subscription.failing_since
+            else None,
+            "disabledAt": _iso(subscription.disabled_at) if subscription.disabled_at else None,
+        },
+    )

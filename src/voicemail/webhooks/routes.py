@@ -111,6 +111,31 @@ def delete_webhook(
     return schemas.Deleted(id=webhook_id)
 
 
+@router.post(
+    "/{webhookId}/rotate-secret",
+    response_model=schemas.RotatedSecret,
+    summary="Give a subscription a new secret (shown once); the old one signs too for an overlap",
+    responses=error_responses(*AUTHENTICATED, 404),
+)
+def rotate_webhook_secret(
+    bot_id: BotId,
+    app_id: AdminAppId,
+    webhook_id: WebhookId,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    body: schemas.SecretRotation | None = None,
+) -> schemas.RotatedSecret:
+    rotated = service.rotate_secret(
+        session,
+        box=runtime.box,
+        actor=audit.app_actor(app_id),
+        subscription_id=webhook_id,
+        overlap_hours=(body or schemas.SecretRotation()).overlapHours,
+        bot_id=bot_id,
+    )
+    return schemas.rotated_out(rotated.subscription, rotated.secret)
+
+
 @router.get(
     "/{webhookId}/deliveries",
     response_model=schemas.DeliveryList,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicemail import states
 from voicemail.db.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from voicemail.webhooks.events import WebhookEvent
+from voicemail.webhooks.service import DEFAULT_OVERLAP_HOURS, MAX_OVERLAP_HOURS
 
 # The enums of the OpenAPI document, inline (``WebhookEvent`` and ``states.DeliveryStatus``
 # are the source; checked below).
@@ -22,6 +23,7 @@ EventType = Literal[
     "voicemail.deleted",
     "queue.alert",
     "queue.alert_cleared",
+    "webhook.disabled",
 ]
 DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
 assert get_args(EventType) == tuple(WebhookEvent), "EventType must list WebhookEvent"
@@ -46,10 +48,31 @@ class Subscription(BaseModel):
     url: str
     events: list[EventType]
     createdAt: datetime
+    disabledAt: datetime | None = Field(
+        default=None,
+        description="When it was disabled for failing too long; nothing is sent until re-enabled",
+    )
 
 
 class CreatedSubscription(Subscription):
     secret: str = Field(description="The signing secret; shown this once only")
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlapHours: float = Field(
+        default=DEFAULT_OVERLAP_HOURS,
+        ge=0,
+        le=MAX_OVERLAP_HOURS,
+        description="How long the replaced secret keeps signing too (0: not at all)",
+    )
+
+
+class RotatedSecret(CreatedSubscription):
+    previousSecretExpiresAt: datetime | None = Field(
+        description="Until when deliveries are signed with the replaced secret as well"
+    )
 
 
 class SubscriptionList(BaseModel):
@@ -97,11 +120,19 @@ def subscription_out(subscription: WebhookSubscription) -> Subscription:
         url=subscription.url,
         events=list(subscription.events),
         createdAt=subscription.created_at,
+        disabledAt=subscription.disabled_at,
     )
 
 
 def created_out(subscription: WebhookSubscription, secret: str) -> CreatedSubscription:
     return CreatedSubscription(**subscription_out(subscription).model_dump(), secret=secret)
+
+
+def rotated_out(subscription: WebhookSubscription, secret: str) -> RotatedSecret:
+    return RotatedSecret(
+        **created_out(subscription, secret).model_dump(),
+        previousSecretExpiresAt=subscription.previous_secret_expires_at,
+    )
 
 
 def delivery_out(delivery: WebhookDelivery, attempts: Sequence[WebhookAttempt]) -> Delivery:

@@ -14,11 +14,12 @@ the ``voicemail.deleted`` event, which holds no caller data. The log itself is k
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import ColumnElement, delete, func, select
@@ -38,18 +39,22 @@ from voicemail.errors import BadRequest, Conflict, NotFound
 from voicemail.security import SecretBox
 from voicemail.states import DeliveryStatus
 from voicemail.webhooks.events import WebhookEvent, tombstone
+from voicemail.webhooks.signature import SECRET_PREFIX
 from voicemail.webhooks.targets import AddressNotAllowed, TargetPolicy
 
 CANCELLED_ERROR = "cancelled: the voicemail was deleted before this event was delivered"
 
 
 MAX_URL_LENGTH = 2000
-SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+SECRET_BYTES = 32  # Standard Webhooks: 24 to 64 random bytes
 DEFAULT_LIST_LIMIT = 100
 MAX_DELIVERY_ID = 2**31 - 1  # webhook_deliveries.id is an INTEGER: 32 bits on PostgreSQL
 # Public addresses only: what a subscription may target when no policy is given.
 DEFAULT_TARGETS = TargetPolicy()
 MAX_LIST_LIMIT = 1000
+# How long a rotated-out secret keeps signing, by default and at most.
+DEFAULT_OVERLAP_HOURS = 24
+MAX_OVERLAP_HOURS = 24 * 30
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,9 @@ def check_events(events: Sequence[str]) -> list[str]:
 
 
 def new_secret() -> str:
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
+    """``whsec_`` + standard base64 of random bytes, as Standard Webhooks libraries decode it
+    (before, URL-safe base64: see ``signature.standard_key`` for those)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
 def audited_url(url: str) -> str:
@@ -206,6 +213,63 @@ def create_subscription(
         events=subscription.events,
     )
     return CreatedSubscription(subscription, secret)
+
+
+def rotate_secret(
+    session: Session,
+    *,
+    box: SecretBox,
+    actor: str,
+    subscription_id: str,
+    overlap_hours: float = DEFAULT_OVERLAP_HOURS,
+    bot_id: str | None = None,
+) -> CreatedSubscription:
+    """A new secret for the subscription, shown once. The one it replaces keeps signing
+    too for ``overlap_hours`` (0: not at all), so a receiver can switch without refusing a
+    delivery; a secret replaced earlier, still within its own overlap, stops now (two
+    secrets at most)."""
+    if not 0 <= overlap_hours <= MAX_OVERLAP_HOURS:
+        raise BadRequest(f"The overlap must be 0 to {MAX_OVERLAP_HOURS} hours")
+    subscription = get_subscription(session, subscription_id=subscription_id, bot_id=bot_id)
+    secret = new_secret()
+    expires_at = utcnow() + timedelta(hours=overlap_hours) if overlap_hours else None
+    subscription.previous_secret_ciphertext = (
+        subscription.secret_ciphertext if expires_at is not None else None
+    )
+    subscription.previous_secret_expires_at = expires_at
+    subscription.secret_ciphertext = box.encrypt(secret)
+    session.flush()
+    audit.record_change(
+        session,
+        actor=actor,
+        action=audit.WEBHOOK_ROTATE_SECRET,
+        bot_id=subscription.bot_id,
+        subscriptionId=subscription.id,
+        overlapHours=overlap_hours,
+        previousSecretExpiresAt=expires_at.isoformat() if expires_at else None,
+    )
+    return CreatedSubscription(subscription, secret)
+
+
+def enable_subscription(
+    session: Session, *, actor: str, subscription_id: str, bot_id: str | None = None
+) -> WebhookSubscription:
+    """Send again to a subscription disabled for failing too long: its pending deliveries go
+    out when due, and its failures count afresh."""
+    subscription = get_subscription(session, subscription_id=subscription_id, bot_id=bot_id)
+    was_disabled = subscription.disabled_at
+    subscription.disabled_at = None
+    subscription.failing_since = None
+    session.flush()
+    audit.record_change(
+        session,
+        actor=actor,
+        action=audit.WEBHOOK_ENABLE,
+        bot_id=subscription.bot_id,
+        subscriptionId=subscription.id,
+        wasDisabledAt=was_disabled.isoformat() if was_disabled else None,
+    )
+    return subscription
 
 
 def list_subscriptions(
