@@ -25,7 +25,8 @@ from voicemail.voicemails.listing import Cursor
 PAGE_SIZE = 50
 PREVIEW_CHARS = 140
 NO_QUEUE = "none"
-MAX_QUERY = 200
+# One bound on a search for the inbox and the list API.
+MAX_QUERY = listing.MAX_QUERY
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
 
 
