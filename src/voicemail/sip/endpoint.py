@@ -56,14 +56,21 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
 
 
 class _Port(pj.AudioMediaPort):  # type: ignore[misc]
-    """Receives the caller's audio from the conference bridge, frame by frame."""
+    """Receives the caller's audio from the conference bridge, frame by frame: the first
+    ``skip`` frames (those heard over the beep) are dropped.
 
-    def __init__(self, recording: RecordedCall) -> None:
+    Counted in the media clock's frames, not in wall time: a busy machine that runs the
+    clock's thread late loses none of the message to a beep that seems to last longer."""
+
+    def __init__(self, recording: RecordedCall, skip: int) -> None:
         super().__init__()
         self.recording = recording
+        self.skip = skip
 
     def onFrameReceived(self, frame: Any) -> None:
-        if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
+        if self.skip > 0:
+            self.skip -= 1
+        elif frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
             self.recording.feed(bytes(frame.buf))
         else:  # the bridge had nothing from the caller this turn: keep the time
             self.recording.feed(SILENT_FRAME)
@@ -78,7 +85,7 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.audio: Any = None
         self.tone: Any = None
         self.port: _Port | None = None
-        self.beep_ends: float | None = None
+        self.answered = False  # the beep was played and the recording began
         self.recording: RecordedCall | None = None
         self.disconnected = False
         self.hung_up = False
@@ -90,14 +97,18 @@ class _Call(pj.Call):  # type: ignore[misc]
                 self.recording.hang_up()
 
     def onCallMediaState(self, prm: Any) -> None:
-        if self.beep_ends is not None:  # a re-INVITE (hold, codec): the beep was played
+        if self.answered:  # a re-INVITE (hold, codec): the beep was played
             return
         # Held: the media list points into the info, which SWIG frees with its object.
         info = self.getInfo()
         for media in info.media:
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                assert self.bot_id is not None and self.meta is not None
+                self.answered = True
                 self.audio = self.getAudioMedia(media.index)
                 self._beep()
+                recorder = self.account.endpoint.recorder
+                self._record(recorder.begin(bot_id=self.bot_id, meta=self.meta))
                 return
 
     def _beep(self) -> None:
@@ -110,12 +121,12 @@ class _Call(pj.Call):  # type: ignore[misc]
         tones.append(tone)
         self.tone.startTransmit(self.audio)
         self.tone.play(tones, False)
-        self.beep_ends = time.monotonic() + BEEP_MS / 1000
 
-    def record(self, recording: RecordedCall) -> None:
-        """From the end of the beep on, the caller's audio goes to ``recording``."""
+    def _record(self, recording: RecordedCall) -> None:
+        """From the end of the beep on, the caller's audio goes to ``recording``. The
+        voicemail is opened meanwhile; frames wait in ``recording`` until it is."""
         self.recording = recording
-        self.port = _Port(recording)
+        self.port = _Port(recording, skip=BEEP_MS // FRAME_MS)
         audio_format = pj.MediaFormatAudio()
         audio_format.init(pj.PJMEDIA_FORMAT_PCM, CLOCK_RATE, 1, FRAME_MS * 1000, 16, 0, 0)
         self.port.createPort(f"rec{self.getId()}", audio_format)
@@ -310,18 +321,12 @@ class SipEndpoint:
         return account
 
     def _turn(self) -> None:
-        """Start the recordings whose beep ended, send our BYE where the recording ended,
-        forget the calls that are over."""
-        now = time.monotonic()
+        """Send our BYE where the recording ended, forget the calls that are over."""
         for call_id, call in list(self.calls.items()):
             if call.disconnected:
                 del self.calls[call_id]
                 continue
-            if call.recording is None:
-                if call.beep_ends is not None and now >= call.beep_ends:
-                    assert call.bot_id is not None and call.meta is not None
-                    call.record(self.recorder.begin(bot_id=call.bot_id, meta=call.meta))
-            elif call.recording.done.is_set() and not call.hung_up:
+            if call.recording is not None and call.recording.done.is_set() and not call.hung_up:
                 call.hung_up = True
                 call.hangup(pj.CallOpParam(True))
 
