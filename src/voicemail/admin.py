@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
-from voicemail.db.models import Bot, Queue, User
+from voicemail.db.models import Account, Bot, Queue, User
 from voicemail.errors import BadRequest, Forbidden, NotFound
 from voicemail.queues import service as queues
 from voicemail.states import Role
@@ -231,8 +232,57 @@ def set_bot_queue(session: Session, *, actor: Actor, bot_id: str, queue: str | N
 # The admin page ------------------------------------------------------------------------
 
 
+# Accounts ------------------------------------------------------------------------------
+
+
+def find_account(session: Session, *, actor: Actor, account_id: str | None = None) -> Account:
+    """The account ``account_id``, or the actor's own (the default account for the CLI)."""
+    if account_id is None:
+        account_id = actor.account_id or bots.default_account(session).id
+    account = session.get(Account, account_id)
+    if account is None or (actor.account_id is not None and account.id != actor.account_id):
+        raise NotFound(f"No account {account_id}")
+    return account
+
+
+def parse_time_zone(value: str) -> str:
+    """An IANA time zone name ("Europe/Paris", "UTC"), as the tz database spells it."""
+    name = value.strip()
+    # ZoneInfo also opens relative paths: allow only what a zone name can contain.
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "/_+-" for c in name):
+        raise BadRequest(f"Unknown time zone {value[:64]!r}: use an IANA name like Europe/Paris")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+        raise BadRequest(
+            f"Unknown time zone {name!r}: use an IANA name like Europe/Paris"
+        ) from None
+    return name
+
+
+def set_time_zone(
+    session: Session, *, actor: Actor, time_zone: str, account_id: str | None = None
+) -> Account:
+    """The zone the account's supervisor figures count days in."""
+    account = find_account(session, actor=actor, account_id=account_id)
+    account.time_zone = parse_time_zone(time_zone)
+    audit.record_change(
+        session,
+        actor=actor.name,
+        action=audit.ACCOUNT_SET_TIME_ZONE,
+        accountId=account.id,
+        timeZone=account.time_zone,
+    )
+    return account
+
+
+def account_json(account: Account) -> dict[str, object]:
+    return {"id": account.id, "name": account.name, "timeZone": account.time_zone}
+
+
 @dataclass(frozen=True)
 class Overview:
+    account: Account
     users: Sequence[User]
     queues: Sequence[Queue]
     bots: Sequence[Bot]
@@ -244,6 +294,7 @@ def overview(session: Session, *, account_id: str) -> Overview:
         select(Bot).where(Bot.account_id == account_id).order_by(Bot.name, Bot.id)
     ).all()
     return Overview(
+        account=session.get_one(Account, account_id),
         users=users.list_users(session, account_id=account_id),
         queues=queues.list_queues(session, account_id=account_id),
         bots=account_bots,

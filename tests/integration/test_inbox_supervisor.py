@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 
 from tests.helpers.credentials import new_bot
 from tests.helpers.inbox import add_voicemail, make_queue, make_user, sign_in, signed_in
+from voicemail.bots import service as bots
 from voicemail.db.base import utcnow
 from voicemail.db.models import Queue
-from voicemail.inbox import alerts
+from voicemail.inbox import alerts, stats
 from voicemail.runtime import Runtime
 from voicemail.states import Role
 from voicemail.users import service as users
@@ -228,3 +230,101 @@ def test_banner_messages(runtime: Runtime) -> None:
     assert [(alert.queue_id, alert.message) for alert in shown] == [
         (queue_id, "oldest waiting 3 h 5 min (alert at 2 h)")
     ]
+
+
+def set_zone(runtime: Runtime, name: str) -> ZoneInfo:
+    with runtime.sessions.begin() as session:
+        bots.default_account(session).time_zone = name
+    return ZoneInfo(name)
+
+
+def at_local(zone: ZoneInfo, days_ago: int, hour: int, minute: int) -> datetime:
+    """A UTC instant at ``hour:minute`` local time, ``days_ago`` local days before today."""
+    today = utcnow().astimezone(zone).date()
+    local = datetime.combine(today - timedelta(days=days_ago), time(hour, minute), tzinfo=zone)
+    return local.astimezone(UTC)
+
+
+def test_days_are_the_accounts_local_days(inbox: TestClient, runtime: Runtime) -> None:
+    # Kathmandu is UTC+5:45, without DST: days change at 18:15 UTC, inside a UTC hour.
+    zone = set_zone(runtime, "Asia/Kathmandu")
+    bot = new_bot(runtime)
+    make_queue(runtime, "Support", bot_ids=(bot,))
+    late = at_local(zone, 3, 23, 55)  # 18:10 UTC
+    early = at_local(zone, 2, 0, 5)  # 18:20 UTC, the same UTC day as ``late``
+    assert late.date() == early.date()
+    add_voicemail(runtime, bot, created_at=late)
+    add_voicemail(runtime, bot, created_at=early)
+    add_voicemail(runtime, bot, created_at=at_local(zone, 2, 0, 14))
+    # Handled: a minute before local midnight, and at 00:30 the next local day.
+    add_voicemail(
+        runtime, bot, created_at=late - timedelta(minutes=10), state="handled", handled_at=late
+    )
+    add_voicemail(
+        runtime, bot, created_at=early, state="handled", handled_at=early + timedelta(minutes=25)
+    )
+
+    signed_in(inbox, runtime, "supervisor")
+    page = inbox.get("/inbox/supervisor").text
+    today = utcnow().astimezone(zone).date()
+    daily = {bar["day"]: int(bar["count"]) for bar in bars(page, "chart-daily")}
+    assert list(daily)[-1] == today.isoformat()
+    assert daily[(today - timedelta(days=3)).isoformat()] == 2  # ``late`` and its handled twin
+    assert daily[(today - timedelta(days=2)).isoformat()] == 3
+    handle = {bar["day"]: bar for bar in bars(page, "chart-handle-time")}
+    assert handle[(today - timedelta(days=3)).isoformat()]["median-seconds"] == "600"
+    assert handle[(today - timedelta(days=2)).isoformat()]["median-seconds"] == "1500"
+    assert "Day (Asia/Kathmandu)" in page and "Handled today" in page
+
+
+def test_handled_today_starts_at_local_midnight(inbox: TestClient, runtime: Runtime) -> None:
+    zone = set_zone(runtime, "Asia/Tokyo")
+    bot = new_bot(runtime)
+    queue_id = make_queue(runtime, "Support", bot_ids=(bot,))
+    midnight = stats.day_start(utcnow(), zone)
+    assert midnight.astimezone(zone).time() == time(0)
+    for handled_at in (midnight, midnight - timedelta(seconds=1)):
+        add_voicemail(
+            runtime,
+            bot,
+            created_at=handled_at - timedelta(hours=1),
+            state="handled",
+            handled_at=handled_at,
+        )
+    signed_in(inbox, runtime, "supervisor")
+    page = inbox.get("/inbox/supervisor").text
+    assert cell(backlog_row(page, queue_id), "handled-today") == "1"
+    set_zone(runtime, "UTC")
+    utc_midnight = stats.day_start(utcnow())
+    expected = sum(1 for at in (midnight, midnight - timedelta(seconds=1)) if at >= utc_midnight)
+    page = inbox.get("/inbox/supervisor").text
+    assert cell(backlog_row(page, queue_id), "handled-today") == str(expected)
+
+
+def test_midnight_on_a_day_that_skips_it() -> None:
+    # Chile moved its clocks from 00:00 to 01:00 on 2024-09-08: that day began at 01:00.
+    zone = ZoneInfo("America/Santiago")
+    start = stats.midnight(date(2024, 9, 8), zone)
+    assert start == datetime(2024, 9, 8, 4, tzinfo=UTC)
+    assert start.astimezone(zone).hour == 1
+    assert stats.midnight(date(2024, 9, 9), zone) - start == timedelta(hours=23)
+
+
+def test_admin_sets_the_time_zone(inbox: TestClient, runtime: Runtime) -> None:
+    signed_in(inbox, runtime, "admin")
+    page = inbox.get("/inbox/admin").text
+    assert 'name="time_zone"' in page and 'value="UTC"' in page
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    saved = inbox.post(
+        "/inbox/admin/account/time-zone", data={"csrf_token": token[1], "time_zone": "Asia/Tokyo"}
+    )
+    assert saved.status_code == 303 and "done=time-zone-set" in saved.headers["location"]
+    assert "Day (Asia/Tokyo)" in inbox.get("/inbox/supervisor").text
+    refused = inbox.post(
+        "/inbox/admin/account/time-zone", data={"csrf_token": token[1], "time_zone": "Nowhere/X"}
+    )
+    assert refused.status_code == 400 and "Unknown time zone" in refused.text
+    no_token = inbox.post("/inbox/admin/account/time-zone", data={"time_zone": "UTC"})
+    assert no_token.status_code == 403
+    assert "Day (Asia/Tokyo)" in inbox.get("/inbox/supervisor").text

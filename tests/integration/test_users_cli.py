@@ -158,3 +158,21 @@ def test_queues_and_bot_routing(
     assert cli_actions(runtime) == sorted(
         ["queue.create", "user.create", "queue.set-alerts", "bot.set-queue", "bot.configure"]
     )
+
+
+def test_accounts_time_zone(settings: Settings, runtime: Runtime) -> None:
+    shown = ok_json(voicemail(settings, "accounts", "show", "--json"))
+    assert shown["timeZone"] == "UTC" and shown["id"].startswith("o-")
+    changed = ok_json(
+        voicemail(settings, "accounts", "configure", "--time-zone", "Europe/Paris", "--json")
+    )
+    assert changed == {**shown, "timeZone": "Europe/Paris"}
+    assert ok_json(voicemail(settings, "accounts", "show", "--json"))["timeZone"] == "Europe/Paris"
+
+    for bad in ("Mars/Olympus_Mons", "../../etc/passwd", "Europe", ""):
+        refused = voicemail(settings, "accounts", "configure", "--time-zone", bad)
+        assert "Unknown time zone" in one_line_error(refused), bad
+    missing = voicemail(settings, "accounts", "show", "--account", "o-nope")
+    assert "No account" in one_line_error(missing)
+    assert ok_json(voicemail(settings, "accounts", "show", "--json"))["timeZone"] == "Europe/Paris"
+    assert cli_actions(runtime) == ["account.set-time-zone"]

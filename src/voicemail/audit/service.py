@@ -49,6 +49,7 @@ APP_ROTATE_SECRET = "app.rotate-secret"  # noqa: S105 (an action name)
 APP_ENFORCE_JTI = "app.enforce-jti"
 MEDIA_REVOKE_ALL = "media.revoke-all"
 BOT_SET_QUEUE = "bot.set-queue"
+ACCOUNT_SET_TIME_ZONE = "account.set-time-zone"
 USER_CREATE = "user.create"
 USER_SET_PASSWORD = "user.set-password"  # noqa: S105 (an action name)
 USER_SET_ROLE = "user.set-role"

@@ -32,6 +32,7 @@ LAZY_GROUPS = {
     "webhooks": ("voicemail.cli.webhooks", "Webhook subscriptions and deliveries."),
     "users": ("voicemail.cli.users", "Web inbox users: agents, supervisors, admins."),
     "queues": ("voicemail.cli.queues", "Inbox queues: groups of bots' voicemails."),
+    "accounts": ("voicemail.cli.accounts", "The account's settings: its time zone."),
 }
 
 

@@ -36,6 +36,9 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(200))
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The IANA zone its supervisors count days in ("Europe/Paris"): "handled today" and the
+    # per-day charts. Every time is still stored in UTC.
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
 
 class Bot(Base):

@@ -1,5 +1,6 @@
 """Figures for the supervisor view: the backlog per queue, voicemails per day, and the
-median time to handle one. Days are UTC days (the service keeps every time in UTC).
+median time to handle one. Days are the account's local days (``Account.time_zone``); every
+time is kept in UTC, and a local day is the UTC span between two local midnights.
 
 Each figure is one aggregate query over the account's voicemails, never one per queue: an
 account with many queues and 100 000 voicemails must still open the page quickly.
@@ -11,14 +12,15 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
-from sqlalchemy import ColumnElement, case, func, select, text
+from sqlalchemy import ColumnElement, Integer, case, cast, extract, func, select, text
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from voicemail.db.base import utcnow
-from voicemail.db.models import UNHANDLED_SQL, Bot, Queue, Voicemail
+from voicemail.db.models import UNHANDLED_SQL, Account, Bot, Queue, Voicemail
 from voicemail.inbox import charts
 from voicemail.queues.service import get_queue, list_queues
 from voicemail.states import InboxState, VoicemailStatus
@@ -87,19 +89,28 @@ class DayMedian:
     median_seconds: float | None  # None when none was handled
 
 
-def day_start(moment: datetime) -> datetime:
-    """Midnight UTC of ``moment``'s day (``moment`` in UTC)."""
-    return midnight(moment.date())
+def account_zone(session: Session, account_id: str) -> ZoneInfo:
+    """The zone the account counts its days in (UTC unless an admin set one)."""
+    name = session.scalar(select(Account.time_zone).where(Account.id == account_id))
+    return ZoneInfo(name or "UTC")
 
 
-def midnight(day: date) -> datetime:
-    """The UTC start of ``day``."""
-    return datetime.combine(day, time(), tzinfo=UTC)
+def day_start(moment: datetime, zone: tzinfo = UTC) -> datetime:
+    """The start (in UTC) of ``moment``'s local day in ``zone``."""
+    return midnight(moment.astimezone(zone).date(), zone)
 
 
-def chart_days(now: datetime, days: int = CHART_DAYS) -> list[date]:
-    """The last ``days`` UTC days, oldest first, today last."""
-    today = now.date()
+def midnight(day: date, zone: tzinfo = UTC) -> datetime:
+    """The UTC instant the local ``day`` of ``zone`` starts (on a day whose midnight a DST
+    change skips, the first instant that exists)."""
+    local = datetime.combine(day, time(), tzinfo=zone)
+    # Round trip through UTC: a nonexistent local time lands after the gap.
+    return local.astimezone(UTC).astimezone(zone).astimezone(UTC)
+
+
+def chart_days(now: datetime, days: int = CHART_DAYS, zone: tzinfo = UTC) -> list[date]:
+    """The last ``days`` local days, oldest first, today last."""
+    today = now.astimezone(zone).date()
     return [today - timedelta(days=back) for back in range(days - 1, -1, -1)]
 
 
@@ -115,10 +126,11 @@ def queue_counts(
     queue_ids: Sequence[str] | None = None,
     now: datetime | None = None,
     with_handled_today: bool = True,
+    zone: tzinfo = UTC,
 ) -> dict[str | None, QueueCounts]:
     """Per queue id (None: unqueued), the unhandled voicemails split new / assigned, the
-    oldest of them, and how many were handled today; queues with nothing waiting and
-    nothing handled today are absent.
+    oldest of them, and how many were handled today (the local day of ``zone``); queues
+    with nothing waiting and nothing handled today are absent.
 
     Each count reads only the rows it counts: the waiting ones from the partial index
     ``ix_voicemails_unhandled`` alone (queued voicemails are in their queue's account, so
@@ -164,7 +176,7 @@ def queue_counts(
     handled = (
         select(Voicemail.queue_id)
         .join(Bot, Bot.id == Voicemail.bot_id)
-        .where(_in_account(account_id), Voicemail.handled_at >= day_start(moment))
+        .where(_in_account(account_id), Voicemail.handled_at >= day_start(moment, zone))
         .where(Voicemail.inbox_state == InboxState.HANDLED)
     )
     if queue_ids is not None:
@@ -176,12 +188,17 @@ def queue_counts(
 
 
 def backlog(
-    session: Session, *, account_id: str, queues: Sequence[Queue], now: datetime | None = None
+    session: Session,
+    *,
+    account_id: str,
+    queues: Sequence[Queue],
+    now: datetime | None = None,
+    zone: tzinfo = UTC,
 ) -> list[BacklogRow]:
     """One row per queue of the account (``queues``, in their order), then the unqueued
     voicemails."""
     moment = now or utcnow()
-    counts = queue_counts(session, account_id=account_id, now=moment)
+    counts = queue_counts(session, account_id=account_id, now=moment, zone=zone)
     rows = [
         BacklogRow(
             queue_id=queue.id,
@@ -206,13 +223,28 @@ def backlog(
     return rows
 
 
-def _day_of(session: Session, column: InstrumentedAttribute[datetime]) -> ColumnElement[str]:
-    """``YYYY-MM-DD`` of a UTC timestamp column, in SQL."""
+QUARTER = timedelta(minutes=15)
+
+
+def _quarter_of(session: Session, column: InstrumentedAttribute[datetime]) -> ColumnElement[str]:
+    """The UTC quarter hour of a timestamp column, in SQL, as ``YYYY-MM-DD HH:q`` (q = 0-3).
+
+    Every zone's offset from UTC is a whole number of quarter hours, so counts per UTC
+    quarter add up exactly into local days, in Python, with the same tz database on either
+    database (SQLite knows no zones; PostgreSQL's own tz data could differ from ours)."""
     if session.get_bind().dialect.name == "postgresql":
-        # The connection's time zone may not be UTC: convert before taking the date.
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-    # SQLite stores "YYYY-MM-DD HH:MM:SS.ffffff" in UTC.
-    return func.substr(column, 1, 10)
+        # The connection's time zone may not be UTC: convert before formatting.
+        utc = func.timezone("UTC", column)
+        quarter = cast(func.floor(extract("minute", utc) / 15), Integer)
+        return func.concat(func.to_char(utc, "YYYY-MM-DD HH24:"), quarter)
+    # SQLite stores "YYYY-MM-DD HH:MM:SS.ffffff" in UTC; integer division of the minute.
+    minute = cast(func.substr(column, 15, 2), Integer)
+    return func.substr(column, 1, 14).op("||")(minute.op("/")(15))
+
+
+def _quarter_start(key: str) -> datetime:
+    hour, quarter = key.rsplit(":", 1)
+    return datetime.strptime(hour, "%Y-%m-%d %H").replace(tzinfo=UTC) + int(quarter) * QUARTER
 
 
 def daily_counts(
@@ -222,24 +254,28 @@ def daily_counts(
     queue_id: str | None = None,
     now: datetime | None = None,
     days: int = CHART_DAYS,
+    zone: tzinfo = UTC,
 ) -> list[DayCount]:
-    """Voicemails received per UTC day for the last ``days`` days (zero days included)."""
-    wanted = chart_days(now or utcnow(), days)
-    day = _day_of(session, Voicemail.created_at)
+    """Voicemails received per local day of ``zone`` for the last ``days`` days (zero days
+    included)."""
+    wanted = chart_days(now or utcnow(), days, zone)
+    quarter = _quarter_of(session, Voicemail.created_at)
     query = (
-        select(day, func.count())
+        select(quarter, func.count())
         .join(Bot, Bot.id == Voicemail.bot_id)
         .where(
             _in_account(account_id),
             Voicemail.status == VoicemailStatus.STORED,
-            Voicemail.created_at >= midnight(wanted[0]),
+            Voicemail.created_at >= midnight(wanted[0], zone),
         )
-        .group_by(day)
+        .group_by(quarter)
     )
     if queue_id is not None:
         query = query.where(Voicemail.queue_id == queue_id)
-    found = {str(key): int(count) for key, count in session.execute(query)}
-    return [DayCount(day=d, count=found.get(d.isoformat(), 0)) for d in wanted]
+    found: Counter[date] = Counter()
+    for key, count in session.execute(query):
+        found[_quarter_start(str(key)).astimezone(zone).date()] += int(count)
+    return [DayCount(day=d, count=found.get(d, 0)) for d in wanted]
 
 
 def handle_times(
@@ -249,18 +285,19 @@ def handle_times(
     queue_id: str | None = None,
     now: datetime | None = None,
     days: int = CHART_DAYS,
+    zone: tzinfo = UTC,
 ) -> list[DayMedian]:
-    """Per UTC day of handling, the median of (handled - deposited), for the last ``days``
-    days. The day's rows are read and the median taken here: a median is not portable SQL,
-    and a day's handled voicemails are few enough."""
-    wanted = chart_days(now or utcnow(), days)
+    """Per local day of handling, the median of (handled - deposited), for the last
+    ``days`` days. The day's rows are read and the median taken here: a median is not
+    portable SQL, and a day's handled voicemails are few enough."""
+    wanted = chart_days(now or utcnow(), days, zone)
     query = (
         select(Voicemail.handled_at, Voicemail.created_at)
         .join(Bot, Bot.id == Voicemail.bot_id)
         .where(
             _in_account(account_id),
             Voicemail.inbox_state == InboxState.HANDLED,
-            Voicemail.handled_at >= midnight(wanted[0]),
+            Voicemail.handled_at >= midnight(wanted[0], zone),
         )
     )
     if queue_id is not None:
@@ -268,7 +305,8 @@ def handle_times(
     by_day: dict[date, list[float]] = defaultdict(list)
     for handled_at, created_at in session.execute(query):
         if handled_at is not None:
-            by_day[handled_at.date()].append(max(0.0, (handled_at - created_at).total_seconds()))
+            waited = max(0.0, (handled_at - created_at).total_seconds())
+            by_day[handled_at.astimezone(zone).date()].append(waited)
     return [
         DayMedian(
             day=d,
@@ -284,6 +322,7 @@ def handle_times(
 
 @dataclass(frozen=True)
 class SupervisorPage:
+    time_zone: str  # the account's: the days below are its local days
     backlog: list[BacklogRow]
     queues: list[Queue]  # for the chart filter
     queue: Queue | None  # the chart filter's queue; None: all of the account
@@ -300,15 +339,13 @@ def supervisor_page(
     """Everything the supervisor view shows; ``queue_id`` limits the charts to one queue of
     the account (NotFound for any other)."""
     moment = now or utcnow()
+    zone = account_zone(session, account_id)
     queue = get_queue(session, queue_id=queue_id, account_id=account_id) if queue_id else None
     queues = list_queues(session, account_id=account_id)  # by name
-    rows = backlog(session, account_id=account_id, queues=queues, now=moment)
-    daily = daily_counts(
-        session, account_id=account_id, queue_id=queue.id if queue else None, now=moment
-    )
-    handle = handle_times(
-        session, account_id=account_id, queue_id=queue.id if queue else None, now=moment
-    )
+    rows = backlog(session, account_id=account_id, queues=queues, now=moment, zone=zone)
+    in_queue = queue.id if queue else None
+    daily = daily_counts(session, account_id=account_id, queue_id=in_queue, now=moment, zone=zone)
+    handle = handle_times(session, account_id=account_id, queue_id=in_queue, now=moment, zone=zone)
     longest = max((day.median_seconds or 0.0 for day in handle), default=0.0)
     unit, divisor = ("hours", 3600.0) if longest >= 3 * 3600 else ("minutes", 60.0)
     scope = f"queue {queue.name}" if queue else "all queues"
@@ -361,6 +398,7 @@ def supervisor_page(
         y_label=f"Median ({unit})",
     )
     return SupervisorPage(
+        time_zone=zone.key,
         backlog=rows,
         queues=list(queues),
         queue=queue,

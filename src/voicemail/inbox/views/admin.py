@@ -34,6 +34,7 @@ DONE = {
     "member-removed": "Member removed.",
     "alerts-set": "Alert thresholds saved.",
     "bot-queue-set": "Bot queue saved.",
+    "time-zone-set": "Time zone saved.",
 }
 
 Text = Annotated[str, Form(max_length=320)]
@@ -53,6 +54,7 @@ def admin_page(
         "nav": "admin",
         "alerts": banner_alerts(session, user=user),
         "done": DONE.get(done or ""),
+        "account": found.account,
         "users": found.users,
         "queues": found.queues,
         "bots": found.bots,
@@ -175,3 +177,12 @@ def set_bot_queue(
 ) -> Response:
     admin.set_bot_queue(session, actor=admin.web_actor(user), bot_id=bot_id, queue=queue or None)
     return _back("bot-queue-set")
+
+
+# The account ------------------------------------------------------------------------------
+
+
+@router.post("/account/time-zone", include_in_schema=False, dependencies=[CsrfChecked])
+def set_time_zone(session: SessionDep, user: AdminUser, time_zone: Text) -> Response:
+    admin.set_time_zone(session, actor=admin.web_actor(user), time_zone=time_zone)
+    return _back("time-zone-set")
