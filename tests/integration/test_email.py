@@ -5,6 +5,7 @@ the password kept out of logs."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 import wave
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.helpers.audio import tone_wav
+from tests.helpers.audio import tone, tone_wav
 from tests.helpers.cli import invoke_cli, ok_json, one_line_error
 from tests.helpers.credentials import new_bot
 from tests.helpers.deposits import deposit_file
@@ -28,6 +29,7 @@ from voicemail.db.models import EmailAttempt, EmailDelivery
 from voicemail.emails import service as emails
 from voicemail.emails.delivery import NOT_CONFIGURED, EmailSender
 from voicemail.emails.smtp import tls_context
+from voicemail.live import calls
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings, parse_smtp_url
 from voicemail.states import DeliveryStatus
@@ -434,6 +436,38 @@ def test_sent_deliveries_are_pruned_after_their_retention(
     assert left.status == DeliveryStatus.PENDING
     with runtime.sessions() as session:
         assert session.scalars(select(EmailAttempt)).all() == []
+
+
+def test_a_live_call_is_mailed_when_it_is_stored(
+    runtime: Runtime, settings: Settings, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    """A call streamed in (jambonz or SIP) queues its notifications when the finalizer
+    stores it, not while it is being recorded."""
+    bot_id = new_bot(runtime)
+    add(settings, "--bot", bot_id, "--to", "agent@example.com", "--attach-audio")
+    meta = calls.parse_metadata(
+        json.dumps({"callSid": "call-mail", "sampleRate": 8000, "from": CALLER})
+    )
+    with runtime.sessions.begin() as session:
+        call = calls.open_connection(session, bot_id=bot_id, meta=meta)
+    pcm = (tone(2.0, 8000) * 32767).astype("<i2").tobytes()
+    calls.store_part(
+        runtime.sessions,
+        storage=runtime.storage,
+        call=call,
+        pcm=pcm,
+        scratch_dir=settings.scratch_dir,
+    )
+    assert deliveries(runtime) == []  # still recording: nothing queued
+    assert runtime.call_finalizer.finalize(call.voicemail_id) is not None
+    [row] = deliveries(runtime)
+    assert row.voicemail_id == call.voicemail_id
+    assert build_worker(runtime, housekeeping=False).run_once()  # its transcription job
+    assert runtime.email_sender().deliver_due() == 1
+    [mail] = smtp_server.wait_for(1)
+    assert CALLER in mail.message["Subject"]
+    with wave.open(io.BytesIO(attachment_of(mail)[1])) as decoded:
+        assert decoded.getnframes() == len(pcm) // 2
 
 
 @pytest.mark.no_sql
