@@ -11,6 +11,7 @@ import time
 import wave
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from voicemail.db.base import utcnow
 from voicemail.db.models import EmailAttempt, EmailDelivery
 from voicemail.emails import service as emails
 from voicemail.emails.delivery import NOT_CONFIGURED, EmailSender
-from voicemail.emails.smtp import tls_context
+from voicemail.emails.smtp import send, tls_context
 from voicemail.live import calls
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings, parse_smtp_url
@@ -468,6 +469,81 @@ def test_a_live_call_is_mailed_when_it_is_stored(
     assert CALLER in mail.message["Subject"]
     with wave.open(io.BytesIO(attachment_of(mail)[1])) as decoded:
         assert decoded.getnframes() == len(pcm) // 2
+
+
+def test_a_recording_over_the_attachment_cap_is_linked_not_attached(
+    runtime: Runtime, settings: Settings, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    bot_id = new_bot(runtime)
+    add(settings, "--bot", bot_id, "--to", "agent@example.com", "--attach-audio")
+    voicemail_id = leave_voicemail(runtime, bot_id, tmp_path)  # 1.5 s at 8 kHz: 24 KB
+    sender = runtime.email_sender()
+    sender.transcript_wait_seconds = 0.0
+    sender.max_attachment_bytes = 10_000  # as VOICEMAIL_EMAIL_MAX_ATTACHMENT_BYTES
+    assert sender.deliver_due() == 1
+    [mail] = smtp_server.wait_for(1)
+    assert list(mail.message.iter_attachments()) == []
+    body = mail.message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "too large to attach" in text and f"/inbox/voicemails/{voicemail_id}" in text
+
+
+def plain_message() -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"], message["From"], message["To"] = "t", "vm@example.com", "a@example.com"
+    message.set_content("x")
+    return message
+
+
+@pytest.mark.no_sql
+@pytest.mark.parametrize(
+    ("offer_starttls", "login", "params", "error"),
+    [
+        # A login over a server that offers no TLS: the password is not sent in clear.
+        (False, True, {}, "the password is not sent in clear"),
+        (False, False, {"starttls": "required"}, "does not offer STARTTLS"),
+        (False, False, {}, None),  # no login, no TLS offered: a plain relay
+        (True, True, {}, None),
+    ],
+)
+def test_tls_is_used_when_offered_and_required_when_asked(
+    tmp_path: Path, offer_starttls: bool, login: bool, params: dict[str, str], error: str | None
+) -> None:
+    with running_smtp_server(
+        tmp_path, offer_starttls=offer_starttls, username="voicemail" if login else None
+    ) as server:
+        outcome = send(
+            parse_smtp_url(server.url(**params)),
+            plain_message(),
+            sender="vm@example.com",
+            recipients=["a@example.com"],
+            timeout=10,
+            context=tls_context(server.ca_file),
+        )
+        assert outcome.error == error or (error and error in (outcome.error or ""))
+        assert server.failed_logins == 0
+        delivered = server.accepted
+    if error is None:
+        [mail] = delivered
+        assert mail.tls == offer_starttls
+    else:
+        assert delivered == []
+
+
+@pytest.mark.no_sql
+def test_a_certificate_nobody_vouches_for_is_refused(tmp_path: Path) -> None:
+    with running_smtp_server(tmp_path) as server:
+        outcome = send(
+            parse_smtp_url(server.url()),
+            plain_message(),
+            sender="vm@example.com",
+            recipients=["a@example.com"],
+            timeout=10,
+            context=tls_context(),  # the system's authorities: not the self-signed one
+        )
+        assert outcome.error == "TLS error (SSLCertVerificationError)"
+        assert server.received == [] and server.failed_logins == 0
 
 
 @pytest.mark.no_sql
