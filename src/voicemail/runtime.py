@@ -206,6 +206,7 @@ class Runtime:
             public_url=settings.public_url,
             concurrency=settings.email_concurrency,
             tls=smtp.tls_context(settings.smtp_ca_file),
+            metrics=self.metrics,
         )
         self.email_senders.append(sender)
         return sender

@@ -223,6 +223,13 @@ def test_refusals_are_retried_with_backoff_until_the_server_takes_it(
     assert answers == ["451 4.3.0 Try again later", "554 5.7.1 Not now", "250 OK"]
     # Every try is the same message: one Message-ID, so a client shows it once.
     assert len({mail.message["Message-ID"] for mail in smtp_server.received}) == 1
+    counted = {
+        outcome: runtime.metrics.registry.get_sample_value(
+            "voicemail_email_attempts_total", {"outcome": outcome}
+        )
+        for outcome in ("delivered", "retrying", "failed", "superseded")
+    }
+    assert counted == {"delivered": 1, "retrying": 2, "failed": 0, "superseded": 0}
 
 
 def test_a_delivery_is_given_up_after_the_retry_window(

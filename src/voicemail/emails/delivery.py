@@ -46,6 +46,7 @@ from voicemail.db.models import (
 )
 from voicemail.emails import smtp
 from voicemail.emails.message import VoicemailMail, build_message, subject_of
+from voicemail.metrics import Metrics
 from voicemail.settings import SmtpServer
 from voicemail.states import DeliveryStatus, JobStatus
 from voicemail.storage import Storage
@@ -274,6 +275,7 @@ class EmailSender:
         public_url: str,
         concurrency: int = 4,
         tls: ssl.SSLContext | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.read_sessions = read_sessions or sessions
@@ -287,6 +289,7 @@ class EmailSender:
         self.public_url = public_url
         self.concurrency = concurrency
         self.tls = tls or smtp.tls_context()
+        self.metrics = metrics
         self.lease_seconds = LEASE_TIMEOUTS * timeout_seconds + LEASE_MARGIN_SECONDS
         self._lock = threading.Lock()  # one round at a time; none once closed
         self._closed = False
@@ -372,6 +375,8 @@ class EmailSender:
                 session, claimed=claimed, outcome=outcome, policy=self.policy, subject=subject
             )
             status = delivery.status if delivery is not None else "deleted"
+        if self.metrics is not None:
+            self.metrics.observe_email_attempt(ok=outcome.ok, delivery_status=status)
         log.info(
             "e-mail attempt",
             extra={
