@@ -365,6 +365,14 @@ def test_the_password_is_never_logged_stored_or_shown(
     assert wrong not in shown.stdout and PASSWORD not in shown.stdout
 
 
+@pytest.mark.no_sql
+def test_a_bad_smtp_url_is_refused_at_start_without_its_password(settings: Settings) -> None:
+    bad = "smtp://voicemail:Hunter2-secret@mail.example.com:587?starttls=sometimes"
+    refused = one_line_error(invoke_cli(settings, "email", "list", env={"VOICEMAIL_SMTP_URL": bad}))
+    assert "VOICEMAIL_SMTP_URL" in refused and "starttls must be one of" in refused
+    assert "Hunter2" not in refused
+
+
 def test_without_an_smtp_url_deliveries_fail_visibly(
     runtime: Runtime, settings: Settings, tmp_path: Path
 ) -> None:
