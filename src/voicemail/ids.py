@@ -17,6 +17,7 @@ USER = "u"
 QUEUE = "q"
 WEBHOOK = "wh"
 EVENT = "ev"
+EMAIL = "em"  # an e-mail notification
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 SESSION_ID_RE = re.compile(r"^[0-9a-f]{24}$")

@@ -218,9 +218,18 @@ class Metrics:
             buckets=WEBHOOK_ATTEMPT_BUCKETS,
             registry=self.registry,
         )
+        self.email_attempts = Counter(
+            "voicemail_email_attempts",
+            "E-mail notification attempts of this worker, by what they made of their "
+            "delivery: delivered (the SMTP server took it), retrying, failed (given up), "
+            "superseded (another worker's outcome decides, or it was cancelled or removed)",
+            ["outcome"],
+            registry=self.registry,
+        )
         # Every outcome shows from the start (as 0), so rates and alerts work before the first.
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_attempts.labels(outcome)
+            self.email_attempts.labels(outcome)
         self.deposits.labels(ACCEPTED, "")
         self.deposits.labels(DUPLICATE, "")
         for reason in ALL_REJECTION_REASONS:
@@ -254,19 +263,26 @@ class Metrics:
         """An attempt, given whether it got a 2xx and the status its delivery has after it
         (``"deleted"`` when the subscription went meanwhile)."""
         self.webhook_attempt_duration.labels("ok" if ok else "error").observe(max(0.0, seconds))
-        if delivery_status == WEBHOOK_DELIVERED and ok:
-            outcome = WEBHOOK_DELIVERED
-        elif delivery_status == DeliveryStatus.PENDING and not ok:
-            outcome = WEBHOOK_RETRYING
-        elif delivery_status == WEBHOOK_FAILED and not ok:
-            outcome = WEBHOOK_FAILED
-        else:
-            outcome = WEBHOOK_SUPERSEDED
-        self.webhook_attempts.labels(outcome).inc()
+        self.webhook_attempts.labels(_attempt_outcome(ok, delivery_status)).inc()
+
+    def observe_email_attempt(self, *, ok: bool, delivery_status: str) -> None:
+        """An e-mail attempt, as ``observe_webhook_attempt`` counts a webhook's."""
+        self.email_attempts.labels(_attempt_outcome(ok, delivery_status)).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition format and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _attempt_outcome(ok: bool, delivery_status: str) -> str:
+    """What an attempt made of its delivery, from its success and the status after it."""
+    if delivery_status == WEBHOOK_DELIVERED and ok:
+        return WEBHOOK_DELIVERED
+    if delivery_status == DeliveryStatus.PENDING and not ok:
+        return WEBHOOK_RETRYING
+    if delivery_status == WEBHOOK_FAILED and not ok:
+        return WEBHOOK_FAILED
+    return WEBHOOK_SUPERSEDED
 
 
 def bearer_token_matches(authorization: str | None, token: str) -> bool:

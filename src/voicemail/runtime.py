@@ -18,6 +18,8 @@ from voicemail.audit.service import ReadAuditLog
 from voicemail.auth.ratelimit import AccountRateLimiter
 from voicemail.auth.replay import ReplayGuard, open_replay_guard
 from voicemail.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
+from voicemail.emails import smtp
+from voicemail.emails.delivery import EmailSender
 from voicemail.live.calls import CallFinalizer
 from voicemail.live.transcription import new_executor
 from voicemail.media.service import MediaSigner
@@ -87,6 +89,7 @@ class Runtime:
     wake_worker: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)  # this process's, in its own registry
     webhook_senders: list[WebhookSender] = field(default_factory=list)  # closed on close()
+    email_senders: list[EmailSender] = field(default_factory=list)  # closed on close()
     decode_slots: DecodeSlots = field(init=False)  # uploads decoded at once (deposit route)
     call_finalizer: CallFinalizer = field(init=False)  # every live call ends through it
 
@@ -138,12 +141,13 @@ class Runtime:
         )
 
     def prune_logs(self, *, dry_run: bool = False) -> LogPruneReport:
-        """Delete webhook deliveries and audit entries past their retention (the workers'
+        """Delete webhook and e-mail deliveries and audit entries past their retention (the workers'
         housekeeping, and `voicemail purge`)."""
         settings = self.settings
         return prune_logs(
             self.sessions,
             delivery_retention_days=settings.webhook_delivery_retention_days,
+            email_retention_days=settings.email_delivery_retention_days,
             audit_retention_days=settings.audit_retention_days,
             batch_size=settings.log_prune_batch_size,
             dry_run=dry_run,
@@ -181,12 +185,40 @@ class Runtime:
         self.webhook_senders.append(sender)
         return sender
 
+    def email_sender(self) -> EmailSender:
+        """A sender of e-mail notifications with its own threads; ``close`` (on
+        ``Runtime.close`` at the latest) waits for the round in progress."""
+        settings = self.settings
+        sender = EmailSender(
+            sessions=self.sessions,
+            read_sessions=self.read_sessions,
+            storage=self.storage,
+            server=settings.smtp_server,
+            sender=settings.smtp_from,
+            policy=RetryPolicy(
+                base_seconds=settings.email_retry_base_seconds,
+                max_seconds=settings.email_retry_max_seconds,
+                window_seconds=settings.email_retry_window_seconds,
+            ),
+            timeout_seconds=settings.smtp_timeout_seconds,
+            transcript_wait_seconds=settings.email_transcript_wait_seconds,
+            max_attachment_bytes=settings.email_max_attachment_bytes,
+            public_url=settings.public_url,
+            concurrency=settings.email_concurrency,
+            tls=smtp.tls_context(settings.smtp_ca_file),
+            metrics=self.metrics,
+        )
+        self.email_senders.append(sender)
+        return sender
+
     def close(self) -> None:
         # Queued steps still run; a call that needs one later gets an error from the pool,
         # and its recording is transcribed by the job instead.
         self.live_executor.shutdown(wait=False)
         for sender in self.webhook_senders:
             sender.close()  # before the engine goes: in-flight attempts are recorded
+        for email_sender in self.email_senders:
+            email_sender.close()
         self.read_audit.close()  # before the engine goes: it writes what is queued
         self.engine.dispose()
         self.replay_guard.close()

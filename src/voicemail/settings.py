@@ -10,8 +10,11 @@ import ipaddress
 import os
 import re
 import secrets
+from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,9 +53,100 @@ def parse_port_range(text: str) -> tuple[int, int]:
     return int(first), int(last)
 
 
+# An e-mail address as we accept it (recipients, the sender): local@domain, no spaces, no
+# quotes or comments, a dotted domain; at most 254 characters (RFC 5321's path limit).
+_ADDRESS_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+MAX_ADDRESS_LENGTH = 254
+STARTTLS_MODES = ("auto", "required", "never")
+
+
+def check_email_address(text: str) -> str:
+    """``local@domain.tld`` as given (trimmed); ValueError otherwise."""
+    address = text.strip()
+    if len(address) > MAX_ADDRESS_LENGTH or not _ADDRESS_RE.fullmatch(address):
+        raise ValueError(f"not an e-mail address (local@domain): {address[:80]!r}")
+    return address
+
+
+def parse_sender(text: str) -> tuple[str, str]:
+    """``Name <local@domain>`` or ``local@domain`` → (display name, address)."""
+    if any(ord(ch) < 32 for ch in text):
+        raise ValueError("the sender must be one line")
+    name, address = parseaddr(text.strip())
+    if not address:
+        raise ValueError("not an e-mail address (local@domain, or Name <local@domain>)")
+    return name, check_email_address(address)
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where e-mail goes, from ``VOICEMAIL_SMTP_URL``: ``smtp://`` (STARTTLS when the server
+    offers it, or as ``?starttls=required|never`` says) or ``smtps://`` (TLS from the start),
+    ``user:password@`` when the server wants a login. The password is never in ``repr``."""
+
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: str  # one of STARTTLS_MODES; "never" with implicit_tls
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def display(self) -> str:
+        """The URL without its password, for logs and errors."""
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def parse_smtp_url(url: str) -> SmtpServer:
+    """``smtp[s]://[user:password@]host[:port][?starttls=auto|required|never]``; ValueError
+    (never quoting the URL, which may hold a password) when it is not one."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("not a valid smtp:// or smtps:// URL") from None
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("must start with smtp:// or smtps://")
+    if not host:
+        raise ValueError("needs a host: smtp://host:port")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ValueError("takes no path: smtp://host:port?starttls=auto")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"starttls"})
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0][:40]!r}; only starttls")
+    implicit = parts.scheme == "smtps"
+    starttls = query.get("starttls", ["never" if implicit else "auto"])[-1]
+    if starttls not in STARTTLS_MODES:
+        raise ValueError(f"starttls must be one of {', '.join(STARTTLS_MODES)}")
+    if implicit and starttls != "never":
+        raise ValueError("smtps:// is TLS from the start: no starttls parameter")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if password is not None and not username:
+        raise ValueError("a password needs a user name: smtp://user:password@host")
+    return SmtpServer(
+        host=host,
+        port=port or (465 if implicit else 25),
+        implicit_tls=implicit,
+        starttls=starttls,
+        username=username,
+        password=password,
+    )
+
+
 class Settings(BaseSettings):
+    # hide_input_in_errors: a refused value (an SMTP URL with its password, a key) is never
+    # repeated in the error that names it.
     model_config = SettingsConfigDict(
-        env_prefix="VOICEMAIL_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix="VOICEMAIL_",
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Path("./voicemail-data")
@@ -390,6 +484,92 @@ class Settings(BaseSettings):
     def _allowed_networks_parse(cls, value: str) -> str:
         return ",".join(str(network) for network in parse_networks(value))
 
+    # E-mail notifications of new voicemails (issue 12): `voicemail email add`
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="The SMTP server notifications go through: smtp://host:587 (STARTTLS "
+        "when the server offers it; ?starttls=required refuses to send without it, "
+        "?starttls=never never starts it), or smtps://host:465 (TLS from the start), with "
+        "user:password@ when the server wants a login (percent-encode reserved characters). "
+        "A password is only sent over TLS (unless starttls=never), and never logged. Unset: "
+        "no e-mail is sent (deliveries fail, visible in `voicemail email deliveries`)",
+    )
+    smtp_from: str = Field(
+        default="voicemail@localhost.localdomain",
+        description="The From of notifications: address, or Name <address>",
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description="Timeout of each network operation of one SMTP attempt (connect, each "
+        "command, the message)",
+    )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the certificate authorities trusted for the SMTP server's "
+        "TLS certificate (a relay with a private CA); default: the system's",
+    )
+    email_transcript_wait_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=24 * 3600,
+        description="A notification is sent once the voicemail's transcript is there (or its "
+        "transcription has failed), or after this many seconds without it: the message then "
+        "says the transcript is still being made",
+    )
+    email_max_attachment_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=0,
+        le=100 * 1024 * 1024,
+        description="Recordings larger than this are not attached (the message links to the "
+        "inbox instead); many mail servers refuse messages over 10-25 MB. 0: never attach",
+    )
+    email_retry_base_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Delay after a notification's first failed attempt; it doubles after each "
+        "further failure (with jitter), up to email_retry_max_seconds",
+    )
+    email_retry_max_seconds: float = Field(
+        default=3600.0, ge=0, description="The longest wait between two attempts"
+    )
+    email_retry_window_seconds: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="Retries stop (the delivery is marked failed) once the next attempt would "
+        "fall this long after the voicemail",
+    )
+    email_poll_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="How often workers look for e-mails due"
+    )
+    email_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="E-mails one worker process sends at once (one SMTP connection each)",
+    )
+    email_delivery_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="E-mail deliveries and their attempt logs are deleted this many days after "
+        "their voicemail, once no longer pending; a deleted voicemail's are redacted at once",
+    )
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_smtp_url(value.get_secret_value())
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _smtp_from_is_an_address(cls, value: str) -> str:
+        parse_sender(value)
+        return value.strip()
+
     # The SIP endpoint (issue 11, ../shared/design/sip.md)
     sip_listen: str | None = Field(
         default=None,
@@ -562,6 +742,13 @@ class Settings(BaseSettings):
     def resolved_stream_idle_timeout(self) -> float:
         """Seconds a live socket may send nothing before it is closed."""
         return self.stream_idle_timeout_seconds or self.max_duration_seconds
+
+    @property
+    def smtp_server(self) -> SmtpServer | None:
+        """``smtp_url`` parsed (checked when settings load); None when not set."""
+        if self.smtp_url is None:
+            return None
+        return parse_smtp_url(self.smtp_url.get_secret_value())
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,5 +1,5 @@
 """The worker, put together: the job loops of ``jobs.worker`` with this service's handlers
-(transcription) and housekeeping (sweeps, purges, webhook delivery, abandoned live calls,
+(transcription) and housekeeping (sweeps, purges, webhook and e-mail delivery, abandoned live calls,
 queue alerts), from a ``Runtime``.
 
 A composition root, like ``app``: it sits at the top of the house and may import from every
@@ -51,6 +51,10 @@ def build_worker(runtime: Runtime, *, housekeeping: bool = True) -> Worker:
     webhooks = Housekeeping(
         "deliver webhooks", settings.webhook_poll_seconds, runtime.webhook_sender().dispatch
     )
+    # E-mail notifications of new voicemails (emails.delivery).
+    emails = Housekeeping(
+        "send e-mail notifications", settings.email_poll_seconds, runtime.email_sender().dispatch
+    )
     # Live calls whose gateway went away and did not come back (their API process may
     # have died with the timer that would have finalized them).
     abandoned = Housekeeping(
@@ -85,7 +89,7 @@ def build_worker(runtime: Runtime, *, housekeeping: bool = True) -> Worker:
         retry_base_seconds=settings.job_retry_base_seconds,
         poll_seconds=settings.worker_poll_seconds,
         wake=runtime.wake_worker,
-        housekeeping=[sweep, webhooks, purge, logs, abandoned, alerts, expired_sign_ins]
+        housekeeping=[sweep, webhooks, emails, purge, logs, abandoned, alerts, expired_sign_ins]
         if housekeeping
         else [],
         on_give_up=transcription_given_up,

@@ -63,6 +63,8 @@ WEBHOOK_DELETE = "webhook.delete"
 WEBHOOK_REDELIVER = "webhook.redeliver"
 WEBHOOK_ENABLE = "webhook.enable"
 WEBHOOK_ROTATE_SECRET = "webhook.rotate-secret"  # noqa: S105 (an action name)
+EMAIL_ADD = "email.add"
+EMAIL_REMOVE = "email.remove"
 
 MAX_LIST = 10_000
 

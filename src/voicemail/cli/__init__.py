@@ -30,6 +30,7 @@ LAZY_GROUPS = {
     "media": ("voicemail.cli.media", "Signed media URLs."),
     "audit": ("voicemail.cli.audit", "The audit log: reads, deletions, changes."),
     "webhooks": ("voicemail.cli.webhooks", "Webhook subscriptions and deliveries."),
+    "email": ("voicemail.cli.email", "E-mail notifications of new voicemails, and deliveries."),
     "users": ("voicemail.cli.users", "Web inbox users: agents, supervisors, admins."),
     "queues": ("voicemail.cli.queues", "Inbox queues: groups of bots' voicemails."),
     "accounts": ("voicemail.cli.accounts", "The account's settings: its time zone."),

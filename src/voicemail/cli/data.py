@@ -61,7 +61,8 @@ def purge(
         "createdAt",
         Column("botId", overflow="fold"),
         title=f"{verb} {len(report.voicemails)} voicemail(s), {logs.deliveries} webhook "
-        f"deliveries, {logs.audit_entries} audit entries",
+        f"deliveries, {logs.email_deliveries} e-mail deliveries, {logs.audit_entries} audit "
+        "entries",
     )
     for row in report.voicemails:
         table.add_row(row.voicemail_id, row.session_id, _iso_utc(row.created_at), row.bot_id)

@@ -325,6 +325,70 @@ class WebhookAttempt(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
 
 
+class EmailNotification(Base):
+    """Who is e-mailed about a new voicemail of a bot, or of a queue (``emails.service``)."""
+
+    __tablename__ = "email_notifications"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)  # em-<uuid>
+    # Exactly one of the two: a bot's new voicemails, or those landing in a queue.
+    bot_id: Mapped[str | None] = mapped_column(
+        ForeignKey("bots.id", ondelete="CASCADE"), index=True
+    )
+    queue_id: Mapped[str | None] = mapped_column(
+        ForeignKey("queues.id", ondelete="CASCADE"), index=True
+    )
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attach_audio: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmailDelivery(Base):
+    """One voicemail's e-mail to one notification's recipients, and where its sending stands
+    (the same states as a webhook delivery's)."""
+
+    __tablename__ = "email_deliveries"
+    __table_args__ = (
+        Index("ix_email_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_email_deliveries_created_at", "created_at"),  # the log's retention
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(
+        ForeignKey("email_notifications.id", ondelete="CASCADE"), index=True
+    )
+    # No foreign key: the row outlives the voicemail (redacted, as the delivery log).
+    voicemail_id: Mapped[str] = mapped_column(ID, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The recipients and subject of the last message built (the subject names the caller:
+    # cleared when the voicemail is deleted, with ``redacted`` set).
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subject: Mapped[str | None] = mapped_column(Text)
+    redacted: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)  # the SMTP reply code
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EmailAttempt(Base):
+    """The e-mail delivery log: one row per SMTP attempt."""
+
+    __tablename__ = "email_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("email_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
 class AuditEntry(Base):
     """Who read, deleted or changed what. No foreign keys: entries outlive what they name."""
 

@@ -58,6 +58,7 @@ from voicemail import ids
 from voicemail.audio import MAX_OUTPUT_RATE, sha256_and_size
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, StreamPart, Voicemail
+from voicemail.emails import service as email_notifications
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
 from voicemail.metrics import Metrics
@@ -519,6 +520,7 @@ def _finalize_locked(
             session, kind=service.TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts
         )
     events.emit_voicemail_created(session, voicemail=voicemail, source="stream")
+    email_notifications.queue_deliveries(session, voicemail)
     return Finalized(voicemail_id, CallOutcome.STORED, duration, merged is not None, part_keys)
 
 

@@ -6,8 +6,10 @@ Order, so that nothing is lost and nothing is left half deleted:
    cascade in the database; the full-text index drops their words:
    ``fulltext.forget_deleted``), the call sessions left empty (they hold the caller's
    numbers), redacts the webhook deliveries of its earlier events (they hold its data:
-   ``webhooks.service.redact_deliveries``), and writes one audit entry and one
-   ``voicemail.deleted`` event per voicemail, both with ids only;
+   ``webhooks.service.redact_deliveries``) and its e-mail deliveries (their subjects name
+   the caller; unsent ones are cancelled: ``emails.service.redact_deliveries``), and
+   writes one audit entry and one ``voicemail.deleted`` event per voicemail, both with ids
+   only;
 2. after it commits, the audio objects are deleted.
 
 So no copy of the audio, transcript or caller data is left anywhere we keep it. The logs
@@ -46,6 +48,7 @@ from voicemail.audit import service as audit
 from voicemail.db import fulltext
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, Job, StreamPart, Transcript, Voicemail
+from voicemail.emails import service as emails
 from voicemail.errors import Conflict, NotFound
 from voicemail.states import VoicemailStatus
 from voicemail.storage import Storage
@@ -311,6 +314,7 @@ def _remove_rows(
         parts[voicemail_id].append(key)
     removed = [_describe(vm, parts[vm.id]) for vm in voicemails]
     webhooks.redact_deliveries(session, ids)
+    emails.redact_deliveries(session, ids)
     for gone, voicemail in zip(removed, voicemails, strict=True):
         about = events.deletion_details(
             reason=reason,
@@ -349,9 +353,14 @@ class LogPruneReport:
     deliveries: int = 0  # webhook deliveries deleted (with their attempts)
     audit_entries: int = 0
     batches: int = 0
+    email_deliveries: int = 0  # e-mail deliveries deleted (with their attempts)
 
     def as_json(self) -> dict[str, object]:
-        return {"deliveriesPruned": self.deliveries, "auditEntriesPruned": self.audit_entries}
+        return {
+            "deliveriesPruned": self.deliveries,
+            "emailDeliveriesPruned": self.email_deliveries,
+            "auditEntriesPruned": self.audit_entries,
+        }
 
 
 def _in_batches(
@@ -375,11 +384,14 @@ def prune_logs(
     delivery_retention_days: int,
     audit_retention_days: int,
     batch_size: int,
+    email_retention_days: int | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> LogPruneReport:
-    """Delete webhook deliveries (done with, see ``webhooks.service.prune_deliveries``) and
-    audit entries older than their retention, each batch its own short transaction, so a
+    """Delete webhook deliveries (done with, see ``webhooks.service.prune_deliveries``),
+    e-mail deliveries (``emails.service.prune_deliveries``; ``email_retention_days``, by
+    default the webhooks' ``delivery_retention_days``) and audit entries older than their
+    retention, each batch its own short transaction, so a
     large backlog holds no long lock and a stop half way loses nothing (the next run goes
     on). Several workers may run it at once: a row another one deleted is simply gone.
     ``dry_run`` only counts what would go."""
@@ -387,9 +399,12 @@ def prune_logs(
     report = LogPruneReport()
     delivery_cutoff = moment - timedelta(days=delivery_retention_days)
     audit_cutoff = moment - timedelta(days=audit_retention_days)
+    email_days = delivery_retention_days if email_retention_days is None else email_retention_days
+    email_cutoff = moment - timedelta(days=email_days)
     if dry_run:
         with sessions() as session:
             report.deliveries = webhooks.count_prunable(session, before=delivery_cutoff)
+            report.email_deliveries = emails.count_prunable(session, before=email_cutoff)
             report.audit_entries = audit.count_older(session, before=audit_cutoff)
         return report
     report.deliveries, batches = _in_batches(
@@ -398,11 +413,18 @@ def prune_logs(
     report.audit_entries, more = _in_batches(
         sessions, partial(audit.prune_entries, before=audit_cutoff), batch_size
     )
-    report.batches = batches + more
-    if report.deliveries or report.audit_entries:
+    report.email_deliveries, email_batches = _in_batches(
+        sessions, partial(emails.prune_deliveries, before=email_cutoff), batch_size
+    )
+    report.batches = batches + more + email_batches
+    if report.deliveries or report.audit_entries or report.email_deliveries:
         log.info(
-            "webhook deliveries and audit entries past their retention pruned",
-            extra={"deliveries": report.deliveries, "audit_entries": report.audit_entries},
+            "webhook and e-mail deliveries and audit entries past their retention pruned",
+            extra={
+                "deliveries": report.deliveries,
+                "email_deliveries": report.email_deliveries,
+                "audit_entries": report.audit_entries,
+            },
         )
     return report
 

@@ -37,6 +37,7 @@ from voicemail.audio import AudioLimits, DecodedAudio, decode_recording
 from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
+from voicemail.emails import service as email_notifications
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
 from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery
@@ -345,8 +346,8 @@ def _insert_voicemail(
     now: datetime,
     max_attempts: int,
 ) -> None:
-    """The voicemail row (the next number in its session), its transcription job, and its
-    ``voicemail.created`` webhook event."""
+    """The voicemail row (the next number in its session), its transcription job, its
+    ``voicemail.created`` webhook event and its e-mail notifications."""
     voicemail = new_voicemail(
         session,
         call=call,
@@ -363,6 +364,7 @@ def _insert_voicemail(
     )
     jobs.enqueue(session, kind=TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts)
     webhook_events.emit_voicemail_created(session, voicemail=voicemail, call=call)
+    email_notifications.queue_deliveries(session, voicemail)
 
 
 # The keys ``storage_key`` makes, and the live-stream part keys under them

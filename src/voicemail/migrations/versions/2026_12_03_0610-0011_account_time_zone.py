@@ -1,8 +1,8 @@
 """account time zone
 
 Revision ID: 0011
-Revises: 0007
-Create Date: 2026-12-03 06:00:00.000000
+Revises: 0010
+Create Date: 2026-12-03 06:10:00.000000
 
 The IANA zone an account's supervisors count days in; existing accounts keep UTC, the days
 they were counted in so far.
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0007"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
