@@ -109,6 +109,8 @@ def assert_held(
         if answer.request.method != "HEAD":
             (error,) = answer.json()["errors"]
             assert error["code"] == 409 and "not available yet" in error["msg"]
+    page = inbox.get(f"/inbox/voicemails/{vm.id}")
+    assert 'id="audio-held"' in page.text and 'id="player"' not in page.text
     listed = client.get(
         f"/api/public/bot/{creds.bot_id}/voicemails", headers=creds.headers()
     ).json()["voicemails"]
@@ -253,6 +255,7 @@ def test_held_until_transcribed_and_not_bleeped_without_a_number(
     assert client.get(signed_path(recording["fileUrl"])).content == stored
     assert inbox.get(f"/inbox/voicemails/{vm.id}/audio").content == stored
     assert inbox.get(f"/inbox/voicemails/{vm.id}/waveform.json").status_code == 200
+    assert 'id="player"' in inbox.get(f"/inbox/voicemails/{vm.id}").text
 
 
 def test_a_lost_lease_keeps_the_original_and_leaves_no_copy(

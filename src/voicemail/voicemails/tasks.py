@@ -93,8 +93,11 @@ def transcribe_voicemail(
             if not jobs.complete_job(session, job_id=job.id, worker_id=job.worker_id):
                 raise LeaseLost()
             enqueued_at = session.scalar(select(Job.created_at).where(Job.id == job.id))
-            # Locked: a deletion reads the key it removes under the same lock.
-            voicemail = session.get(Voicemail, job.voicemail_id, with_for_update=True)
+            # Its row locked: the key a deletion removes is read before or after the switch.
+            session.execute(
+                select(Voicemail.id).where(Voicemail.id == job.voicemail_id).with_for_update()
+            )
+            voicemail = session.get(Voicemail, job.voicemail_id)
             if voicemail is not None and voicemail.transcript is None:
                 save_transcript(
                     session, voicemail, result, processing_seconds=elapsed, processed=processed

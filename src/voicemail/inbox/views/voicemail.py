@@ -49,6 +49,7 @@ def voicemail_page(
             "max_note": actions.MAX_NOTE,
             "speeds": SPEEDS,
             "file_name": kore.file_name(voicemail),
+            "held": media_held(voicemail),
         },
     )
 
