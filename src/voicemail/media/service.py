@@ -18,8 +18,8 @@ from voicemail.transcription.bleep import bleeps_audio
 
 EPOCH_KEY = "media_revocation_epoch"
 HELD_MESSAGE = (
-    "The recording is not available yet: its transcript is being made and card numbers "
-    "bleeped. Try again shortly"
+    "The recording is not available yet: card and social security numbers are bleeped from "
+    "it when its transcript is stored"
 )
 
 
@@ -27,7 +27,8 @@ def media_held(voicemail: Voicemail) -> bool:
     """True while nobody may hear the recording: its bot bleeps card and social security
     numbers (``bleep.bleeps_audio``) and its transcript, with which the stored audio is
     bleeped, is not stored yet. The fetch API then reports it in progress; its media URL
-    and the inbox's player answer 409."""
+    and the inbox's player answer 409. A transcription that failed for good leaves it held:
+    it may say a number nobody bleeped."""
     return voicemail.transcript is None and bleeps_audio(voicemail.bot.redact)
 
 
