@@ -80,15 +80,20 @@ def frame_ranges(
     return merged
 
 
-def tone(length: int, *, rate: int) -> npt.NDArray[np.int16]:
-    """``length`` frames of the tone at ``rate``, faded in and out."""
-    t = np.arange(length, dtype=np.float64) / rate
-    signal = tone_amplitude() * np.sin(2.0 * math.pi * TONE_HZ * t)
+def tone(
+    length: int, *, rate: int, start: int = 0, stop: int | None = None
+) -> npt.NDArray[np.int16]:
+    """Frames ``start``..``stop`` (default: all) of a ``length``-frame tone at ``rate``,
+    faded in and out: a long span read in blocks is computed a block at a time."""
+    stop = length if stop is None else stop
+    index = np.arange(start, stop, dtype=np.float64)
+    signal = tone_amplitude() * np.sin(2.0 * math.pi * TONE_HZ * index / rate)
     ramp = min(length // 2, round(RAMP_SECONDS * rate))
     if ramp > 0:
-        fade = 0.5 - 0.5 * np.cos(np.linspace(0.0, math.pi, ramp, endpoint=False))
-        signal[:ramp] *= fade
-        signal[length - ramp :] *= fade[::-1]
+        # Raised-cosine gains: 0 at the span's edges, 1 from ``ramp`` frames inside them.
+        edge = np.minimum(index, (length - 1) - index)
+        gain = 0.5 - 0.5 * np.cos(math.pi * np.clip(edge / ramp, 0.0, 1.0))
+        signal *= gain
     return np.round(signal * _FULL_SCALE).astype(np.int16)
 
 
@@ -102,8 +107,10 @@ def bleep_samples(
         lo, hi = max(first, offset), min(last, offset + len(samples))
         if hi <= lo:
             continue
-        whole = tone(last - first, rate=rate)  # one tone per span, cut to this block
-        out[lo - offset : hi - offset] = whole[lo - first : hi - first]
+        # One continuous tone per span; only this block's part of it computed.
+        out[lo - offset : hi - offset] = tone(
+            last - first, rate=rate, start=lo - first, stop=hi - first
+        )
     return out
 
 
