@@ -83,6 +83,7 @@ def build_worker(runtime: Runtime, *, housekeeping: bool = True) -> Worker:
                 storage=runtime.storage,
                 transcriber=runtime.transcriber,
                 metrics=runtime.metrics,
+                scratch=settings.scratch_dir,
             )
         },
         lease_seconds=settings.job_lease_seconds,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.clips import Clip, audio_dir, missing_audio_reason, read_manifest
+from tests.helpers.spoken_digits import CachedTranscriber, SpokenNumbers
 from voicemail.transcription import WhisperTranscriber, resolve_model_dir
 
 
@@ -36,3 +37,21 @@ def whisper(whisper_model_dir: Path) -> WhisperTranscriber:
     engine = WhisperTranscriber(whisper_model_dir, cpu_threads=0, beam_size=1)
     engine.load()
     return engine
+
+
+@pytest.fixture(scope="session")
+def whisper_once(whisper: WhisperTranscriber) -> CachedTranscriber:
+    """The real model, each distinct recording transcribed once per test session."""
+    return CachedTranscriber(whisper)
+
+
+@pytest.fixture(scope="session")
+def spoken_numbers(
+    tmp_path_factory: pytest.TempPathFactory, whisper_once: CachedTranscriber
+) -> SpokenNumbers:
+    """Real spoken numbers (``tests.helpers.spoken_digits``), each clip built and
+    transcribed on first use."""
+    directory = audio_dir()
+    if directory is None:
+        pytest.skip(missing_audio_reason())
+    return SpokenNumbers(directory, tmp_path_factory.mktemp("spoken"), whisper_once)

@@ -2,40 +2,33 @@
 CLI, the bot's post-processing (call-back number, redaction) applied when a transcript is
 stored, and the fields the fetch API returns.
 
-The real-model tests speak numbers built from real spoken digits of the corpus: the
-corpus has no message with a phone or card number in it, so the digits "1" to "5" are
-cut from ast_vm-options ("Press 1 to ..."), "6" and "zero" from ast_vm-msginstruct, and
-joined with short pauses, after a real sentence (ast_vm-nobodyavail). The cut times are
-Whisper's word timings on the original clips, each start moved 0.1 s later so no tail of
-"press" is left. The model runs once per clip for the session; each database then stores
-that real transcript.
+The real-model tests speak numbers built from real spoken digits of the corpus
+(``tests.helpers.spoken_digits``). The model runs once per clip for the session; each
+database then stores that real transcript.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.helpers.audio import write_wav
 from tests.helpers.cli import invoke_cli, ok_json
-from tests.helpers.clips import audio_dir, missing_audio_reason
 from tests.helpers.credentials import Credentials
 from tests.helpers.deposits import deposit_file
 from tests.helpers.http import fetch
+from tests.helpers.spoken_digits import SpokenNumbers
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
 from voicemail.db.models import AuditEntry, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
-from voicemail.transcription import FakeTranscriber, WhisperTranscriber
+from voicemail.transcription import FakeTranscriber
 from voicemail.transcription.digits import digit_runs
-from voicemail.transcription.engine import SAMPLE_RATE, decode_audio_file
 from voicemail.transcription.engine import Transcript as EngineTranscript
 from voicemail.voicemails.tasks import save_transcript
 from voicemail.worker import build_worker
@@ -285,56 +278,11 @@ def test_national_callback_number_in_e164(
 
 # -- the real model on real spoken digits -----------------------------------------------
 
-# (clip, start, end) of each spoken digit; see the module docstring.
-DIGIT_CUTS: dict[str, tuple[str, float, float]] = {
-    "1": ("ast_vm-options", 0.44, 0.66),
-    "2": ("ast_vm-options", 3.46, 3.80),
-    "3": ("ast_vm-options", 6.38, 6.76),
-    "4": ("ast_vm-options", 8.70, 9.04),
-    "5": ("ast_vm-options", 11.60, 11.96),
-    "6": ("ast_vm-msginstruct", 2.04, 2.50),
-    "0": ("ast_vm-msginstruct", 11.34, 11.66),
-}
-LEAD_IN = "ast_vm-nobodyavail"  # "Nobody is available to take your call at the moment"
 
-
-def spoken_number(directory: Path, groups: list[str]) -> npt.NDArray[np.float32]:
-    """A real sentence, then the digits of ``groups``: 0.12 s apart, 0.45 s between groups."""
-
-    def silence(seconds: float) -> npt.NDArray[np.float32]:
-        return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
-
-    def original(name: str) -> npt.NDArray[np.float32]:
-        return decode_audio_file(directory / "original" / f"{name}.wav")
-
-    parts = [original(LEAD_IN), silence(0.3)]
-    for group in groups:
-        for digit in group:
-            name, start, end = DIGIT_CUTS[digit]
-            parts += [original(name)[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]]
-            parts += [silence(0.12)]
-        parts += [silence(0.45)]
-    return np.concatenate(parts)
-
-
-@pytest.fixture(scope="module")
-def spoken(
-    tmp_path_factory: pytest.TempPathFactory, whisper: WhisperTranscriber
-) -> dict[str, tuple[Path, EngineTranscript]]:
-    """Each clip's WAV, and the real model's transcript of it (once per module)."""
-    directory = audio_dir()
-    if directory is None:
-        pytest.skip(missing_audio_reason())
-    import ctranslate2
-
-    ctranslate2.set_random_seed(1234)  # a temperature fallback would sample
-    folder = tmp_path_factory.mktemp("spoken")
-    clips = {"phone": ["415", "555", "0134"], "card": ["4123", "4560", "1234", "5612"]}
-    out: dict[str, tuple[Path, EngineTranscript]] = {}
-    for name, groups in clips.items():
-        wav = write_wav(folder / f"{name}.wav", spoken_number(directory, groups))
-        out[name] = (wav, whisper.transcribe(wav))
-    return out
+@pytest.fixture
+def spoken(spoken_numbers: SpokenNumbers) -> Callable[[str], tuple[Path, EngineTranscript]]:
+    """A clip of ``tests.helpers.spoken_digits`` and its real transcript (once a session)."""
+    return spoken_numbers.transcript
 
 
 def store_real(
@@ -353,12 +301,12 @@ def test_real_spoken_phone_number_is_the_callback_number(
     client: TestClient,
     creds: Credentials,
     runtime: Runtime,
-    spoken: dict[str, tuple[Path, EngineTranscript]],
+    spoken: Callable[[str], tuple[Path, EngineTranscript]],
     tmp_path: Path,
 ) -> None:
     """Whisper writes the ten digits after "Nobody is available ... moment." (no cue here:
     the longest plausible run is taken, and given in E.164 in the bot's region)."""
-    wav, result = spoken["phone"]
+    wav, result = spoken("phone")
     configure(runtime, creds.bot_id, redact=["card", "ssn", "email"], region="US")
     store_real(runtime, creds.bot_id, wav, result, tmp_path / "w", "67aa38026e199c8f470e0c03")
     doc = fetch(client, creds, "67aa38026e199c8f470e0c03", **WITH_WORDS)["transcriptions"][0]
@@ -372,14 +320,14 @@ def test_real_spoken_card_number_is_redacted(
     client: TestClient,
     creds: Credentials,
     runtime: Runtime,
-    spoken: dict[str, tuple[Path, EngineTranscript]],
+    spoken: Callable[[str], tuple[Path, EngineTranscript]],
     tmp_path: Path,
 ) -> None:
     """Whisper base does not get sixteen digits said one by one quite right (here it wrote
     "4123456 0123456 1212" for 4123 4560 1234 5612; other cuts gave "4156 0156 1 2 3 4156
     1 2"), which is why redaction needs no Luhn check: whatever digits it wrote, no 13+
     digit run may be stored."""
-    wav, result = spoken["card"]
+    wav, result = spoken("card")
     assert any(len(run.digits) >= 13 for run in digit_runs(result.text)), result.text
     configure(runtime, creds.bot_id, redact=["card"])
     store_real(runtime, creds.bot_id, wav, result, tmp_path / "w", "67aa38026e199c8f470e0c04")

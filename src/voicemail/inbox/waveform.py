@@ -1,8 +1,9 @@
 """Waveform peaks for the player: the loudest sample of each of ~400 slices of a recording.
 
 The stored recording is always the 16-bit PCM mono WAV that ``voicemail.audio`` wrote, so it
-is read with ``wave`` and numpy, no decoder needed. A recording never changes once stored
-(its sha256 is part of the cache key all the same), so peaks are computed once per process.
+is read with ``wave`` and numpy, no decoder needed. A stored object never changes (a bleeped
+recording is written under a new key), and the key is part of the cache key, so peaks are
+computed once per process per object.
 """
 
 from __future__ import annotations
@@ -68,14 +69,14 @@ def peaks_of_wav(path: Path, count: int = PEAK_COUNT) -> Waveform:
 
 
 _CACHE_SIZE = 256
-_cache: OrderedDict[tuple[str, str], Waveform] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, str], Waveform] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
 def waveform(storage: Storage, *, voicemail_id: str, key: str, sha256: str) -> Waveform:
     """The recording's peaks, computed on first use and then kept for the process (the
     most recent few hundred: a page reload or a second agent costs nothing)."""
-    cache_key = (voicemail_id, sha256)
+    cache_key = (voicemail_id, key, sha256)
     with _cache_lock:
         found = _cache.get(cache_key)
         if found is not None:

@@ -24,7 +24,10 @@ The life of a live voicemail:
    ``storage_key`` and makes the voicemail ``stored``, with its transcript joined from the
    parts' live transcripts (or a transcription job when a part has none), and the
    ``voicemail.created`` event, in one transaction under the voicemail's row lock: a second
-   finalizer finds it no longer ``receiving`` and does nothing. A call with less audio than
+   finalizer finds it no longer ``receiving`` and does nothing. When the bot bleeps card
+   and social security numbers (``bleep.bleeps_audio``) and the joined transcript has one,
+   the WAV is bleeped before it is stored, and the parts (the only copy of the original)
+   are deleted once the transaction commits. A call with less audio than
    ``min_duration_seconds`` (the upload path's minimum) left no message: its voicemail is
    dropped (the row and its parts).
 
@@ -65,10 +68,11 @@ from voicemail.metrics import Metrics
 from voicemail.settings import Settings
 from voicemail.states import CallOutcome, VoicemailStatus
 from voicemail.storage import Storage
+from voicemail.transcription.bleep import bleep_wav, spans_to_bleep
 from voicemail.transcription.engine import Transcript as EngineTranscript
 from voicemail.transcription.segments import Segment, Word
 from voicemail.voicemails import service
-from voicemail.voicemails.tasks import save_transcript
+from voicemail.voicemails.tasks import process_transcript, save_transcript
 from voicemail.webhooks import events
 
 log = logging.getLogger(__name__)
@@ -503,6 +507,15 @@ def _finalize_locked(
                 extra={"voicemail_id": voicemail_id, "seconds": round(duration, 3)},
             )
             return Finalized(voicemail_id, CallOutcome.DROPPED, duration, False, part_keys)
+        merged = merged_transcript(parts)
+        processed = process_transcript(voicemail, merged[0]) if merged is not None else None
+        bleep = spans_to_bleep(processed.audio) if processed is not None else []
+        if bleep:
+            # Bleeped before it is first stored: the recording's key never holds the
+            # original, and the parts that do are deleted once this commits.
+            bleeped_path = Path(scratch) / "bleeped.wav"
+            bleep_wav(wav_path, bleeped_path, bleep)
+            wav_path = bleeped_path
         voicemail.audio_sha256, voicemail.size_bytes = sha256_and_size(wav_path)
         storage.put_file(voicemail.storage_key, wav_path)
     voicemail.duration_seconds = duration
@@ -511,10 +524,11 @@ def _finalize_locked(
     voicemail.changed_at = utcnow()
     voicemail.hangup_at = hangup_at or (parts[-1].created_at if parts else utcnow())
     session.flush()
-    merged = merged_transcript(parts)
     if merged is not None:
         result, processing = merged
-        save_transcript(session, voicemail, result, processing_seconds=processing)
+        save_transcript(
+            session, voicemail, result, processing_seconds=processing, processed=processed
+        )
     else:
         jobs.enqueue(
             session, kind=service.TRANSCRIBE, voicemail_id=voicemail.id, max_attempts=max_attempts

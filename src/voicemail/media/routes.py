@@ -48,7 +48,7 @@ MEDIA_PATH = "/getMediaStream/smartassistrecording/{env}/{org}/{bot}/{year}/{day
             "headers": {"Content-Range": {"required": True, "schema": {"type": "string"}}},
         },
         307: {"description": "With media_redirect: a short-lived presigned storage URL"},
-        **error_responses(403, 404, 416, 503),
+        **error_responses(403, 404, 409, 416, 503),
     },
 )
 def get_media(

@@ -12,10 +12,30 @@ from sqlalchemy.orm import Session
 
 from voicemail.db.base import utcnow
 from voicemail.db.models import ServiceState, Voicemail
-from voicemail.errors import Forbidden, NotFound
+from voicemail.errors import Conflict, Forbidden, NotFound
 from voicemail.media.signing import MediaLocation, sign_media_url, verify_media_signature
+from voicemail.transcription.bleep import bleeps_audio
 
 EPOCH_KEY = "media_revocation_epoch"
+HELD_MESSAGE = (
+    "The recording is not available yet: card and social security numbers are bleeped from "
+    "it when its transcript is stored"
+)
+
+
+def media_held(voicemail: Voicemail) -> bool:
+    """True while nobody may hear the recording: its bot bleeps card and social security
+    numbers (``bleep.bleeps_audio``) and its transcript, with which the stored audio is
+    bleeped, is not stored yet. The fetch API then reports it in progress; its media URL
+    and the inbox's player answer 409. A transcription that failed for good leaves it held:
+    it may say a number nobody bleeped."""
+    return voicemail.transcript is None and bleeps_audio(voicemail.bot.redact)
+
+
+def check_released(voicemail: Voicemail) -> None:
+    """``Conflict`` (409) while the recording is held (``media_held``)."""
+    if media_held(voicemail):
+        raise Conflict(HELD_MESSAGE)
 
 
 def current_epoch(session: Session) -> int:
@@ -83,7 +103,8 @@ class MediaSigner:
 def resolve_media(
     session: Session, *, signer: MediaSigner, location: MediaLocation, e: str, n: str, s: str
 ) -> Voicemail:
-    """The voicemail a signed URL points at, or Forbidden/NotFound."""
+    """The voicemail a signed URL points at, or Forbidden/NotFound; Conflict while it is
+    held (``media_held``)."""
     verify_media_signature(
         location,
         key=signer.key,
@@ -99,4 +120,5 @@ def resolve_media(
     if signer.location(voicemail) != location:
         # A correctly signed URL always matches; a mismatch means the row moved or was forged.
         raise Forbidden("Invalid media URL")
+    check_released(voicemail)
     return voicemail

@@ -9,10 +9,10 @@ the transcript's language.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voicemail.transcription.callback import caller_region, find_callback
-from voicemail.transcription.redact import redact_transcript
+from voicemail.transcription.redact import AudioSpan, redact_transcript
 from voicemail.transcription.segments import Word
 
 
@@ -22,6 +22,7 @@ class PostProcessed:
     words: list[Word]
     callback_number: str | None  # E.164
     redacted: list[str]  # the kinds of data found and replaced
+    audio: list[AudioSpan] = field(default_factory=list)  # where they were said
 
 
 def post_process(
@@ -45,4 +46,6 @@ def post_process(
         keep_number=run.digits if run is not None else None,  # the digits as said
         language=language,
     )
-    return PostProcessed(redacted.text, redacted.words, callback_number, redacted.kinds)
+    return PostProcessed(
+        redacted.text, redacted.words, callback_number, redacted.kinds, redacted.audio
+    )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voicemail.transcription.digits import digit_runs, language_code
 from voicemail.transcription.segments import Word
@@ -150,10 +150,22 @@ class Span:
 
 
 @dataclass(frozen=True)
+class AudioSpan:
+    """Where a redacted run of words was said: from the end of the word before it (0.0, the
+    recording's start, when none) to the start of the word after it (None, the recording's
+    end, when none), in seconds. :mod:`voicemail.transcription.bleep` bleeps these."""
+
+    start: float
+    end: float | None
+    kinds: tuple[str, ...]  # what was found there, in KINDS order
+
+
+@dataclass(frozen=True)
 class Redacted:
     text: str
     words: list[Word]
     kinds: list[str]  # what was found and replaced, in KINDS order
+    audio: list[AudioSpan] = field(default_factory=list)  # in time order
 
 
 def redact_transcript(
@@ -180,10 +192,14 @@ def redact_transcript(
     # can differ in spacing, so the text's offsets would not carry over.
     joined, offsets = _join_words(words)
     word_spans = find_spans(joined, wanted, keep_number=keep_number, language=language)
-    new_words = _replace_words(list(words), offsets, joined, word_spans)
+    new_words, audio = _replace_words(list(words), offsets, joined, word_spans)
 
-    found = {span.kind for span in text_spans} | {span.kind for span in word_spans}
-    return Redacted(new_text, new_words, [kind for kind in KINDS if kind in found])
+    in_words = {span.kind for span in word_spans}
+    found = {span.kind for span in text_spans} | in_words
+    # A kind the text has but the words lack (their spacing differed) has no time to cut
+    # on: the whole recording stands for it.
+    audio += [AudioSpan(0.0, None, (kind,)) for kind in KINDS if kind in found - in_words]
+    return Redacted(new_text, new_words, [kind for kind in KINDS if kind in found], audio)
 
 
 def find_spans(
@@ -266,7 +282,7 @@ def _join_words(words: Sequence[Word]) -> tuple[str, list[tuple[int, int]]]:
 
 def _replace_words(
     words: list[Word], offsets: list[tuple[int, int]], joined: str, spans: Sequence[Span]
-) -> list[Word]:
+) -> tuple[list[Word], list[AudioSpan]]:
     # Spans sharing a word ("a@b.com,c@d.com" is one word) make one placeholder word.
     groups: list[tuple[int, int, list[Span]]] = []  # first word, last word, spans
     for span in spans:
@@ -279,8 +295,18 @@ def _replace_words(
         else:
             groups.append((covered[0], covered[-1], [span]))
     out: list[Word] = []
+    audio: list[AudioSpan] = []
     index = 0
     for first, last, members in groups:
+        found = {span.kind for span in members}
+        audio.append(
+            AudioSpan(
+                # min/max: the redacted words themselves, whatever their neighbours' times.
+                start=min(words[first - 1].end, words[first].start) if first > 0 else 0.0,
+                end=max(words[last + 1].start, words[last].end) if last + 1 < len(words) else None,
+                kinds=tuple(kind for kind in KINDS if kind in found),
+            )
+        )
         out.extend(words[index:first])
         begin, end = offsets[first][0], offsets[last][1]
         # What the first and last words carry outside the match stays ("is:", "6789.").
@@ -297,4 +323,4 @@ def _replace_words(
         )
         index = last + 1
     out.extend(words[index:])
-    return out
+    return out, audio

@@ -22,7 +22,7 @@ from voicemail.audit import service as audit
 from voicemail.db import fulltext
 from voicemail.db.models import Bot, CallSession, Voicemail
 from voicemail.errors import BadRequest
-from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery
+from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery, media_held
 from voicemail.states import OPEN, UNHANDLED, InboxState, VoicemailStatus
 from voicemail.voicemails import kore
 
@@ -257,6 +257,9 @@ def _item(
         "to": call.caller_to,
         "state": voicemail.inbox_state,
         "recording": recording,
+        # False while the recording is held until its transcript bleeps it: its URL
+        # answers 409 until then.
+        "recordingReady": not media_held(voicemail),
     }
     if transcription:
         transcript = voicemail.transcript

@@ -58,6 +58,11 @@ class ListedVoicemail(BaseModel):
     to: str | None
     state: InboxStateValue = Field(description="Where it stands in the inbox")
     recording: Recording = Field(description="The fetch API's recording entry")
+    recordingReady: bool = Field(
+        description="False while the bot's card and social security numbers are not yet "
+        "bleeped from the recording (its transcript is pending): its fileUrl answers 409 "
+        "until then"
+    )
     transcription: dict[str, Any] | None = Field(
         default=None,
         description="With transcription=true: the fetch API's transcript document, "

@@ -22,6 +22,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +41,7 @@ from voicemail.db.models import Bot, CallSession, Job, StreamPart, Voicemail
 from voicemail.emails import service as email_notifications
 from voicemail.errors import BadRequest
 from voicemail.jobs import service as jobs
-from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery
+from voicemail.media.service import MediaSigner, epoch_of, epoch_subquery, media_held
 from voicemail.states import JobStatus, TranscriptionStatus, VoicemailStatus
 from voicemail.storage import Storage
 from voicemail.storage.base import StoredObject
@@ -95,6 +96,14 @@ def check_session_id(session_id: str | None, *, generate: bool) -> str:
 def storage_key(bot: Bot, file_id: str, when: Any) -> str:
     """Server-generated: ``<org>/<bot>/<YYYY>/<DD-MM-YYYY>/<file>.wav``."""
     return f"{bot.account_id}/{bot.id}/{when:%Y}/{when:%d-%m-%Y}/{file_id}.wav"
+
+
+def bleeped_key(key: str) -> str:
+    """A new key for the bleeped copy of the recording at ``key``: under the recording's
+    own prefix (``<...>/<file>/redacted-<random>.wav``), so the orphan sweep knows it, and
+    new each time, so the object a row names never changes under a reader."""
+    base = key.split("/redacted-", 1)[0].removesuffix(".wav")
+    return f"{base}/redacted-{uuid.uuid4().hex}.wav"
 
 
 def _find_duplicate(
@@ -368,11 +377,12 @@ def _insert_voicemail(
 
 
 # The keys ``storage_key`` makes, and the live-stream part keys under them
-# (``live.calls.part_key_for``); the sweep touches nothing else in the store.
+# (``live.calls.part_key_for``) and the bleeped copies' (``bleeped_key``); the sweep
+# touches nothing else in the store.
 _RECORDING_KEY_RE = re.compile(
     r"^[^/]+/[^/]+/[0-9]{4}/[0-9]{2}-[0-9]{2}-[0-9]{4}/"
     r"(f-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r"(?:\.wav|/parts/[0-9a-f]{32}\.pcm)$"
+    r"(?:\.wav|/parts/[0-9a-f]{32}\.pcm|/redacted-[0-9a-f]{32}\.wav)$"
 )
 SWEEP_BATCH = 500
 
@@ -501,13 +511,11 @@ def fetch(
             "voicemail_recording": [],
             "transcriptions": [],
         }
-    receiving = any(vm.status == VoicemailStatus.RECEIVING for vm in voicemails)
-    status = "media_in_progress" if receiving else "success"
-    recordings = [
-        kore.recording_entry(vm, signer.url_for(vm, epoch=epoch))
-        for vm in voicemails
-        if vm.status == VoicemailStatus.STORED
-    ]
+    # A recording held until its transcript bleeps it (``media_held``) is as unfinished as
+    # one still being received: reported in progress, without its entry.
+    ready = [vm for vm in voicemails if vm.status == VoicemailStatus.STORED and not media_held(vm)]
+    status = "media_in_progress" if len(ready) < len(voicemails) else "success"
+    recordings = [kore.recording_entry(vm, signer.url_for(vm, epoch=epoch)) for vm in ready]
     documents: list[dict[str, Any]] = []
     overall = TranscriptionStatus.NOT_REQUESTED
     if transcription:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from voicemail.api.deps import ReadSessionDep, RuntimeDep, SessionDep
+from voicemail.api.envelope import error_response
 from voicemail.audit.service import user_actor
 from voicemail.inbox import actions
 from voicemail.inbox.alerts import banner_alerts
@@ -15,6 +16,7 @@ from voicemail.inbox.deps import CsrfChecked, CurrentUser
 from voicemail.inbox.pages import render
 from voicemail.inbox.service import get_visible_voicemail
 from voicemail.inbox.waveform import waveform
+from voicemail.media.service import HELD_MESSAGE, media_held
 from voicemail.media.streaming import RangeNotSatisfiable, audit_access, stream_object
 from voicemail.queues.service import can_see
 from voicemail.voicemails import kore
@@ -47,6 +49,7 @@ def voicemail_page(
             "max_note": actions.MAX_NOTE,
             "speeds": SPEEDS,
             "file_name": kore.file_name(voicemail),
+            "held": media_held(voicemail),
         },
     )
 
@@ -60,8 +63,12 @@ def voicemail_audio(
     user: CurrentUser,
     download: bool = False,
 ) -> Response:
-    """The recording, seekable (Range), from whichever storage holds it."""
+    """The recording, seekable (Range), from whichever storage holds it. While it is held
+    (its bot bleeps numbers and the transcript is not stored yet): 409 in the API's envelope,
+    not an error page, as a media element asked."""
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    if media_held(voicemail):
+        return error_response(409, HELD_MESSAGE)
     audit_access(runtime.read_audit, voicemail, request, actor=user_actor(user.email))
     try:
         return stream_object(
@@ -77,11 +84,13 @@ def voicemail_audio(
         return Response(status_code=exc.status_code, headers=exc.headers)
 
 
-@router.get("/{voicemail_id}/waveform.json", include_in_schema=False)
+@router.get("/{voicemail_id}/waveform.json", include_in_schema=False, response_model=None)
 def voicemail_waveform(
     voicemail_id: str, runtime: RuntimeDep, session: ReadSessionDep, user: CurrentUser
-) -> dict[str, object]:
+) -> dict[str, object] | Response:
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    if media_held(voicemail):
+        return error_response(409, HELD_MESSAGE)
     peaks = waveform(
         runtime.storage,
         voicemail_id=voicemail.id,
