@@ -24,7 +24,7 @@ Measured:
 
 - Every message stored whole: the stored ``durationSeconds`` against what sipp sent after
   the beep (``BYE - 200 - greeting and beep``, within 0.2 s), and the stored audio against
-  the streamed message, 0.1 s block by 0.1 s block (``compare_audio``): each block of
+  the streamed message, 0.1 s block by 0.1 s block (``sip_common.compare_audio``): each block of
   speech is looked for in the recording near where the previous one was found; a block
   found with a normalised correlation under 0.98 is damaged (a lost packet concealed, a
   gap), a block found further than 2 ms from where the previous one put it is a slip (the
@@ -48,7 +48,6 @@ Measured:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -65,11 +64,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import jwt
 import numpy as np
-import numpy.typing as npt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -82,9 +79,11 @@ from bench.live_stream import (  # noqa: E402
     wait_transcript,
     wav_bytes,
 )
-from bench.sip_latency import (  # noqa: E402
+from bench.sip_common import (  # noqa: E402
     TOLERANCE_SECONDS,
     SippCall,
+    compare_audio,
+    decode_8k,
     finish_sipp,
     free_udp_port,
     greeting_and_beep_seconds,
@@ -104,14 +103,7 @@ from tests.helpers.clips import (  # noqa: E402
 PAUSE_SECONDS = 0.5  # spoken_message's, after each clip
 SAMPLE_SECONDS = 1.0
 BASELINE_SECONDS = 5.0  # CPU sampled before the first INVITE
-BLOCK_SECONDS = 0.1  # compare_audio's unit: a lost 20 ms packet is a fifth of it
-SEARCH_SAMPLES = 400  # 50 ms either side of where the previous block puts a block
-SPEECH_RMS = 300.0  # a block quieter than this (16-bit) is a pause: not compared
-DAMAGED_BELOW = 0.98  # normalised correlation; intact µ-law blocks: 0.9999, a lost 20 ms: < 0.9
-SLIP_SAMPLES = 16  # 2 ms
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-Pcm = npt.NDArray[np.int16]
 
 
 def build_messages(
@@ -301,84 +293,6 @@ def start_load(
     return load
 
 
-# Audio -------------------------------------------------------------------------------------
-
-
-def decode_8k(data: bytes) -> Pcm:
-    """An audio file's first channel as 16-bit PCM at 8 kHz."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    pieces: list[Pcm] = []
-    with av.open(io.BytesIO(data), mode="r") as container:
-        for frame in [*container.decode(audio=0), None]:
-            for out in resampler.resample(frame):
-                pieces.append(out.to_ndarray().reshape(-1).astype(np.int16))
-    return np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
-
-
-def _find(
-    block: npt.NDArray[np.float64], stored: npt.NDArray[np.float64], lo: int, hi: int
-) -> tuple[int, float]:
-    """Where in ``stored[lo:hi + len(block)]`` ``block`` fits best: (start, normalised
-    correlation)."""
-    lo, hi = max(0, lo), min(len(stored) - len(block), hi)
-    if hi < lo:
-        return lo, 0.0
-    window = stored[lo : hi + len(block)]
-    products = np.correlate(window, block, mode="valid")
-    energy = np.concatenate([[0.0], np.cumsum(window * window)])
-    norms = np.sqrt(energy[len(block) :] - energy[: -len(block)]) * np.linalg.norm(block)
-    scores = products / np.maximum(norms, 1e-9)
-    best = int(np.argmax(scores))
-    return lo + best, float(scores[best])
-
-
-def compare_audio(sent: Pcm, stored: Pcm, start_guess: int) -> dict[str, Any]:
-    """The streamed message against the recording, block by block (see the docstring);
-    ``start_guess``: where in the recording the message should start, in samples."""
-    block_len = round(BLOCK_SECONDS * SAMPLE_RATE)
-    sent_f, stored_f = sent.astype(np.float64), stored.astype(np.float64)
-    lag: int | None = None  # stored index minus sent index
-    first_lag = 0
-    speech = damaged = slips = 0
-    worst = 1.0
-    lost = False  # the previous block of speech was damaged
-    events: list[str] = []  # the first few damaged blocks and slips, for a look
-    for offset in range(0, len(sent_f) - block_len + 1, block_len):
-        block = sent_f[offset : offset + block_len]
-        if np.sqrt(np.mean(block * block)) < SPEECH_RMS:
-            continue
-        speech += 1
-        at = offset / SAMPLE_RATE
-        if lag is None:  # the first: anywhere within a second of the guess
-            low, high = start_guess - SAMPLE_RATE, start_guess + SAMPLE_RATE
-        else:  # near the previous block; after a damaged one, within a second (a long gap)
-            reach = SAMPLE_RATE if lost else SEARCH_SAMPLES
-            low, high = offset + lag - reach, offset + lag + reach
-        found, score = _find(block, stored_f, low, high)
-        worst = min(worst, score)
-        lost = score < DAMAGED_BELOW
-        if lost:
-            damaged += 1
-            events.append(f"{at:.2f}s damaged ({score:.3f})")
-            continue
-        if lag is None:
-            first_lag = found - offset
-        elif abs(found - offset - lag) > SLIP_SAMPLES:
-            slips += 1
-            events.append(f"{at:.2f}s slip {(found - offset - lag) / SAMPLE_RATE * 1000:+.1f} ms")
-        lag = found - offset
-    return {
-        "speech_blocks": speech,
-        "damaged_blocks": damaged,
-        "slips": slips,
-        "message_starts_at_s": round(first_lag / SAMPLE_RATE, 3),
-        "drift_ms": round(((lag or first_lag) - first_lag) / SAMPLE_RATE * 1000, 1),
-        "worst_correlation": round(worst, 4),
-        "whole": speech > 0 and damaged == 0 and slips == 0,
-        "events": events[:20],
-    }
-
-
 def sip_metrics(text: str) -> dict[str, float]:
     """The samples of a Prometheus text page whose name says SIP or RTP."""
     found: dict[str, float] = {}
@@ -514,7 +428,6 @@ def main() -> None:
             assert audio.status_code == 200, audio.text[:500]
             stored = decode_8k(audio.content)
             sent = np.frombuffer(pcm, dtype="<i2")
-            start_guess = round(figures["recorded_before_message_s"] * SAMPLE_RATE)
             rows.append(
                 {
                     "session": session,
@@ -524,7 +437,7 @@ def main() -> None:
                     "answered": call.answered,
                     "transcript_at": created,
                     **figures,
-                    **compare_audio(sent, stored, start_guess),
+                    **compare_audio(sent, stored),
                     "wer": round(wer(reference, text), 4),
                     "text": text,
                 }
@@ -551,6 +464,8 @@ def main() -> None:
         "stored_within_tolerance": sum(row["stored_within_tolerance"] for row in rows),
         "stored_minus_sent_max_abs_s": max(abs(row["stored_minus_sent_s"]) for row in rows),
         "whole_by_audio": sum(row["whole"] for row in rows),
+        "start_cut": sum(not row["start_intact"] for row in rows),
+        "end_cut": sum(not row["end_intact"] for row in rows),
         "damaged_blocks": sum(row["damaged_blocks"] for row in rows),
         "slips": sum(row["slips"] for row in rows),
         "rtp_packets_sent": sum(row["rtp_packets_sent"] for row in rows),
