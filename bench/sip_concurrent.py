@@ -10,7 +10,7 @@ BYE when its audio ends. The messages are made of the clips of ``live_stream.MES
 
 Meanwhile the CPU is kept busy with transcription (``--load``):
 
-- ``whisper`` (default): ``--burners`` separate processes (default 1) transcribing a message
+- ``whisper`` (default): ``--burners`` separate processes (default 2) transcribing a message
   with the service's own model settings (``voicemail.runtime.build_transcriber``: one
   thread per CPU) over and over, from before the first INVITE until every transcript is in.
   The service's process then holds only the calls' own work, so its CPU is theirs.
@@ -24,11 +24,11 @@ Measured:
 
 - Every message stored whole: the stored ``durationSeconds`` against what sipp sent after
   the beep (``BYE - 200 - greeting and beep``, within 0.2 s), and the stored audio against
-  the streamed message, 0.1 s block by 0.1 s block (``sip_common.compare_audio``): each block of
-  speech is looked for in the recording near where the previous one was found; a block
-  found with a normalised correlation under 0.98 is damaged (a lost packet concealed, a
-  gap), a block found further than 2 ms from where the previous one put it is a slip (the
-  jitter buffer dropped or added audio).
+  the streamed message, 0.1 s block by 0.1 s block (``sip_common.compare_audio``): each
+  block of speech is looked for near where the previous one was found (or in the whole
+  recording after a damaged one); found with a normalised correlation under 0.98 it is
+  damaged (a lost packet concealed, a gap, a cut start or end), found more than 2 ms from
+  where the previous one put it it is a slip (the jitter buffer dropped or added audio).
 - RTP loss: the service's own counters when its ``/metrics`` has any (every sample whose
   name contains ``sip`` or ``rtp`` is kept), else what the audio says: sipp sent
   ``rtp_packets`` per call (the file's 20 ms packets, its ``-trace_stat`` CSV is kept in the
@@ -36,8 +36,9 @@ Measured:
 - CPU of the process running SIP per active call: ``/proc/<pid>/stat`` (user + system) and
   each thread's ``/proc/<pid>/task/<tid>/stat`` sampled every second; the rate while every
   call is streaming (from the last call's stream start to the first BYE) minus the rate in
-  the few seconds before the first INVITE, divided by the calls; the machine's busy share
-  (``/proc/stat``) in the same window shows whether the CPU was indeed saturated.
+  the 5 s before the first INVITE (the load already on), divided by the calls; the
+  machine's busy share (``/proc/stat``) in the same window shows whether the CPU was
+  indeed saturated.
 - The wait for the transcripts: from the last BYE (sipp's ``-trace_msg`` stamp) to the last
   transcript's ``timestampValue`` (the Kore fetch API; server clock, same machine).
 
@@ -321,7 +322,11 @@ def main() -> None:
         "--load", choices=["whisper", "uploads", "none"], default="whisper",
         help="what keeps the CPU busy meanwhile (default: whisper burner processes)",
     )  # fmt: skip
-    parser.add_argument("--burners", type=int, default=1, help="burner processes or threads")
+    parser.add_argument(
+        "--burners", type=int, default=2,
+        help="burner processes or upload threads (2); raise it where the machine's busy "
+        "share while the calls stream stays under 0.95",
+    )  # fmt: skip
     parser.add_argument(
         "--lead-margin", type=float, default=0.5,
         help="seconds sipp waits after the greeting and beep before streaming (default 0.5)",
@@ -450,6 +455,13 @@ def main() -> None:
                 flush=True,
             )
 
+    # PJSIP's own warnings (a jitter buffer resetting, RTP from an odd source) during the run.
+    pjsip = [
+        line
+        for log in home.glob("serve-*.log")
+        for line in log.read_text(errors="replace").splitlines()
+        if "PJSIP:" in line
+    ]
     streaming_from = max(row["answered"] for row in rows) + lead
     streaming_to = min(row["bye"] for row in rows)
     idle = sampler.rates(0, idle_end)
@@ -470,6 +482,8 @@ def main() -> None:
         "slips": sum(row["slips"] for row in rows),
         "rtp_packets_sent": sum(row["rtp_packets_sent"] for row in rows),
         "sip_metrics": sip_samples,
+        "pjsip_warnings": len(pjsip),
+        "pjsip_warning_samples": pjsip[:10],
         "cpu_window_seconds": during.get("seconds", 0.0),
         "process_cpus_idle": idle.get("process_cpus"),
         "process_cpus_before_calls": baseline.get("process_cpus"),
@@ -526,10 +540,12 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     print(
         f"| whole by audio (no damaged block, no slip) | {s['whole_by_audio']}/{s['calls']} "
-        f"({s['damaged_blocks']} damaged blocks, {s['slips']} slips) |"
+        f"({s['damaged_blocks']} damaged blocks, {s['slips']} slips; start cut "
+        f"{s['start_cut']}, end cut {s['end_cut']}) |"
     )
     print(f"| RTP packets sent | {s['rtp_packets_sent']} |")
     print(f"| SIP/RTP metrics of the service | {s['sip_metrics'] or 'none exposed'} |")
+    print(f"| PJSIP warnings in the log | {s['pjsip_warnings']} |")
     print(f"| machine busy while all calls streamed | {s['machine_busy_share_during_calls']} |")
     print(
         f"| process CPUs: idle / load alone / all calls | {s['process_cpus_idle']} / "
