@@ -4,10 +4,13 @@ failover, Record-Route) in front of two real ``voicemail sip`` processes, a ``vo
 worker`` and a ``voicemail serve`` for the Kore fetch API, all on one PostgreSQL database,
 called by ``sipp`` streaming real telephone speech.
 
-One SIP process is killed with SIGKILL in the middle of a call. What it had flushed of
-that call is kept: nobody holds the call any more, so a worker finalizes it once the grace
-period (``VOICEMAIL_STREAM_RECONNECT_SECONDS``, shortened here) has passed. Calls placed
-after the kill are answered by the other process, none refused.
+Each SIP process takes one call at once (``VOICEMAIL_SIP_MAX_CALLS``): a call that
+Kamailio gives to the busy one is answered 503 there and goes on to the other. Then the busy
+process is killed with SIGKILL in the middle of its call. What it had flushed of that call
+is kept: nobody holds the call any more, so a worker finalizes it once the grace period
+(``VOICEMAIL_STREAM_RECONNECT_SECONDS``, shortened here) has passed. Calls placed right
+after the kill are answered by the other process (one Kamailio still sends to the dead
+process fails over when it goes unanswered), none refused.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from sqlalchemy import func, select
 
 from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 from tests.helpers.clips import wer as word_error_rate
-from tests.helpers.net import free_udp_port
+from tests.helpers.net import free_sip_port, free_udp_port
 from tests.helpers.processes import Admin, Cluster, Proc, cluster_at
 from tests.helpers.sip import (
     BEEP_SECONDS,
@@ -49,7 +52,7 @@ CALLER = "127.0.0.3"  # loopback too, but not allowed on the SIP processes thems
 FLUSH_SECONDS = 1.0  # VOICEMAIL_STREAM_FLUSH_SECONDS: a killed process loses at most this
 GRACE_SECONDS = 3.0  # VOICEMAIL_STREAM_RECONNECT_SECONDS: then a worker finalizes the call
 LONG_CLIP = "ast_demo-echotest"  # 22 s: the call cut short by the kill
-SHORT_CLIP = "ast_vm-intro"  # 5.7 s: the calls after it
+SHORT_CLIP = "ast_vm-nobodyavail"  # 2.8 s: the calls around the kill
 FLUSHED_BEFORE_KILL = 3.0  # seconds of the long call stored before its process is killed
 
 CALL_SETTINGS = {
@@ -70,9 +73,10 @@ def admin(cluster: Cluster) -> Iterator[Admin]:
     admin.close()
 
 
-def start_sip(cluster: Cluster, name: str) -> tuple[Proc, str]:
-    """A ``voicemail sip`` on a free port that takes calls from Kamailio only."""
-    address = f"127.0.0.1:{free_udp_port()}"
+def start_sip(cluster: Cluster, name: str, address: str | None = None) -> tuple[Proc, str]:
+    """A ``voicemail sip`` on ``address`` (default: a free port) that takes calls from
+    Kamailio only."""
+    address = address or f"127.0.0.1:{free_sip_port()}"
     rtp = free_udp_port()
     proc = cluster.start(
         name,
@@ -83,11 +87,21 @@ def start_sip(cluster: Cluster, name: str) -> tuple[Proc, str]:
             **CALL_SETTINGS,
             "VOICEMAIL_SIP_RTP_PORTS": f"{rtp}-{rtp + 20}",
             "VOICEMAIL_SIP_ALLOWED_NETWORKS": f"{KAMAILIO_HOST}/32",
+            "VOICEMAIL_SIP_MAX_CALLS": "1",  # a second call at once is answered 503
             # Two cores for five processes: the worker transcribes after the hang-up.
             "VOICEMAIL_LIVE_TRANSCRIPTION": "false",
         },
     )
     return proc, address
+
+
+def statuses(proc: Proc) -> list[int]:
+    """How a SIP process answered the calls Kamailio gave it, in order."""
+    return [
+        line["status"]
+        for line in proc.events("SIP call")
+        if line["source"].rsplit(":", 1)[0] == KAMAILIO_HOST
+    ]
 
 
 def recording_started(proc: Proc) -> int:
@@ -152,8 +166,7 @@ def test_a_killed_sip_process_keeps_what_it_flushed_and_its_calls_go_elsewhere(
         # The SIP processes take calls from Kamailio only: a caller going round it is refused.
         sipp(address_a, refused(403, short_work), bot, work=short_work, source=CALLER)
 
-        # A long call; whichever process Kamailio gives it to is killed once it has stored
-        # a few seconds of it.
+        # A long call, to whichever process Kamailio picks: that one is then full.
         long_session = "ca11ed0000000000000000a1"
         long_caller = call(proxy.address, bot, long_session, 30, long_work)
         try:
@@ -165,6 +178,17 @@ def test_a_killed_sip_process_keeps_what_it_flushed_and_its_calls_go_elsewhere(
             survivor = sip_b if holder is sip_a else sip_a
             [recording] = holder.events("SIP call recording")
             voicemail_id = recording["voicemail_id"]
+
+            # Three calls meanwhile. Round-robin gives the second to the full process,
+            # whose 503 sends it on to the other.
+            call_seconds = short_seconds + BEEP_SECONDS + 0.5
+            sessions = [f"ca11ed00000000000000{n:04d}" for n in range(1, 6)]
+            for session in sessions[:3]:
+                answered(call(proxy.address, bot, session, call_seconds, short_work), short_work)
+            assert calls_answered(survivor.log) == 3, proxy.tail()
+            assert statuses(holder) == [200, 503], proxy.tail()
+
+            # The full process dies with its call in progress.
             flushed = wait_until(
                 lambda: (s := flushed_seconds(admin, voicemail_id)) >= FLUSHED_BEFORE_KILL and s,
                 timeout=30,
@@ -179,18 +203,23 @@ def test_a_killed_sip_process_keeps_what_it_flushed_and_its_calls_go_elsewhere(
         # What the dead process had flushed by the kill, perhaps one part more.
         flushed = max(flushed, flushed_seconds(admin, voicemail_id))
 
-        # Calls right after the kill, before and after Kamailio's pings notice it: one that
-        # Kamailio still sends to the dead process times out there and fails over.
-        before = calls_answered(survivor.log)
-        call_seconds = short_seconds + BEEP_SECONDS + 0.5
-        sessions = [f"ca11ed00000000000000{n:04d}" for n in range(1, 4)]
-        callers = []
-        for session in sessions:
-            callers.append(call(proxy.address, bot, session, call_seconds, short_work))
-            time.sleep(0.5)
-        for caller in callers:
-            answered(caller, short_work)
-        assert calls_answered(survivor.log) == before + len(sessions), proxy.tail()
+        # Two calls right after the kill. Round-robin gives the first to the dead process
+        # before any ping has noticed: unanswered there, it goes on to the other.
+        for session in sessions[3:]:
+            answered(call(proxy.address, bot, session, call_seconds, short_work), short_work)
+        assert calls_answered(survivor.log) == 5, proxy.tail()
+        dead = address_a if holder is sip_a else address_b
+        assert f"voicemail process sip:{dead} did not answer" in proxy.tail(20_000)
+        assert f"voicemail process sip:{dead} is down" in proxy.tail(20_000)
+
+        # Restarted, it is back in the rotation at its first answered ping.
+        restarted, _ = start_sip(cluster, "sip-restarted", dead)
+        restarted.wait_for("SIP endpoint listening")
+        wait_until(
+            lambda: f"voicemail process sip:{dead} is up" in proxy.tail(20_000),
+            timeout=15,
+            what=f"Kamailio to see {dead} up again\n{proxy.tail()}",
+        )
 
         for session in sessions:
             body = fetch_transcribed(api.url, bot, token, session, timeout=120)
