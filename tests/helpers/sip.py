@@ -101,6 +101,28 @@ def fetch_transcribed(
             time.sleep(0.25)
 
 
+def fetch_stored(
+    url: str, bot: str, token: str, session: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The session's voicemails once stored (transcribed or not), through the Kore fetch API."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while True:
+            response = client.get(
+                f"/api/public/bot/{bot}/voicemail",
+                params={"sessionId": session},
+                headers={"auth": token},
+            )
+            if response.status_code == 200:
+                body: dict[str, Any] = response.json()
+                if body["status"] != "media_in_progress":
+                    return body
+            else:
+                assert response.status_code == 404, response.text  # not stored yet
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.25)
+
+
 def calls_answered(log: Path) -> int:
     """The calls a SIP process's JSON log shows answered (200)."""
     lines = log.read_text(errors="replace").splitlines()
