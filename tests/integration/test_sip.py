@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import sip as sipp_calls
 from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 from tests.helpers.clips import wer as word_error_rate
-from tests.helpers.net import free_udp_port
+from tests.helpers.net import free_sip_port, free_udp_port
 from tests.helpers.processes import Service, embedded_service
 from tests.helpers.sip import (
     BEEP_SECONDS,
@@ -59,7 +59,7 @@ def sip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sip]:
     home = tmp_path_factory.mktemp("sip")
     work = home / "sipp"
     work.mkdir()
-    port = free_udp_port("127.0.0.1")
+    port = free_sip_port("127.0.0.1")  # UDP and TCP
     address = f"127.0.0.1:{port}"
     rtp = free_udp_port("127.0.0.1")
     with embedded_service(
