@@ -1,15 +1,11 @@
 """The SIP endpoint, called by a real SIP client: ``voicemail serve`` with
 ``VOICEMAIL_SIP_LISTEN`` (the embedded defaults, the real model) and Debian's ``sipp``
-playing the scenarios of ``tests/sip/``. What a call left is checked through the Kore fetch
-API over HTTP, as an integration sees it.
-
-sipp streams a file's bytes as RTP payload as they are (a WAV's header would be heard as a
-click), so the telephone clip is converted to headerless G.711 µ-law at test time.
+playing the scenarios of ``tests/sip/`` (``tests/helpers/sip.py``). What a call left is
+checked through the Kore fetch API over HTTP, as an integration sees it.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,23 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import pytest
 
-from tests.helpers.clips import Clip, audio_dir, clip_by_name, missing_audio_reason, read_manifest
+from tests.helpers import sip as sipp_calls
+from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 from tests.helpers.clips import wer as word_error_rate
-from tests.helpers.net import free_udp_port
+from tests.helpers.net import free_sip_port, free_udp_port
 from tests.helpers.processes import Service, embedded_service
+from tests.helpers.sip import (
+    BEEP_SECONDS,
+    SCENARIOS,
+    SIPP_TIMEOUT,
+    headerless_ulaw,
+    refused,
+    require_sipp,
+    sipp_command,
+)
 from tests.helpers.waiting import wait_until
-from tests.services import unavailable
 
 pytestmark = [pytest.mark.no_sql, pytest.mark.model]
 
-SCENARIOS = Path(__file__).parent.parent / "sip"
 CLIP = "ast_vm-intro"
-BEEP_SECONDS = 0.5  # voicemail.sip.endpoint.BEEP_MS
-SIPP_TIMEOUT = 60
 
 
 @dataclass
@@ -45,54 +46,20 @@ class Sip:
     work: Path
 
 
-def sipp_command(
-    sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1"
-) -> list[str]:
-    return [
-        "sipp", sip.address, "-sf", str(scenario), "-s", mailbox, "-m", "1",
-        "-i", source, "-p", str(free_udp_port(source)), "-mp", str(free_udp_port(source)),
-        "-nostdin", "-timeout", f"{SIPP_TIMEOUT}s", "-trace_err", *args,
-    ]  # fmt: skip
-
-
 def sipp(sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1") -> None:
     """Run ``scenario`` once against the endpoint from ``source``; fails when sipp does."""
-    done = subprocess.run(
-        sipp_command(sip, scenario, mailbox, *args, source=source),
-        cwd=sip.work, capture_output=True, text=True, timeout=SIPP_TIMEOUT + 30,
-    )  # fmt: skip
-    errors = "".join(path.read_text() for path in sip.work.glob("*_errors.log"))
-    assert done.returncode == 0, f"sipp {scenario.name}: {done.stdout[-3000:]}\n{errors}"
-
-
-def headerless_ulaw(clip: Clip, folder: Path) -> tuple[Path, float]:
-    """The clip's G.711 µ-law samples without the WAV header, and its seconds."""
-    with av.open(str(clip.telephone)) as container:
-        stream = container.streams.audio[0]
-        assert stream.codec_context.name == "pcm_mulaw"
-        payload = b"".join(bytes(packet) for packet in container.demux(stream) if packet.size)
-    path = folder / "clip.ulaw"
-    path.write_bytes(payload)
-    return path, len(payload) / 8000
-
-
-def refused(status: int, folder: Path) -> Path:
-    """``refused.xml`` expecting ``status`` (sipp takes no keyword in a response code)."""
-    path = folder / f"refused-{status}.xml"
-    path.write_text((SCENARIOS / "refused.xml").read_text().replace("STATUS", str(status)))
-    return path
+    sipp_calls.sipp(sip.address, scenario, mailbox, *args, work=sip.work, source=source)
 
 
 @pytest.fixture(scope="module")
 def sip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sip]:
     if audio_dir() is None:
         pytest.skip(missing_audio_reason())
-    if shutil.which("sipp") is None:
-        unavailable("sipp is not installed (Debian package sip-tester)")
+    require_sipp()
     home = tmp_path_factory.mktemp("sip")
     work = home / "sipp"
     work.mkdir()
-    port = free_udp_port("127.0.0.1")
+    port = free_sip_port("127.0.0.1")  # UDP and TCP
     address = f"127.0.0.1:{port}"
     rtp = free_udp_port("127.0.0.1")
     with embedded_service(
@@ -110,22 +77,7 @@ def sip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sip]:
 
 def fetch_transcribed(sip: Sip, session: str, timeout: float = 180) -> dict[str, Any]:
     """The session's voicemails once transcribed, through the Kore fetch API."""
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=sip.service.url, timeout=30) as client:
-        while True:
-            response = client.get(
-                f"/api/public/bot/{sip.bot}/voicemail",
-                params={"sessionId": session, "transcription": "true"},
-                headers={"auth": sip.token},
-            )
-            if response.status_code == 200:
-                body: dict[str, Any] = response.json()
-                if body.get("transcriptionStatus") in ("completed", "failed"):
-                    return body
-            else:
-                assert response.status_code == 404, response.text  # not stored yet
-            assert time.monotonic() < deadline, response.text
-            time.sleep(0.25)
+    return sipp_calls.fetch_transcribed(sip.service.url, sip.bot, sip.token, session, timeout)
 
 
 def test_a_call_leaves_a_transcribed_voicemail(sip: Sip) -> None:
@@ -191,8 +143,7 @@ def test_a_call_under_a_second_after_the_beep_leaves_no_voicemail(sip: Sip) -> N
 
 def calls_answered(sip: Sip) -> int:
     """The calls the service's log shows answered (200)."""
-    lines = sip.service.log.read_text().splitlines()
-    return sum(1 for line in lines if '"SIP call"' in line and '"status": 200' in line)
+    return sipp_calls.calls_answered(sip.service.log)
 
 
 def test_a_call_beyond_the_maximum_is_busy(sip: Sip) -> None:
@@ -201,7 +152,7 @@ def test_a_call_beyond_the_maximum_is_busy(sip: Sip) -> None:
     headerless_ulaw(clip_by_name(read_manifest(root), CLIP), sip.work)
     answered = calls_answered(sip)
     first = subprocess.Popen(
-        sipp_command(sip, SCENARIOS / "leave_message.xml", sip.bot,
+        sipp_command(sip.address, SCENARIOS / "leave_message.xml", sip.bot,
                      "-d", "4000", "-key", "session_id", "5e55100000000000000000c3"),
         cwd=sip.work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

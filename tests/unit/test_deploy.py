@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from typer.exceptions import TyperException
 
+from tests.services.kamailio import require_kamailio
 from voicemail.cli import app
 from voicemail.settings import Settings
 
@@ -194,3 +196,39 @@ def test_readme_and_ci_install_with_the_constraints() -> None:
     assert installs
     for line in installs:
         assert "-c constraints.txt" in line, line
+
+
+def kamailio_section() -> str:
+    text = (REPO / "docs" / "deployment.md").read_text()
+    start = text.index("## SIP: several processes behind Kamailio")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_the_kamailio_walkthrough_matches_its_files() -> None:
+    # The commands of docs/deployment.md's Kamailio section parse, and the SIP processes it
+    # starts are the destinations that deploy/kamailio/dispatcher.list names.
+    commands = []
+    for line in kamailio_section().splitlines():
+        # "VOICEMAIL_X=… voicemail sip … &   # comment": the command alone.
+        if match := re.match(r"^(?:VOICEMAIL_\w+=\S+ )?(voicemail [^&#]*)", line):
+            commands.append(match.group(1).strip())
+    assert len(commands) == 4, commands
+    listens = [parse(command).params.get("listen") for command in commands]
+    destinations = [
+        line.split()[1].removeprefix("sip:")
+        for line in (DEPLOY / "kamailio" / "dispatcher.list").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert [listen for listen in listens if listen] == destinations
+
+
+def test_the_kamailio_configuration_is_valid(tmp_path: Path) -> None:
+    # Kamailio's own check of the file (modules, parameters, routes), as the docs run it.
+    require_kamailio()
+    done = subprocess.run(
+        ["kamailio", "-c", "-f", str(DEPLOY / "kamailio" / "kamailio.cfg"),
+         "-A", f'DISPATCHER_LIST="{DEPLOY / "kamailio" / "dispatcher.list"}"',
+         "-A", "LISTEN=udp:127.0.0.1:5060"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
