@@ -3,8 +3,7 @@
 playing the scenarios of ``tests/sip/``. What a call left is checked through the Kore fetch
 API over HTTP, as an integration sees it.
 
-sipp streams a file's bytes as RTP payload as they are (a WAV's header would be heard as a
-click), so the telephone clip is converted to headerless G.711 µ-law at test time.
+sipp and its scenarios are driven through ``tests/helpers/sip.py``.
 """
 
 from __future__ import annotations
@@ -13,74 +12,31 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import pytest
 
-from tests.helpers.clips import Clip, audio_dir, clip_by_name, missing_audio_reason, read_manifest
+from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_udp_port
-from tests.helpers.processes import Service, embedded_service
+from tests.helpers.processes import embedded_service
+from tests.helpers.sip import (
+    SCENARIOS,
+    SIPP_TIMEOUT,
+    Sip,
+    headerless_ulaw,
+    refused,
+    sipp,
+    sipp_command,
+)
 from tests.helpers.waiting import wait_until
 from tests.services import unavailable
 
 pytestmark = [pytest.mark.no_sql, pytest.mark.model]
 
-SCENARIOS = Path(__file__).parent.parent / "sip"
 CLIP = "ast_vm-intro"
 BEEP_SECONDS = 0.5  # voicemail.sip.endpoint.BEEP_MS
-SIPP_TIMEOUT = 60
-
-
-@dataclass
-class Sip:
-    service: Service
-    address: str  # host:port of the SIP endpoint
-    bot: str
-    token: str
-    work: Path
-
-
-def sipp_command(
-    sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1"
-) -> list[str]:
-    return [
-        "sipp", sip.address, "-sf", str(scenario), "-s", mailbox, "-m", "1",
-        "-i", source, "-p", str(free_udp_port(source)), "-mp", str(free_udp_port(source)),
-        "-nostdin", "-timeout", f"{SIPP_TIMEOUT}s", "-trace_err", *args,
-    ]  # fmt: skip
-
-
-def sipp(sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1") -> None:
-    """Run ``scenario`` once against the endpoint from ``source``; fails when sipp does."""
-    done = subprocess.run(
-        sipp_command(sip, scenario, mailbox, *args, source=source),
-        cwd=sip.work, capture_output=True, text=True, timeout=SIPP_TIMEOUT + 30,
-    )  # fmt: skip
-    errors = "".join(path.read_text() for path in sip.work.glob("*_errors.log"))
-    assert done.returncode == 0, f"sipp {scenario.name}: {done.stdout[-3000:]}\n{errors}"
-
-
-def headerless_ulaw(clip: Clip, folder: Path) -> tuple[Path, float]:
-    """The clip's G.711 µ-law samples without the WAV header, and its seconds."""
-    with av.open(str(clip.telephone)) as container:
-        stream = container.streams.audio[0]
-        assert stream.codec_context.name == "pcm_mulaw"
-        payload = b"".join(bytes(packet) for packet in container.demux(stream) if packet.size)
-    path = folder / "clip.ulaw"
-    path.write_bytes(payload)
-    return path, len(payload) / 8000
-
-
-def refused(status: int, folder: Path) -> Path:
-    """``refused.xml`` expecting ``status`` (sipp takes no keyword in a response code)."""
-    path = folder / f"refused-{status}.xml"
-    path.write_text((SCENARIOS / "refused.xml").read_text().replace("STATUS", str(status)))
-    return path
 
 
 @pytest.fixture(scope="module")
