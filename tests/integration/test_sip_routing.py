@@ -30,10 +30,14 @@ from tests.helpers.processes import VOICEMAIL, Service, embedded_service
 from tests.helpers.sip import SCENARIOS, Sip, refused, sipp
 from tests.helpers.waiting import wait_until
 from tests.services import unavailable
+from voicemail.auth import digest
 from voicemail.bots import service as bots
 from voicemail.errors import Conflict
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.sip import routing
+from voicemail.sip.observe import RefusalLimiter
+from voicemail.sip.requests import parse_request
 
 # Mailboxes ---------------------------------------------------------------------------------
 
@@ -403,7 +407,9 @@ def standalone(pbx: Pbx, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     home = tmp_path_factory.mktemp("sip-standalone")
     address = f"127.0.0.1:{free_udp_port('127.0.0.1')}"
     port = free_port()
-    process = start_sip(pbx, home, address, port, VOICEMAIL_SIP_AUTH="true")
+    process = start_sip(
+        pbx, home, address, port, VOICEMAIL_SIP_AUTH="true", VOICEMAIL_SIP_REFUSALS_PER_MINUTE="20"
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: process.poll() is None and readyz(url) == 200, timeout=60,
@@ -524,3 +530,64 @@ def test_readyz_of_a_sip_process(pbx: Pbx, standalone: Standalone, tmp_path: Pat
             assert len(seen) < 100 or True
         assert process.wait(timeout=60) != 0
     assert 200 not in seen, seen
+
+
+# The pure parts: the digest, the forwarding headers, the refusal budget --------------------
+
+
+@pytest.mark.no_sql
+def test_the_digest_is_rfc_2617s() -> None:
+    """RFC 2617 §3.5's worked example (qop=auth), and the same without qop (RFC 2069)."""
+    header = (
+        'Digest username="Mufasa", realm="testrealm@host.com", '
+        'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, '
+        'nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", '
+        'opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+    )
+    credentials = digest.parse_authorization(header)
+    assert credentials is not None and credentials.algorithm == "MD5"
+    assert digest.response_matches(credentials, password="Circle Of Life", method="GET")
+    assert not digest.response_matches(credentials, password="Circle of Life", method="GET")
+    assert not digest.response_matches(credentials, password="Circle Of Life", method="INVITE")
+    for bad in ("Basic dXNlcjpwYXNz", "Digest username=", 'Digest realm="x"', "x" * 5000):
+        assert digest.parse_authorization(bad) is None
+
+
+@pytest.mark.no_sql
+def test_a_nonce_is_good_from_its_source_for_a_while() -> None:
+    key = b"k" * 32
+    nonce = digest.new_nonce(key, "192.0.2.1", now=1000.0)
+    assert digest.check_nonce(key, nonce, "192.0.2.1", now=1010.0) is digest.NonceCheck.GOOD
+    later = 1000.0 + digest.NONCE_SECONDS + 1
+    assert digest.check_nonce(key, nonce, "192.0.2.1", now=later) is digest.NonceCheck.STALE
+    assert digest.check_nonce(key, nonce, "192.0.2.2", now=1010.0) is digest.NonceCheck.BAD
+    assert digest.check_nonce(b"o" * 32, nonce, "192.0.2.1", now=1010.0) is digest.NonceCheck.BAD
+    assert digest.check_nonce(key, "nothing", "192.0.2.1") is digest.NonceCheck.BAD
+
+
+@pytest.mark.no_sql
+def test_forwarding_numbers_most_recent_first() -> None:
+    request = parse_request(
+        "INVITE sip:vm@us SIP/2.0\r\n"
+        'Diversion: <sip:1002@pbx>;reason=no-answer, "Front desk" <tel:+15550001111>\r\n'
+        "History-Info: <sip:vm@us>;index=1.1.1, <sip:+15557770000@pbx>;index=1\r\n"
+        "History-Info: <sip:1001@pbx?Reason=SIP%3Bcause%3D486>;index=1.1\r\n"
+        "P-Asserted-Identity: <sip:%2B15559876543@pbx>\r\n\r\n"
+    )
+    assert routing.forwarding_numbers(request) == [
+        "1002", "+15550001111", "vm", "1001", "+15557770000",
+    ]  # fmt: skip
+    assert routing.caller_of(request) == "+15559876543"
+
+
+@pytest.mark.no_sql
+def test_refusals_are_told_up_to_the_limit_per_source_and_minute() -> None:
+    now = [0.0]
+    limiter = RefusalLimiter(2, max_sources=3, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(4)] == [True, True, False, False]
+    assert limiter.allow("b")  # another source has its own budget
+    now[0] = 61.0
+    assert limiter.allow("a")  # a new minute
+    for host in ("c", "d", "e"):  # more sources than tracked: the oldest are forgotten
+        limiter.allow(host)
+    assert len(limiter._windows) == 3

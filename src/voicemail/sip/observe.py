@@ -92,7 +92,9 @@ class CallObserver:
         elif status != 401:  # a challenge is a step of authentication, not a call
             self.metrics.count_sip_call(outcomes.SIP_REFUSED)
         host = source_host(source)
-        if not self.refusals.allow(host):
+        # Challenges have a budget of their own: a PBX's every call is challenged once, and
+        # those must not leave its real refusals unlogged.
+        if not self.refusals.allow(f"{host} challenge" if status == 401 else host):
             return
         log.info(
             "SIP call refused",
