@@ -21,16 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.cli import invoke_cli, ok_json, one_line_error
 from tests.helpers.net import free_port, free_udp_port
-from tests.helpers.processes import VOICEMAIL, Service, embedded_service
+from tests.helpers.processes import VOICEMAIL, embedded_service
 from tests.helpers.sip import SCENARIOS, Sip, refused, sipp
 from tests.helpers.waiting import wait_until
 from tests.services import unavailable
+from voicemail.audit import service as audit
 from voicemail.auth import digest
+from voicemail.auth import service as auth
 from voicemail.bots import service as bots
 from voicemail.errors import Conflict
 from voicemail.runtime import Runtime
@@ -38,6 +41,7 @@ from voicemail.settings import Settings
 from voicemail.sip import routing
 from voicemail.sip.observe import RefusalLimiter
 from voicemail.sip.requests import parse_request
+from voicemail.transcription import FakeTranscriber
 
 # Mailboxes ---------------------------------------------------------------------------------
 
@@ -151,6 +155,15 @@ class Pbx:
     sip: Sip
     other_bot: str
     other_token: str
+    admin: Runtime  # the test's own handle on the service's database (set-up and audit)
+
+    def app(self, *scopes: str) -> tuple[str, str]:
+        """A new app with ``scopes`` on the first bot: its client id and secret."""
+        with self.admin.sessions.begin() as session:
+            created = auth.create_app(
+                session, box=self.admin.box, name="PBX", bot_id=self.sip.bot, scopes=scopes
+            )
+            return created.app.id, created.client_secret
 
 
 def _env(**settings: str) -> dict[str, str]:
@@ -183,11 +196,32 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbx]:
         VOICEMAIL_SIP_REFUSALS_PER_MINUTE=str(REFUSALS_PER_MINUTE),
     )
     with embedded_service(home, **env) as service:
-        bot, token = service.bot_and_token()
-        other, other_token = service.bot_and_token()
-        service.cli("bots", "configure", bot, "--mailbox", "1001", "--mailbox", "Support")
-        service.cli("bots", "configure", other, "--mailbox", "+15557770000")
-        yield Pbx(Sip(service, address, bot, token, work), other, other_token)
+        # Set up in this process on the service's own database (the CLI's mailbox options
+        # have their tests above; a CLI process a step would take most of this module's time
+        # on a busy machine).
+        admin = Runtime.build(
+            Settings(_env_file=None, data_dir=home / "voicemail-data"),  # type: ignore[call-arg]
+            transcriber=FakeTranscriber(),
+        )
+        try:
+            (bot, token), (other, other_token) = bot_and_token(admin), bot_and_token(admin)
+            with admin.sessions.begin() as session:
+                bots.set_mailboxes(session, bot_id=bot, add=["1001", "Support"])
+                bots.set_mailboxes(session, bot_id=other, add=["+15557770000"])
+            yield Pbx(Sip(service, address, bot, token, work), other, other_token, admin)
+        finally:
+            admin.close()
+
+
+def bot_and_token(admin: Runtime) -> tuple[str, str]:
+    """A bot, and a token of an app that may fetch and list its voicemails."""
+    with admin.sessions.begin() as session:
+        bot = bots.create_bot(session, name="Support line")
+        created = auth.create_app(
+            session, box=admin.box, name="CRM", bot_id=bot.id, scopes=[auth.SCOPE_FETCH]
+        )
+        token = jwt.encode({"appId": created.app.id}, created.client_secret, "HS256")
+        return bot.id, token
 
 
 REFUSALS_PER_MINUTE = 3
@@ -321,8 +355,21 @@ def test_an_x_session_id_other_than_24_hex_gets_a_new_session_id(pbx: Pbx) -> No
     assert response.status_code == 200 and response.json()["status"] == "success", response.text
 
 
-def audit_entries(service: Service, **match: object) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = service.cli("audit", "list", "--action", "sip.call")["entries"]
+def audit_entries(pbx: Pbx, **match: object) -> list[dict[str, Any]]:
+    """The ``sip.call`` audit entries whose detail has these values, as ``voicemail audit
+    list --json`` shows them."""
+    with pbx.admin.sessions() as session:
+        rows = audit.list_entries(session, action=audit.SIP_CALL, limit=audit.MAX_LIST)
+        entries = [
+            {
+                "actor": row.actor,
+                "botId": row.bot_id,
+                "sessionId": row.session_id,
+                "voicemailId": row.voicemail_id,
+                "detail": row.detail,
+            }
+            for row in rows
+        ]
     return [e for e in entries if all(e["detail"].get(k) == v for k, v in match.items())]
 
 
@@ -361,7 +408,7 @@ def test_refusals_are_logged_and_audited_up_to_the_limit_per_source(pbx: Pbx) ->
     assert {line["status"] for line in logged()} == {403}
 
     def forbidden() -> list[dict[str, Any]]:
-        entries = audit_entries(pbx.sip.service, outcome="forbidden_source")
+        entries = audit_entries(pbx, outcome="forbidden_source")
         return [e for e in entries if e["detail"]["source"].startswith("127.0.0.2:")]
 
     wait_until(forbidden, timeout=30, what="the refusals' audit entries")
@@ -414,14 +461,12 @@ def standalone(pbx: Pbx, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     try:
         wait_until(lambda: process.poll() is None and readyz(url) == 200, timeout=60,
                    what="voicemail sip ready")  # fmt: skip
-        app = pbx.sip.service.cli(
-            "apps", "create", "PBX", "--bot", pbx.sip.bot, "--scope", "Voicemail Deposit"
-        )
+        client_id, secret = pbx.app(auth.SCOPE_DEPOSIT)
         work = home / "sipp"
         work.mkdir()
         (work / "clip.ulaw").write_bytes(ULAW_SILENCE * 8000 * 4)
         sip = Sip(pbx.sip.service, address, pbx.sip.bot, pbx.sip.token, work)
-        yield Standalone(sip, f"{url}/metrics", app["clientId"], app["clientSecret"])
+        yield Standalone(sip, f"{url}/metrics", client_id, secret)
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -474,7 +519,7 @@ def test_digest_auth_challenges_then_accepts_an_apps_credentials(
 
 
 def audit_for(pbx: Pbx, item: dict[str, Any]) -> list[dict[str, Any]]:
-    return [e for e in audit_entries(pbx.sip.service, outcome="stored")
+    return [e for e in audit_entries(pbx, outcome="stored")
             if e["sessionId"] == item["sessionId"]]  # fmt: skip
 
 
@@ -488,11 +533,9 @@ def test_digest_auth_refuses_a_wrong_secret_and_an_app_without_the_deposit_scope
     path.write_text(scenario)
     sipp(standalone.sip, path, "1001", "-key", "session_id", "5e55100000000000000006f1",
          "-au", standalone.client_id, "-ap", standalone.secret + "x")  # fmt: skip
-    reader = pbx.sip.service.cli(
-        "apps", "create", "Reader", "--bot", pbx.sip.bot, "--scope", "SmartAssist Voicemail"
-    )
+    reader_id, reader_secret = pbx.app(auth.SCOPE_FETCH)
     sipp(standalone.sip, path, "1001", "-key", "session_id", "5e55100000000000000006f2",
-         "-au", reader["clientId"], "-ap", reader["clientSecret"])  # fmt: skip
+         "-au", reader_id, "-ap", reader_secret)  # fmt: skip
     after = httpx.get(standalone.metrics_url, timeout=30).text
     assert (
         metric(after, "voicemail_sip_calls_total", outcome="refused")
@@ -501,7 +544,7 @@ def test_digest_auth_refuses_a_wrong_secret_and_an_app_without_the_deposit_scope
     )
 
     def refusals() -> set[str]:
-        entries = audit_entries(pbx.sip.service)
+        entries = audit_entries(pbx)
         return {e["detail"]["outcome"] for e in entries if e["detail"]["status"] == 403}
 
     wanted = {"bad_credentials", "no_deposit_scope"}
