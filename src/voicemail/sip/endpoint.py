@@ -6,9 +6,11 @@ comes from one thread PJSIP knows. The media clock's thread calls ``_Port.onFram
 which only hands the frame to the call's ``RecordedCall``.
 
 A call: the source must be in ``sip_allowed_networks`` (else 403), this process must have a
-free call (else 503 with Retry-After), the Request-URI's user part must be a bot id (else
-404). Answered, the caller hears a beep; what arrives after it is recorded until the BYE
-(the caller's, or ours at the maximum duration). OPTIONS is answered 200 by PJSIP itself.
+free call (else 503 with Retry-After), and ``routing.Router`` must find its bot (a bot id or
+mailbox in the Request-URI, or the number that forwarded it; else 404) and, with
+``VOICEMAIL_SIP_AUTH``, accept its digest credentials (401, 403). Answered, the caller
+hears a beep; what arrives after it is recorded until the BYE (the caller's, or ours at the
+maximum duration). OPTIONS is answered 200 by PJSIP itself.
 """
 
 from __future__ import annotations
