@@ -72,6 +72,7 @@ def create_app(
             from voicemail.sip.endpoint import SipEndpoint  # PJSIP loads only when asked for
 
             sip = SipEndpoint(rt, listen=settings.sip_listen)
+        app.state.sip = sip  # /readyz asks it whether it listens
         try:
             if sip is not None:
                 # Before the app answers: /readyz is ready only once SIP listens.

@@ -29,7 +29,7 @@ import hmac
 import logging
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -39,6 +39,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -105,6 +106,28 @@ WEBHOOK_FAILED = str(DeliveryStatus.FAILED)
 # deleted subscription.
 WEBHOOK_SUPERSEDED = "superseded"
 WEBHOOK_OUTCOMES = (WEBHOOK_DELIVERED, WEBHOOK_RETRYING, WEBHOOK_FAILED, WEBHOOK_SUPERSEDED)
+# What became of a SIP call (an INVITE answered with a final status): its message stored;
+# too short to keep (under the minimum length after the beep); the caller hung up before the
+# beep; refused (403 source, 404 mailbox, 403 credentials, 400); busy (503, the process's
+# calls are all taken); failed (answered, but nothing could be recorded). A 401 challenge is
+# a step of authentication, not a call.
+SIP_STORED = "stored"
+SIP_TOO_SHORT = "too_short"
+SIP_HUNG_UP_BEFORE_BEEP = "hung_up_before_beep"
+SIP_REFUSED = "refused"
+SIP_BUSY = "busy"
+SIP_FAILED = "failed"
+SIP_OUTCOMES = (
+    SIP_STORED,
+    SIP_TOO_SHORT,
+    SIP_HUNG_UP_BEFORE_BEEP,
+    SIP_REFUSED,
+    SIP_BUSY,
+    SIP_FAILED,
+)
+# Interarrival jitter of a call's RTP (RFC 3550), in seconds: a LAN's under a millisecond,
+# a troubled trunk's tens of milliseconds.
+SIP_JITTER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 
 
 def rejection_reason(exc: BaseException) -> str:
@@ -226,7 +249,35 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.sip_active_calls = Gauge(
+            "voicemail_sip_active_calls",
+            "SIP calls this process has answered and not yet ended",
+            registry=self.registry,
+        )
+        self.sip_calls = Counter(
+            "voicemail_sip_calls",
+            "SIP calls by outcome: stored, too_short, hung_up_before_beep, refused, busy, failed",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.sip_rtp_packets = Counter(
+            "voicemail_sip_rtp_packets",
+            "RTP packets of the callers' audio, received and lost (RTCP's count, at each "
+            "call's end)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.sip_jitter = Histogram(
+            "voicemail_sip_jitter_seconds",
+            "Mean interarrival jitter of each call's RTP (RFC 3550), at its end",
+            buckets=SIP_JITTER_BUCKETS,
+            registry=self.registry,
+        )
         # Every outcome shows from the start (as 0), so rates and alerts work before the first.
+        for outcome in SIP_OUTCOMES:
+            self.sip_calls.labels(outcome)
+        for kind in ("received", "lost"):
+            self.sip_rtp_packets.labels(kind)
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_attempts.labels(outcome)
             self.email_attempts.labels(outcome)
@@ -268,6 +319,15 @@ class Metrics:
     def observe_email_attempt(self, *, ok: bool, delivery_status: str) -> None:
         """An e-mail attempt, as ``observe_webhook_attempt`` counts a webhook's."""
         self.email_attempts.labels(_attempt_outcome(ok, delivery_status)).inc()
+
+    def count_sip_call(self, outcome: str) -> None:
+        self.sip_calls.labels(outcome).inc()
+
+    def observe_sip_stream(self, *, received: int, lost: int, jitter_seconds: float) -> None:
+        """One call's RTP at its end."""
+        self.sip_rtp_packets.labels("received").inc(max(0, received))
+        self.sip_rtp_packets.labels("lost").inc(max(0, lost))
+        self.sip_jitter.observe(max(0.0, jitter_seconds))
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition format and its content type."""
@@ -320,16 +380,41 @@ def _token_required(app: WSGIApplication, token: str) -> WSGIApplication:
     return protected
 
 
+def _with_readiness(app: WSGIApplication, ready: Callable[[], bool]) -> WSGIApplication:
+    """``/readyz`` beside the metrics: 200 when ``ready()``, else 503 (no token needed: it
+    says nothing but that)."""
+
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        if environ.get("PATH_INFO") != "/readyz":
+            return app(environ, start_response)
+        ok = ready()
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "application/json")],
+        )
+        return [b'{"status": "ready"}' if ok else b'{"status": "not ready"}']
+
+    return serve
+
+
 def serve_metrics(
-    metrics: Metrics, *, host: str, port: int, token: str | None = None
+    metrics: Metrics,
+    *,
+    host: str,
+    port: int,
+    token: str | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> WSGIServer:
-    """Serve ``/metrics`` on its own address, in a background thread: a standalone worker's,
-    or an API process's with ``VOICEMAIL_METRICS_LISTEN``. With ``token``, only requests
-    that carry it as a bearer token are answered. ``port`` 0 picks a free port
-    (``server.server_port``); ``server.shutdown()`` stops it."""
+    """Serve ``/metrics`` on its own address, in a background thread: a standalone worker's
+    or SIP process's, or an API process's with ``VOICEMAIL_METRICS_LISTEN``. With ``token``,
+    only requests that carry it as a bearer token are answered. With ``ready`` (a process
+    with no API of its own: ``voicemail sip``), ``/readyz`` answers it too. ``port`` 0 picks
+    a free port (``server.server_port``); ``server.shutdown()`` stops it."""
     app: WSGIApplication = make_wsgi_app(metrics.registry)
     if token is not None:
         app = _token_required(app, token)
+    if ready is not None:
+        app = _with_readiness(app, ready)
 
     class Server(ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -596,6 +596,19 @@ class Settings(BaseSettings):
         le=1000,
         description="Calls one SIP process takes at once; beyond, 503 with Retry-After",
     )
+    sip_auth: bool = Field(
+        default=False,
+        description="SIP digest authentication: every call must authenticate as an app "
+        "(client id and secret) holding the Voicemail Deposit scope on the called bot; "
+        "others get 401, then 403",
+    )
+    sip_refusals_per_minute: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Refused SIP requests (401, 403, 404, 503) logged and audited per source "
+        "address and minute; the rest are counted in one line when the minute ends",
+    )
 
     @field_validator("sip_rtp_ports")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,31 @@ import httpx
 
 from tests.helpers.clips import Clip
 from tests.helpers.net import free_udp_port
+from tests.helpers.processes import Service
 from tests.services import unavailable
 
 SCENARIOS = Path(__file__).parent.parent / "sip"
 BEEP_SECONDS = 0.5  # voicemail.sip.endpoint.BEEP_MS
 SIPP_TIMEOUT = 60
+
+
+@dataclass
+class Sip:
+    """A SIP endpoint under test: its process, address, a bot and its token, and the folder
+    sipp runs in (its logs, and the audio it streams)."""
+
+    service: Service
+    address: str  # host:port of the SIP endpoint
+    bot: str
+    token: str
+    work: Path
+
+
+def sipp_call(
+    sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1"
+) -> None:
+    """Run ``scenario`` once against ``sip`` from ``source``; fails when sipp does."""
+    sipp(sip.address, scenario, mailbox, *args, work=sip.work, source=source)
 
 
 def require_sipp() -> None:

@@ -124,6 +124,7 @@ def test_bots_and_apps_admin(cli: Cli, tmp_path: Path) -> None:
         "vocabulary": [],
         "redact": [],
         "region": None,
+        "mailboxes": [],
     }
     assert listed == {"bots": [{**bot, **defaults}]}
 

@@ -266,3 +266,46 @@ def test_0006_files_deliveries_under_their_voicemail_and_redacts_those_of_delete
     # The kept voicemail's event and the deletion event (which we write with ids only; the
     # one above is made up) are left as written.
     assert "+15550100999" in found[0].body and "+15550100999" in found[3].body
+
+
+def test_0009_adds_bot_mailboxes_unique_per_account_and_downgrades_without_the_bots(
+    empty_database_url: str, engine: Engine
+) -> None:
+    """0009 adds the mailboxes table beside existing bots; one mailbox per account (the
+    constraint itself, not the service's check); downgrading drops it and keeps the bots."""
+    from sqlalchemy.exc import IntegrityError
+
+    upgrade(empty_database_url, "0007")
+    sessions = make_sessionmaker(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(table("accounts", column("id"), column("name"), column("created_at"))),
+            {"id": "o-1", "name": "default", "created_at": datetime.now(UTC)},
+        )
+        bots_table = table("bots", *(column(n) for n in ("id", "account_id", "name", "created_at")))
+        for bot_id in ("st-a", "st-b"):
+            conn.execute(
+                insert(bots_table),
+                {
+                    "id": bot_id,
+                    "account_id": "o-1",
+                    "name": bot_id,
+                    "created_at": datetime.now(UTC),
+                },
+            )
+    upgrade(empty_database_url, "0009")
+    mailboxes = table(
+        "bot_mailboxes", *(column(n) for n in ("account_id", "bot_id", "mailbox", "created_at"))
+    )
+    row = {"account_id": "o-1", "mailbox": "1001", "created_at": datetime.now(UTC)}
+    with engine.begin() as conn:
+        conn.execute(insert(mailboxes), {**row, "bot_id": "st-a"})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(mailboxes), {**row, "bot_id": "st-b"})
+    with sessions() as session:
+        assert bots.bots_for_mailbox(session, "1001") == ["st-a"]
+
+    downgrade(empty_database_url, "0007")
+    assert "bot_mailboxes" not in tables(engine)
+    with engine.connect() as conn:
+        assert sorted(conn.scalars(select(bots_table.c.id))) == ["st-a", "st-b"]

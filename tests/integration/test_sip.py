@@ -9,8 +9,6 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,14 +18,16 @@ from tests.helpers import sip as sipp_calls
 from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_sip_port, free_udp_port
-from tests.helpers.processes import Service, embedded_service
+from tests.helpers.processes import embedded_service
 from tests.helpers.sip import (
     BEEP_SECONDS,
     SCENARIOS,
     SIPP_TIMEOUT,
+    Sip,
     headerless_ulaw,
     refused,
     require_sipp,
+    sipp_call,
     sipp_command,
 )
 from tests.helpers.waiting import wait_until
@@ -35,20 +35,6 @@ from tests.helpers.waiting import wait_until
 pytestmark = [pytest.mark.no_sql, pytest.mark.model]
 
 CLIP = "ast_vm-intro"
-
-
-@dataclass
-class Sip:
-    service: Service
-    address: str  # host:port of the SIP endpoint
-    bot: str
-    token: str
-    work: Path
-
-
-def sipp(sip: Sip, scenario: Path, mailbox: str, *args: str, source: str = "127.0.0.1") -> None:
-    """Run ``scenario`` once against the endpoint from ``source``; fails when sipp does."""
-    sipp_calls.sipp(sip.address, scenario, mailbox, *args, work=sip.work, source=source)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +75,7 @@ def test_a_call_leaves_a_transcribed_voicemail(sip: Sip) -> None:
     # BYE is the message (the clip's end, then a little silence).
     call_seconds = clip_seconds + BEEP_SECONDS + 0.5
     session = "5e55100000000000000000a1"
-    sipp(sip, SCENARIOS / "leave_message.xml", sip.bot,
+    sipp_call(sip, SCENARIOS / "leave_message.xml", sip.bot,
          "-d", str(round(call_seconds * 1000)), "-key", "session_id", session)  # fmt: skip
 
     body = fetch_transcribed(sip, session)
@@ -105,15 +91,15 @@ def test_a_call_leaves_a_transcribed_voicemail(sip: Sip) -> None:
 
 
 def test_an_unknown_mailbox_is_not_found(sip: Sip) -> None:
-    sipp(sip, refused(404, sip.work), "st-00000000-0000-0000-0000-000000000000")
+    sipp_call(sip, refused(404, sip.work), "st-00000000-0000-0000-0000-000000000000")
 
 
 def test_a_source_outside_the_allowed_networks_is_forbidden(sip: Sip) -> None:
-    sipp(sip, refused(403, sip.work), sip.bot, source="127.0.0.2")
+    sipp_call(sip, refused(403, sip.work), sip.bot, source="127.0.0.2")
 
 
 def test_options_is_answered(sip: Sip) -> None:
-    sipp(sip, SCENARIOS / "options.xml", "health")
+    sipp_call(sip, SCENARIOS / "options.xml", "health")
 
 
 def test_a_call_under_a_second_after_the_beep_leaves_no_voicemail(sip: Sip) -> None:
@@ -121,7 +107,7 @@ def test_a_call_under_a_second_after_the_beep_leaves_no_voicemail(sip: Sip) -> N
     assert root is not None
     headerless_ulaw(clip_by_name(read_manifest(root), CLIP), sip.work)
     session = "5e55100000000000000000b2"
-    sipp(sip, SCENARIOS / "leave_message.xml", sip.bot,
+    sipp_call(sip, SCENARIOS / "leave_message.xml", sip.bot,
          "-d", str(round((BEEP_SECONDS + 0.6) * 1000)), "-key", "session_id", session)  # fmt: skip
     # The BYE was answered; the call is finalized, and dropped, right after. Its session
     # stays, with no voicemail in it.
@@ -164,7 +150,7 @@ def test_a_call_beyond_the_maximum_is_busy(sip: Sip) -> None:
         )
         # The one call this process takes is on: a load balancer is told to try elsewhere.
         busy = refused(503, sip.work)
-        sipp(sip, busy, sip.bot, "-trace_msg")
+        sipp_call(sip, busy, sip.bot, "-trace_msg")
         [messages] = sip.work.glob(f"{busy.stem}_*_messages.log")
         assert "Retry-After: 5" in messages.read_text()
     finally:

@@ -31,7 +31,8 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Database, storage, Redis (when set) and, where jobs run, the speech model",
+    summary="Database, storage, Redis (when set), where jobs run the speech model, and where "
+    "SIP runs its transports",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Something is not ready"}},
 )
@@ -65,6 +66,12 @@ def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
             checks["model"] = "ok" if runtime.transcriber.ready() else "not ready"
         except Exception as exc:
             checks["model"] = f"error: {type(exc).__name__}: {exc}"
+    # A process that runs the SIP endpoint is ready once its transports listen (and while
+    # its SIP thread runs): a SIP load balancer's health check asks OPTIONS, an
+    # orchestrator this.
+    sip = getattr(request.app.state, "sip", None)
+    if sip is not None:
+        checks["sip"] = "ok" if sip.listening() else "not listening"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -66,11 +66,20 @@ WEBHOOK_ROTATE_SECRET = "webhook.rotate-secret"  # noqa: S105 (an action name)
 EMAIL_ADD = "email.add"
 EMAIL_REMOVE = "email.remove"
 
+# A SIP call (answered or refused), written through ``ReadAuditLog`` (best effort, like a
+# read): the source address, Call-ID, mailbox and outcome; never the caller's number.
+SIP_CALL = "sip.call"
+
 MAX_LIST = 10_000
 
 
 def app_actor(app_id: str) -> str:
     return f"app:{app_id}"
+
+
+def sip_actor(source_host: str) -> str:
+    """The PBX or SBC that sent a SIP call."""
+    return f"sip:{source_host}"
 
 
 def user_actor(email: str) -> str:

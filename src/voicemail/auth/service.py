@@ -225,3 +225,23 @@ def authenticate_basic(
     return Caller(
         app_id=app_id, bot_id=bot_id, account_id=account_id, rate_limit_per_minute=rate_limit
     )
+
+
+def digest_app(
+    session: Session, *, box: SecretBox, client_id: str, verify: Callable[[str], bool]
+) -> App | None:
+    """The app whose client id is ``client_id`` when ``verify`` accepts its secret (a SIP
+    digest computed with it), else None: an unknown app and a wrong secret look the same.
+    The secret never leaves this call but into ``verify``."""
+    app = session.get(App, client_id) if ids.is_id(client_id, ids.APP) else None
+    if app is None:
+        return None
+    return app if verify(box.decrypt(app.secret_ciphertext)) else None
+
+
+def holds_scope(session: Session, *, app_id: str, bot_id: str, scope: str) -> bool:
+    """Whether the app holds ``scope`` on ``bot_id``, a bot of its own account."""
+    row = session.execute(
+        _APP_FOR_REQUEST, {"app_id": app_id, "bot_id": bot_id, "scope": scope}
+    ).one_or_none()
+    return bool(row is not None and row[-1])

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from voicemail import ids
-from voicemail.db.models import Account, Bot
-from voicemail.errors import BadRequest, NotFound
+from voicemail.db.models import Account, Bot, BotMailbox
+from voicemail.errors import BadRequest, Conflict, NotFound
 
 DEFAULT_ACCOUNT_NAME = "default"
 DEFAULT_ACCOUNT_LOCK = 0x766D2D6163636F75  # "vm-accou": an advisory lock key of our own
@@ -153,7 +155,84 @@ def bot_settings(bot: Bot) -> dict[str, object]:
         "vocabulary": list(bot.vocabulary),
         "redact": list(bot.redact),
         "region": bot.region,
+        "mailboxes": [row.mailbox for row in bot.mailboxes],
     }
+
+
+# A SIP mailbox: a number (``1001``, ``+15551230000``) or an alias (``support``), as the
+# user part of a SIP URI carries it; compared lower-case.
+MAILBOX_RE = re.compile(r"\+?[a-z0-9][a-z0-9._-]{0,62}")
+MAX_MAILBOXES = 50  # per bot
+
+
+def check_mailbox(value: str) -> str:
+    """A mailbox as stored (lower-case), or BadRequest."""
+    mailbox = value.strip().lower()
+    if not MAILBOX_RE.fullmatch(mailbox):
+        raise BadRequest(
+            f"Invalid mailbox {value[:80]!r}: 1 to 64 letters, digits, '.', '_' or '-' "
+            "(a number may start with '+')"
+        )
+    if ids.is_id(mailbox, ids.BOT):
+        raise BadRequest("A mailbox cannot be a bot id: calls to a bot id reach it already")
+    return mailbox
+
+
+def set_mailboxes(
+    session: Session, *, bot_id: str, add: Sequence[str] = (), clear: bool = False
+) -> Bot:
+    """Give the bot these SIP mailboxes (after removing all of its own with ``clear``).
+    A mailbox another bot of the account holds is a Conflict, also when that bot claimed it
+    in a transaction that committed meanwhile (the unique constraint then answers)."""
+    bot = get_bot(session, bot_id=bot_id)
+    wanted = list(dict.fromkeys(check_mailbox(value) for value in add))
+    if clear:
+        session.execute(delete(BotMailbox).where(BotMailbox.bot_id == bot.id))
+        session.expire(bot, ["mailboxes"])
+    have = {row.mailbox for row in bot.mailboxes}
+    new = [mailbox for mailbox in wanted if mailbox not in have]
+    if len(have) + len(new) > MAX_MAILBOXES:
+        raise BadRequest(f"A bot has at most {MAX_MAILBOXES} mailboxes")
+    if new:
+        taken = session.execute(
+            select(BotMailbox.mailbox, BotMailbox.bot_id).where(
+                BotMailbox.account_id == bot.account_id, BotMailbox.mailbox.in_(new)
+            )
+        ).first()
+        if taken is not None:
+            raise _taken(taken[0], taken[1])
+        try:
+            with session.begin_nested():
+                for mailbox in new:
+                    session.add(
+                        BotMailbox(account_id=bot.account_id, bot_id=bot.id, mailbox=mailbox)
+                    )
+        except IntegrityError:
+            raise _taken(new[0] if len(new) == 1 else ", ".join(new), None) from None
+    session.expire(bot, ["mailboxes"])
+    return bot
+
+
+def _taken(mailbox: str, holder: str | None) -> Conflict:
+    who = f"bot {holder}" if holder else "another bot (claimed meanwhile)"
+    return Conflict(f"Mailbox {mailbox} already belongs to {who} in this account")
+
+
+def bots_for_mailbox(session: Session, mailbox: str, *, account_id: str | None = None) -> list[str]:
+    """The bots that a call to ``mailbox`` reaches: the bot of that id, or those holding the
+    mailbox (one per account; ``account_id`` narrows to one account)."""
+    value = mailbox.strip().lower()
+    if ids.is_id(value, ids.BOT):
+        query = select(Bot.id).where(Bot.id == value)
+        if account_id is not None:
+            query = query.where(Bot.account_id == account_id)
+        return list(session.scalars(query))
+    if not MAILBOX_RE.fullmatch(value):
+        return []
+    query = select(BotMailbox.bot_id).where(BotMailbox.mailbox == value)
+    if account_id is not None:
+        query = query.where(BotMailbox.account_id == account_id)
+    return list(session.scalars(query.order_by(BotMailbox.id)))
 
 
 def languages_without_spoken_numbers(bot: Bot) -> list[str]:

@@ -102,11 +102,26 @@ def bots_configure(
             "--queue", help='Inbox queue (id or name) its new voicemails go to; "none" clears.'
         ),
     ] = None,
+    mailbox: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mailbox",
+            help="A SIP mailbox number or alias that reaches the bot (sip:<mailbox>@host, "
+            "or a call forwarded from that number); repeatable.",
+        ),
+    ] = None,
+    clear_mailboxes: Annotated[
+        bool,
+        typer.Option(
+            "--clear-mailboxes", help="Remove the bot's mailboxes (before any --mailbox)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a bot's transcription and retention settings, and its inbox queue; prints them
-    all (with queueId when --queue is given). Warns when an allowed language's spoken
-    numbers are not read (redaction and the call-back number then see written digits only).
+    """Change a bot's transcription and retention settings, its SIP mailboxes and its inbox
+    queue; prints them all (with queueId when --queue is given). Warns when an allowed
+    language's spoken numbers are not read (redaction and the call-back number then see
+    written digits only).
     """
 
     def action(rt: Runtime, s: Any) -> dict[str, object]:
@@ -122,6 +137,8 @@ def bots_configure(
             redact=_csv_option(redact),
             region=region,
         )
+        if mailbox or clear_mailboxes:
+            bot = bots.set_mailboxes(s, bot_id=bot_id, add=mailbox or (), clear=clear_mailboxes)
         settings = bots.bot_settings(bot)
         audit.record_change(
             s, actor=audit.CLI, action=audit.BOT_CONFIGURE, bot_id=bot.id, **settings

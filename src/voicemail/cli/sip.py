@@ -7,11 +7,16 @@ import logging
 import re
 import signal
 import threading
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from voicemail.cli.output import fail
 from voicemail.cli.runtime import load_settings
+
+if TYPE_CHECKING:
+    from voicemail.runtime import Runtime
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "0.0.0.0:5060"
@@ -25,8 +30,20 @@ def sip(
             show_default=f"VOICEMAIL_SIP_LISTEN, else {DEFAULT_LISTEN}",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve this process's Prometheus /metrics (SIP calls by outcome, active "
+            "calls, RTP, jitter) and /readyz (200 once SIP listens) on this port.",
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port.")] = (
+        "127.0.0.1"
+    ),
 ) -> None:
-    """Answer SIP calls to sip:<bot id>@<this host> and keep their messages.
+    """Answer SIP calls to sip:<mailbox or bot id>@<this host> and keep their messages.
 
     Transcription runs in the workers (``voicemail worker``, or ``voicemail serve`` on
     SQLite). SIGTERM or Ctrl-C: hang up the calls in progress, keep their audio, exit.
@@ -55,7 +72,29 @@ def sip(
     signal.signal(signal.SIGINT, _stop)
     endpoint = SipEndpoint(runtime, listen=address)
     try:
+        if metrics_port is not None:
+            # Before SIP starts: /readyz answers 503 until the transports listen.
+            _serve_metrics(runtime, metrics_host, metrics_port, ready=endpoint.listening)
         endpoint.start()
         endpoint.run_until(stop)
     finally:
         runtime.close()
+
+
+def _serve_metrics(runtime: Runtime, host: str, port: int, *, ready: Callable[[], bool]) -> None:
+    """/metrics (behind ``VOICEMAIL_METRICS_TOKEN`` when set) and /readyz, in a daemon
+    thread that ends with the process."""
+    from voicemail.metrics import serve_metrics
+
+    token = runtime.settings.metrics_token
+    try:
+        server = serve_metrics(
+            runtime.metrics,
+            host=host,
+            port=port,
+            token=token.get_secret_value() if token is not None else None,
+            ready=ready,
+        )
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+    log.info("serving metrics", extra={"url": f"http://{host}:{server.server_port}/metrics"})

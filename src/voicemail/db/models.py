@@ -64,6 +64,30 @@ class Bot(Base):
     queue_id: Mapped[str | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
 
     account: Mapped[Account] = relationship(lazy="joined")
+    # The SIP mailbox numbers and aliases that reach it (`bots configure --mailbox`).
+    mailboxes: Mapped[list[BotMailbox]] = relationship(
+        back_populates="bot",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="BotMailbox.id",
+    )
+
+
+class BotMailbox(Base):
+    """A SIP mailbox number or alias of a bot: a call to ``sip:<mailbox>@…`` (or forwarded
+    from that number) leaves its message with the bot. One bot per mailbox in an account."""
+
+    __tablename__ = "bot_mailboxes"
+    __table_args__ = (UniqueConstraint("account_id", "mailbox"),)
+
+    # A key of its own (not the pair): `voicemail migrate-data` copies tables by one key.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), index=True)
+    mailbox: Mapped[str] = mapped_column(String(64))  # stored lower-case
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    bot: Mapped[Bot] = relationship(back_populates="mailboxes")
 
 
 class App(Base):

@@ -1,7 +1,10 @@
 """The SIP endpoint: a PBX, SBC or SIP trunk forwards an unanswered call to
-``sip:<bot id>@<our host>``, the caller hears a beep and leaves a message, which reaches the
-live path of ``live.connection`` as a jambonz stream does (``../shared/design/sip.md``).
+``sip:<bot id or mailbox>@<our host>``, the caller hears a beep and leaves a message, which
+reaches the live path of ``live.connection`` as a jambonz stream does
+(``../shared/design/sip.md``).
 
-``requests`` reads what a call asks for from its INVITE, ``endpoint`` runs PJSIP (through
-``pjsua2``) and ``recording`` stores each call's audio.
+``requests`` reads an INVITE's text, ``routing`` decides where it goes (mailbox, forwarding
+number, caller, sessionId, digest credentials), ``endpoint`` runs PJSIP (through
+``pjsua2``), ``recording`` stores each call's audio and ``observe`` keeps the metrics, the
+audit entries and the bounded log of refusals.
 """

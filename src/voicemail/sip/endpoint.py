@@ -6,9 +6,11 @@ comes from one thread PJSIP knows. The media clock's thread calls ``_Port.onFram
 which only hands the frame to the call's ``RecordedCall``.
 
 A call: the source must be in ``sip_allowed_networks`` (else 403), this process must have a
-free call (else 503 with Retry-After), the Request-URI's user part must be a bot id (else
-404). Answered, the caller hears a beep; what arrives after it is recorded until the BYE
-(the caller's, or ours at the maximum duration). OPTIONS is answered 200 by PJSIP itself.
+free call (else 503 with Retry-After), and ``routing.Router`` must find its bot (a bot id or
+mailbox in the Request-URI, or the number that forwarded it; else 404) and, with
+``VOICEMAIL_SIP_AUTH``, accept its digest credentials (401, 403). Answered, the caller
+hears a beep; what arrives after it is recorded until the BYE (the caller's, or ours at the
+maximum duration). OPTIONS is answered 200 by PJSIP itself.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ from typing import Any
 
 import pjsua2 as pj
 
-from voicemail import ids
-from voicemail.bots import service as bots
-from voicemail.errors import NotFound
+from voicemail import metrics as outcomes
 from voicemail.live import calls
 from voicemail.metrics import parse_listen
 from voicemail.runtime import Runtime
 from voicemail.settings import parse_networks, parse_port_range
+from voicemail.sip.observe import CallObserver
 from voicemail.sip.recording import CallRecorder, RecordedCall
 from voicemail.sip.requests import SipRequest, parse_request, source_allowed
+from voicemail.sip.routing import Refusal, Router
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,11 @@ class _Call(pj.Call):  # type: ignore[misc]
             self.disconnected = True
             if self.recording is not None:
                 self.recording.hang_up()
+            elif self.meta is not None:  # answered, and gone before the beep
+                self.account.endpoint.call_ended(self.meta, outcomes.SIP_HUNG_UP_BEFORE_BEEP)
+
+    def onStreamDestroyed(self, prm: Any) -> None:
+        self.account.endpoint.stream_ended(self, prm.streamIdx)
 
     def onCallMediaState(self, prm: Any) -> None:
         if self.answered:  # a re-INVITE (hold, codec): the beep was played
@@ -168,7 +175,11 @@ class SipEndpoint:
         self.rtp_ports = parse_port_range(settings.sip_rtp_ports)
         self.networks = parse_networks(settings.sip_allowed_networks)
         self.max_calls = settings.sip_max_calls
-        self.recorder = CallRecorder(runtime)
+        self.recorder = CallRecorder(runtime, on_end=self.call_ended)
+        self.router = Router(runtime)
+        self.observer = CallObserver(runtime)
+        # The answered calls not yet ended, by id() of their metadata: source address, bot.
+        self.answered: dict[int, tuple[str, str]] = {}
         self.calls: dict[int, _Call] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -188,6 +199,10 @@ class SipEndpoint:
             raise RuntimeError(f"the SIP endpoint did not start: {_reason(self._error)}")
         log.info("SIP endpoint listening", extra={"host": self.host, "port": self.port})
 
+    def listening(self) -> bool:
+        """Whether the transports listen: started, and the SIP thread still running."""
+        return self._ready.is_set() and self._error is None and self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Hang up the calls in progress (their audio is kept), store them, stop."""
         self._stop.set()
@@ -202,50 +217,71 @@ class SipEndpoint:
         try:
             request = parse_request(message)
         except ValueError:
+            self.observer.refused(
+                source, call_id=None, mailbox=None, status=400, reason="bad_request"
+            )
             return 400, []
-        outcome = self._decide(call, source, request)
+        refusal = self._decide(call, source, request)
+        if refusal is not None:
+            self.observer.refused(
+                source,
+                call_id=request.header("call-id"),
+                mailbox=request.mailbox,
+                status=refusal.status,
+                reason=refusal.reason,
+            )
+            return refusal.status, refusal.headers
+        assert call.meta is not None
         log.info(
             "SIP call",
             extra={
                 "source": source,
                 "call_id": request.header("call-id"),
-                "mailbox": request.mailbox,
-                "status": outcome[0],
+                "mailbox": call.meta.caller_to,
+                "status": 200,
             },
         )
-        return outcome
+        return 200, []
 
-    def _decide(
-        self, call: _Call, source: str, request: SipRequest
-    ) -> tuple[int, list[tuple[str, str]]]:
+    def _decide(self, call: _Call, source: str, request: SipRequest) -> Refusal | None:
         if not source_allowed(source, self.networks):
-            return 403, []
+            return Refusal(403, "forbidden_source")
         active = sum(1 for other in self.calls.values() if other.bot_id and not other.disconnected)
         if active >= self.max_calls:
-            return 503, [("Retry-After", str(RETRY_AFTER_SECONDS))]
-        mailbox = request.mailbox
-        if mailbox is None:
-            return 404, []
-        try:
-            with self.runtime.read_sessions() as session:
-                bots.get_bot(session, bot_id=mailbox)
-        except NotFound:
-            return 404, []
-        except Exception:
-            log.exception("SIP call refused: the database is unavailable")
-            return 503, [("Retry-After", str(RETRY_AFTER_SECONDS))]
-        call.bot_id = mailbox
-        call_sid = (request.header("call-id") or ids.new_session_id())[: calls.CALL_SID_MAX]
-        call.meta = calls.CallMetadata(
-            call_sid=call_sid,
-            session_id=request.session_id or ids.new_session_id(),
-            caller_from=request.caller,
-            caller_to=mailbox,
-            sample_rate=CLOCK_RATE,
-            mix_type="mono",
-            language=None,
+            return Refusal(503, "busy", [("Retry-After", str(RETRY_AFTER_SECONDS))])
+        route = self.router.route(source, request)
+        if isinstance(route, Refusal):
+            return route
+        call.bot_id = route.bot_id
+        call.meta = route.metadata(CLOCK_RATE)
+        self.answered[id(call.meta)] = (source, route.bot_id)
+        self.observer.answered()
+        return None
+
+    def call_ended(
+        self, meta: calls.CallMetadata, outcome: str, voicemail_id: str | None = None
+    ) -> None:
+        """An answered call is over (from the SIP thread, or the recording's)."""
+        answered = self.answered.pop(id(meta), None)
+        if answered is None:  # told already
+            return
+        source, bot_id = answered
+        self.observer.ended(
+            source,
+            call_id=meta.call_sid,
+            mailbox=meta.caller_to,
+            outcome=outcome,
+            bot_id=bot_id,
+            session_id=meta.session_id,
+            voicemail_id=voicemail_id,
         )
-        return 200, []
+
+    def stream_ended(self, call: _Call, index: int) -> None:
+        """A call's audio stream is about to go: its RTP statistics to the metrics."""
+        try:
+            self.observer.stream_ended(call.getStreamStat(index))
+        except Exception:
+            log.warning("SIP stream statistics not read", exc_info=True)
 
     def _run(self) -> None:
         endpoint = pj.Endpoint()

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
 
 from fastapi.concurrency import run_in_threadpool
 
+from voicemail import metrics as outcomes
 from voicemail.db.base import utcnow
 from voicemail.live import calls
 from voicemail.live.connection import Connection, end_call, open_call
@@ -48,8 +50,16 @@ class RecordedCall:
 class CallRecorder:
     """The recording thread and its asyncio loop."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        on_end: Callable[[calls.CallMetadata, str, str | None], None] | None = None,
+    ) -> None:
+        """``on_end(meta, outcome, voicemail_id)`` is told how each recording ended (one of
+        ``metrics.SIP_OUTCOMES``), on the recording thread."""
         self.runtime = runtime
+        self.on_end = on_end
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="voicemail-sip-audio", daemon=True)
         self.recordings: set[Future[None]] = set()
@@ -86,12 +96,14 @@ class CallRecorder:
         except Exception:
             log.exception("SIP call not recorded", extra={"bot_id": bot_id})
             handle.done.set()
+            self._ended(meta, outcomes.SIP_FAILED, None)
             return
         log.info(
             "SIP call recording",
             extra={"voicemail_id": opened.voicemail_id, "call_sid": meta.call_sid},
         )
         connection = Connection(runtime, opened, meta)
+        outcome = outcomes.SIP_STORED
         flusher = asyncio.get_running_loop().create_task(connection.flush_periodically())
         try:
             while (pcm := await handle.queue.get()) is not None:
@@ -101,13 +113,32 @@ class CallRecorder:
         except Exception:
             log.exception("SIP call failed", extra={"voicemail_id": opened.voicemail_id})
             handle.done.set()
+            outcome = outcomes.SIP_FAILED
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
             # Every end of a SIP call is a hang-up: no gateway comes back for it.
             hangup_at = handle.hangup_at or utcnow()
             await asyncio.shield(end_call(runtime, connection, hangup_at=hangup_at))
+        if (
+            outcome == outcomes.SIP_STORED
+            and connection.seconds < runtime.settings.min_duration_seconds
+        ):
+            outcome = outcomes.SIP_TOO_SHORT  # finalize dropped it
         log.info(
             "SIP call ended",
-            extra={"voicemail_id": opened.voicemail_id, "seconds": round(connection.seconds, 3)},
+            extra={
+                "voicemail_id": opened.voicemail_id,
+                "seconds": round(connection.seconds, 3),
+                "outcome": outcome,
+            },
         )
+        self._ended(meta, outcome, opened.voicemail_id)
+
+    def _ended(self, meta: calls.CallMetadata, outcome: str, voicemail_id: str | None) -> None:
+        if self.on_end is None:
+            return
+        try:
+            self.on_end(meta, outcome, voicemail_id)
+        except Exception:
+            log.exception("SIP call's end not told")

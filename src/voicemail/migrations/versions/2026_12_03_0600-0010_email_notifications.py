@@ -1,7 +1,7 @@
 """e-mail notifications of new voicemails, and their delivery log
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-03 06:00:01.352741
 
 ``email_notifications``: who is e-mailed about a bot's, or a queue's, new voicemails.
@@ -18,7 +18,7 @@ from alembic import op
 import voicemail.db.base
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
