@@ -1,0 +1,175 @@
+"""The jambonz application webhooks: ``/public/bot/{botId}/jambonz/call`` and ``…/status``.
+
+A jambonz operator creates an application whose *calling webhook* is ``…/jambonz/call`` (POST
+or GET) and whose *call status webhook* is ``…/jambonz/status``, both with HTTP Basic
+credentials: the client id and secret of an app with the ``Voicemail Deposit`` scope on the
+bot, the credentials the live socket takes as ``wsAuth``. The calling webhook answers the
+verbs of ``live.jambonz``; its answer holds those credentials (``listen``'s ``wsAuth``), so it
+is never cached. The status webhook logs each call event (no numbers, no headers) and answers
+200. Both read at most ``jambonz_max_body_bytes`` of a request (413 beyond), and are charged
+to the app's account in their own rate-limit bucket, at the deposit limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from voicemail.api.deps import Authenticator, BotId, RuntimeDep, basic_credentials
+from voicemail.api.envelope import AUTHENTICATED, error_responses
+from voicemail.api.openapi import WS_BASIC
+from voicemail.auth import service as auth
+from voicemail.bots import service as bots
+from voicemail.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidCredentials,
+    PayloadTooLarge,
+)
+from voicemail.live import jambonz
+from voicemail.runtime import Runtime
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["jambonz"])
+
+JAMBONZ = Authenticator(
+    scope=auth.SCOPE_DEPOSIT,
+    bucket="jambonz",
+    per_minute=lambda settings: settings.deposit_rate_limit_per_minute,
+)
+NO_STORE = {"Cache-Control": "no-store"}
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="voicemail"'}
+# HTTP Basic only: jambonz cannot send a JWT.
+BASIC_ONLY = {"security": [{WS_BASIC: []}]}
+
+
+def _authenticate(runtime: Runtime, authorization: str, bot_id: str) -> tuple[str, str]:
+    """The app's credentials, checked as the socket checks ``wsAuth`` (scope, rate limit);
+    a bot that does not exist is a 404 for a caller whose credentials are good."""
+    try:
+        credentials = basic_credentials(authorization)
+        if credentials is None:
+            raise InvalidCredentials(
+                "Authenticate with HTTP Basic: the client id and secret of an app with the "
+                "'Voicemail Deposit' scope"
+            )
+        with runtime.read_sessions() as session:
+            try:
+                JAMBONZ.authenticate_basic(runtime, session, credentials, bot_id)
+            except Forbidden:
+                bots.get_bot(session, bot_id=bot_id)  # NotFound for an unknown bot
+                raise
+    except InvalidCredentials as exc:
+        exc.headers = {**(exc.headers or {}), **BASIC_CHALLENGE}
+        raise
+    return credentials
+
+
+async def _payload(request: Request, limit: int) -> Mapping[str, Any]:
+    """jambonz's call attributes: the JSON body of a POST, the query of a GET."""
+    if request.method == "GET":
+        return dict(request.query_params)
+    too_large = PayloadTooLarge(f"The request is larger than the {limit} bytes limit")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and (len(length) > 12 or int(length) > limit):
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise too_large
+    if not body.strip():
+        return {}
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise BadRequest("The body must be jambonz's JSON call attributes") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("The body must be a JSON object")
+    return payload
+
+
+def _bot_max_length(runtime: Runtime, bot_id: str) -> int:
+    with runtime.read_sessions() as session:
+        bots.get_bot(session, bot_id=bot_id)
+    return jambonz.max_length_seconds(runtime.settings)
+
+
+_CALL_DESCRIPTION = (
+    "jambonz's call attributes (JSON body of a POST, query of a GET) in; a JSON array of "
+    "verbs out: `answer`, the greeting, `listen` on the live-deposit WebSocket (with `wsAuth`, "
+    "beep, `#` to finish, the bot's maximum length and the call's `sessionId` in `metadata`), "
+    "`hangup`. HTTP Basic: an app's client id and secret with the `Voicemail Deposit` scope."
+)
+
+
+async def _answer_call(bot_id: str, request: Request, runtime: Runtime) -> JSONResponse:
+    authorization = request.headers.get("authorization", "")
+    username, password = await run_in_threadpool(_authenticate, runtime, authorization, bot_id)
+    payload = await _payload(request, runtime.settings.jambonz_max_body_bytes)
+    call = jambonz.parse_call(payload, bot_id=bot_id)
+    max_length = await run_in_threadpool(_bot_max_length, runtime, bot_id)
+    verbs = jambonz.application(
+        call,
+        stream=jambonz.stream_url(runtime.settings.public_url, bot_id),
+        username=username,
+        password=password,
+        max_length=max_length,
+    )
+    log.info(
+        "jambonz call answered",
+        extra={
+            "bot_id": bot_id,
+            "call_sid": call.call_sid,
+            "session_id": call.session_id,
+            "direction": call.direction,
+            "max_length": max_length,
+        },
+    )
+    return JSONResponse(verbs, headers=NO_STORE)
+
+
+@router.post(
+    "/public/bot/{botId}/jambonz/call",
+    summary="jambonz calling webhook (POST): the verbs that take a voicemail",
+    description=_CALL_DESCRIPTION,
+    responses=error_responses(*AUTHENTICATED, 404, 413),
+    openapi_extra=BASIC_ONLY,
+)
+async def jambonz_call(bot_id: BotId, request: Request, runtime: RuntimeDep) -> JSONResponse:
+    return await _answer_call(bot_id, request, runtime)
+
+
+@router.get(
+    "/public/bot/{botId}/jambonz/call",
+    summary="jambonz calling webhook (GET): the verbs that take a voicemail",
+    description=_CALL_DESCRIPTION,
+    responses=error_responses(*AUTHENTICATED, 404, 413),
+    openapi_extra=BASIC_ONLY,
+)
+async def jambonz_call_by_get(bot_id: BotId, request: Request, runtime: RuntimeDep) -> JSONResponse:
+    return await _answer_call(bot_id, request, runtime)
+
+
+@router.post(
+    "/public/bot/{botId}/jambonz/status",
+    summary="jambonz call status webhook: logs the call's events",
+    description="jambonz's call status events (JSON) are logged (call id, status, SIP status, "
+    "duration; no numbers, no headers) and answered 200. HTTP Basic as for the calling "
+    "webhook.",
+    responses={200: {"description": "Logged"}, **error_responses(*AUTHENTICATED, 404, 413)},
+    response_class=Response,
+    openapi_extra=BASIC_ONLY,
+)
+async def jambonz_status(bot_id: BotId, request: Request, runtime: RuntimeDep) -> Response:
+    authorization = request.headers.get("authorization", "")
+    await run_in_threadpool(_authenticate, runtime, authorization, bot_id)
+    payload = await _payload(request, runtime.settings.jambonz_max_body_bytes)
+    log.info("jambonz call status", extra={"bot_id": bot_id, **jambonz.status_event(payload)})
+    return Response(status_code=200)
