@@ -46,7 +46,7 @@ JAMBONZ = Authenticator(
 NO_STORE = {"Cache-Control": "no-store"}
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="voicemail"'}
 # HTTP Basic only: jambonz cannot send a JWT.
-BASIC_ONLY = {"security": [{WS_BASIC: []}]}
+BASIC_ONLY: dict[str, Any] = {"security": [{WS_BASIC: []}]}
 
 
 def _authenticate(runtime: Runtime, authorization: str, bot_id: str) -> tuple[str, str]:
