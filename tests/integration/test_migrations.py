@@ -19,7 +19,7 @@ from sqlalchemy import JSON, Engine, column, insert, inspect, select, table
 
 from voicemail.bots import service as bots
 from voicemail.db import models
-from voicemail.db.base import Base
+from voicemail.db.base import Base, UTCDateTime, utcnow
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.fulltext import is_index_object
 from voicemail.db.migrate import alembic_config, downgrade, upgrade
@@ -163,15 +163,26 @@ def test_0006_files_deliveries_under_their_voicemail_and_redacts_those_of_delete
     upgrade(empty_database_url, "0005")
     sessions = make_sessionmaker(engine)
     with sessions.begin() as session:
-        bot = bots.create_bot(session, name="Before 0006")
-        call = models.CallSession(bot_id=bot.id, session_id="67aa38026e199c8f470e0401")
+        # The bot as 0005 has it (the model has columns of later revisions).
+        account = bots.default_account(session)
+        bot_id = "st-before-0006"
+        session.execute(
+            insert(
+                table(
+                    "bots",
+                    *(column(name) for name in ("id", "account_id", "name")),
+                    column("created_at", UTCDateTime),
+                )
+            ).values(id=bot_id, account_id=account.id, name="Before 0006", created_at=utcnow())
+        )
+        call = models.CallSession(bot_id=bot_id, session_id="67aa38026e199c8f470e0401")
         session.add(call)
         session.flush()
         session.add(
             models.Voicemail(
                 id="f-kept",
                 session_pk=call.id,
-                bot_id=bot.id,
+                bot_id=bot_id,
                 seq=1,
                 storage_key="k",
                 audio_sha256="0" * 64,
@@ -193,7 +204,7 @@ def test_0006_files_deliveries_under_their_voicemail_and_redacts_those_of_delete
         conn.execute(
             insert(subscription).values(
                 id="wh-1",
-                bot_id=bot.id,
+                bot_id=bot_id,
                 url="http://x/",
                 events=[],
                 secret_ciphertext="c",
@@ -204,7 +215,7 @@ def test_0006_files_deliveries_under_their_voicemail_and_redacts_those_of_delete
 
     def body(event_type: str, voicemail_id: str | None) -> str:
         data = {"voicemailId": voicemail_id, "sessionId": "s", "from": "+15550100999"}
-        return json.dumps({"id": "ev-1", "type": event_type, "botId": bot.id, "data": data})
+        return json.dumps({"id": "ev-1", "type": event_type, "botId": bot_id, "data": data})
 
     rows = [
         ("voicemail.created", "f-kept", "delivered"),
