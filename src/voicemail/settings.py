@@ -219,6 +219,13 @@ class Settings(BaseSettings):
         "read (a larger one is answered 413). jambonz posts the call's attributes and its "
         "SIP INVITE, a few KB",
     )
+    jambonz_greeting_url_ttl_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=24 * 3600,
+        description="How long the greeting URL in the jambonz calling webhook's `play` verb "
+        "stays valid (jambonz fetches it as the call is answered)",
+    )
     live_transcription_threads: int = Field(
         default=4,
         ge=1,

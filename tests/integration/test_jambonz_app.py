@@ -30,11 +30,15 @@ from tests.helpers.jambonz import (
 from tests.helpers.live_server import serving
 from tests.helpers.net import free_port
 from tests.helpers.waiting import wait_until
+from voicemail.audio import AudioLimits
 from voicemail.auth import service as auth
+from voicemail.bots import greetings
+from voicemail.bots import service as bots
 from voicemail.db.migrate import upgrade
 from voicemail.db.models import Voicemail
 from voicemail.live import calls, jambonz
 from voicemail.live.gateway import load_pcm
+from voicemail.media.service import current_epoch, revoke_all
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
 from voicemail.transcription import FakeTranscriber, WhisperTranscriber
@@ -66,14 +70,23 @@ def answer(client: TestClient, creds: Credentials, payload: dict[str, Any]) -> l
 # -- the verbs ------------------------------------------------------------------------------
 
 
+def greeting_of(client: TestClient, verbs: list[Any]) -> httpx.Response:
+    """GET the ``play`` verb's URL (under VOICEMAIL_PUBLIC_URL, http://testserver here)."""
+    (play,) = [verb for verb in verbs if verb["verb"] == "play"]
+    assert play["url"].startswith("http://testserver/")
+    return client.get(play["url"].removeprefix("http://testserver"))
+
+
 def test_the_verbs_are_valid_jambonz_and_take_a_voicemail(
     client: TestClient, creds: Credentials
 ) -> None:
     verbs = answer(client, creds, call_payload("call-verbs"))
     verdict = validate(verbs)
     assert verdict.valid, verdict.message
-    assert [verb["verb"] for verb in verbs] == ["answer", "say", "listen", "hangup"]
-    assert verbs[1]["text"] == jambonz.GREETING_TEXT
+    assert [verb["verb"] for verb in verbs] == ["answer", "play", "listen", "hangup"]
+    assert verbs[1]["url"].startswith(
+        f"http://testserver/api/public/bot/{creds.bot_id}/jambonz/greeting/default.wav?e="
+    )
     assert verbs[2] == {
         "verb": "listen",
         # VOICEMAIL_PUBLIC_URL's host (http://testserver here), as a WebSocket URL.
@@ -81,19 +94,60 @@ def test_the_verbs_are_valid_jambonz_and_take_a_voicemail(
         "wsAuth": {"username": creds.client_id, "password": creds.client_secret},
         "playBeep": True,
         "finishOnKey": "#",
-        "maxLength": 180,  # the default maximum length of a message
+        "maxLength": 180,  # the bot's maximum message length, by default
         "mixType": "mono",
         "sampleRate": 16000,
         "metadata": {"sessionId": calls.call_session_id(creds.bot_id, "call-verbs")},
     }
-    # jambonz may call the webhook with GET instead: the same application.
+    # The greeting jambonz plays: the built-in one, a WAV.
+    greeting = greeting_of(client, verbs)
+    assert greeting.status_code == 200
+    assert greeting.headers["content-type"] == "audio/wav"
+    assert greeting.content == greetings.default_greeting()
+    # jambonz may call the webhook with GET instead: the same application (but for the
+    # greeting URL's nonce).
     response = client.get(
         call_path(creds.bot_id),
         params={"call_sid": "call-verbs", "from": "+15550100", "direction": "inbound"},
         headers=app_auth(creds),
     )
     assert response.status_code == 200, response.text
-    assert response.json() == verbs
+    by_get = response.json()
+    assert validate(by_get).valid
+    assert by_get[2] == verbs[2]
+    assert [verb["verb"] for verb in by_get] == ["answer", "play", "listen", "hangup"]
+
+
+def test_a_bots_own_greeting_and_maximum_length(
+    client: TestClient,
+    creds: Credentials,
+    runtime: Runtime,
+    settings: Settings,
+    speech_clips: list[Any],
+    tmp_path: Any,
+) -> None:
+    with runtime.sessions.begin() as session:
+        bots.configure_bot(session, bot_id=creds.bot_id, max_message_seconds=60)
+        bot, _ = greetings.set_greeting(
+            session,
+            runtime.storage,
+            bot_id=creds.bot_id,
+            source=speech_clips[0],
+            limits=AudioLimits.from_settings(settings),
+            work_dir=tmp_path,
+        )
+        assert bot.greeting_key is not None
+        version = bot.greeting_key.rsplit("/", 1)[-1].removesuffix(".wav")
+        own = greetings.greeting_wav(session, runtime.storage, bot)
+    verbs = answer(client, creds, call_payload("call-own"))
+    verdict = validate(verbs)
+    assert verdict.valid, verdict.message
+    assert listen_verb(verbs)["maxLength"] == 60
+    # The URL names this greeting: jambonz, which caches by URL, never plays an old one.
+    assert f"/jambonz/greeting/{version}.wav?" in verbs[1]["url"]
+    greeting = greeting_of(client, verbs)
+    assert greeting.status_code == 200
+    assert greeting.content == own != greetings.default_greeting()
 
 
 def test_the_validator_refuses_what_jambonz_refuses(client: TestClient, creds: Credentials) -> None:
@@ -106,12 +160,60 @@ def test_the_validator_refuses_what_jambonz_refuses(client: TestClient, creds: C
         [*verbs[:2], {**listen, "wsAuth": {"username": creds.client_id}}, verbs[3]],
         [*verbs[:2], {k: v for k, v in listen.items() if k != "url"}, verbs[3]],
         [*verbs[:2], {**listen, "record": True}, verbs[3]],
+        [verbs[0], {"verb": "play"}, *verbs[2:]],
         [{"verb": "voicemail"}],
     ]
     for application in broken:
         verdict = validate(application)
         assert not verdict.valid, application
         assert verdict.message.startswith("invalid: ")
+
+
+def test_greeting_urls_are_signed_and_expire(
+    client: TestClient, creds: Credentials, runtime: Runtime, settings: Settings
+) -> None:
+    verbs = answer(client, creds, call_payload("call-greeting-url"))
+    url = verbs[1]["url"].removeprefix("http://testserver")
+    path, _, query = url.partition("?")
+    assert client.get(url).status_code == 200
+
+    def refused(target: str) -> tuple[int, str]:
+        response = client.get(target)
+        return response.status_code, response.json()["errors"][0]["msg"]
+
+    assert refused(path) == (403, "This greeting URL is not signed")
+    tampered = url.replace("default.wav", "0123456789abcdef01234567.wav")
+    assert refused(tampered) == (403, "Invalid media URL signature")
+    other_bot = url.replace(creds.bot_id, "st-00000000-0000-4000-8000-000000000000")
+    assert refused(other_bot) == (403, "Invalid media URL signature")
+    with runtime.read_sessions() as session:
+        epoch = current_epoch(session)
+    expired = jambonz.greeting_url(
+        "http://testserver",
+        creds.bot_id,
+        "default",
+        key=runtime.signer.key,
+        epoch=epoch,
+        expires=int(time.time()) - 1,
+    )
+    status, message = refused(expired.removeprefix("http://testserver"))
+    assert status == 403 and "expired" in message
+    # Signed for a bot that is gone: 404.
+    gone = "st-00000000-0000-4000-8000-000000000000"
+    signed_for_gone = jambonz.greeting_url(
+        "http://testserver",
+        gone,
+        "default",
+        key=runtime.signer.key,
+        epoch=epoch,
+        expires=int(time.time()) + 60,
+    )
+    assert refused(signed_for_gone.removeprefix("http://testserver")) == (404, f"No bot {gone}")
+    # Revoking media URLs (voicemail media revoke) revokes greeting URLs too.
+    with runtime.sessions.begin() as session:
+        revoke_all(session)
+    assert refused(url)[0] == 403
+    assert refused(path.replace("default.wav", "x.wav") + "?" + query)[0] == 400
 
 
 @pytest.mark.parametrize("overrides", [{"max_duration_seconds": 45.0}])
@@ -258,6 +360,10 @@ def _run_call(
             assert response.status_code == 200, response.text
             verbs = response.json()
             assert validate(verbs).valid
+            # jambonz plays the greeting from our URL, then runs listen.
+            greeting = httpx.get(verbs[1]["url"], timeout=30)
+            assert greeting.status_code == 200
+            assert greeting.headers["content-type"] == "audio/wav"
             listen = listen_verb(verbs)
             listened = stream_as_jambonz(listen, payload, pcm, speed=2.0)
             assert listened.close_code is None  # the caller hung up; we did not close first

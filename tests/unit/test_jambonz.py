@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from voicemail.db.models import Bot
 from voicemail.errors import BadRequest
 from voicemail.live import calls, jambonz
 from voicemail.settings import Settings
@@ -31,11 +32,16 @@ def test_stream_url(public_url: str, expected: str) -> None:
 
 def test_maximum_length() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert jambonz.max_length_seconds(settings) == jambonz.DEFAULT_MAX_LENGTH_SECONDS
-    assert jambonz.max_length_seconds(settings, 60) == 60
-    assert jambonz.max_length_seconds(settings, 10_000) == 600  # max_duration_seconds
+    assert jambonz.max_length_seconds(settings, Bot(max_message_seconds=60)) == 60
+    assert jambonz.max_length_seconds(settings, Bot(max_message_seconds=600)) == 600
     short = Settings(_env_file=None, max_duration_seconds=30)  # type: ignore[call-arg]
-    assert jambonz.max_length_seconds(short) == 30
+    assert jambonz.max_length_seconds(short, Bot(max_message_seconds=180)) == 30
+
+
+def test_greeting_version_names_the_greeting() -> None:
+    assert jambonz.greeting_version(Bot(greeting_key=None)) == "default"
+    key = f"greetings/{BOT}/0123456789abcdef01234567.wav"
+    assert jambonz.greeting_version(Bot(greeting_key=key)) == "0123456789abcdef01234567"
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -25,6 +28,7 @@ from voicemail.api.deps import Authenticator, BotId, RuntimeDep, basic_credentia
 from voicemail.api.envelope import AUTHENTICATED, error_responses
 from voicemail.api.openapi import WS_BASIC
 from voicemail.auth import service as auth
+from voicemail.bots import greetings
 from voicemail.bots import service as bots
 from voicemail.errors import (
     BadRequest,
@@ -33,6 +37,7 @@ from voicemail.errors import (
     PayloadTooLarge,
 )
 from voicemail.live import jambonz
+from voicemail.media.service import current_epoch
 from voicemail.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -95,10 +100,29 @@ async def _payload(request: Request, limit: int) -> Mapping[str, Any]:
     return payload
 
 
-def _bot_max_length(runtime: Runtime, bot_id: str) -> int:
+@dataclass(frozen=True)
+class _BotCall:
+    max_length: int
+    greeting_url: str
+
+
+def _bot_call(runtime: Runtime, bot_id: str) -> _BotCall:
+    """What the verbs take from the bot: its maximum length and its greeting's signed URL."""
+    settings = runtime.settings
     with runtime.read_sessions() as session:
-        bots.get_bot(session, bot_id=bot_id)
-    return jambonz.max_length_seconds(runtime.settings)
+        bot = bots.get_bot(session, bot_id=bot_id)
+        epoch = current_epoch(session)
+        return _BotCall(
+            max_length=jambonz.max_length_seconds(settings, bot),
+            greeting_url=jambonz.greeting_url(
+                settings.public_url,
+                bot_id,
+                jambonz.greeting_version(bot),
+                key=runtime.signer.key,
+                epoch=epoch,
+                expires=int(time.time()) + settings.jambonz_greeting_url_ttl_seconds,
+            ),
+        )
 
 
 _CALL_DESCRIPTION = (
@@ -114,13 +138,14 @@ async def _answer_call(bot_id: str, request: Request, runtime: Runtime) -> JSONR
     username, password = await run_in_threadpool(_authenticate, runtime, authorization, bot_id)
     payload = await _payload(request, runtime.settings.jambonz_max_body_bytes)
     call = jambonz.parse_call(payload, bot_id=bot_id)
-    max_length = await run_in_threadpool(_bot_max_length, runtime, bot_id)
+    bot = await run_in_threadpool(_bot_call, runtime, bot_id)
     verbs = jambonz.application(
         call,
         stream=jambonz.stream_url(runtime.settings.public_url, bot_id),
         username=username,
         password=password,
-        max_length=max_length,
+        max_length=bot.max_length,
+        greeting=bot.greeting_url,
     )
     log.info(
         "jambonz call answered",
@@ -129,7 +154,7 @@ async def _answer_call(bot_id: str, request: Request, runtime: Runtime) -> JSONR
             "call_sid": call.call_sid,
             "session_id": call.session_id,
             "direction": call.direction,
-            "max_length": max_length,
+            "max_length": bot.max_length,
         },
     )
     return JSONResponse(verbs, headers=NO_STORE)
@@ -173,3 +198,45 @@ async def jambonz_status(bot_id: BotId, request: Request, runtime: RuntimeDep) -
     payload = await _payload(request, runtime.settings.jambonz_max_body_bytes)
     log.info("jambonz call status", extra={"bot_id": bot_id, **jambonz.status_event(payload)})
     return Response(status_code=200)
+
+
+def _greeting(runtime: Runtime, bot_id: str, version: str, e: str, n: str, s: str) -> bytes:
+    with runtime.read_sessions() as session:
+        jambonz.verify_greeting_url(
+            bot_id,
+            version,
+            key=runtime.signer.key,
+            epoch=current_epoch(session),
+            e=e,
+            n=n,
+            s=s,
+            now=int(time.time()),
+        )
+        bot = bots.get_bot(session, bot_id=bot_id)
+        return greetings.greeting_wav(session, runtime.storage, bot)
+
+
+@router.get(
+    "/public/bot/{botId}/jambonz/greeting/{version}.wav",
+    summary="The bot's greeting, for jambonz's play verb (signed, expiring URL)",
+    description="The URL comes in the calling webhook's `play` verb; it is signed as media "
+    "URLs are (revoked with them) and expires after VOICEMAIL_JAMBONZ_GREETING_URL_TTL_SECONDS.",
+    response_class=Response,
+    responses={
+        200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
+        **error_responses(403, 404),
+    },
+)
+async def jambonz_greeting(
+    bot_id: BotId,
+    runtime: RuntimeDep,
+    version: Annotated[str, PathParam(pattern=r"^(default|[0-9a-f]{24})$")],
+    e: Annotated[str | None, Query(max_length=20)] = None,
+    n: Annotated[str | None, Query(max_length=20)] = None,
+    s: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    if not (e and n and s):
+        raise Forbidden("This greeting URL is not signed")
+    wav = await run_in_threadpool(_greeting, runtime, bot_id, version, e, n, s)
+    # Each URL names one greeting (its version), so jambonz may keep what it fetched.
+    return Response(wav, media_type="audio/wav", headers={"Cache-Control": "private, max-age=300"})

@@ -6,7 +6,8 @@ attributes (``call_sid``, ``from``, ``to``, ``direction``, ``sip``…), and we a
 application as a JSON array of verbs:
 
 1. ``answer``;
-2. the bot's greeting: ``say`` of ``GREETING_TEXT`` (jambonz's own text-to-speech);
+2. ``play`` of the bot's greeting (``bots.greetings``: its own or the built-in one), from a
+   signed URL of ours that expires (``greeting_url``; ``live.application`` serves it);
 3. ``listen`` on our live-deposit WebSocket (``live.socket``) with the same app credentials as
    ``wsAuth``, ``playBeep`` (the recording starts after the beep), ``finishOnKey`` ``#``, the
    bot's maximum length, mono 16-bit PCM at ``SAMPLE_RATE``, and the call's ``sessionId`` in
@@ -28,11 +29,15 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from voicemail import ids
+from voicemail.db.models import Bot
 from voicemail.errors import BadRequest
 from voicemail.live import calls
+from voicemail.media.signing import sign_path, verify_path_signature
 from voicemail.settings import Settings
 
-GREETING_TEXT = "Please leave a message after the tone."
+GREETING_TEXT = "Please leave a message after the tone."  # what the built-in greeting says
+GREETING_PATH = "/api/public/bot/{bot_id}/jambonz/greeting/{version}.wav"
+DEFAULT_GREETING = "default"
 FINISH_KEY = "#"
 # What we ask jambonz to send: Whisper's rate, and the most we store (``calls.storage_rate``).
 # A narrowband (G.711) call is upsampled by jambonz; a wideband one (G.722, Opus) keeps its
@@ -101,10 +106,10 @@ def parse_call(payload: Mapping[str, Any], *, bot_id: str) -> JambonzCall:
     )
 
 
-def max_length_seconds(settings: Settings, bot_max_seconds: float | None = None) -> int:
-    """How long ``listen`` may record: the bot's maximum length (the design's default when it
-    has none), never past what the socket accepts (``max_duration_seconds``)."""
-    wanted = bot_max_seconds if bot_max_seconds is not None else DEFAULT_MAX_LENGTH_SECONDS
+def max_length_seconds(settings: Settings, bot: Bot) -> int:
+    """How long ``listen`` may record: the bot's maximum message length, never past what the
+    socket accepts (``max_duration_seconds``)."""
+    wanted = bot.max_message_seconds or DEFAULT_MAX_LENGTH_SECONDS
     return max(1, int(min(wanted, settings.max_duration_seconds)))
 
 
@@ -116,8 +121,35 @@ def stream_url(public_url: str, bot_id: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-def greeting_verb() -> dict[str, Any]:
-    return {"verb": "say", "text": GREETING_TEXT}
+def greeting_version(bot: Bot) -> str:
+    """Names the greeting in its URL, so that jambonz, which caches what it plays by URL,
+    never plays a replaced greeting: the stored greeting's own name, or ``default``."""
+    if bot.greeting_key is None:
+        return DEFAULT_GREETING
+    return bot.greeting_key.rsplit("/", 1)[-1].removesuffix(".wav")
+
+
+def greeting_path(bot_id: str, version: str) -> str:
+    return GREETING_PATH.format(bot_id=bot_id, version=version)
+
+
+def greeting_url(
+    public_url: str, bot_id: str, version: str, *, key: bytes, epoch: int, expires: int
+) -> str:
+    """The greeting's URL under ``public_url``, signed as media URLs are (revoked with them)
+    and valid until ``expires``."""
+    path = greeting_path(bot_id, version)
+    query = sign_path(path, key=key, epoch=epoch, expires=expires)
+    return f"{public_url.rstrip('/')}{path}?{query}"
+
+
+def verify_greeting_url(
+    bot_id: str, version: str, *, key: bytes, epoch: int, e: str, n: str, s: str, now: int
+) -> None:
+    """``Forbidden`` (or ``MediaExpired``) unless we signed this greeting URL, unexpired."""
+    verify_path_signature(
+        greeting_path(bot_id, version), key=key, epoch=epoch, e=e, n=n, s=s, now=now
+    )
 
 
 def application(
@@ -127,12 +159,13 @@ def application(
     username: str,
     password: str,
     max_length: int,
-    greeting: Mapping[str, Any] | None = None,
+    greeting: str,
 ) -> list[dict[str, Any]]:
-    """The verbs that take the call's voicemail (see the module's docstring)."""
+    """The verbs that take the call's voicemail (see the module's docstring); ``greeting``
+    is the greeting's URL."""
     return [
         {"verb": "answer"},
-        dict(greeting) if greeting is not None else greeting_verb(),
+        {"verb": "play", "url": greeting},
         {
             "verb": "listen",
             "url": stream,
