@@ -52,6 +52,52 @@ NO_STORE = {"Cache-Control": "no-store"}
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="voicemail"'}
 # HTTP Basic only: jambonz cannot send a JWT.
 BASIC_ONLY: dict[str, Any] = {"security": [{WS_BASIC: []}]}
+# What the document says of jambonz's call attributes (the route reads more leniently: any
+# other field is ignored; ``from``/``to`` may be numbers).
+_CALL_SID = {"type": "string", "pattern": r"^[!-~]{1,128}$"}
+_ATTRIBUTES = {
+    "call_sid": _CALL_SID,
+    "from": {"type": "string"},
+    "to": {"type": "string"},
+    "direction": {"type": "string"},
+}
+CALL_BODY: dict[str, Any] = {
+    **BASIC_ONLY,
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["call_sid"], "properties": _ATTRIBUTES}
+            }
+        },
+    },
+}
+CALL_QUERY: dict[str, Any] = {
+    **BASIC_ONLY,
+    "parameters": [
+        {"name": name, "in": "query", "required": name == "call_sid", "schema": schema}
+        for name, schema in _ATTRIBUTES.items()
+    ],
+}
+STATUS_BODY: dict[str, Any] = {
+    **BASIC_ONLY,
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "call_sid": _CALL_SID,
+                        "call_status": {"type": "string"},
+                        "sip_status": {"type": "integer"},
+                        "duration": {"type": "number"},
+                    },
+                }
+            }
+        },
+    },
+}
 
 
 def _authenticate(runtime: Runtime, authorization: str, bot_id: str) -> tuple[str, str]:
@@ -165,7 +211,7 @@ async def _answer_call(bot_id: str, request: Request, runtime: Runtime) -> JSONR
     summary="jambonz calling webhook (POST): the verbs that take a voicemail",
     description=_CALL_DESCRIPTION,
     responses=error_responses(*AUTHENTICATED, 404, 413),
-    openapi_extra=BASIC_ONLY,
+    openapi_extra=CALL_BODY,
 )
 async def jambonz_call(bot_id: BotId, request: Request, runtime: RuntimeDep) -> JSONResponse:
     return await _answer_call(bot_id, request, runtime)
@@ -176,7 +222,7 @@ async def jambonz_call(bot_id: BotId, request: Request, runtime: RuntimeDep) -> 
     summary="jambonz calling webhook (GET): the verbs that take a voicemail",
     description=_CALL_DESCRIPTION,
     responses=error_responses(*AUTHENTICATED, 404, 413),
-    openapi_extra=BASIC_ONLY,
+    openapi_extra=CALL_QUERY,
 )
 async def jambonz_call_by_get(bot_id: BotId, request: Request, runtime: RuntimeDep) -> JSONResponse:
     return await _answer_call(bot_id, request, runtime)
@@ -190,7 +236,7 @@ async def jambonz_call_by_get(bot_id: BotId, request: Request, runtime: RuntimeD
     "webhook.",
     responses={200: {"description": "Logged"}, **error_responses(*AUTHENTICATED, 404, 413)},
     response_class=Response,
-    openapi_extra=BASIC_ONLY,
+    openapi_extra=STATUS_BODY,
 )
 async def jambonz_status(bot_id: BotId, request: Request, runtime: RuntimeDep) -> Response:
     authorization = request.headers.get("authorization", "")
