@@ -52,19 +52,31 @@ class Verdict:
     message: str
 
 
-def validate(verbs: Any) -> Verdict:
-    """jambonz's own verdict on an application (a verb array)."""
+def _run_validator(payload: Any, *args: str) -> list[Verdict]:
     require_validator()
     done = subprocess.run(
-        ["node", str(VALIDATOR)],
-        input=json.dumps(verbs),
+        ["node", str(VALIDATOR), *args],
+        input=json.dumps(payload),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode in (0, 1), done.stderr
-    return Verdict(done.returncode == 0, done.stdout.strip())
+    return [Verdict(line == "valid", line) for line in done.stdout.splitlines()]
+
+
+def validate(verbs: Any) -> Verdict:
+    """jambonz's own verdict on an application (a verb array)."""
+    (verdict,) = _run_validator(verbs)
+    return verdict
+
+
+def validate_each(applications: list[Any]) -> list[Verdict]:
+    """jambonz's verdict on each of several applications, in one run of node."""
+    verdicts = _run_validator(applications, "--each")
+    assert len(verdicts) == len(applications)
+    return verdicts
 
 
 def basic_auth(username: str, password: str) -> dict[str, str]:

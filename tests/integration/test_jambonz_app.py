@@ -26,6 +26,7 @@ from tests.helpers.jambonz import (
     listen_verb,
     stream_as_jambonz,
     validate,
+    validate_each,
 )
 from tests.helpers.live_server import serving
 from tests.helpers.net import free_port
@@ -163,8 +164,9 @@ def test_the_validator_refuses_what_jambonz_refuses(client: TestClient, creds: C
         [verbs[0], {"verb": "play"}, *verbs[2:]],
         [{"verb": "voicemail"}],
     ]
-    for application in broken:
-        verdict = validate(application)
+    verdicts = validate_each([verbs, *broken])
+    assert verdicts[0].valid, verdicts[0].message
+    for application, verdict in zip(broken, verdicts[1:], strict=True):
         assert not verdict.valid, application
         assert verdict.message.startswith("invalid: ")
 
