@@ -26,6 +26,7 @@ from voicemail.db.migrate import upgrade
 from voicemail.inbox import routes as inbox_routes
 from voicemail.inbox.pages import STATIC_DIR, error_page
 from voicemail.jobs.worker import WorkerPool
+from voicemail.live import application as jambonz_routes
 from voicemail.live import socket as stream_routes
 from voicemail.media import routes as media_routes
 from voicemail.metrics import parse_listen, serve_metrics
@@ -109,6 +110,7 @@ def create_app(
     for prefix in ("/api", "/api/1.1"):
         app.include_router(voicemail_routes.router, prefix=prefix)
         app.include_router(stream_routes.router, prefix=prefix)
+    app.include_router(jambonz_routes.router, prefix="/api")
     app.include_router(media_routes.router, prefix="/api")
     app.include_router(webhook_routes.router, prefix="/api")
     app.include_router(health.router)

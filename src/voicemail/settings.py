@@ -305,6 +305,21 @@ class Settings(BaseSettings):
         "closes the socket with 1009); a message is held whole in memory. Gateways send "
         "tens of milliseconds of audio per message, a few KB; 1 MiB is 4 s at 64 kHz stereo",
     )
+    jambonz_max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="The largest request the jambonz application and call-status webhooks "
+        "read (a larger one is answered 413). jambonz posts the call's attributes and its "
+        "SIP INVITE, a few KB",
+    )
+    jambonz_greeting_url_ttl_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=24 * 3600,
+        description="How long the greeting URL in the jambonz calling webhook's `play` verb "
+        "stays valid (jambonz fetches it as the call is answered)",
+    )
     live_transcription_threads: int = Field(
         default=4,
         ge=1,

@@ -73,6 +73,8 @@ def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials
         "vocabulary": ["Acme", "WidgetPro"],
         "redact": ["card", "email"],
         "region": "US",
+        "greeting": "default",
+        "maxMessageSeconds": 180,
     }
     assert result.stderr == ""  # English and Spanish numbers are both read
     # Only what is given changes; "" clears.

@@ -52,6 +52,7 @@ def test_token_routes_declare_their_schemes_and_errors(document: dict[str, Any])
         (method, path, operation)
         for method, path, operation in operations(document)
         if path.startswith(("/api/public/", "/api/1.1/public/", "/api/admin/"))
+        and "/jambonz/" not in path
     ]
     assert len(secured) == 14
     for method, path, operation in secured:
@@ -68,6 +69,27 @@ def test_token_routes_declare_their_schemes_and_errors(document: dict[str, Any])
     }
     assert (schemes["bearer"]["type"], schemes["bearer"]["scheme"]) == ("http", "bearer")
     assert (schemes["wsBasic"]["type"], schemes["wsBasic"]["scheme"]) == ("http", "basic")
+
+
+def test_jambonz_webhooks_take_basic_credentials_only(document: dict[str, Any]) -> None:
+    jambonz = [
+        (method, path, operation)
+        for method, path, operation in operations(document)
+        if "/jambonz/" in path
+    ]
+    assert sorted((method, path) for method, path, _ in jambonz) == [
+        ("GET", "/api/public/bot/{botId}/jambonz/call"),
+        ("GET", "/api/public/bot/{botId}/jambonz/greeting/{version}.wav"),
+        ("POST", "/api/public/bot/{botId}/jambonz/call"),
+        ("POST", "/api/public/bot/{botId}/jambonz/status"),
+    ]
+    for method, path, operation in jambonz:
+        if path.endswith(".wav"):  # authorized by its signed URL, as media URLs are
+            assert "security" not in operation
+            assert {"400", "403", "404"} <= set(operation["responses"])
+            continue
+        assert operation["security"] == [{"wsBasic": []}], (method, path)
+        assert {"400", "401", "403", "404", "413", "429"} <= set(operation["responses"])
 
 
 def test_deposit_declares_too_large_and_not_multipart(document: dict[str, Any]) -> None:

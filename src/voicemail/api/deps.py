@@ -6,6 +6,8 @@ rate-limit charge (``Authenticator``)."""
 # types from its signature, and for an instance's ``__call__`` it cannot resolve them when
 # they are strings.
 
+import base64
+import binascii
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -17,6 +19,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from voicemail.auth import service as auth
+from voicemail.errors import InvalidCredentials
 from voicemail.metrics import Metrics
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
@@ -69,6 +72,23 @@ def token_from_headers(headers: Mapping[str, str]) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """An app's client id and secret from ``Authorization: Basic`` (jambonz's ``wsAuth`` and
+    its webhooks' credentials); None for another scheme; malformed Basic credentials are
+    refused (401)."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidCredentials() from None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon or not client_id or not secret:
+        raise InvalidCredentials()
+    return client_id, secret
 
 
 # The two ways to send the token, as OpenAPI security schemes (either one will do). They
@@ -144,6 +164,21 @@ class Authenticator:
             leeway=runtime.settings.jwt_leeway_seconds,
             admit=lambda caller: self.charge(runtime, caller),
         )
+
+    def authenticate_basic(
+        self, runtime: Runtime, session: Session, credentials: tuple[str, str], bot_id: str
+    ) -> auth.Caller:
+        """The same checks for an app's client id and secret (HTTP Basic), then the charge."""
+        caller = auth.authenticate_basic(
+            session,
+            box=runtime.box,
+            client_id=credentials[0],
+            client_secret=credentials[1],
+            bot_id=bot_id,
+            scope=self.scope,
+        )
+        self.charge(runtime, caller)
+        return caller
 
     def charge(self, runtime: Runtime, caller: auth.Caller) -> None:
         """Count an authenticated request against its account's limit in ``bucket``."""

@@ -75,6 +75,7 @@ def _as_served(schema: dict[str, Any]) -> dict[str, Any]:
     components.setdefault("securitySchemes", {})[WS_BASIC] = {
         "type": "http",
         "scheme": "basic",
-        "description": "The live-deposit WebSocket only: the app's client id and secret",
+        "description": "The live-deposit WebSocket and the jambonz webhooks "
+        "(`/api/public/bot/{botId}/jambonz/…`): the app's client id and secret",
     }
     return schema

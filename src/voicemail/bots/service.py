@@ -70,6 +70,8 @@ def get_bot(session: Session, *, bot_id: str) -> Bot:
 RETENTION_MIN_DAYS = 1
 RETENTION_MAX_DAYS = 7 * 365 + 2  # Kore's "up to 7 years", leap days included
 REDACTABLE = ("card", "ssn", "email")
+MIN_MESSAGE_SECONDS = 5
+MAX_MESSAGE_SECONDS = 600  # a SIP caller's message (sip.md: default 180 s, at most 600 s)
 MAX_VOCABULARY = 50
 MAX_TERM_CHARS = 64
 
@@ -97,6 +99,7 @@ def configure_bot(
     vocabulary: Sequence[str] | None = None,
     redact: Sequence[str] | None = None,
     region: str | None = None,
+    max_message_seconds: int | None = None,
 ) -> Bot:
     """Change a bot's transcription and lifecycle settings; None leaves a setting as it is,
     an empty list (or region "") clears it. Every value is checked before anything
@@ -131,8 +134,17 @@ def configure_bot(
             raise BadRequest(
                 f"Unknown region {region!r}: use an ISO 3166 country code such as US, GB, ES"
             )
+    if max_message_seconds is not None and not (
+        MIN_MESSAGE_SECONDS <= max_message_seconds <= MAX_MESSAGE_SECONDS
+    ):
+        raise BadRequest(
+            f"The maximum message length must be {MIN_MESSAGE_SECONDS} to "
+            f"{MAX_MESSAGE_SECONDS} seconds"
+        )
     if retention_days is not None:
         bot.retention_days = retention_days
+    if max_message_seconds is not None:
+        bot.max_message_seconds = max_message_seconds
     if languages is not None:
         bot.languages = list(languages)
     if vocabulary is not None:
@@ -156,6 +168,8 @@ def bot_settings(bot: Bot) -> dict[str, object]:
         "redact": list(bot.redact),
         "region": bot.region,
         "mailboxes": [row.mailbox for row in bot.mailboxes],
+        "greeting": "custom" if bot.greeting_key else "default",
+        "maxMessageSeconds": bot.max_message_seconds,
     }
 
 

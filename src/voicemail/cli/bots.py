@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -10,7 +11,7 @@ from rich.table import Column, Table
 from voicemail import admin
 from voicemail.audit import service as audit
 from voicemail.bots import service as bots
-from voicemail.cli.output import JsonOpt, emit, err, id_column
+from voicemail.cli.output import JsonOpt, emit, err, fail, id_column
 from voicemail.cli.runtime import run_in_transaction
 
 if TYPE_CHECKING:
@@ -55,6 +56,37 @@ def bots_list(as_json: JsonOpt = False) -> None:
     for bot in rows:
         table.add_row(bot.id, bot.name, bot.account_id)
     emit(as_json, payload, table)
+
+
+def _set_greeting(rt: Runtime, s: Any, bot_id: str, source: Path | None) -> None:
+    """The bot's greeting from ``source`` (None: the built-in one). Once the transaction
+    commits, the greeting the bot had is removed from storage; if it rolls back, the new
+    one is."""
+    from sqlalchemy import event
+
+    from voicemail.audio import AudioLimits
+    from voicemail.bots import greetings
+
+    bot, previous = greetings.set_greeting(
+        s,
+        rt.storage,
+        bot_id=bot_id,
+        source=source,
+        limits=AudioLimits.from_settings(rt.settings),
+        work_dir=rt.settings.scratch_dir,
+    )
+    new, storage = bot.greeting_key, rt.storage
+
+    def committed(session: Any) -> None:
+        if previous and previous != new:
+            storage.delete(previous)
+
+    def rolled_back(session: Any, transaction: Any) -> None:
+        if new and new != previous:
+            storage.delete(new)
+
+    event.listen(s, "after_commit", committed, once=True)
+    event.listen(s, "after_soft_rollback", rolled_back, once=True)
 
 
 def _csv_option(value: str | None) -> list[str] | None:
@@ -116,13 +148,29 @@ def bots_configure(
             "--clear-mailboxes", help="Remove the bot's mailboxes (before any --mailbox)."
         ),
     ] = False,
+    greeting: Annotated[
+        str | None,
+        typer.Option(
+            help="What SIP callers hear before the beep: an audio file (any format a deposit "
+            'accepts, at most 60 s), or "default" for the built-in greeting.'
+        ),
+    ] = None,
+    max_message_seconds: Annotated[
+        int | None,
+        typer.Option(help="The longest message a SIP caller may leave (5 to 600 s)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a bot's transcription and retention settings, its SIP mailboxes and its inbox
-    queue; prints them all (with queueId when --queue is given). Warns when an allowed
-    language's spoken numbers are not read (redaction and the call-back number then see
-    written digits only).
+    """Change a bot's transcription and retention settings, its SIP mailboxes, greeting and
+    message length, and its inbox queue; prints them all (with queueId when --queue is
+    given). Warns when an allowed language's spoken numbers are not read (redaction and the
+    call-back number then see written digits only).
     """
+    greeting_file: Path | None = None
+    if greeting is not None and greeting.strip().lower() != "default":
+        greeting_file = Path(greeting)
+        if not greeting_file.is_file():
+            fail(f"no such greeting file: {greeting}")
 
     def action(rt: Runtime, s: Any) -> dict[str, object]:
         if queue is not None:
@@ -136,9 +184,12 @@ def bots_configure(
             vocabulary=_csv_option(vocabulary),
             redact=_csv_option(redact),
             region=region,
+            max_message_seconds=max_message_seconds,
         )
         if mailbox or clear_mailboxes:
             bot = bots.set_mailboxes(s, bot_id=bot_id, add=mailbox or (), clear=clear_mailboxes)
+        if greeting is not None:  # after the checks: nothing is stored for a refused change
+            _set_greeting(rt, s, bot_id, greeting_file)
         settings = bots.bot_settings(bot)
         audit.record_change(
             s, actor=audit.CLI, action=audit.BOT_CONFIGURE, bot_id=bot.id, **settings

@@ -62,6 +62,11 @@ class Bot(Base):
     region: Mapped[str | None] = mapped_column(String(2))
     # The inbox queue its new voicemails land in (None: the account's unqueued voicemails).
     queue_id: Mapped[str | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
+    # What a SIP caller hears before the beep (`bots.greetings`): the storage key of the
+    # greeting we decoded, None for the built-in one.
+    greeting_key: Mapped[str | None] = mapped_column(String(400))
+    # The longest message a SIP caller may leave; the call is ended at it.
+    max_message_seconds: Mapped[int] = mapped_column(Integer, default=180, server_default="180")
 
     account: Mapped[Account] = relationship(lazy="joined")
     # The SIP mailbox numbers and aliases that reach it (`bots configure --mailbox`).

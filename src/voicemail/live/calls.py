@@ -114,6 +114,16 @@ def _text_field(data: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
+def check_call_sid(value: str | None, *, name: str = "callSid") -> str:
+    """A gateway's call id: required, at most ``CALL_SID_MAX`` printable characters."""
+    if value is None or not value.strip():
+        raise BadRequest(f"'{name}' is required")
+    call_sid = value.strip()
+    if len(call_sid) > CALL_SID_MAX or any(ord(ch) < 33 for ch in call_sid):
+        raise BadRequest(f"'{name}' must be at most {CALL_SID_MAX} printable characters")
+    return call_sid
+
+
 def parse_metadata(text: str) -> CallMetadata:
     """Validate the first frame: ``callSid`` (required), ``from``, ``to``, ``sampleRate``
     (default 8000, jambonz's), ``mixType`` (default mono), and the optional custom
@@ -129,12 +139,7 @@ def parse_metadata(text: str) -> CallMetadata:
         custom = {}
     if not isinstance(custom, dict):
         raise BadRequest("'metadata' must be a JSON object")
-    call_sid = _text_field(data, "callSid")
-    if call_sid is None or not call_sid.strip():
-        raise BadRequest("'callSid' is required")
-    call_sid = call_sid.strip()
-    if len(call_sid) > CALL_SID_MAX or any(ord(ch) < 33 for ch in call_sid):
-        raise BadRequest(f"'callSid' must be at most {CALL_SID_MAX} printable characters")
+    call_sid = check_call_sid(_text_field(data, "callSid"))
     sample_rate = data.get("sampleRate", 8000)
     if isinstance(sample_rate, str) and sample_rate.isdigit():
         sample_rate = int(sample_rate)

@@ -48,8 +48,6 @@ transcribed. ``mono`` and ``mixed`` are one channel, kept as is.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -60,11 +58,10 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
 
-from voicemail.api.deps import DEPOSIT, BotId, token_from_headers
+from voicemail.api.deps import DEPOSIT, BotId, basic_credentials, token_from_headers
 from voicemail.api.envelope import error_response
-from voicemail.auth import service as auth
 from voicemail.db.base import utcnow
-from voicemail.errors import BadRequest, InvalidCredentials, ServiceUnavailable, VoicemailError
+from voicemail.errors import BadRequest, ServiceUnavailable, VoicemailError
 from voicemail.live import calls
 from voicemail.live.connection import Connection, end_call, open_call
 from voicemail.runtime import Runtime
@@ -90,36 +87,14 @@ def _reason(text: str) -> str:
     return text.encode()[:_REASON_BYTES].decode(errors="ignore")
 
 
-def _basic_credentials(authorization: str) -> tuple[str, str] | None:
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidCredentials() from None
-    client_id, colon, secret = decoded.partition(":")
-    if not colon or not client_id or not secret:
-        raise InvalidCredentials()
-    return client_id, secret
-
-
 def _authenticate(runtime: Runtime, headers: Headers, bot_id: str) -> None:
     """The upload path's checks and deposit rate limit, for a JWT or Basic credentials."""
-    basic = _basic_credentials(headers.get("authorization", ""))
+    basic = basic_credentials(headers.get("authorization", ""))
     with runtime.read_sessions() as session:
         if basic is None:
             DEPOSIT.authenticate(runtime, session, token_from_headers(headers), bot_id)
-            return
-        caller = auth.authenticate_basic(
-            session,
-            box=runtime.box,
-            client_id=basic[0],
-            client_secret=basic[1],
-            bot_id=bot_id,
-            scope=DEPOSIT.scope,
-        )
-    DEPOSIT.charge(runtime, caller)
+        else:
+            DEPOSIT.authenticate_basic(runtime, session, basic, bot_id)
 
 
 async def _deny(websocket: WebSocket, exc: VoicemailError) -> None:

@@ -91,23 +91,37 @@ def decode_signature(value: str) -> bytes:
         raise Forbidden("Invalid media URL signature") from exc
 
 
+def sign_path(path: str, *, key: bytes, epoch: int, expires: int) -> str:
+    """The query (``e``, ``n``, ``s``) that signs ``path`` until ``expires``."""
+    nonce = secrets.randbelow(2**32)
+    signature = encode_signature(_digest(key, epoch, path, expires, nonce))
+    return f"e={expires}&n={nonce}&s={quote(signature, safe='')}"
+
+
+def verify_path_signature(
+    path: str, *, key: bytes, epoch: int, e: str, n: str, s: str, now: int
+) -> None:
+    """Raise ``Forbidden`` (or ``MediaExpired``) unless ``path`` was signed by us, unrevoked
+    and unexpired."""
+    if not (_NUMBER_RE.fullmatch(e) and _NUMBER_RE.fullmatch(n)):
+        raise Forbidden("Invalid media URL")
+    expected = _digest(key, epoch, path, int(e), int(n))
+    if not hmac.compare_digest(expected, decode_signature(s)):
+        raise Forbidden("Invalid media URL signature")
+    # Checked after the signature so an attacker learns nothing from forged expiries.
+    if int(e) < now:
+        raise MediaExpired("This media URL has expired; fetch the voicemail again for a new one")
+
+
 def sign_media_url(
     location: MediaLocation, *, key: bytes, epoch: int, base_url: str, expires: int
 ) -> str:
-    nonce = secrets.randbelow(2**32)
-    signature = encode_signature(_digest(key, epoch, location.path, expires, nonce))
-    return f"{base_url}{location.path}?e={expires}&n={nonce}&s={quote(signature, safe='')}"
+    query = sign_path(location.path, key=key, epoch=epoch, expires=expires)
+    return f"{base_url}{location.path}?{query}"
 
 
 def verify_media_signature(
     location: MediaLocation, *, key: bytes, epoch: int, e: str, n: str, s: str, now: int
 ) -> None:
     """Raise ``Forbidden`` (or ``MediaExpired``) unless the URL was signed by us, unrevoked."""
-    if not (_NUMBER_RE.fullmatch(e) and _NUMBER_RE.fullmatch(n)):
-        raise Forbidden("Invalid media URL")
-    expected = _digest(key, epoch, location.path, int(e), int(n))
-    if not hmac.compare_digest(expected, decode_signature(s)):
-        raise Forbidden("Invalid media URL signature")
-    # Checked after the signature so an attacker learns nothing from forged expiries.
-    if int(e) < now:
-        raise MediaExpired("This media URL has expired; fetch the voicemail again for a new one")
+    verify_path_signature(location.path, key=key, epoch=epoch, e=e, n=n, s=s, now=now)

@@ -1,7 +1,7 @@
 """bot mailboxes: the SIP mailbox numbers and aliases of a bot
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-03 06:00:00.000000
 
 A call to ``sip:<mailbox>@…``, or one forwarded from that number (Diversion,
@@ -17,7 +17,7 @@ from alembic import op
 import voicemail.db.base
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
