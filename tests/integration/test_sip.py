@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from tests.helpers.clips import Clip, audio_dir, clip_by_name, missing_audio_reason, read_manifest
-from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_udp_port
 from tests.helpers.processes import Service, embedded_service
+from tests.helpers.sip import PROMPT_SECONDS
 from tests.helpers.waiting import wait_until
 from tests.services import unavailable
 
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.no_sql, pytest.mark.model]
 
 SCENARIOS = Path(__file__).parent.parent / "sip"
 CLIP = "ast_vm-intro"
-BEEP_SECONDS = 0.5  # voicemail.sip.endpoint.BEEP_MS
+BEEP_SECONDS = PROMPT_SECONDS  # the greeting, then the beep
 SIPP_TIMEOUT = 60
 
 
@@ -147,9 +147,9 @@ def test_a_call_leaves_a_transcribed_voicemail(sip: Sip) -> None:
     assert recording["durationSeconds"] == pytest.approx(call_seconds - BEEP_SECONDS, abs=0.2)
     assert body["transcriptionStatus"] == "completed"
     [doc] = body["transcriptions"]
-    text = doc["components"][0]["data"]["text"]
-    # The beep cuts the clip's first half second: its first word or two may be missing.
-    assert word_error_rate(clip.reference, text) < 0.35, text
+    # The greeting and the beep cover the clip's first half: what is left is transcribed
+    # (test_sip_call compares a whole message with its reference).
+    assert doc["components"][0]["data"]["text"].strip()
 
 
 def test_an_unknown_mailbox_is_not_found(sip: Sip) -> None:
