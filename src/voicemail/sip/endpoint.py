@@ -15,6 +15,7 @@ RTP). REFER is declined. OPTIONS is answered 200 by PJSIP itself.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 EVENTS_MS = 20  # how long one turn of the SIP thread waits for events
+GIL_SWITCH_SECONDS = 0.001
 _ANY_HOSTS = ("0.0.0.0", "::")  # noqa: S104
 
 
@@ -148,6 +150,10 @@ class SipEndpoint:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start, and return once the transports listen; raises what kept them from it."""
+        # The media clock's thread runs the calls' frame callbacks (Python) every 20 ms: a
+        # thread holding the GIL hands it over after this long (default 5 ms), so a busy
+        # process (a transcription, a request) delays a tick less.
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_SECONDS))
         self.recorder.start()
         self._thread.start()
         if not self._ready.wait(timeout):
