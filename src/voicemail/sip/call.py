@@ -137,6 +137,26 @@ class CallLimits:
     rtp_timeout_seconds: float
 
 
+class Ports:
+    """The bridge ports of a process's calls, made as calls need them and never destroyed:
+    a port's Python object must outlive every call of the media clock into it, and a
+    port removed from the bridge while the clock runs could still be called."""
+
+    def __init__(self) -> None:
+        self.idle: list[CallAudio] = []
+        self.made = 0
+
+    def take(self) -> CallAudio:
+        if self.idle:
+            return self.idle.pop()
+        self.made += 1
+        return CallAudio(f"vm{self.made}")
+
+    def give_back(self, port: CallAudio) -> None:
+        port.release()
+        self.idle.append(port)
+
+
 def _rms(pcm: bytes) -> float:
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
     return float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
@@ -145,50 +165,59 @@ def _rms(pcm: bytes) -> float:
 class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
     """The greeting and beep out, the message in, the goodbye out; see the module."""
 
-    def __init__(
-        self,
-        plan: CallPlan,
-        limits: CallLimits,
-        begin: Callable[[], RecordedCall],
-        *,
-        name: str,
-    ) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
-        prompt = plan.greeting + BEEP
-        # Made once: a tick of the media clock only hands one over.
-        self.prompt = [
-            pj.ByteVector(prompt[start : start + FRAME_BYTES])
-            for start in range(0, len(prompt), FRAME_BYTES)
-        ]
-        self.prompt_frames = len(self.prompt)
-        self.beep_frame = len(plan.greeting) // FRAME_BYTES
-        self.max_frames = plan.max_message_seconds * FRAMES_PER_SECOND
-        self.silence_frames = math.ceil(limits.silence_seconds * FRAMES_PER_SECOND)
-        self.rtp_timeout = limits.rtp_timeout_seconds
-        self.begin = begin
         self.name = name
         self.lock = threading.Lock()
-        self.recording: RecordedCall | None = None
-        self.played = 0  # frames asked of us (the media clock's ticks)
-        self.heard = 0  # frames of the caller's given to us
-        self.recorded = 0  # frames of the message
-        self.spoke = False
-        self.quiet = 0  # frames since the caller last spoke
-        self.held = False
-        self.closed = False  # the call is over: nothing more is recorded
-        self.ending: str | None = None
-        self.ended_at = 0.0  # monotonic, when ``ending`` was set
-        self.goodbye: list[Any] = []
-        self.goodbye_sent = 0
-        self.hang_up_now = threading.Event()  # the SIP thread sends our BYE
-        self.audio: Any = None  # the caller's stream on the bridge
-        self.rtp_packets = -1
-        self.rtp_seen_at = time.monotonic()
-        self.rtp_checked_at = 0.0
-        self.started = time.monotonic()
+        self.active = False  # between ``start`` and ``release``: a call's
+        self.closed = True
         audio_format = pj.MediaFormatAudio()
         audio_format.init(pj.PJMEDIA_FORMAT_PCM, CLOCK_RATE, 1, FRAME_MS * 1000, 16, 0, 0)
         self.createPort(name, audio_format)
+
+    def start(self, plan: CallPlan, limits: CallLimits, begin: Callable[[], RecordedCall]) -> None:
+        """Serve a new call (the port is idle)."""
+        prompt = plan.greeting + BEEP
+        # Made once: a tick of the media clock only hands one over.
+        vectors = [
+            pj.ByteVector(prompt[start : start + FRAME_BYTES])
+            for start in range(0, len(prompt), FRAME_BYTES)
+        ]
+        with self.lock:
+            self.prompt = vectors
+            self.prompt_frames = len(self.prompt)
+            self.beep_frame = len(plan.greeting) // FRAME_BYTES
+            self.max_frames = plan.max_message_seconds * FRAMES_PER_SECOND
+            self.silence_frames = math.ceil(limits.silence_seconds * FRAMES_PER_SECOND)
+            self.rtp_timeout = limits.rtp_timeout_seconds
+            self.begin = begin
+            self.recording: RecordedCall | None = None
+            self.played = 0  # frames asked of us (the media clock's ticks)
+            self.heard = 0  # frames of the caller's given to us
+            self.recorded = 0  # frames of the message
+            self.spoke = False
+            self.quiet = 0  # frames since the caller last spoke
+            self.held = False
+            self.closed = False  # the call is over: nothing more is recorded
+            self.ending: str | None = None
+            self.ended_at = 0.0  # monotonic, when ``ending`` was set
+            self.goodbye: list[Any] = []
+            self.goodbye_sent = 0
+            self.hang_up_now = threading.Event()  # the SIP thread sends our BYE
+            self.audio: Any = None  # the caller's stream on the bridge
+            self.rtp_packets = -1
+            self.rtp_seen_at = time.monotonic()
+            self.rtp_checked_at = 0.0
+            self.started = time.monotonic()
+            self.active = True
+
+    def release(self) -> None:
+        """The call is over and forgotten: the port idles until the next call."""
+        with self.lock:
+            self.active = False
+            self.closed = True
+            self.prompt, self.goodbye, self.recording = [], [], None
+            self.audio = None
 
     # On the SIP thread -------------------------------------------------------------------
 
@@ -219,7 +248,7 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
     def tick(self, call: Any) -> bool:
         """The SIP thread's turn: checks the caller's RTP; True when we must hang up."""
         now = time.monotonic()
-        if now - self.rtp_checked_at >= RTP_CHECK_SECONDS:
+        if self.ending is None and now - self.rtp_checked_at >= RTP_CHECK_SECONDS:
             self.rtp_checked_at = now
             packets = self._rtp_packets(call)
             if packets != self.rtp_packets or self.held:
@@ -267,6 +296,9 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
 
     def onFrameRequested(self, frame: Any) -> None:
         with self.lock:
+            if not self.active:
+                frame.type, frame.size = pj.PJMEDIA_FRAME_TYPE_NONE, 0
+                return
             position = self.played
             self.played += 1
             if position < self.prompt_frames:
@@ -290,6 +322,8 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
 
     def onFrameReceived(self, frame: Any) -> None:
         with self.lock:
+            if not self.active:
+                return
             self.heard += 1
             if self.heard <= self.prompt_frames or self.recording is None:
                 return  # over the greeting and the beep

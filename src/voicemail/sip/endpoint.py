@@ -34,6 +34,7 @@ from voicemail.sip.call import (
     CallAudio,
     CallLimits,
     CallPlan,
+    Ports,
     call_plan,
     configure_codecs,
 )
@@ -82,11 +83,11 @@ class _Call(pj.Call):  # type: ignore[misc]
         if self.media is None:
             assert self.bot_id is not None and self.meta is not None and self.plan is not None
             bot_id, meta, recorder = self.bot_id, self.meta, self.account.endpoint.recorder
-            self.media = CallAudio(
+            self.media = self.account.endpoint.ports.take()
+            self.media.start(
                 self.plan,
                 self.account.endpoint.call_limits,
                 lambda: recorder.begin(bot_id=bot_id, meta=meta),
-                name=f"call{self.getId()}",
             )
         # Also on a re-INVITE (hold, resume, codec): the stream may have a new slot.
         self.media.media_changed(self)
@@ -135,6 +136,7 @@ class SipEndpoint:
         self.networks = parse_networks(settings.sip_allowed_networks)
         self.max_calls = settings.sip_max_calls
         self.recorder = CallRecorder(runtime)
+        self.ports = Ports()  # outlives the SIP thread: see ``call.Ports``
         self.call_limits = CallLimits(
             silence_seconds=settings.sip_silence_seconds,
             rtp_timeout_seconds=settings.sip_rtp_timeout_seconds,
@@ -248,6 +250,7 @@ class SipEndpoint:
         finally:
             self._ready.set()
             self.calls.clear()
+            self.ports = Ports()  # the calls are over: their ports go before the library
             del account
             endpoint.libDestroy()
 
@@ -301,8 +304,10 @@ class SipEndpoint:
         for call_id, call in list(self.calls.items()):
             if call.disconnected:
                 del self.calls[call_id]
+                if call.media is not None:
+                    self.ports.give_back(call.media)
                 continue
-            if call.media is not None and call.media.tick(call) and not call.hung_up:
+            if call.media is not None and not call.hung_up and call.media.tick(call):
                 call.hung_up = True
                 call.hangup(pj.CallOpParam(True))
 
