@@ -15,14 +15,23 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import JSON, Engine, column, insert, inspect, select, table
+from sqlalchemy import JSON, Engine, MetaData, Table, column, insert, inspect, select, table
 
 from voicemail.bots import service as bots
 from voicemail.db import models
-from voicemail.db.base import Base, UTCDateTime, utcnow
+from voicemail.db.base import Base
 from voicemail.db.engine import make_engine, make_sessionmaker
 from voicemail.db.fulltext import is_index_object
 from voicemail.db.migrate import alembic_config, downgrade, upgrade
+
+
+def insert_as_is(engine: Engine, table_name: str, **values: object) -> None:
+    """A row in table ``table_name`` as the database has it now (reflected), whatever the models
+    say: for data written at an older revision."""
+    with engine.begin() as conn:
+        reflected = Table(table_name, MetaData(), autoload_with=conn)
+        conn.execute(insert(reflected).values(**values))
+
 
 TABLES = {table.name for table in Base.metadata.sorted_tables}
 # webhook_deliveries as revision 0003 made it.
@@ -161,39 +170,37 @@ def test_0006_files_deliveries_under_their_voicemail_and_redacts_those_of_delete
     """Deliveries written before 0006 learn their voicemail from their body; those of a
     voicemail deleted before the upgrade keep no copy of its data (pending ones cancelled)."""
     upgrade(empty_database_url, "0005")
-    sessions = make_sessionmaker(engine)
-    with sessions.begin() as session:
-        # The bot as 0005 has it (the model has columns of later revisions).
-        account = bots.default_account(session)
-        bot_id = "st-before-0006"
-        session.execute(
-            insert(
-                table(
-                    "bots",
-                    *(column(name) for name in ("id", "account_id", "name")),
-                    column("created_at", UTCDateTime),
-                )
-            ).values(id=bot_id, account_id=account.id, name="Before 0006", created_at=utcnow())
-        )
-        call = models.CallSession(bot_id=bot_id, session_id="67aa38026e199c8f470e0401")
-        session.add(call)
-        session.flush()
-        session.add(
-            models.Voicemail(
-                id="f-kept",
-                session_pk=call.id,
-                bot_id=bot_id,
-                seq=1,
-                storage_key="k",
-                audio_sha256="0" * 64,
-                duration_seconds=1.0,
-                sample_rate=8000,
-                size_bytes=1,
-                source_format="wav",
-                message_id="ms-1",
-                component_id="cp-1",
-            )
-        )
+    # Rows written as 0005 has its tables (the models have columns of later revisions).
+    now = datetime.now(UTC)
+    bot_id = "st-before"
+    insert_as_is(engine, "accounts", id="o-before", name="default", created_at=now)
+    insert_as_is(engine, "bots", id=bot_id, account_id="o-before", name="B", created_at=now)
+    insert_as_is(
+        engine,
+        "sessions",
+        id=1,
+        bot_id=bot_id,
+        session_id="67aa38026e199c8f470e0401",
+        created_at=now,
+    )
+    insert_as_is(
+        engine,
+        "voicemails",
+        id="f-kept",
+        session_pk=1,
+        bot_id=bot_id,
+        seq=1,
+        status="stored",
+        storage_key="k",
+        audio_sha256="0" * 64,
+        duration_seconds=1.0,
+        sample_rate=8000,
+        size_bytes=1,
+        source_format="wav",
+        message_id="ms-1",
+        component_id="cp-1",
+        created_at=now,
+    )
     # The subscription as 0005 has it (the model has columns of later revisions).
     subscription = table(
         "webhook_subscriptions",
@@ -242,7 +249,7 @@ def test_0006_files_deliveries_under_their_voicemail_and_redacts_those_of_delete
 
     upgrade(empty_database_url)
 
-    with sessions() as session:
+    with make_sessionmaker(engine)() as session:
         found = session.scalars(
             select(models.WebhookDelivery).order_by(models.WebhookDelivery.id)
         ).all()
