@@ -124,6 +124,8 @@ def test_bots_and_apps_admin(cli: Cli, tmp_path: Path) -> None:
         "vocabulary": [],
         "redact": [],
         "region": None,
+        "greeting": "default",
+        "maxMessageSeconds": 180,
     }
     assert listed == {"bots": [{**bot, **defaults}]}
 
