@@ -19,6 +19,10 @@ short):
 A hold (the caller's re-INVITE) keeps the call and its recording; while held, neither the
 silence nor the RTP timeout runs. The caller's stream may come back on another bridge slot:
 ``media_changed`` connects it again.
+
+The ports are pooled (``Ports``), never destroyed while the endpoint runs: the media clock
+may still be calling into a port the SIP thread lets go of, and a port's Python object
+freed meanwhile crashes the process.
 """
 
 from __future__ import annotations
@@ -168,6 +172,7 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
+        self.call_sid = ""  # the call it serves, for the log
         self.lock = threading.Lock()
         self.active = False  # between ``start`` and ``release``: a call's
         self.closed = True
@@ -175,8 +180,15 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
         audio_format.init(pj.PJMEDIA_FORMAT_PCM, CLOCK_RATE, 1, FRAME_MS * 1000, 16, 0, 0)
         self.createPort(name, audio_format)
 
-    def start(self, plan: CallPlan, limits: CallLimits, begin: Callable[[], RecordedCall]) -> None:
-        """Serve a new call (the port is idle)."""
+    def start(
+        self,
+        plan: CallPlan,
+        limits: CallLimits,
+        begin: Callable[[], RecordedCall],
+        *,
+        call_sid: str,
+    ) -> None:
+        """Serve a new call (the port is idle); ``call_sid`` names it in the log."""
         prompt = plan.greeting + BEEP
         # Made once: a tick of the media clock only hands one over.
         vectors = [
@@ -184,6 +196,7 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
             for start in range(0, len(prompt), FRAME_BYTES)
         ]
         with self.lock:
+            self.call_sid = call_sid
             self.prompt = vectors
             self.prompt_frames = len(self.prompt)
             self.beep_frame = len(plan.greeting) // FRAME_BYTES
@@ -230,7 +243,10 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
                 continue
             held = media.status in (pj.PJSUA_CALL_MEDIA_REMOTE_HOLD, pj.PJSUA_CALL_MEDIA_NONE)
             if held != self.held:
-                log.info("SIP call held" if held else "SIP call resumed", extra={"call": self.name})
+                log.info(
+                    "SIP call held" if held else "SIP call resumed",
+                    extra={"call_sid": self.call_sid},
+                )
             self.held = held
             if media.status in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
                 self.audio = call.getAudioMedia(media.index)
@@ -282,7 +298,7 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
             log.info(
                 "SIP call audio",
                 extra={
-                    "call": self.name,
+                    "call_sid": self.call_sid,
                     "played": self.played,
                     "heard": self.heard,
                     "recorded": self.recorded,
@@ -354,7 +370,7 @@ class CallAudio(pj.AudioMediaPort):  # type: ignore[misc]
         log.info(
             "SIP call ending",
             extra={
-                "call": self.name,
+                "call_sid": self.call_sid,
                 "reason": reason,
                 "seconds": self.recorded / FRAMES_PER_SECOND,
             },

@@ -88,6 +88,7 @@ class _Call(pj.Call):  # type: ignore[misc]
                 self.plan,
                 self.account.endpoint.call_limits,
                 lambda: recorder.begin(bot_id=bot_id, meta=meta),
+                call_sid=meta.call_sid,
             )
         # Also on a re-INVITE (hold, resume, codec): the stream may have a new slot.
         self.media.media_changed(self)
