@@ -601,6 +601,20 @@ class Settings(BaseSettings):
         default="20000-20999",
         description="The UDP ports of the calls' audio (RTP), first-last, both included",
     )
+    sip_silence_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A SIP call is ended (its message kept) after this long without speech, "
+        "once the caller spoke",
+    )
+    sip_rtp_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="A SIP call whose caller sends no audio (RTP) for this long is ended, its "
+        "message kept (a dead caller leg; not while the caller holds the call)",
+    )
     sip_allowed_networks: str = Field(
         default="127.0.0.0/8,::1",
         description="CIDRs of the PBXs and SBCs that may call; other sources get 403",

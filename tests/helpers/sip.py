@@ -11,21 +11,33 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
+import numpy as np
 
 from tests.helpers.clips import Clip
 from tests.helpers.net import free_udp_port
 from tests.helpers.processes import Service
 from tests.services import unavailable
+from voicemail.bots.greetings import default_greeting
+from voicemail.sip.call import BEEP_MS, CLOCK_RATE, FRAME_BYTES, pcm_at_clock_rate
 
 SCENARIOS = Path(__file__).parent.parent / "sip"
-BEEP_SECONDS = 0.5  # voicemail.sip.endpoint.BEEP_MS
 SIPP_TIMEOUT = 60
+# What a caller hears before the message is recorded: the built-in greeting, then the beep.
+GREETING_SECONDS = len(pcm_at_clock_rate(default_greeting())) / (CLOCK_RATE * 2)
+PROMPT_SECONDS = GREETING_SECONDS + BEEP_MS / 1000
+assert FRAME_BYTES == 320
+POUND_PCAP = Path("/usr/share/sip-tester/dtmf_2833_pound.pcap")  # RFC 2833, payload type 101
+
+PCMU = "m=audio [media_port] RTP/AVP 0 101\na=rtpmap:0 PCMU/8000"
+PCMA = "m=audio [media_port] RTP/AVP 8 101\na=rtpmap:8 PCMA/8000"
+G722 = "m=audio [media_port] RTP/AVP 9 101\na=rtpmap:9 G722/8000"
+TELEPHONE_EVENT = "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15"
 
 
 @dataclass
@@ -148,3 +160,249 @@ def calls_answered(log: Path) -> int:
     """The calls a SIP process's JSON log shows answered (200)."""
     lines = log.read_text(errors="replace").splitlines()
     return sum(1 for line in lines if '"SIP call"' in line and '"status": 200' in line)
+
+
+def headerless_g711(clip: Clip, folder: Path, law: str = "mulaw") -> tuple[Path, float]:
+    """The clip's samples as headerless G.711 (``mulaw`` or ``alaw``) in ``folder``, and its
+    seconds."""
+    with av.open(str(clip.telephone)) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=8000)
+        chunks = [
+            out.to_ndarray().reshape(-1)
+            for frame in container.decode(stream)
+            for out in resampler.resample(frame)
+        ]
+    pcm = np.concatenate(chunks).astype("<i2")
+    path = folder / f"{clip.name}.{law}"
+    with av.open(str(path), "w", format=law) as out:
+        encoded: Any = out.add_stream(f"pcm_{law}", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        for packet in encoded.encode(frame):
+            out.mux(packet)
+        for packet in encoded.encode(None):
+            out.mux(packet)
+    return path, path.stat().st_size / 8000
+
+
+def fetch(sip: Sip, session: str, *, transcription: bool = False) -> httpx.Response:
+    with httpx.Client(base_url=sip.service.url, timeout=30) as client:
+        return client.get(
+            f"/api/public/bot/{sip.bot}/voicemail",
+            params={"sessionId": session, "transcription": str(transcription).lower()},
+            headers={"auth": sip.token},
+        )
+
+
+def transcribed(sip: Sip, session: str, timeout: float = 180) -> dict[str, Any]:
+    """The session's voicemails once transcribed, through the Kore fetch API."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = fetch(sip, session, transcription=True)
+        if response.status_code == 200:
+            body: dict[str, Any] = response.json()
+            if body.get("transcriptionStatus") in ("completed", "failed"):
+                return body
+            assert body["status"] != "media_unavailable", body  # dropped: it never will be
+        else:
+            assert response.status_code == 404, response.text  # not stored yet
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.25)
+
+
+def stored_seconds(sip: Sip, session: str, timeout: float = 60) -> float:
+    """The duration of the session's one stored voicemail, once stored."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = fetch(sip, session)
+        if response.status_code == 200 and response.json()["status"] == "success":
+            [recording] = response.json()["voicemail recording"]
+            return float(recording["durationSeconds"])
+        if response.status_code == 200:
+            assert response.json()["status"] != "media_unavailable", response.text
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.25)
+
+
+_FROM = 'From: "Caller" <sip:+15551230000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
+_TO = "To: <sip:[service]@[remote_ip]:[remote_port]>"
+_SDP = """v=0
+o=user1 53655765 {version} IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+{media}
+{telephone_event}
+a={direction}
+"""
+
+
+@dataclass
+class Scenario:
+    """A caller's sipp scenario: an INVITE offering ``media`` (an SDP m= line and its
+    rtpmaps; telephone-event is added), answered 200 and ACKed, then the steps added."""
+
+    name: str
+    media: str = PCMU
+    session_id: str = ""
+    steps: list[str] = field(default_factory=list)
+    cseq: int = 1
+    expect_in_answer: str | None = None  # a regular expression the 200's SDP must match
+
+    def _request(self, method: str, body: str = "", extra: str = "") -> str:
+        self.cseq += 1
+        headers = [
+            f"{method} [next_url] SIP/2.0",
+            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+            _FROM,
+            f"{_TO}[peer_tag_param]",
+            "Call-ID: [call_id]",
+            f"CSeq: {self.cseq} {method}",
+            "Contact: <sip:sipp@[local_ip]:[local_port]>",
+            "Max-Forwards: 70",
+            *([extra] if extra else []),
+            "Content-Length: [len]",
+        ]
+        return "\n".join(headers) + "\n\n" + body
+
+    def _send(self, text: str, retrans: bool = True) -> str:
+        attribute = ' retrans="500"' if retrans else ""
+        return f"<send{attribute}><![CDATA[\n\n{text}\n]]></send>"
+
+    def _sdp(self, direction: str = "sendrecv", version: int = 1) -> str:
+        return _SDP.format(
+            version=version,
+            media=self.media,
+            telephone_event=TELEPHONE_EVENT,
+            direction=direction,
+        )
+
+    def _ack(self, cseq: int) -> str:
+        return self._send(
+            "\n".join(
+                [
+                    "ACK [next_url] SIP/2.0",
+                    "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+                    _FROM,
+                    f"{_TO}[peer_tag_param]",
+                    "Call-ID: [call_id]",
+                    f"CSeq: {cseq} ACK",
+                    "Contact: <sip:sipp@[local_ip]:[local_port]>",
+                    "Max-Forwards: 70",
+                    "Content-Length: 0",
+                ]
+            )
+            + "\n",
+            retrans=False,
+        )
+
+    def pause(self, seconds: float) -> Scenario:
+        self.steps.append(f'<pause milliseconds="{round(seconds * 1000)}"/>')
+        return self
+
+    def stream(self, path: Path, payload_type: int = 0) -> Scenario:
+        """Start streaming ``path`` (headerless G.711) as RTP; the scenario goes on."""
+        self.steps.append(
+            f'<nop><action><exec rtp_stream="{path.name},1,{payload_type}"/></action></nop>'
+        )
+        return self
+
+    def pound_rfc2833(self) -> Scenario:
+        self.steps.append(f'<nop><action><exec play_pcap_audio="{POUND_PCAP}"/></action></nop>')
+        return self
+
+    def pound_info(self) -> Scenario:
+        self.steps.append(
+            self._send(
+                self._request(
+                    "INFO", "Signal=#\nDuration=160\n", "Content-Type: application/dtmf-relay"
+                )
+            )
+        )
+        self.steps.append('<recv response="200"/>')
+        return self
+
+    def reinvite(self, direction: str) -> Scenario:
+        """A re-INVITE: ``sendonly`` holds the call, ``sendrecv`` resumes it."""
+        sdp = self._sdp(direction, version=self.cseq + 1)
+        invite = self._request("INVITE", sdp, "Content-Type: application/sdp")
+        self.steps += [
+            self._send(invite),
+            '<recv response="100" optional="true"/>',
+            '<recv response="200"/>',
+            self._ack(self.cseq),
+        ]
+        return self
+
+    def refer(self, status: int) -> Scenario:
+        """A REFER (blind transfer), answered ``status``."""
+        refer = self._request("REFER", "", "Refer-To: <sip:+15559990000@[remote_ip]>")
+        self.steps += [self._send(refer), f'<recv response="{status}"/>']
+        return self
+
+    def hang_up(self) -> Scenario:
+        self.steps += [self._send(self._request("BYE")), '<recv response="200" crlf="true"/>']
+        return self
+
+    def hung_up_on(self, timeout: float = 30) -> Scenario:
+        """Wait (at most ``timeout``) for the endpoint's BYE, and answer it."""
+        self.steps.append(f'<recv request="BYE" timeout="{round(timeout * 1000)}"/>')
+        self.steps.append(
+            self._send(
+                "\n".join(
+                    [
+                        "SIP/2.0 200 OK",
+                        "[last_Via:]",
+                        "[last_From:]",
+                        "[last_To:]",
+                        "[last_Call-ID:]",
+                        "[last_CSeq:]",
+                        "Content-Length: 0",
+                    ]
+                )
+                + "\n",
+                retrans=False,
+            )
+        )
+        return self
+
+    def write(self, folder: Path) -> Path:
+        invite = "\n".join(
+            [
+                "INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0",
+                "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+                _FROM,
+                _TO,
+                "Call-ID: [call_id]",
+                "CSeq: 1 INVITE",
+                "Contact: <sip:sipp@[local_ip]:[local_port]>",
+                "Max-Forwards: 70",
+                *([f"X-Session-Id: {self.session_id}"] if self.session_id else []),
+                "Content-Type: application/sdp",
+                "Content-Length: [len]",
+            ]
+        )
+        check = ""
+        if self.expect_in_answer:
+            check = (
+                f'<action><ereg regexp="{self.expect_in_answer}" search_in="body" '
+                'check_it="true" assign_to="answer"/></action>'
+            )
+        invite_steps = [
+            self._send(invite + "\n\n" + self._sdp()),
+            '<recv response="100" optional="true"/>',
+            '<recv response="180" optional="true"/>',
+            f'<recv response="200" rtd="true" rrs="true">{check}</recv>',
+            self._ack(1),
+        ]
+        body = "\n".join(invite_steps + self.steps)
+        path = folder / f"{self.name}.xml"
+        if self.expect_in_answer:
+            body += '\n<Reference variables="answer"/>'
+        path.write_text(
+            '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
+            '<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
+            f'<scenario name="{self.name}">\n{body}\n</scenario>\n'
+        )
+        return path

@@ -125,6 +125,8 @@ def test_bots_and_apps_admin(cli: Cli, tmp_path: Path) -> None:
         "redact": [],
         "region": None,
         "mailboxes": [],
+        "greeting": "default",
+        "maxMessageSeconds": 180,
     }
     assert listed == {"bots": [{**bot, **defaults}]}
 

@@ -12,12 +12,14 @@ import pytest
 
 from tests.helpers.audio import encode, sine, tone_wav
 from tests.helpers.cli import invoke_cli, ok_json, one_line_error
+from tests.helpers.clips import wer
 from tests.helpers.credentials import Credentials
 from voicemail.audio import AudioLimits
 from voicemail.bots import greetings
 from voicemail.bots import service as bots
 from voicemail.runtime import Runtime
 from voicemail.settings import Settings
+from voicemail.transcription import WhisperTranscriber
 
 
 def _wav(data: bytes) -> tuple[int, int, int, float]:
@@ -146,3 +148,14 @@ def test_the_greeting_is_decoded_as_a_wav_whatever_it_was(
         pcm = np.frombuffer(handle.readframes(handle.getnframes()), "<i2")
     assert np.abs(pcm).max() > 5000  # sound, not silence
     assert not any((tmp_path / "scratch").iterdir())  # the scratch copy is gone
+
+
+@pytest.mark.no_sql
+@pytest.mark.model
+def test_the_built_in_greeting_says_please_leave_a_message(
+    whisper: WhisperTranscriber, tmp_path: Path
+) -> None:
+    path = tmp_path / "greeting.wav"
+    path.write_bytes(greetings.default_greeting())
+    text = whisper.transcribe(path, language="en").text
+    assert wer("Please leave a message after the tone.", text) == 0.0, text

@@ -16,11 +16,10 @@ import pytest
 
 from tests.helpers import sip as sipp_calls
 from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, read_manifest
-from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_sip_port, free_udp_port
 from tests.helpers.processes import embedded_service
 from tests.helpers.sip import (
-    BEEP_SECONDS,
+    PROMPT_SECONDS,
     SCENARIOS,
     SIPP_TIMEOUT,
     Sip,
@@ -73,7 +72,7 @@ def test_a_call_leaves_a_transcribed_voicemail(sip: Sip) -> None:
     _, clip_seconds = headerless_ulaw(clip, sip.work)
     # The caller hangs up a moment after the clip ends: what arrives after the beep until the
     # BYE is the message (the clip's end, then a little silence).
-    call_seconds = clip_seconds + BEEP_SECONDS + 0.5
+    call_seconds = clip_seconds + PROMPT_SECONDS + 0.5
     session = "5e55100000000000000000a1"
     sipp_call(sip, SCENARIOS / "leave_message.xml", sip.bot,
          "-d", str(round(call_seconds * 1000)), "-key", "session_id", session)  # fmt: skip
@@ -82,12 +81,12 @@ def test_a_call_leaves_a_transcribed_voicemail(sip: Sip) -> None:
     assert body["status"] == "success"
     # Fetched by the X-Session-Id the caller sent.
     [recording] = body["voicemail recording"]
-    assert recording["durationSeconds"] == pytest.approx(call_seconds - BEEP_SECONDS, abs=0.2)
+    assert recording["durationSeconds"] == pytest.approx(call_seconds - PROMPT_SECONDS, abs=0.2)
     assert body["transcriptionStatus"] == "completed"
     [doc] = body["transcriptions"]
-    text = doc["components"][0]["data"]["text"]
-    # The beep cuts the clip's first half second: its first word or two may be missing.
-    assert word_error_rate(clip.reference, text) < 0.35, text
+    # The greeting and the beep cover the clip's first half: what is left is transcribed
+    # (test_sip_call compares a whole message with its reference).
+    assert doc["components"][0]["data"]["text"].strip()
 
 
 def test_an_unknown_mailbox_is_not_found(sip: Sip) -> None:
@@ -107,8 +106,9 @@ def test_a_call_under_a_second_after_the_beep_leaves_no_voicemail(sip: Sip) -> N
     assert root is not None
     headerless_ulaw(clip_by_name(read_manifest(root), CLIP), sip.work)
     session = "5e55100000000000000000b2"
+    hold_ms = str(round((PROMPT_SECONDS + 0.6) * 1000))
     sipp_call(sip, SCENARIOS / "leave_message.xml", sip.bot,
-         "-d", str(round((BEEP_SECONDS + 0.6) * 1000)), "-key", "session_id", session)  # fmt: skip
+              "-d", hold_ms, "-key", "session_id", session)  # fmt: skip
     # The BYE was answered; the call is finalized, and dropped, right after. Its session
     # stays, with no voicemail in it.
     deadline = time.monotonic() + 60

@@ -34,7 +34,7 @@ from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_sip_port, free_udp_port
 from tests.helpers.processes import Admin, Cluster, Proc, cluster_at
 from tests.helpers.sip import (
-    BEEP_SECONDS,
+    PROMPT_SECONDS,
     SCENARIOS,
     SIPP_TIMEOUT,
     fetch_stored,
@@ -191,7 +191,7 @@ def test_a_killed_sip_process_keeps_what_it_flushed_and_its_calls_go_elsewhere(
             # dead process next in turn.
             nobody = "st-00000000-0000-0000-0000-000000000000"
             not_found = refused(404, short_work)
-            call_seconds = short_seconds + BEEP_SECONDS + 0.5
+            call_seconds = short_seconds + PROMPT_SECONDS + 0.5
             sessions = [f"ca11ed00000000000000{n:04d}" for n in range(1, 4)]
             sipp(proxy.address, not_found, nobody, work=short_work, source=CALLER)
             answered(call(proxy.address, bot, sessions[0], call_seconds, short_work), short_work)
@@ -228,7 +228,7 @@ def test_a_killed_sip_process_keeps_what_it_flushed_and_its_calls_go_elsewhere(
 
         # Every call is stored whole. The transcript of the one the full process refused
         # is checked against the clip (the worker has transcribed it first).
-        expected = call_seconds - BEEP_SECONDS
+        expected = call_seconds - PROMPT_SECONDS
         body = fetch_transcribed(api.url, bot, token, sessions[0], timeout=120)
         assert body["transcriptionStatus"] == "completed", body
         text = body["transcriptions"][0]["components"][0]["data"]["text"]

@@ -41,6 +41,10 @@ def test_reads_prefixed_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         {"media_url_ttl_seconds": 10},
         {"asr_beam_size": 0},
         {"media_environment": "../x"},
+        {"sip_silence_seconds": 0},
+        {"sip_silence_seconds": 601},
+        {"sip_rtp_timeout_seconds": 0},
+        {"sip_rtp_timeout_seconds": 601},
     ],
 )
 def test_invalid_values_are_refused(tmp_path: Path, values: dict[str, object]) -> None:

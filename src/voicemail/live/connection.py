@@ -227,10 +227,17 @@ class Connection:
         return calls.transcript_json(result, processing_seconds=time.perf_counter() - started)
 
     async def end(self) -> None:
-        """Store what is left, with the connection's live transcript."""
+        """Store what is left, with the connection's live transcript. Finishing the
+        transcript can take a while on a busy machine: meanwhile the call keeps beating, so
+        that it is not finalized as abandoned (and dropped) before its audio is stored."""
         self.drain()
-        transcript = await run_in_threadpool(self._finish_transcript)
-        await self.flush(transcript, final=True)
+        finishing = asyncio.ensure_future(run_in_threadpool(self._finish_transcript))
+        every = self.runtime.settings.stream_flush_seconds
+        while not finishing.done():
+            await asyncio.wait({finishing}, timeout=every)
+            if not finishing.done():
+                await self._beat()
+        await self.flush(finishing.result(), final=True)
 
 
 async def _finalize_when_idle(runtime: Runtime, voicemail_id: str) -> None:

@@ -2,20 +2,22 @@
 
 All SIP work happens on one thread of ours (``threadCnt = 0``: the endpoint's events are
 handled by ``libHandleEvents`` in ``_run``), so every PJSIP call but the media callbacks
-comes from one thread PJSIP knows. The media clock's thread calls ``_Port.onFrameReceived``,
-which only hands the frame to the call's ``RecordedCall``.
+comes from one thread PJSIP knows. The media clock's thread calls ``CallAudio``'s frame
+callbacks, which only hand frames over (to the call's ``RecordedCall``).
 
 A call: the source must be in ``sip_allowed_networks`` (else 403), this process must have a
 free call (else 503 with Retry-After), and ``routing.Router`` must find its bot (a bot id or
 mailbox in the Request-URI, or the number that forwarded it; else 404) and, with
-``VOICEMAIL_SIP_AUTH``, accept its digest credentials (401, 403). Answered, the caller
-hears a beep; what arrives after it is recorded until the BYE (the caller's, or ours at the
-maximum duration). OPTIONS is answered 200 by PJSIP itself.
+``VOICEMAIL_SIP_AUTH``, accept its digest credentials (401, 403). Answered, the call's audio
+is ``call.CallAudio``'s: the bot's greeting, a beep, then the message until the caller's BYE
+or ours (``#``, the bot's maximum length, silence, no RTP). REFER is declined. OPTIONS is
+answered 200 by PJSIP itself.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -23,24 +25,31 @@ from typing import Any
 import pjsua2 as pj
 
 from voicemail import metrics as outcomes
+from voicemail.bots import service as bots
+from voicemail.errors import NotFound
 from voicemail.live import calls
 from voicemail.metrics import parse_listen
 from voicemail.runtime import Runtime
 from voicemail.settings import parse_networks, parse_port_range
+from voicemail.sip.call import (
+    CLOCK_RATE,
+    CallAudio,
+    CallLimits,
+    CallPlan,
+    Ports,
+    call_plan,
+    configure_codecs,
+)
 from voicemail.sip.observe import CallObserver
-from voicemail.sip.recording import CallRecorder, RecordedCall
+from voicemail.sip.recording import CallRecorder
 from voicemail.sip.requests import SipRequest, parse_request, source_allowed
 from voicemail.sip.routing import Refusal, Router
 
 log = logging.getLogger(__name__)
 
-CLOCK_RATE = 8000  # the conference bridge's: G.711's, what a phone call carries
-FRAME_MS = 20
-BEEP_HZ = 1000
-BEEP_MS = 500
 RETRY_AFTER_SECONDS = 5
 EVENTS_MS = 20  # how long one turn of the SIP thread waits for events
-SILENT_FRAME = bytes(CLOCK_RATE * FRAME_MS // 1000 * calls.SAMPLE_WIDTH)
+GIL_SWITCH_SECONDS = 0.001
 _ANY_HOSTS = ("0.0.0.0", "::")  # noqa: S104
 
 
@@ -57,87 +66,50 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
         log.warning("PJSIP: %s", str(entry.msg).strip(), extra={"pjsip_level": entry.level})
 
 
-class _Port(pj.AudioMediaPort):  # type: ignore[misc]
-    """Receives the caller's audio from the conference bridge, frame by frame: the first
-    ``skip`` frames (those heard over the beep) are dropped.
-
-    Counted in the media clock's frames, not in wall time: a busy machine that runs the
-    clock's thread late loses none of the message to a beep that seems to last longer."""
-
-    def __init__(self, recording: RecordedCall, skip: int) -> None:
-        super().__init__()
-        self.recording = recording
-        self.skip = skip
-
-    def onFrameReceived(self, frame: Any) -> None:
-        if self.skip > 0:
-            self.skip -= 1
-        elif frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
-            self.recording.feed(bytes(frame.buf))
-        else:  # the bridge had nothing from the caller this turn: keep the time
-            self.recording.feed(SILENT_FRAME)
-
-
 class _Call(pj.Call):  # type: ignore[misc]
     def __init__(self, account: _Account, call_id: int) -> None:
         super().__init__(account, call_id)
         self.account = account
         self.bot_id: str | None = None
         self.meta: calls.CallMetadata | None = None
-        self.audio: Any = None
-        self.tone: Any = None
-        self.port: _Port | None = None
-        self.answered = False  # the beep was played and the recording began
-        self.recording: RecordedCall | None = None
+        self.plan: CallPlan | None = None
+        self.media: CallAudio | None = None  # the greeting, beep and message (sip.call)
         self.disconnected = False
         self.hung_up = False
 
     def onCallState(self, prm: Any) -> None:
         if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.disconnected = True
-            if self.recording is not None:
-                self.recording.hang_up()
-            elif self.meta is not None:  # answered, and gone before the beep
+            media = self.media
+            if media is not None:
+                media.close()  # a recording's end is told by the recorder
+            if self.meta is not None and (media is None or media.recording is None):
+                # Answered, and gone before the beep.
                 self.account.endpoint.call_ended(self.meta, outcomes.SIP_HUNG_UP_BEFORE_BEEP)
 
     def onStreamDestroyed(self, prm: Any) -> None:
         self.account.endpoint.stream_ended(self, prm.streamIdx)
 
     def onCallMediaState(self, prm: Any) -> None:
-        if self.answered:  # a re-INVITE (hold, codec): the beep was played
-            return
-        # Held: the media list points into the info, which SWIG frees with its object.
-        info = self.getInfo()
-        for media in info.media:
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                assert self.bot_id is not None and self.meta is not None
-                self.answered = True
-                self.audio = self.getAudioMedia(media.index)
-                self._beep()
-                recorder = self.account.endpoint.recorder
-                self._record(recorder.begin(bot_id=self.bot_id, meta=self.meta))
-                return
+        if self.media is None:
+            assert self.bot_id is not None and self.meta is not None and self.plan is not None
+            bot_id, meta, recorder = self.bot_id, self.meta, self.account.endpoint.recorder
+            self.media = self.account.endpoint.ports.take()
+            self.media.start(
+                self.plan,
+                self.account.endpoint.call_limits,
+                lambda: recorder.begin(bot_id=bot_id, meta=meta),
+                call_sid=meta.call_sid,
+            )
+        # Also on a re-INVITE (hold, resume, codec): the stream may have a new slot.
+        self.media.media_changed(self)
 
-    def _beep(self) -> None:
-        self.tone = pj.ToneGenerator()
-        self.tone.createToneGenerator(CLOCK_RATE, 1)
-        tone = pj.ToneDesc()
-        tone.freq1, tone.freq2, tone.on_msec, tone.off_msec = BEEP_HZ, 0, BEEP_MS, 0
-        tone.volume = 0  # PJSIP's default level
-        tones = pj.ToneDescVector()
-        tones.append(tone)
-        self.tone.startTransmit(self.audio)
-        self.tone.play(tones, False)
+    def onDtmfDigit(self, prm: Any) -> None:  # RFC 2833 and SIP INFO alike
+        if self.media is not None:
+            self.media.dtmf(str(prm.digit))
 
-    def _record(self, recording: RecordedCall) -> None:
-        """From the end of the beep on, the caller's audio goes to ``recording``. The
-        voicemail is opened meanwhile; frames wait in ``recording`` until it is."""
-        self.recording = recording
-        self.port = _Port(recording, skip=BEEP_MS // FRAME_MS)
-        audio_format = pj.MediaFormatAudio()
-        audio_format.init(pj.PJMEDIA_FORMAT_PCM, CLOCK_RATE, 1, FRAME_MS * 1000, 16, 0, 0)
-        self.port.createPort(f"rec{self.getId()}", audio_format)
-        self.audio.startTransmit(self.port)
+    def onCallTransferRequest(self, prm: Any) -> None:
+        prm.statusCode = pj.PJSIP_SC_DECLINE  # we never place a call (sip.md)
 
 
 class _Account(pj.Account):  # type: ignore[misc]
@@ -180,6 +152,11 @@ class SipEndpoint:
         self.observer = CallObserver(runtime)
         # The answered calls not yet ended, by id() of their metadata: source address, bot.
         self.answered: dict[int, tuple[str, str]] = {}
+        self.ports = Ports()  # outlives the SIP thread: see ``call.Ports``
+        self.call_limits = CallLimits(
+            silence_seconds=settings.sip_silence_seconds,
+            rtp_timeout_seconds=settings.sip_rtp_timeout_seconds,
+        )
         self.calls: dict[int, _Call] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -191,6 +168,10 @@ class SipEndpoint:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start, and return once the transports listen; raises what kept them from it."""
+        # The media clock's thread runs the calls' frame callbacks (Python) every 20 ms: a
+        # thread holding the GIL hands it over after this long (default 5 ms), so a busy
+        # process (a transcription, a request) delays a tick less.
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_SECONDS))
         self.recorder.start()
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -252,6 +233,15 @@ class SipEndpoint:
         route = self.router.route(source, request)
         if isinstance(route, Refusal):
             return route
+        try:
+            with self.runtime.read_sessions() as session:
+                bot = bots.get_bot(session, bot_id=route.bot_id)
+                call.plan = call_plan(session, self.runtime.storage, bot)
+        except NotFound:  # deleted since it was routed
+            return Refusal(404, "unknown_mailbox")
+        except Exception:
+            log.exception("SIP call refused: the bot's greeting is unavailable")
+            return Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))])
         call.bot_id = route.bot_id
         call.meta = route.metadata(CLOCK_RATE)
         self.answered[id(call.meta)] = (source, route.bot_id)
@@ -309,6 +299,7 @@ class SipEndpoint:
         finally:
             self._ready.set()
             self.calls.clear()
+            self.ports = Ports()  # the calls are over: their ports go before the library
             del account
             endpoint.libDestroy()
 
@@ -341,6 +332,7 @@ class SipEndpoint:
         endpoint.transportCreate(udp, transport)
         endpoint.transportCreate(tcp, transport)
         endpoint.audDevManager().setNullDev()
+        configure_codecs(endpoint)
         endpoint.libStart()
         account_config = pj.AccountConfig()
         shown = self.public_address or (self.host if self.host not in _ANY_HOSTS else "localhost")
@@ -361,8 +353,10 @@ class SipEndpoint:
         for call_id, call in list(self.calls.items()):
             if call.disconnected:
                 del self.calls[call_id]
+                if call.media is not None:
+                    self.ports.give_back(call.media)
                 continue
-            if call.recording is not None and call.recording.done.is_set() and not call.hung_up:
+            if call.media is not None and not call.hung_up and call.media.tick(call):
                 call.hung_up = True
                 call.hangup(pj.CallOpParam(True))
 

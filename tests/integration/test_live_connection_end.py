@@ -1,0 +1,74 @@
+"""The end of a live call (``live.connection.end_call``) when finishing its transcript is
+slow, as on a busy machine: the call keeps beating meanwhile, so the housekeeping does not
+take it for abandoned and drop it before its last audio is stored (a SIP call's whole
+message is often that last audio)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers.credentials import Credentials
+from voicemail import ids
+from voicemail.db.base import utcnow
+from voicemail.db.models import Voicemail
+from voicemail.live import calls
+from voicemail.live.connection import Connection, end_call, open_call
+from voicemail.live.transcription import FellBehind
+from voicemail.runtime import Runtime
+
+GRACE = 1.0
+
+
+class SlowTranscription:
+    """A live transcription whose finish takes longer than the reconnect grace period."""
+
+    def feed(self, pcm: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
+        time.sleep(2.5 * GRACE)
+        raise FellBehind("the model did not keep up")  # the job transcribes it instead
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"stream_reconnect_seconds": GRACE, "stream_flush_seconds": 0.2}]
+)
+def test_a_slow_transcript_finish_does_not_make_the_call_abandoned(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    meta = calls.CallMetadata(
+        call_sid="slow-finish",
+        session_id=ids.new_session_id(),
+        caller_from=None,
+        caller_to=None,
+        sample_rate=8000,
+        mix_type="mono",
+        language=None,
+    )
+    opened = open_call(runtime, creds.bot_id, meta)
+    connection = Connection(runtime, opened, meta)
+    connection.transcription = SlowTranscription()  # type: ignore[assignment]
+    tone = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(16000) / 8000)).astype("<i2")
+    assert connection.add(tone.tobytes())  # 2 s, all of it still pending at the hang-up
+    abandoned: list[int] = []
+
+    async def hang_up() -> None:
+        ending = asyncio.create_task(end_call(runtime, connection, hangup_at=utcnow()))
+        await asyncio.sleep(2 * GRACE)  # the transcript is still being finished
+        finalize = runtime.call_finalizer.finalize_abandoned
+        abandoned.append(await asyncio.to_thread(finalize))
+        await ending
+
+    asyncio.run(hang_up())
+    assert abandoned == [0]
+    with runtime.sessions() as session:
+        voicemail = session.get(Voicemail, opened.voicemail_id)
+        assert voicemail is not None
+        assert voicemail.duration_seconds == pytest.approx(2.0)
