@@ -227,16 +227,26 @@ class Connection:
         return calls.transcript_json(result, processing_seconds=time.perf_counter() - started)
 
     async def end(self) -> None:
-        """Store what is left, with the connection's live transcript. Finishing the
-        transcript can take a while on a busy machine: meanwhile the call keeps beating, so
-        that it is not finalized as abandoned (and dropped) before its audio is stored."""
+        """Store what is left, with the connection's live transcript.
+
+        The audio first, and a heartbeat every flush period while the transcript is being
+        finished: on a saturated CPU finishing it can outlast the reconnect grace period,
+        and the workers' housekeeping would finalize the call as abandoned, without the
+        audio still pending (issue 11: SIP messages stored seconds short)."""
         self.drain()
         finishing = asyncio.ensure_future(run_in_threadpool(self._finish_transcript))
         every = self.runtime.settings.stream_flush_seconds
-        while not finishing.done():
-            await asyncio.wait({finishing}, timeout=every)
-            if not finishing.done():
-                await self._beat()
+        while True:
+            try:
+                await self.flush()  # the pending audio, or a heartbeat when there is none
+            except Exception:
+                log.exception(
+                    "live audio not stored; retried at the last flush",
+                    extra={"voicemail_id": self.call.voicemail_id},
+                )
+            done, _ = await asyncio.wait({finishing}, timeout=every)
+            if done:
+                break
         await self.flush(finishing.result(), final=True)
 
 
