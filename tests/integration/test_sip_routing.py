@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers.cli import invoke_cli, ok_json, one_line_error
 from tests.helpers.net import free_port, free_udp_port
 from tests.helpers.processes import VOICEMAIL, embedded_service
-from tests.helpers.sip import SCENARIOS, Sip, refused, sipp_call
+from tests.helpers.sip import PROMPT_SECONDS, SCENARIOS, Sip, refused, sipp_call
 from tests.helpers.waiting import wait_until
 from tests.services import unavailable
 from voicemail.audit import service as audit
@@ -143,7 +143,7 @@ def test_a_mailbox_is_one_bot_per_account_but_may_repeat_across_accounts(
 
 # Each message: the beep (0.5 s), then 2.5 s of the caller's audio, then BYE: well above the
 # 1 s a message needs, even where a loaded machine's media clock runs late.
-CALL_MS = 3000
+CALL_MS = round((PROMPT_SECONDS + 2.5) * 1000)  # the greeting and beep, then 2.5 s
 # What sipp streams: G.711 µ-law silence (0xFF), headerless; no model is loaded here, so
 # the messages are stored and not transcribed.
 ULAW_SILENCE = b"\xff"
