@@ -93,13 +93,17 @@ def sipp_errors(work: Path) -> str:
     return "".join(path.read_text(errors="replace") for path in work.glob("*_errors.log"))
 
 
-def headerless_ulaw(clip: Clip, folder: Path, name: str = "clip.ulaw") -> tuple[Path, float]:
+def headerless_ulaw(
+    clip: Clip, folder: Path, name: str = "clip.ulaw", lead_seconds: float = 0.0
+) -> tuple[Path, float]:
     """The clip's G.711 µ-law samples without the WAV header (``folder/name``, which
     ``leave_message.xml`` streams as ``clip.ulaw``), and its seconds."""
     with av.open(str(clip.telephone)) as container:
         stream = container.streams.audio[0]
         assert stream.codec_context.name == "pcm_mulaw"
         payload = b"".join(bytes(packet) for packet in container.demux(stream) if packet.size)
+    # µ-law silence first (0xFF is zero), so that speech starts after the greeting and beep.
+    payload = b"\xff" * round(lead_seconds * 8000) + payload
     path = folder / name
     path.write_bytes(payload)
     return path, len(payload) / 8000

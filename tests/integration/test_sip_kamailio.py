@@ -104,8 +104,9 @@ def statuses(proc: Proc) -> list[int]:
     """How a SIP process answered the calls Kamailio gave it, in order."""
     return [
         line["status"]
-        for line in proc.events("SIP call")
-        if line["source"].rsplit(":", 1)[0] == KAMAILIO_HOST
+        for line in proc.lines()
+        if line.get("event") in ("SIP call", "SIP call refused")
+        and line["source"].rsplit(":", 1)[0] == KAMAILIO_HOST
     ]
 
 
@@ -153,8 +154,8 @@ def test_a_killed_sip_process_keeps_what_it_flushed_and_its_calls_go_elsewhere(
     short_work.mkdir()
     long_clip = clip_by_name(manifest, LONG_CLIP)
     short_clip = clip_by_name(manifest, SHORT_CLIP)
-    headerless_ulaw(long_clip, long_work)
-    _, short_seconds = headerless_ulaw(short_clip, short_work)
+    headerless_ulaw(long_clip, long_work, lead_seconds=PROMPT_SECONDS)
+    _, short_seconds = headerless_ulaw(short_clip, short_work, lead_seconds=PROMPT_SECONDS)
     bot, token = admin.bot_and_token()
 
     # Everything starts at once; the worker (the model) takes longest.
