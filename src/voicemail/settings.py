@@ -619,11 +619,16 @@ class Settings(BaseSettings):
         default="127.0.0.0/8,::1",
         description="CIDRs of the PBXs and SBCs that may call; other sources get 403",
     )
+    # The pjsua2-python wheel's PJSIP holds at most 4 calls per process and answers a fifth
+    # 486 itself (measured: uaConfig.maxCalls above 4 changes nothing). One slot stays free,
+    # so that the call over our limit gets our 503 with Retry-After, which a load balancer
+    # (Kamailio's dispatcher) takes to the next process. More calls: more processes.
     sip_max_calls: int = Field(
-        default=50,
+        default=3,
         ge=1,
-        le=1000,
-        description="Calls one SIP process takes at once; beyond, 503 with Retry-After",
+        le=3,
+        description="Calls one SIP process takes at once (at most 3: PJSIP's 4 calls less "
+        "one to refuse with); beyond, 503 with Retry-After",
     )
     sip_auth: bool = Field(
         default=False,
