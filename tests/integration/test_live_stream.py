@@ -13,8 +13,6 @@ import time
 import tracemalloc
 import wave
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ import av
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from av.audio.resampler import AudioResampler
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -32,10 +29,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.helpers.clips import audio_dir, clip_by_name, read_manifest, wer
 from tests.helpers.credentials import Credentials, make_credentials
 from tests.helpers.http import fetch
-from tests.helpers.net import free_port
+from tests.helpers.live_server import LiveServer, serving
 from tests.helpers.processes import Admin, Cluster, cluster_at
 from tests.helpers.waiting import wait_until
-from voicemail.app import create_app
 from voicemail.auth import service as auth
 from voicemail.cli import app as cli_app
 from voicemail.db.migrate import upgrade
@@ -58,44 +54,6 @@ from voicemail.worker import build_worker
 RATE = 8000
 FAKE_TEXT = "Hello, please call me back."
 FAST = {"stream_reconnect_seconds": 3.0, "stream_flush_seconds": 1.0}
-
-
-@dataclass
-class LiveServer:
-    http_url: str
-    ws_url: str
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive()
-
-
-@contextmanager
-def serving(settings: Settings, runtime: Runtime) -> Iterator[LiveServer]:
-    app = create_app(settings, runtime=runtime, run_worker=False)
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ws_max_size=settings.stream_max_message_bytes,  # as `voicemail serve` sets it
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    live_server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", server, thread)
-    try:
-        wait_until(lambda: server.started, timeout=30, what="the server to start")
-        yield live_server
-    finally:
-        if thread.is_alive():
-            live_server.stop()
 
 
 @pytest.fixture
