@@ -73,6 +73,7 @@ def test_bots_configure(settings: Settings, runtime: Runtime, creds: Credentials
         "vocabulary": ["Acme", "WidgetPro"],
         "redact": ["card", "email"],
         "region": "US",
+        "mailboxes": [],
         "greeting": "default",
         "maxMessageSeconds": 180,
     }
