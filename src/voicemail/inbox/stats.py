@@ -420,14 +420,27 @@ def handled_report(
             User.account_id == account_id
         )
     ).all()
+    listed: dict[str | None, AgentHandled] = {}
     for user_id, name, email, role, active in people:
         if user_id in agents:
-            agents[user_id] = replace(agents[user_id], name=name or email)
+            listed[user_id] = replace(agents.pop(user_id), name=name or email)
         elif active and role == Role.AGENT:
-            agents[user_id] = AgentHandled(user_id, name or email)
-    if None in agents:
-        agents[None] = replace(agents[None], name="Former users")
-    ordered = sorted(agents.values(), key=lambda a: (-a.period, -a.today, a.name.lower()))
+            listed[user_id] = AgentHandled(user_id, name or email)
+    # Left: people deleted since (their id set to NULL, or dangling), counted as one.
+    former = AgentHandled(None, "Former users")
+    for gone in agents.values():
+        former = replace(
+            former,
+            today=former.today + gone.today,
+            period=former.period + gone.period,
+            within=TargetShare(
+                former.within.handled + gone.within.handled,
+                former.within.within + gone.within.within,
+            ),
+        )
+    if former.period:
+        listed[None] = former
+    ordered = sorted(listed.values(), key=lambda a: (-a.period, -a.today, a.name.lower()))
     return HandledReport(since=since, queues=queues, agents=ordered)
 
 
