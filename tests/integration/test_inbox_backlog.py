@@ -50,8 +50,8 @@ def cell(html: str, name: str) -> str:
     return re.sub(r"<[^>]+>", "", found[0]).strip()
 
 
-def share(html: str) -> tuple[int, int]:
-    found = re.search(r'class="within-target" data-handled="(\d+)" data-within="(\d+)"', html)
+def share(html: str, name: str = "within-target") -> tuple[int, int]:
+    found = re.search(rf'class="{name}" data-handled="(\d+)" data-within="(\d+)"', html)
     assert found, html
     return int(found[1]), int(found[2])
 
@@ -116,6 +116,8 @@ def test_agents_and_share_within_target(inbox: TestClient, runtime: Runtime) -> 
     fast_row = row(page, "backlog", "data-queue", q_fast)
     assert share(fast_row) == (3, 2)
     assert cell(fast_row, "within-target").startswith("67%")
+    assert share(fast_row, "within-target-period") == (4, 2)  # and Bob's of 3 days ago
+    assert cell(fast_row, "within-target-period").startswith("50%")
     assert cell(fast_row, "target") == "1 h" and cell(fast_row, "handled-today") == "3"
     assert cell(row(page, "backlog", "data-queue", q_slow), "target") == "4 h"
     assert 'data-refresh-seconds="30"' in page
