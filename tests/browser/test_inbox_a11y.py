@@ -181,13 +181,20 @@ def focus_rings(page: Any, limit: int = 80) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    "path", ["/inbox", "/inbox/voicemails/{voicemail}", "/inbox/supervisor", "/inbox/login"]
+    "path",
+    [
+        "/inbox",
+        "/inbox/voicemails/{voicemail}",
+        "/inbox/supervisor",
+        "/inbox/admin",
+        "/inbox/login",
+    ],
 )
-def test_focus_is_visible_at_3_to_1(browser: Any, world: World, path: str) -> None:
+def test_focus_is_visible_at_3_to_1(browser: Any, world: World, admin: str, path: str) -> None:
     ctx = browser.new_context(base_url=world.server.url, viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     if path != "/inbox/login":
-        sign_in(page, world.supervisor)
+        sign_in(page, admin)
     page.goto(path.format(voicemail=world.voicemail_a))
     rings = focus_rings(page)
     assert len(rings) >= 3, rings

@@ -13,25 +13,16 @@ from typing import Any
 import pytest
 
 from tests.helpers.axe import assert_no_axe_violations, axe_violations
-from tests.helpers.inbox_browser import PASSWORD, World, sign_in
+from tests.helpers.inbox_browser import World, sign_in
 
 pytestmark = pytest.mark.model
 
-ADMIN = "admin@example.com"
 PHONE = {
     "viewport": {"width": 390, "height": 844},
     "device_scale_factor": 2,
     "is_mobile": True,
     "has_touch": True,
 }
-
-
-@pytest.fixture(scope="module")
-def admin(world: World) -> str:
-    world.server.cli(
-        "users", "create", ADMIN, "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
-    )
-    return ADMIN
 
 
 @pytest.fixture
