@@ -94,3 +94,13 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def admin(world: World) -> str:
+    """The e-mail of an admin of the world's account (created on first use)."""
+    email = "admin@example.com"
+    world.server.cli(
+        "users", "create", email, "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
+    )
+    return email

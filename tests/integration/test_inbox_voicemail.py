@@ -107,11 +107,15 @@ def test_page_shows_player_words_and_links(
         assert row is not None and row.transcript is not None
         words = row.transcript.words
     spans = re.findall(
-        r'<span class="word" data-start="([\d.]+)" data-end="([\d.]+)" tabindex="0">([^<]*)</span>',
+        r'<span class="word" role="option" id="word-\d+" aria-selected="(?:true|false)"'
+        r' data-start="([\d.]+)" data-end="([\d.]+)" tabindex="(-1|0)">([^<]*)</span>',
         body,
     )
     assert len(spans) == len(words) > 3
-    for (start, end, text), word in zip(spans, words, strict=True):
+    # One composite widget (role="listbox"): one tab stop, on the first word.
+    assert 'id="transcript" class="transcript-words"' in body and 'role="listbox"' in body
+    assert [tab for _, _, tab, _ in spans] == ["0"] + ["-1"] * (len(spans) - 1)
+    for (start, end, _, text), word in zip(spans, words, strict=True):
         assert float(start) == pytest.approx(word["start"], abs=1e-3)
         assert float(end) == pytest.approx(word["end"], abs=1e-3)
         assert html.unescape(text) == word["word"].strip()

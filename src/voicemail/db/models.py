@@ -453,6 +453,9 @@ class User(Base):
     )
 
 
+DEFAULT_HANDLE_TARGET_MINUTES = 240  # 4 hours: a voicemail called back the same half-day
+
+
 class Queue(Base):
     """A group of bots' voicemails worked by the same agents, with backlog alert thresholds."""
 
@@ -468,6 +471,11 @@ class Queue(Base):
     # Since when the thresholds are exceeded (one webhook per breach, not one per check).
     alert_active_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The time to handle a voicemail that the backlog page measures against (the share
+    # handled within it), from deposit to handled.
+    handle_target_minutes: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_HANDLE_TARGET_MINUTES, server_default="240"
+    )
 
     members: Mapped[list[User]] = relationship(
         secondary="queue_members", back_populates="queues", lazy="selectin"

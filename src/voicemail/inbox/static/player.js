@@ -109,6 +109,8 @@
     }
     current = next;
     if (current) {
+      // Tab into the transcript lands on the word being played (unless a word has focus).
+      if (transcript && !transcript.contains(document.activeElement)) rove(index, false);
       current.classList.add("current");
       current.setAttribute("aria-current", "true");
       const box = current.getBoundingClientRect();
@@ -133,19 +135,55 @@
   audio.addEventListener("loadedmetadata", update);
   audio.addEventListener("play", () => window.requestAnimationFrame(frame));
 
+  // The transcript: one composite widget (a listbox of words, one tab stop). The focused
+  // word has tabindex 0 and the others -1 (a roving tabindex); the arrow keys, Home and End
+  // move it; Enter or Space plays from it, as a click does.
+  const transcript = document.getElementById("transcript");
+  let focusIndex = Math.max(0, words.findIndex((w) => w.getAttribute("tabindex") === "0"));
+
+  function rove(index, focus) {
+    if (!words.length) return;
+    const next = Math.max(0, Math.min(index, words.length - 1));
+    if (next !== focusIndex) {
+      words[focusIndex].setAttribute("tabindex", "-1");
+      words[focusIndex].setAttribute("aria-selected", "false");
+      focusIndex = next;
+    }
+    words[focusIndex].setAttribute("tabindex", "0");
+    words[focusIndex].setAttribute("aria-selected", "true");
+    if (focus) words[focusIndex].focus();
+  }
+
+  function playFrom(i) {
+    seek(starts[i]);
+    audio.play().catch(() => {});
+  }
+
   words.forEach((word, i) => {
-    const play = () => {
-      seek(starts[i]);
-      audio.play().catch(() => {});
-    };
-    word.addEventListener("click", play);
-    word.addEventListener("keydown", (event) => {
-      if (event.key === "Enter") {
-        event.preventDefault();
-        play();
-      }
+    word.addEventListener("click", () => {
+      rove(i, false);
+      playFrom(i);
     });
+    word.addEventListener("focus", () => rove(i, false));
   });
+
+  if (transcript && words.length) {
+    transcript.addEventListener("keydown", (event) => {
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
+      const i = words.indexOf(event.target);
+      if (i < 0) return;
+      if (event.key === "ArrowRight" || event.key === "ArrowDown") rove(i + 1, true);
+      else if (event.key === "ArrowLeft" || event.key === "ArrowUp") rove(i - 1, true);
+      else if (event.key === "Home") rove(0, true);
+      else if (event.key === "End") rove(words.length - 1, true);
+      else if (event.key === "Enter" || event.key === " ") {
+        rove(i, false);
+        playFrom(i);
+      } else return;
+      event.preventDefault();
+      event.stopPropagation(); // Space here plays from the word, not toggles the player
+    });
+  }
 
   // Space toggles play, except while typing in a form field or on a control.
   document.addEventListener("keydown", (event) => {
