@@ -17,7 +17,7 @@ from tests.helpers.credentials import Credentials, new_bot
 from tests.helpers.deposits import deposit_file
 from tests.helpers.inbox import InboxUser, csrf_of, make_user, sign_in
 from tests.helpers.inbox import make_queue as create_queue
-from voicemail.db.models import AuditEntry, Voicemail
+from voicemail.db.models import AuditEntry, Voicemail, VoicemailNote
 from voicemail.runtime import Runtime
 from voicemail.transcription import FakeTranscriber
 from voicemail.worker import build_worker
@@ -70,6 +70,16 @@ def _row(runtime: Runtime, voicemail_id: str) -> Voicemail:
         assert row is not None
         session.expunge(row)
         return row
+
+
+def _notes(runtime: Runtime, voicemail_id: str) -> list[tuple[str | None, str]]:
+    with runtime.sessions() as session:
+        query = (
+            select(VoicemailNote.author_id, VoicemailNote.body)
+            .where(VoicemailNote.voicemail_id == voicemail_id)
+            .order_by(VoicemailNote.id)
+        )
+        return [(author, body) for author, body in session.execute(query)]
 
 
 def _audit(runtime: Runtime, voicemail_id: str, action: str) -> list[AuditEntry]:
@@ -280,7 +290,7 @@ def test_handle_with_custom_disposition_then_reopen(
     row = _row(runtime, setup.voicemail_id)
     assert row.inbox_state == "handled"
     assert row.disposition == "Sent a brochure"
-    assert row.note == "Asked about <prices>"
+    assert _notes(runtime, setup.voicemail_id) == [(setup.agent.id, "Asked about <prices>")]
     assert row.handled_by_id == setup.agent.id and row.handled_at is not None
     page = inbox.get(f"/inbox/voicemails/{setup.voicemail_id}").text
     assert '<span id="state" class="badge handled">handled</span>' in page
@@ -291,7 +301,7 @@ def test_handle_with_custom_disposition_then_reopen(
     assert [e.detail["disposition"] for e in entries] == ["Sent a brochure"]
 
     assert _post(inbox, setup, "note", {"note": "Follow up Monday"}).status_code == 303
-    assert _row(runtime, setup.voicemail_id).note == "Follow up Monday"
+    assert _notes(runtime, setup.voicemail_id)[-1] == (setup.agent.id, "Follow up Monday")
     assert len(_audit(runtime, setup.voicemail_id, "voicemail.note")) == 1
 
     assert _post(inbox, setup, "reopen", {}).status_code == 303
@@ -302,7 +312,7 @@ def test_handle_with_custom_disposition_then_reopen(
         None,
         None,
     )
-    assert row.note == "Follow up Monday"  # the note stays with the voicemail
+    assert len(_notes(runtime, setup.voicemail_id)) == 2  # the notes stay with the voicemail
     assert len(_audit(runtime, setup.voicemail_id, "voicemail.reopen")) == 1
 
 
@@ -338,7 +348,8 @@ def test_changes_without_csrf_are_refused(
     ):
         assert inbox.post(f"{base}/{action}", data=data).status_code == 403
     row = _row(runtime, setup.voicemail_id)
-    assert (row.inbox_state, row.assignee_id, row.note) == ("new", None, None)
+    assert (row.inbox_state, row.assignee_id) == ("new", None)
+    assert _notes(runtime, setup.voicemail_id) == []
     with runtime.sessions() as session:
         changes = session.scalars(
             select(AuditEntry).where(

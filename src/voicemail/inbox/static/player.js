@@ -6,9 +6,9 @@
   if (!audio) return;
   const canvas = document.getElementById("waveform");
   const speed = document.getElementById("speed");
-  const words = Array.from(document.querySelectorAll("#transcript .word"));
-  const starts = words.map((w) => parseFloat(w.dataset.start));
-  const ends = words.map((w) => parseFloat(w.dataset.end));
+  let words = [];
+  let starts = [];
+  let ends = [];
   let peaks = [];
   let current = null;
 
@@ -133,19 +133,28 @@
   audio.addEventListener("loadedmetadata", update);
   audio.addEventListener("play", () => window.requestAnimationFrame(frame));
 
-  words.forEach((word, i) => {
-    const play = () => {
-      seek(starts[i]);
-      audio.play().catch(() => {});
-    };
-    word.addEventListener("click", play);
-    word.addEventListener("keydown", (event) => {
-      if (event.key === "Enter") {
-        event.preventDefault();
-        play();
-      }
+  function bindWords() {
+    words = Array.from(document.querySelectorAll("#transcript .word"));
+    starts = words.map((w) => parseFloat(w.dataset.start));
+    ends = words.map((w) => parseFloat(w.dataset.end));
+    current = null;
+    words.forEach((word, i) => {
+      const play = () => {
+        seek(starts[i]);
+        audio.play().catch(() => {});
+      };
+      word.addEventListener("click", play);
+      word.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") {
+          event.preventDefault();
+          play();
+        }
+      });
     });
-  });
+  }
+  bindWords();
+  // A page opened while transcribing: voicemail_live.js puts the transcript in once ready.
+  document.addEventListener("voicemail:transcript", bindWords);
 
   // Space toggles play, except while typing in a form field or on a control.
   document.addEventListener("keydown", (event) => {
