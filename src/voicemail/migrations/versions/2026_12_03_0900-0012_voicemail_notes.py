@@ -58,8 +58,13 @@ def upgrade() -> None:
         "SELECT id, handled_by_id, note, COALESCE(handled_at, changed_at, created_at) "
         "FROM voicemails WHERE note IS NOT NULL AND TRIM(note) <> '' ORDER BY created_at, id"
     )
-    with op.batch_alter_table("voicemails") as batch:
-        batch.drop_column("note")
+    if op.get_bind().dialect.name == "sqlite":
+        # Natively (SQLite 3.35 and later), not with a batch copy: that drops and re-creates
+        # voicemails, and with foreign keys on, dropping it deletes every row that cascades
+        # from it (transcripts, jobs, and the notes just written).
+        op.execute("ALTER TABLE voicemails DROP COLUMN note")
+    else:
+        op.drop_column("voicemails", "note")
     with op.batch_alter_table("audit_log") as batch:
         batch.create_index("ix_audit_log_voicemail_id_at", ["voicemail_id", "at"], unique=False)
 
