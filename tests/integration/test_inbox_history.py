@@ -25,7 +25,9 @@ from tests.helpers.inbox import (
     browser,
     make_queue,
     make_user,
+    notes_of,
     sign_in,
+    voicemail_row,
 )
 from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
@@ -104,24 +106,6 @@ def _open(client: TestClient, path: str) -> Opened:
     return Opened(client, path, answer.text)
 
 
-def _vm(runtime: Runtime, voicemail_id: str) -> Voicemail:
-    with runtime.sessions() as session:
-        row = session.get(Voicemail, voicemail_id)
-        assert row is not None
-        session.expunge(row)
-        return row
-
-
-def _notes(runtime: Runtime, voicemail_id: str) -> list[tuple[str | None, str]]:
-    with runtime.sessions() as session:
-        query = (
-            select(VoicemailNote.author_id, VoicemailNote.body)
-            .where(VoicemailNote.voicemail_id == voicemail_id)
-            .order_by(VoicemailNote.created_at, VoicemailNote.id)
-        )
-        return [(author, body) for author, body in session.execute(query)]
-
-
 def _timeline(html: str) -> list[tuple[str, str]]:
     """(kind, text) of each event of the page's activity, in order."""
     section = html.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
@@ -141,7 +125,7 @@ def test_notes_are_a_list_nobody_replaces(two: Two, runtime: Runtime) -> None:
     # Bob's page predates Ann's note: his is added next to hers.
     assert bob.post("note", note="Left a message <b>twice</b>").status_code == 303
     assert ann.post("note", note="   ").status_code == 303  # empty: nothing added
-    assert _notes(runtime, two.voicemail_id) == [
+    assert notes_of(runtime, two.voicemail_id) == [
         (two.ann.id, "Called, no answer"),
         (two.bob.id, "Left a message <b>twice</b>"),
     ]
@@ -167,7 +151,7 @@ def test_too_long_note_is_offered_back(two: Two, runtime: Runtime) -> None:
     assert "A note is at most 2000 characters" in answer.text
     assert f">{text}</textarea>" in answer.text
     assert '<option value="Called back" selected>' in answer.text
-    assert _notes(runtime, two.voicemail_id) == []
+    assert notes_of(runtime, two.voicemail_id) == []
 
 
 def test_second_to_handle_sees_who_and_when_and_keeps_the_note(two: Two, runtime: Runtime) -> None:
@@ -177,13 +161,13 @@ def test_second_to_handle_sees_who_and_when_and_keeps_the_note(two: Two, runtime
     answer = bob.post("handle", disposition="Called back", note="Customer happy")
     assert answer.status_code == 303
     assert answer.headers["location"] == f"{two.page}?conflict=handled&kept=1"
-    row = _vm(runtime, two.voicemail_id)
+    row = voicemail_row(runtime, two.voicemail_id)
     assert (row.inbox_state, row.disposition, row.handled_by_id) == (
         "handled",
         "Resolved",
         two.ann.id,
     )
-    assert _notes(runtime, two.voicemail_id) == [
+    assert notes_of(runtime, two.voicemail_id) == [
         (two.ann.id, "Refund sent"),
         (two.bob.id, "Customer happy"),
     ]
@@ -220,22 +204,22 @@ def test_handle_on_a_page_made_before_a_take_is_offered_back(two: Two, runtime: 
     assert 'name="custom" maxlength="64" value="Sent brochure"' in body
     assert '<option value="Other" selected>' in body
     # ...and nothing changed.
-    row = _vm(runtime, two.voicemail_id)
+    row = voicemail_row(runtime, two.voicemail_id)
     assert (row.inbox_state, row.assignee_id) == ("assigned", two.ann.id)
-    assert _notes(runtime, two.voicemail_id) == []
+    assert notes_of(runtime, two.voicemail_id) == []
     # Sent again from the page that showed the change, it goes ahead.
     again = Opened(two.bob_client, two.page, body)
     assert again.post("handle", disposition="Resolved", note="Bob's words").status_code == 303
-    row = _vm(runtime, two.voicemail_id)
+    row = voicemail_row(runtime, two.voicemail_id)
     assert (row.inbox_state, row.handled_by_id) == ("handled", two.bob.id)
-    assert _notes(runtime, two.voicemail_id) == [(two.bob.id, "Bob's words")]
+    assert notes_of(runtime, two.voicemail_id) == [(two.bob.id, "Bob's words")]
 
 
 def test_own_changes_do_not_make_a_page_stale(two: Two, runtime: Runtime) -> None:
     ann = _open(two.ann_client, two.page)
     assert ann.post("assign", target=f"user:{two.ann.id}").status_code == 303
     assert ann.post("handle", disposition="Resolved").status_code == 303
-    assert _vm(runtime, two.voicemail_id).handled_by_id == two.ann.id
+    assert voicemail_row(runtime, two.voicemail_id).handled_by_id == two.ann.id
 
 
 def test_stale_assign_and_reopen_say_what_changed(two: Two, runtime: Runtime) -> None:
@@ -246,7 +230,7 @@ def test_stale_assign_and_reopen_say_what_changed(two: Two, runtime: Runtime) ->
     assert answer.status_code == 409
     assert "Handled by Ann Agent: Resolved" in answer.text
     assert f'<option value="user:{two.bob.id}" selected>' in answer.text
-    assert _vm(runtime, two.voicemail_id).assignee_id is None
+    assert voicemail_row(runtime, two.voicemail_id).assignee_id is None
 
     # Both open the handled voicemail; Ann reopens it first.
     ann = _open(two.ann_client, two.page)
@@ -256,13 +240,13 @@ def test_stale_assign_and_reopen_say_what_changed(two: Two, runtime: Runtime) ->
     assert answer.status_code == 409
     assert "not handled (any more)" in answer.text
     assert "Reopened by Ann Agent" in answer.text
-    assert _vm(runtime, two.voicemail_id).inbox_state == "new"
+    assert voicemail_row(runtime, two.voicemail_id).inbox_state == "new"
 
 
 def test_live_json_reports_the_transcript_and_others_changes(
     two: Two, runtime: Runtime, creds: Credentials
 ) -> None:
-    queue_id = _vm(runtime, two.voicemail_id).queue_id
+    queue_id = voicemail_row(runtime, two.voicemail_id).queue_id
     [pending] = add_inbox_rows(runtime, InboxRow(creds.bot_id, text=None, queue_id=queue_id))
     page = _open(two.ann_client, f"/inbox/voicemails/{pending}")
     assert 'id="transcript" data-pending>Transcribing…' in page.html
@@ -429,3 +413,18 @@ def test_migrated_note_without_author_shows_unknown(
     page = two.ann_client.get(two.page).text
     assert re.search(r'class="note-author">unknown</strong>', page)
     assert "From 0011" in page
+
+
+def test_a_view_is_audited_but_not_the_pages_own_refresh(two: Two, runtime: Runtime) -> None:
+    two.ann_client.get(two.page)
+    refreshed = two.ann_client.get(two.page, headers={"X-Inbox-Refresh": "transcript"})
+    assert refreshed.status_code == 200
+    runtime.read_audit.flush()
+    with runtime.sessions() as session:
+        views = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.voicemail_id == two.voicemail_id,
+                AuditEntry.action == audit.VOICEMAIL_VIEW,
+            )
+        ).all()
+    assert [(entry.actor, entry.detail) for entry in views] == [(f"user:{two.ann.email}", {})]
