@@ -54,6 +54,9 @@ KINDS = {
 # A player asks for the audio in several Range requests and an agent reloads a page: the
 # same person doing the same thing again within this time is one event.
 SAME_EVENT = timedelta(minutes=10)
+# The player loads the start of the audio (``preload="metadata"``) as the page opens: an
+# access this soon after the same person's view is that, not a play.
+PRELOAD = timedelta(seconds=5)
 # The newest entries shown; older ones are summed up in one line.
 MAX_ENTRIES = 500
 UNKNOWN = "unknown"
@@ -196,11 +199,18 @@ def _from_rows(session: Session, voicemail: Voicemail) -> list[Event]:
 
 def _grouped(events: list[Event]) -> list[Event]:
     """Views and plays by one person in a row, each within ``SAME_EVENT`` of the last, as
-    one event (its first time)."""
+    one event (its first time); the player's preload, part of the view before it."""
     out: list[Event] = []
     last: dict[int, datetime] = {}
     for event in events:
         previous = out[-1] if out else None
+        if (
+            previous is not None
+            and (previous.kind, event.kind) == ("viewed", "played")
+            and previous.actor == event.actor
+            and event.at - last[id(previous)] <= PRELOAD
+        ):
+            continue
         if (
             previous is not None
             and event.kind in ("viewed", "played")
