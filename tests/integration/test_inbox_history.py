@@ -125,6 +125,7 @@ def test_notes_are_a_list_nobody_replaces(two: Two, runtime: Runtime) -> None:
     # Bob's page predates Ann's note: his is added next to hers.
     assert bob.post("note", note="Left a message <b>twice</b>").status_code == 303
     assert ann.post("note", note="   ").status_code == 303  # empty: nothing added
+    assert bob.post("note", note="Left a message <b>twice</b>").status_code == 303  # again
     assert notes_of(runtime, two.voicemail_id) == [
         (two.ann.id, "Called, no answer"),
         (two.bob.id, "Left a message <b>twice</b>"),

@@ -173,10 +173,20 @@ def handle(
 
 
 def add_note(session: Session, *, user: User, voicemail: Voicemail, note: str | None) -> bool:
-    """Add a note by ``user``; False (nothing written) when it is empty."""
+    """Add a note by ``user``; False (nothing written) when it is empty. The same form sent
+    twice (a double click, a reload) adds it once: a note the same as the newest one, by
+    the same person, is not added again."""
     body = clean_note(note)
     if body is None:
         return False
+    newest = session.execute(
+        select(VoicemailNote.author_id, VoicemailNote.body)
+        .where(VoicemailNote.voicemail_id == voicemail.id)
+        .order_by(VoicemailNote.created_at.desc(), VoicemailNote.id.desc())
+        .limit(1)
+    ).first()
+    if newest is not None and tuple(newest) == (user.id, body):
+        return True
     _add_note(session, user=user, voicemail=voicemail, body=body)
     # The note itself may hold personal data: the log says that one was added, not what.
     _record(
