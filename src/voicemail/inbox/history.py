@@ -57,7 +57,7 @@ SAME_EVENT = timedelta(minutes=10)
 # The player loads the start of the audio (``preload="metadata"``) as the page opens: an
 # access this soon after the same person's view is that, not a play.
 PRELOAD = timedelta(seconds=5)
-# The newest entries shown; older ones are summed up in one line.
+# The newest entries shown (older ones stay in the audit log, not on the page).
 MAX_ENTRIES = 500
 UNKNOWN = "unknown"
 
