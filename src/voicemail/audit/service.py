@@ -37,6 +37,7 @@ MEDIA_URL = "media-url"
 VOICEMAIL_FETCH = "voicemail.fetch"
 VOICEMAIL_LIST = "voicemail.list"
 MEDIA_ACCESS = "media.access"
+VOICEMAIL_VIEW = "voicemail.view"  # the inbox's voicemail page, opened by a signed-in user
 VOICEMAIL_DELETE = "voicemail.delete"
 VOICEMAIL_PURGE = "voicemail.purge"
 # Configuration changes (``record_change``), "<thing>.<change>":

@@ -202,7 +202,6 @@ class Voicemail(Base):
         String(16), default=InboxState.NEW, server_default=InboxState.NEW.value
     )
     disposition: Mapped[str | None] = mapped_column(String(64))
-    note: Mapped[str | None] = mapped_column(Text)
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     handled_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
@@ -422,7 +421,11 @@ class AuditEntry(Base):
     """Who read, deleted or changed what. No foreign keys: entries outlive what they name."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        # A voicemail's activity timeline, and what changed on it since a page was opened.
+        Index("ix_audit_log_voicemail_id_at", "voicemail_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -505,3 +508,18 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class VoicemailNote(Base):
+    """One note on a voicemail: saving a note adds one, never replaces another's. The notes
+    go with their voicemail (the foreign key cascades on the delete and the purge)."""
+
+    __tablename__ = "voicemail_notes"
+    __table_args__ = (Index("ix_voicemail_notes_voicemail_id_at", "voicemail_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    voicemail_id: Mapped[str] = mapped_column(ForeignKey("voicemails.id", ondelete="CASCADE"))
+    # None: a note from before notes had authors (migration 0012), or a deleted user.
+    author_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

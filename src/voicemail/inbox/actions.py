@@ -2,7 +2,12 @@
 
 Each function takes a voicemail the user may already see (``get_visible_voicemail``), checks
 what their role allows, changes it and writes an audit entry in the same transaction (the
-request's), so a change and its trace commit together or not at all.
+request's), so a change and its trace commit together or not at all. Each checks all its
+input before it changes anything, so a view may answer a ``BadRequest`` with the page (what
+the user typed offered back) and commit nothing.
+
+Notes are a list (``VoicemailNote``): saving one adds it, with its author and time; nobody's
+note replaces another's.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
-from voicemail.db.models import Queue, User, Voicemail
+from voicemail.db.models import Queue, User, Voicemail, VoicemailNote
 from voicemail.errors import BadRequest, Conflict
 from voicemail.queues.service import list_queues, member_queue_ids
 from voicemail.states import InboxState, Role
@@ -116,11 +121,29 @@ def assign(session: Session, *, user: User, voicemail: Voicemail, target: str) -
     _record(session, user=user, voicemail=voicemail, action=VOICEMAIL_ASSIGN, detail=detail)
 
 
-def _clean_note(note: str | None) -> str | None:
+def clean_note(note: str | None) -> str | None:
+    """The note as kept (trimmed), None when empty; BadRequest when too long."""
     note = (note or "").strip()
     if len(note) > MAX_NOTE:
         raise BadRequest(f"A note is at most {MAX_NOTE} characters")
     return note or None
+
+
+def _add_note(session: Session, *, user: User, voicemail: Voicemail, body: str) -> None:
+    session.add(VoicemailNote(voicemail_id=voicemail.id, author_id=user.id, body=body))
+
+
+def clean_disposition(disposition: str, custom: str | None) -> str:
+    """The disposition to keep: one of ``DISPOSITIONS``, or the custom text for "Other"."""
+    if disposition not in DISPOSITIONS:
+        raise BadRequest(f"Disposition must be one of: {', '.join(DISPOSITIONS)}")
+    if disposition == OTHER:
+        disposition = (custom or "").strip()
+        if not disposition:
+            raise BadRequest('Describe the disposition when choosing "Other"')
+        if len(disposition) > MAX_CUSTOM_DISPOSITION:
+            raise BadRequest(f"A disposition is at most {MAX_CUSTOM_DISPOSITION} characters")
+    return disposition
 
 
 def handle(
@@ -132,41 +155,48 @@ def handle(
     custom: str | None,
     note: str | None,
 ) -> None:
-    """Mark handled with a disposition; "Other" takes the custom text instead."""
-    if disposition not in DISPOSITIONS:
-        raise BadRequest(f"Disposition must be one of: {', '.join(DISPOSITIONS)}")
-    if disposition == OTHER:
-        disposition = (custom or "").strip()
-        if not disposition:
-            raise BadRequest('Describe the disposition when choosing "Other"')
-        if len(disposition) > MAX_CUSTOM_DISPOSITION:
-            raise BadRequest(f"A disposition is at most {MAX_CUSTOM_DISPOSITION} characters")
+    """Mark handled with a disposition; "Other" takes the custom text instead. A note given
+    is added to the voicemail's notes."""
+    disposition = clean_disposition(disposition, custom)
+    body = clean_note(note)
     if voicemail.inbox_state == InboxState.HANDLED:
         raise Conflict("This voicemail is handled already; reopen it first")
     voicemail.inbox_state = InboxState.HANDLED
     voicemail.disposition = disposition
-    voicemail.note = _clean_note(note)
     voicemail.handled_at = utcnow()
     voicemail.handled_by_id = user.id
-    _record(
-        session,
-        user=user,
-        voicemail=voicemail,
-        action=VOICEMAIL_HANDLE,
-        detail={"disposition": disposition},
-    )
+    detail: dict[str, Any] = {"disposition": disposition}
+    if body:
+        _add_note(session, user=user, voicemail=voicemail, body=body)
+        detail["noteLength"] = len(body)
+    _record(session, user=user, voicemail=voicemail, action=VOICEMAIL_HANDLE, detail=detail)
 
 
-def set_note(session: Session, *, user: User, voicemail: Voicemail, note: str | None) -> None:
-    voicemail.note = _clean_note(note)
-    # The note itself may hold personal data: the log says that it changed, not what it says.
+def add_note(session: Session, *, user: User, voicemail: Voicemail, note: str | None) -> bool:
+    """Add a note by ``user``; False (nothing written) when it is empty. The same form sent
+    twice (a double click, a reload) adds it once: a note the same as the newest one, by
+    the same person, is not added again."""
+    body = clean_note(note)
+    if body is None:
+        return False
+    newest = session.execute(
+        select(VoicemailNote.author_id, VoicemailNote.body)
+        .where(VoicemailNote.voicemail_id == voicemail.id)
+        .order_by(VoicemailNote.created_at.desc(), VoicemailNote.id.desc())
+        .limit(1)
+    ).first()
+    if newest is not None and tuple(newest) == (user.id, body):
+        return True
+    _add_note(session, user=user, voicemail=voicemail, body=body)
+    # The note itself may hold personal data: the log says that one was added, not what.
     _record(
         session,
         user=user,
         voicemail=voicemail,
         action=VOICEMAIL_NOTE,
-        detail={"length": len(voicemail.note or "")},
+        detail={"length": len(body)},
     )
+    return True
 
 
 def reopen(session: Session, *, user: User, voicemail: Voicemail) -> None:
