@@ -269,7 +269,8 @@ class SipEndpoint:
     def stream_ended(self, call: _Call, index: int) -> None:
         """A call's audio stream is about to go: its RTP statistics to the metrics."""
         try:
-            self.observer.stream_ended(call.getStreamStat(index))
+            call_sid = call.meta.call_sid if call.meta is not None else None
+            self.observer.stream_ended(call.getStreamStat(index), call_sid=call_sid)
         except Exception:
             log.warning("SIP stream statistics not read", exc_info=True)
 
