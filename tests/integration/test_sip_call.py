@@ -9,10 +9,13 @@ The stored duration is checked against what the caller sent after the beep (0.2 
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
 
+import httpx
+import numpy as np
 import pytest
 
 from tests.helpers.audio import tone_wav
@@ -20,6 +23,7 @@ from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, r
 from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_udp_port
 from tests.helpers.processes import embedded_service
+from tests.helpers.recorded_audio import compare_audio, decode_8k
 from tests.helpers.sip import (
     G722,
     PCMA,
@@ -29,6 +33,7 @@ from tests.helpers.sip import (
     Sip,
     fetch,
     headerless_g711,
+    jittery_rtp_pcap,
     sipp_call,
     stored_seconds,
     transcribed,
@@ -236,3 +241,27 @@ def test_a_hang_up_before_the_beep_leaves_nothing(sip: Sip) -> None:
 def recordings_opened(sip: Sip) -> int:
     """The voicemails the service's log shows opened for a call."""
     return sip.service.log.read_text().count('"SIP call recording"')
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sipp replays RTP captures as root only")
+def test_rtp_arriving_late_and_in_bursts_is_recorded_whole(sip: Sip) -> None:
+    """A jittery line: every 320 ms, the next 80 ms of packets arrive late, all at once.
+    The jitter buffer waits for them (nothing dropped, nothing concealed, no slip): the
+    recording holds the message sample for sample. PJSIP's phone defaults (an adaptive
+    prefetch of a frame or two, frames discarded to keep the delay down) made slips of
+    10-40 ms out of this."""
+    session = "5e55200000000000000000b1"
+    payload = (sip.work / f"{CLIP}.mulaw").read_bytes() * 2
+    pcap = jittery_rtp_pcap(payload, sip.work / "jittery.pcap", every=12, held=4)
+    message = len(payload) / 8000 + 0.5
+    call = Scenario("jittery", session_id=session).pause(PROMPT_SECONDS).play(pcap)
+    sipp_call(sip, call.pause(message).hang_up().write(sip.work), sip.bot)
+    assert stored_seconds(sip, session) == pytest.approx(message, abs=TOLERANCE)
+    [recording] = fetch(sip, session).json()["voicemail recording"]
+    stored = httpx.get(recording["fileUrl"], timeout=30)
+    assert stored.status_code == 200, stored.text[:300]
+    root = audio_dir()
+    assert root is not None
+    clip = decode_8k(clip_by_name(read_manifest(root), CLIP).telephone.read_bytes())
+    found = compare_audio(np.concatenate([clip, clip]), decode_8k(stored.content))
+    assert found["whole"], found

@@ -39,6 +39,7 @@ from voicemail.sip.call import (
     Ports,
     call_plan,
     configure_codecs,
+    configure_jitter_buffer,
 )
 from voicemail.sip.observe import CallObserver
 from voicemail.sip.recording import CallRecorder
@@ -317,6 +318,7 @@ class SipEndpoint:
         media.clockRate = media.sndClockRate = CLOCK_RATE
         media.channelCount = 1
         media.ecTailLen = 0  # nothing is played back to echo
+        configure_jitter_buffer(media)
         endpoint.libInit(config)
         ipv6 = ":" in self.host
         transport = pj.TransportConfig()
