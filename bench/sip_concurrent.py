@@ -414,7 +414,7 @@ def main() -> None:
     parser.add_argument(
         "--live", action="store_true",
         help="live transcription in the SIP processes (default: off, the workers transcribe "
-        "after each hang-up, as `voicemail sip` is deployed)",
+        "each message after its hang-up, as on hosts without CPU for live transcription)",
     )  # fmt: skip
     parser.add_argument(
         "--rate", type=float, default=10.0,
