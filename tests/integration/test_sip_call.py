@@ -246,17 +246,18 @@ def recordings_opened(sip: Sip) -> int:
 @pytest.mark.skipif(os.geteuid() != 0, reason="sipp replays RTP captures as root only")
 def test_rtp_arriving_late_and_in_bursts_is_recorded_whole(sip: Sip) -> None:
     """A jittery line: from the answer on (silence through the greeting and beep, then the
-    message), every 320 ms the next 80 ms of packets arrive late, all at once. The jitter
+    message), every 2 s the next 60 ms of packets arrive late, all at once. The jitter
     buffer waits for them (nothing dropped, nothing concealed, no slip): the recording
-    holds the message sample for sample. PJSIP's phone defaults (an adaptive prefetch of a
-    frame or two, frames discarded to keep the delay down) made 20-40 ms slips of this."""
+    holds the message sample for sample. With PJSIP's phone defaults (an adaptive
+    prefetch that shrinks back between the stalls, frames discarded to keep the delay
+    down) each stall made a damaged block and 10 ms slips."""
     session = "5e55200000000000000000b1"
     root = audio_dir()
     assert root is not None
     clip = clip_by_name(read_manifest(root), JITTERY_CLIP)
     silence = b"\xff" * round(PROMPT_SECONDS * 8000)  # µ-law zero
     payload = headerless_g711(clip, sip.work)[0].read_bytes()
-    pcap = jittery_rtp_pcap(silence + payload, sip.work / "jittery.pcap", every=60, held=4)
+    pcap = jittery_rtp_pcap(silence + payload, sip.work / "jittery.pcap", every=100, held=3)
     message = len(payload) / 8000 + 0.5
     call = Scenario("jittery", session_id=session).play(pcap).pause(PROMPT_SECONDS + message)
     sipp_call(sip, call.hang_up().write(sip.work), sip.bot)
