@@ -106,7 +106,7 @@ def configure_jitter_buffer(media: Any) -> None:
 
     PJSIP's defaults are a phone's: an adaptive prefetch of a frame or two and the
     progressive discard, which drops frames whenever more are queued than the recent
-    bursts call for. Under load that made 10-20 ms slips in a recording (a frame concealed
+    bursts call for. Under load that made 10-120 ms slips in a recording (frames concealed
     when the buffer ran dry, then frames dropped as the late ones arrived together). Here
     the prefetch is ``JITTER_PREFETCH_MS`` (a burst or stall shorter than that never empties
     the buffer), nothing is discarded (a longer stall adds a gap but loses nothing: the
