@@ -497,3 +497,20 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class VoicemailRead(Base):
+    """That a user has opened a voicemail's page: the inbox list shows the others in bold,
+    per user. Goes with the voicemail or the user (``ON DELETE CASCADE``, which SQLite
+    enforces too: ``PRAGMA foreign_keys``)."""
+
+    __tablename__ = "voicemail_reads"
+    __table_args__ = (UniqueConstraint("user_id", "voicemail_id"),)
+
+    # A key of its own (not the pair): `voicemail migrate-data` copies tables by one key.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    voicemail_id: Mapped[str] = mapped_column(
+        ForeignKey("voicemails.id", ondelete="CASCADE"), index=True
+    )
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -10,10 +10,12 @@ from fastapi.responses import RedirectResponse, Response
 from voicemail.api.deps import ReadSessionDep, RuntimeDep, SessionDep
 from voicemail.api.envelope import error_response
 from voicemail.audit.service import user_actor
-from voicemail.inbox import actions
+from voicemail.ids import clean_caller_id
+from voicemail.inbox import actions, reads
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import CsrfChecked, CurrentUser
-from voicemail.inbox.pages import render
+from voicemail.inbox.flash import set_flash
+from voicemail.inbox.pages import render, safe_back
 from voicemail.inbox.service import get_visible_voicemail
 from voicemail.inbox.waveform import waveform
 from voicemail.media.service import HELD_MESSAGE, media_held
@@ -31,9 +33,16 @@ def _back(voicemail_id: str) -> RedirectResponse:
 
 @router.get("/{voicemail_id}", include_in_schema=False)
 def voicemail_page(
-    voicemail_id: str, request: Request, session: ReadSessionDep, user: CurrentUser
+    voicemail_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    session: ReadSessionDep,
+    user: CurrentUser,
 ) -> Response:
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    # Opened: no longer unread for this user (a short write of its own; the page reads).
+    with runtime.sessions.begin() as writing:
+        reads.mark_read(writing, user_id=user.id, voicemail_id=voicemail.id)
     return render(
         request,
         "voicemail.html",
@@ -50,6 +59,7 @@ def voicemail_page(
             "speeds": SPEEDS,
             "file_name": kore.file_name(voicemail),
             "held": media_held(voicemail),
+            "can_take": voicemail.inbox_state != "handled" and voicemail.assignee_id is None,
         },
     )
 
@@ -125,6 +135,7 @@ def handle(
     disposition: Annotated[str, Form(max_length=100)],
     custom: Annotated[str, Form(max_length=actions.MAX_CUSTOM_DISPOSITION + 100)] = "",
     note: Annotated[str, Form(max_length=actions.MAX_NOTE + 100)] = "",
+    then: Annotated[str, Form(max_length=16)] = "",
 ) -> Response:
     voicemail = get_visible_voicemail(
         session, user=user, voicemail_id=voicemail_id, for_update=True
@@ -132,7 +143,44 @@ def handle(
     actions.handle(
         session, user=user, voicemail=voicemail, disposition=disposition, custom=custom, note=note
     )
+    if then == "next":  # "Handle and next": on to the oldest open one they may take
+        return RedirectResponse("/inbox/next", status_code=303)
     return _back(voicemail_id)
+
+
+@router.post("/{voicemail_id}/take", include_in_schema=False, dependencies=[CsrfChecked])
+def take(
+    voicemail_id: str,
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    back: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Assign it to oneself, in one click from the list or the page; back where the click
+    came from. Someone else had it: a message says who and when, not an error page."""
+    response = RedirectResponse(
+        safe_back(back, default=f"/inbox/voicemails/{voicemail_id}"), status_code=303
+    )
+    voicemail = get_visible_voicemail(
+        session, user=user, voicemail_id=voicemail_id, for_update=True
+    )
+    caller = clean_caller_id(voicemail.session.caller_from) or "an unknown caller"
+    try:
+        took = actions.take(session, user=user, voicemail=voicemail)
+    except actions.TakenAlready as exc:
+        message = f"Not taken: the voicemail from {caller} was {_lower(str(exc))}."
+        set_flash(request, response, message, kind="warning")
+        return response
+    set_flash(
+        request,
+        response,
+        f"You took the voicemail from {caller}." if took else "This voicemail is yours already.",
+    )
+    return response
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
 
 
 @router.post("/{voicemail_id}/note", include_in_schema=False, dependencies=[CsrfChecked])
