@@ -218,7 +218,7 @@
 
   function pageKey(key) {
     switch (key) {
-      case "p": case " ":
+      case "p": // Space too: player.js has it
         if (!player) return false;
         if (player.paused) player.play(); else player.pause();
         return true;
