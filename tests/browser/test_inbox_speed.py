@@ -62,7 +62,7 @@ def test_keyboard_take_bulk_unread_and_next(context: Any, world: World) -> None:
     assert len(ids) == 4 and ids[-1] == world.voicemail_a  # newest first
     unread = page.eval_on_selector_all(f"{ROWS}[data-unread] a.open", "as => as.length")
     assert unread == 4
-    assert "Unread:" in page.locator(f'{ROWS}[data-id="{ids[0]}"] a.open').inner_text()
+    assert "Unread:" in page.locator(f'{ROWS}[data-id="{ids[0]}"] td.caller').text_content()
 
     # "?" opens the list of shortcuts, a modal dialog; Escape closes it.
     page.keyboard.press("?")
