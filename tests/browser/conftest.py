@@ -94,3 +94,11 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def context(browser: Any, world: World) -> Iterator[Any]:
+    """A browser context of its own (its own cookie jar) for one test."""
+    ctx = browser.new_context(base_url=world.server.url, viewport={"width": 1280, "height": 900})
+    yield ctx
+    ctx.close()

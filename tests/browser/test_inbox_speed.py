@@ -6,32 +6,15 @@ taking one voicemail in two browsers."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.helpers.inbox_browser import PASSWORD, World, screenshot
+from tests.helpers.inbox_browser import PASSWORD, World, screenshot, sign_in
 
 pytestmark = pytest.mark.model
 
 ROWS = "#voicemail-list tr.voicemail-row"
-
-
-@pytest.fixture
-def context(browser: Any, world: World) -> Iterator[Any]:
-    ctx = browser.new_context(base_url=world.server.url, viewport={"width": 1280, "height": 900})
-    yield ctx
-    ctx.close()
-
-
-def sign_in(page: Any, email: str) -> None:
-    page.goto("/inbox/login")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    with page.expect_navigation():
-        page.get_by_role("button", name="Sign in").click()
-    assert page.url.endswith("/inbox"), page.url
 
 
 def row_ids(page: Any) -> list[str]:

@@ -202,3 +202,12 @@ def add_voicemail(
     )
     [voicemail_id] = add_inbox_rows(runtime, row)
     return voicemail_id
+
+
+def voicemail_row(runtime: Runtime, voicemail_id: str) -> Voicemail:
+    """The voicemail's row as stored now (detached)."""
+    with runtime.sessions() as session:
+        row = session.get(Voicemail, voicemail_id)
+        assert row is not None
+        session.expunge(row)
+        return row

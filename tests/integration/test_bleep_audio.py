@@ -30,6 +30,7 @@ from tests.helpers.credentials import Credentials
 from tests.helpers.deposits import deposit_file
 from tests.helpers.http import fetch
 from tests.helpers.inbox import signed_in
+from tests.helpers.inbox import voicemail_row as row
 from tests.helpers.spoken_digits import CachedTranscriber, SpokenNumbers
 from voicemail.bots import service as bots
 from voicemail.db.models import Job, Voicemail
@@ -52,14 +53,6 @@ Samples = npt.NDArray[np.float64]
 def configure(runtime: Runtime, bot_id: str, **changes: Any) -> None:
     with runtime.sessions.begin() as session:
         bots.configure_bot(session, bot_id=bot_id, **changes)
-
-
-def row(runtime: Runtime, voicemail_id: str) -> Voicemail:
-    with runtime.sessions() as session:
-        voicemail = session.get(Voicemail, voicemail_id)
-        assert voicemail is not None
-        session.expunge(voicemail)
-        return voicemail
 
 
 def samples_of(data: bytes) -> tuple[Samples, int]:

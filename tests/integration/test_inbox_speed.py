@@ -25,6 +25,7 @@ from tests.helpers.inbox import (
     make_queue,
     make_user,
     sign_in,
+    voicemail_row,
 )
 from voicemail.db.models import AuditEntry, CallSession, User, Voicemail, VoicemailRead
 from voicemail.inbox import actions, flash, listing
@@ -47,14 +48,6 @@ def _flash_of(response: Any) -> flash.Flash | None:
         return None
     data = json.loads(base64.urlsafe_b64decode(cookie.strip('"')))
     return flash.Flash(data["m"], data["k"])
-
-
-def _row(runtime: Runtime, voicemail_id: str) -> Voicemail:
-    with runtime.sessions() as session:
-        row = session.get(Voicemail, voicemail_id)
-        assert row is not None
-        session.expunge(row)
-        return row
 
 
 def _take(client: TestClient, voicemail_id: str, back: str = "") -> Any:
@@ -98,7 +91,7 @@ def test_take_from_the_list_and_the_page(
     message = _flash_of(taken)
     assert message is not None and message.kind == "info"
     assert "+15550001234" in message.message
-    row = _row(runtime, first)
+    row = voicemail_row(runtime, first)
     assert (row.assignee_id, row.inbox_state) == (agent.id, "assigned")
     shown = inbox.get("/inbox?view=unassigned")
     assert "You took the voicemail from +15550001234" in shown.text
@@ -170,7 +163,7 @@ def test_someone_else_has_it_the_agent_sees_who_and_when(
         assert re.search(r"already handled by Agent A at \d{4}-", message.message)
         landed = other.get(refused.headers["location"])
         assert landed.status_code == 200 and "already handled by Agent A" in landed.text
-    assert _row(runtime, taken_one).assignee_id == agent_a.id
+    assert voicemail_row(runtime, taken_one).assignee_id == agent_a.id
 
 
 def test_two_agents_take_at_once_one_wins_the_other_sees_who(
@@ -202,7 +195,7 @@ def test_two_agents_take_at_once_one_wins_the_other_sees_who(
     assert all(answer.status_code == 303 for answer in answers), answers
     kinds = sorted(message.kind for message in messages if message)
     assert kinds == ["info", "warning"], messages
-    winner = _row(runtime, voicemail_id).assignee_id
+    winner = voicemail_row(runtime, voicemail_id).assignee_id
     assert winner in {agent.id for agent in agents}
     winner_name = "Agent A" if winner == agents[0].id else "Agent B"
     [lost] = [message for message in messages if message and message.kind == "warning"]
@@ -433,14 +426,14 @@ def test_bulk_take_assign_handle_with_a_summary(
         r"3 taken, 1 already handled by Agent B at \d{4}-\d\d-\d\d \d\d:\d\d UTC", message.message
     ), message
     assert message.message in inbox.get("/inbox?view=mine").text
-    assert {_row(runtime, vid).assignee_id for vid in free} == {agent.id}
+    assert {voicemail_row(runtime, vid).assignee_id for vid in free} == {agent.id}
 
     # Assign two to the colleague; one the agent cannot see is "not found", not revealed.
     done = bulk(action="assign", ids=[free[0], free[1], invisible], target=f"user:{colleague.id}")
     message = _flash_of(done)
     assert message is not None and message.message == "2 assigned, 1 not found"
-    assert _row(runtime, free[0]).assignee_id == colleague.id
-    assert _row(runtime, invisible).assignee_id is None
+    assert voicemail_row(runtime, free[0]).assignee_id == colleague.id
+    assert voicemail_row(runtime, invisible).assignee_id is None
     # A person an agent may not assign to: nothing done.
     outsider = make_user(runtime, "agent", queues=(other_queue,))
     done = bulk(action="assign", ids=[free[2]], target=f"user:{outsider.id}")
@@ -454,8 +447,8 @@ def test_bulk_take_assign_handle_with_a_summary(
     message = _flash_of(done)
     assert message is not None
     assert message.message.startswith("2 handled, 1 already handled by Agent B at ")
-    assert _row(runtime, rows[4]).disposition == "No action"
-    assert _row(runtime, rows[4]).handled_by_id == agent.id
+    assert voicemail_row(runtime, rows[4]).disposition == "No action"
+    assert voicemail_row(runtime, rows[4]).handled_by_id == agent.id
 
     # Bad requests: no ids, an unknown action, a bad disposition, no CSRF token.
     for data in (

@@ -17,6 +17,7 @@ from tests.helpers.credentials import Credentials, new_bot
 from tests.helpers.deposits import deposit_file
 from tests.helpers.inbox import InboxUser, csrf_of, make_user, sign_in
 from tests.helpers.inbox import make_queue as create_queue
+from tests.helpers.inbox import voicemail_row as _row
 from voicemail.db.models import AuditEntry, Voicemail
 from voicemail.runtime import Runtime
 from voicemail.transcription import FakeTranscriber
@@ -62,14 +63,6 @@ def setup(
 def _signed_in(inbox: TestClient, user: InboxUser) -> TestClient:
     assert sign_in(inbox, user.email).status_code == 303
     return inbox
-
-
-def _row(runtime: Runtime, voicemail_id: str) -> Voicemail:
-    with runtime.sessions() as session:
-        row = session.get(Voicemail, voicemail_id)
-        assert row is not None
-        session.expunge(row)
-        return row
 
 
 def _audit(runtime: Runtime, voicemail_id: str, action: str) -> list[AuditEntry]:
