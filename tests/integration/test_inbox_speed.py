@@ -292,6 +292,18 @@ def test_views_and_oldest_first_pages(
     page = inbox.get("/inbox", params={"view": "mine"}).text
     assert 'id="view-mine" href="/inbox?view=mine" aria-current="page"' in page
     assert '<input type="hidden" name="view" value="mine">' in page  # the search keeps it
+    # Rows a live update brings have working Take buttons (the session's CSRF token, the
+    # view to come back to) and checkboxes of the bulk form.
+    polled = inbox.get(
+        "/inbox/rows",
+        params={"since": (BASE - timedelta(days=1)).isoformat(), "view": "unassigned"},
+        headers={"Accept": "application/json"},
+    ).json()
+    assert [found[0] for found in ROW.findall(polled["html"])] == [unassigned]
+    assert f'name="csrf_token" value="{csrf_of(inbox)}"' in polled["html"]
+    assert 'name="back" value="/inbox?view=unassigned"' in polled["html"]
+    assert f'name="ids" value="{unassigned}" form="bulk-form"' in polled["html"]
+    assert set(polled["left"]) == {mine, theirs, handled}
     bad = inbox.get("/inbox", params={"view": "everything"})
     assert bad.status_code == 400 and "View must be one of" in bad.text
 
