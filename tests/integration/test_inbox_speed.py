@@ -121,6 +121,11 @@ def test_take_from_the_list_and_the_page(
     # Without the CSRF token: refused.
     refused = inbox.post(f"/inbox/voicemails/{second}/take", data={})
     assert refused.status_code == 403
+    # One they cannot see (or no longer): back to the list, told so.
+    gone = _take(inbox, "f-00000000-0000-4000-8000-000000000000", back="/inbox?view=mine")
+    assert gone.headers["location"] == "/inbox?view=mine"
+    message = _flash_of(gone)
+    assert message is not None and message.kind == "warning" and "gone" in message.message
     # Back somewhere else than the inbox: ignored.
     elsewhere = _take(inbox, second, back="//evil.example/inbox")
     assert elsewhere.headers["location"] == f"/inbox/voicemails/{second}"

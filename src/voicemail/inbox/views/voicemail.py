@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from voicemail.api.deps import ReadSessionDep, RuntimeDep, SessionDep
 from voicemail.api.envelope import error_response
 from voicemail.audit.service import user_actor
+from voicemail.errors import NotFound
 from voicemail.ids import clean_caller_id
 from voicemail.inbox import actions, reads
 from voicemail.inbox.alerts import banner_alerts
@@ -161,9 +162,17 @@ def take(
     response = RedirectResponse(
         safe_back(back, default=f"/inbox/voicemails/{voicemail_id}"), status_code=303
     )
-    voicemail = get_visible_voicemail(
-        session, user=user, voicemail_id=voicemail_id, for_update=True
-    )
+    try:
+        voicemail = get_visible_voicemail(
+            session, user=user, voicemail_id=voicemail_id, for_update=True
+        )
+    except NotFound:
+        # Moved to a queue they are not in (or deleted) since their list was drawn.
+        response = RedirectResponse(safe_back(back), status_code=303)
+        set_flash(
+            request, response, "Not taken: that voicemail is gone from your queues.", kind="warning"
+        )
+        return response
     caller = clean_caller_id(voicemail.session.caller_from) or "an unknown caller"
     try:
         took = actions.take(session, user=user, voicemail=voicemail)
