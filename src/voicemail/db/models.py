@@ -163,6 +163,14 @@ class Voicemail(Base):
             sqlite_where=text(UNHANDLED_SQL),
             postgresql_where=text(UNHANDLED_SQL),
         ),
+        # The inbox's default view (open ones, every queue) newest or oldest first, and the
+        # next voicemail: a walk over the open ones alone, however many are handled.
+        Index(
+            "ix_voicemails_open_created_at",
+            "created_at",
+            sqlite_where=text(UNHANDLED_SQL),
+            postgresql_where=text(UNHANDLED_SQL),
+        ),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)  # the file id, f-<uuid>

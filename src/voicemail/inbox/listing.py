@@ -13,14 +13,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.orm import Session, aliased
 
-from voicemail.db.models import Bot, CallSession, Queue, Transcript, User, Voicemail
+from voicemail.db.models import (
+    UNHANDLED_SQL,
+    Bot,
+    CallSession,
+    Queue,
+    Transcript,
+    User,
+    Voicemail,
+)
 from voicemail.errors import BadRequest
 from voicemail.inbox.reads import is_read
 from voicemail.queues.service import list_queues, visible_to
-from voicemail.states import OPEN, UNHANDLED, InboxState, Role, VoicemailStatus
+from voicemail.states import OPEN, InboxState, Role, VoicemailStatus
 from voicemail.voicemails import listing
 from voicemail.voicemails.listing import Cursor
 
@@ -30,6 +38,9 @@ NO_QUEUE = "none"
 # One bound on a search for the inbox and the list API.
 MAX_QUERY = listing.MAX_QUERY
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
+# Open (unhandled, stored) voicemails, as the partial indexes say it: SQLite uses a partial
+# index only for a query that repeats its condition, not the same with bound values.
+_OPEN = and_(text(UNHANDLED_SQL))
 
 # The list's views. The default ("open") leaves handled voicemails out; "all" shows them.
 # Each but "all" shows open voicemails only, unless the state filter asks for a state.
@@ -177,7 +188,10 @@ def _conditions(
     elif filters.queue is not None:
         where.append(Voicemail.queue_id == filters.queue)
     if filters.state == OPEN or (filters.state is None and filters.view != VIEW_ALL):
-        where.append(Voicemail.inbox_state.in_(UNHANDLED))
+        # As the partial indexes say it (SQLite uses one only for a query that repeats its
+        # condition): the open ones are then walked in time order from
+        # ``ix_voicemails_open_created_at``, not all sorted (page 50: 358 ms against …).
+        where.append(_OPEN)
     elif filters.state is not None:
         where.append(Voicemail.inbox_state == filters.state)
     if filters.view == VIEW_MINE:
@@ -334,7 +348,7 @@ def next_open(session: Session, *, user: User) -> str | None:
         select(Voicemail.id)
         .where(
             Voicemail.status == VoicemailStatus.STORED,
-            Voicemail.inbox_state.in_(UNHANDLED),
+            _OPEN,
             or_(Voicemail.assignee_id.is_(None), Voicemail.assignee_id == user.id),
             allowed,
         )
