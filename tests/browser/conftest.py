@@ -104,3 +104,11 @@ def admin(world: World) -> str:
         "users", "create", email, "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
     )
     return email
+
+
+@pytest.fixture
+def context(browser: Any, world: World) -> Iterator[Any]:
+    """A browser context of its own (its own cookie jar) for one test."""
+    ctx = browser.new_context(base_url=world.server.url, viewport={"width": 1280, "height": 900})
+    yield ctx
+    ctx.close()

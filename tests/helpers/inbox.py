@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from voicemail import ids
 from voicemail.bots import service as bots
-from voicemail.db.models import CallSession, Transcript, Voicemail
+from voicemail.db.models import CallSession, Transcript, Voicemail, VoicemailNote
 from voicemail.runtime import Runtime
 
 PASSWORD = "correct horse battery staple"
@@ -215,10 +216,6 @@ def voicemail_row(runtime: Runtime, voicemail_id: str) -> Voicemail:
 
 def notes_of(runtime: Runtime, voicemail_id: str) -> list[tuple[str | None, str]]:
     """The voicemail's notes, oldest first: (author id, text)."""
-    from sqlalchemy import select
-
-    from voicemail.db.models import VoicemailNote
-
     with runtime.sessions() as session:
         query = (
             select(VoicemailNote.author_id, VoicemailNote.body)

@@ -163,6 +163,14 @@ class Voicemail(Base):
             sqlite_where=text(UNHANDLED_SQL),
             postgresql_where=text(UNHANDLED_SQL),
         ),
+        # The inbox's default view (open ones, every queue) newest or oldest first, and the
+        # next voicemail: a walk over the open ones alone, however many are handled.
+        Index(
+            "ix_voicemails_open_created_at",
+            "created_at",
+            sqlite_where=text(UNHANDLED_SQL),
+            postgresql_where=text(UNHANDLED_SQL),
+        ),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)  # the file id, f-<uuid>
@@ -523,3 +531,20 @@ class VoicemailNote(Base):
     author_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VoicemailRead(Base):
+    """That a user has opened a voicemail's page: the inbox list shows the others in bold,
+    per user. Goes with the voicemail or the user (``ON DELETE CASCADE``, which SQLite
+    enforces too: ``PRAGMA foreign_keys``)."""
+
+    __tablename__ = "voicemail_reads"
+    __table_args__ = (UniqueConstraint("user_id", "voicemail_id"),)
+
+    # A key of its own (not the pair): `voicemail migrate-data` copies tables by one key.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    voicemail_id: Mapped[str] = mapped_column(
+        ForeignKey("voicemails.id", ondelete="CASCADE"), index=True
+    )
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -13,14 +13,15 @@ note replaces another's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import desc, select
 from sqlalchemy.orm import Session
 
 from voicemail.audit import service as audit
 from voicemail.db.base import utcnow
-from voicemail.db.models import Queue, User, Voicemail, VoicemailNote
+from voicemail.db.models import AuditEntry, Queue, User, Voicemail, VoicemailNote
 from voicemail.errors import BadRequest, Conflict
 from voicemail.queues.service import list_queues, member_queue_ids
 from voicemail.states import InboxState, Role
@@ -35,6 +36,7 @@ VOICEMAIL_ASSIGN = "voicemail.assign"
 VOICEMAIL_HANDLE = "voicemail.handle"
 VOICEMAIL_NOTE = "voicemail.note"
 VOICEMAIL_REOPEN = "voicemail.reopen"
+VOICEMAIL_TAKE = "voicemail.take"
 
 USER_TARGET = "user:"
 QUEUE_TARGET = "queue:"
@@ -215,6 +217,65 @@ def reopen(session: Session, *, user: User, voicemail: Voicemail) -> None:
         action=VOICEMAIL_REOPEN,
         detail={"previousDisposition": previous},
     )
+
+
+class TakenAlready(Conflict):
+    """Someone else has the voicemail (or it is handled): the message says who and when,
+    for the flash message the agent sees instead of an error page."""
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "a moment ago"
+
+
+def _name(session: Session, user_id: str | None) -> str:
+    person = session.get(User, user_id) if user_id else None
+    return (person.name or person.email) if person else "a former user"
+
+
+def _taken_at(session: Session, voicemail: Voicemail) -> datetime | None:
+    """When it went to its assignee: the last take or assignment in the audit log."""
+    return session.scalar(
+        select(AuditEntry.at)
+        .where(
+            AuditEntry.voicemail_id == voicemail.id,
+            AuditEntry.action.in_((VOICEMAIL_TAKE, VOICEMAIL_ASSIGN)),
+        )
+        .order_by(desc(AuditEntry.at), desc(AuditEntry.id))
+        .limit(1)
+    )
+
+
+def who_has_it(session: Session, *, voicemail: Voicemail) -> str:
+    """ "handled by Ana Lima at 2026-03-10 12:05 UTC", "taken by …": for the flash messages."""
+    if voicemail.inbox_state == InboxState.HANDLED:
+        by = _name(session, voicemail.handled_by_id)
+        return f"handled by {by} at {_when(voicemail.handled_at)}"
+    by = _name(session, voicemail.assignee_id)
+    return f"taken by {by} at {_when(_taken_at(session, voicemail) or voicemail.changed_at)}"
+
+
+def take(session: Session, *, user: User, voicemail: Voicemail) -> bool:
+    """Assign it to ``user`` (one click, any role). True when it became theirs; False when
+    it was theirs already. TakenAlready when someone else has it or it is handled: the
+    caller loaded it ``for_update``, so of two agents taking it at once the second waits
+    for the first's commit and lands here, told who."""
+    if voicemail.inbox_state == InboxState.HANDLED or (
+        voicemail.assignee_id is not None and voicemail.assignee_id != user.id
+    ):
+        raise TakenAlready(f"Already {who_has_it(session, voicemail=voicemail)}")
+    if voicemail.assignee_id == user.id and voicemail.inbox_state == InboxState.ASSIGNED:
+        return False
+    voicemail.assignee_id = user.id
+    voicemail.inbox_state = InboxState.ASSIGNED
+    _record(
+        session,
+        user=user,
+        voicemail=voicemail,
+        action=VOICEMAIL_TAKE,
+        detail={"assignee": user.email},
+    )
+    return True
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,15 @@ from voicemail.db.models import (
 from voicemail.inbox import actions
 from voicemail.states import DeliveryStatus
 
-# Written by the one-click "take" (issue 13, point 3) when it is there.
-VOICEMAIL_TAKE = "voicemail.take"
-
 # What changes the state of a voicemail in the inbox: another user's such change since a page
 # was opened makes that page stale.
-CHANGES = (VOICEMAIL_TAKE, actions.VOICEMAIL_ASSIGN, actions.VOICEMAIL_HANDLE,
+CHANGES = (actions.VOICEMAIL_TAKE, actions.VOICEMAIL_ASSIGN, actions.VOICEMAIL_HANDLE,
            actions.VOICEMAIL_REOPEN)  # fmt: skip
 # The audit actions the timeline shows, with the kind of their event.
 KINDS = {
     audit.VOICEMAIL_VIEW: "viewed",
     audit.MEDIA_ACCESS: "played",
-    VOICEMAIL_TAKE: "taken",
+    actions.VOICEMAIL_TAKE: "taken",
     actions.VOICEMAIL_ASSIGN: "assigned",
     actions.VOICEMAIL_HANDLE: "handled",
     actions.VOICEMAIL_REOPEN: "reopened",

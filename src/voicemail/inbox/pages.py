@@ -16,6 +16,7 @@ from voicemail.api.envelope import error_response
 from voicemail.db.base import utcnow
 from voicemail.ids import clean_caller_id
 from voicemail.inbox.alerts import span
+from voicemail.inbox.flash import clear_flash, read_flash
 from voicemail.transcription.callback import display_number
 
 HERE = Path(__file__).parent
@@ -95,15 +96,27 @@ templates.env.filters["caller"] = clean_caller_id
 def render(
     request: Request, template: str, context: dict[str, Any] | None = None, status: int = 200
 ) -> HTMLResponse:
-    """A page, with the signed-in user and CSRF token when there is a session."""
+    """A page, with the signed-in user and CSRF token when there is a session, and the
+    flash message waiting for this browser (shown once)."""
     full = {
         "user": getattr(request.state, "viewer", None),
         "csrf_token": getattr(request.state, "csrf_token", ""),
+        "flash": read_flash(request),
         **(context or {}),
     }
     response = templates.TemplateResponse(request, template, full, status_code=status)
     response.headers.update(SECURITY_HEADERS)
+    clear_flash(request, response)
     return response
+
+
+def safe_back(back: str | None, default: str = "/inbox") -> str:
+    """A page of the inbox to return to after a form (never another site)."""
+    if not back or not back.startswith("/inbox") or back.startswith("/inbox/rows"):
+        return default
+    if any(bad in back for bad in ("\\", "//", "\n", "\r")):
+        return default
+    return back
 
 
 def error_page(request: Request, status: int, message: str) -> Response:

@@ -25,12 +25,14 @@ from voicemail.api.envelope import error_response
 from voicemail.audit.service import VOICEMAIL_VIEW, user_actor
 from voicemail.db.base import utcnow
 from voicemail.db.models import User, Voicemail
-from voicemail.errors import BadRequest
-from voicemail.inbox import actions, history
+from voicemail.errors import BadRequest, NotFound
+from voicemail.ids import clean_caller_id
+from voicemail.inbox import actions, history, reads
 from voicemail.inbox.alerts import banner_alerts
 from voicemail.inbox.deps import CsrfChecked, CurrentUser
+from voicemail.inbox.flash import set_flash
 from voicemail.inbox.history import Event
-from voicemail.inbox.pages import SECURITY_HEADERS, render
+from voicemail.inbox.pages import SECURITY_HEADERS, render, safe_back
 from voicemail.inbox.service import get_visible_voicemail
 from voicemail.inbox.waveform import waveform
 from voicemail.media.service import HELD_MESSAGE, media_held
@@ -103,6 +105,7 @@ def _page(
             "notice": notice,
             "draft": notice.draft if notice else {},
             "handled_first": handled_first,
+            "can_take": voicemail.inbox_state != "handled" and voicemail.assignee_id is None,
         },
         status=status,
     )
@@ -117,6 +120,9 @@ def voicemail_page(
     user: CurrentUser,
 ) -> Response:
     voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    # Opened: no longer unread for this user (a short write of its own; the page reads).
+    with runtime.sessions.begin() as writing:
+        reads.mark_read(writing, user_id=user.id, voicemail_id=voicemail.id)
     # Opened by a person; not the page's own script fetching the transcript once it is ready.
     if REFRESH_HEADER not in request.headers:
         runtime.read_audit.record(
@@ -262,6 +268,7 @@ def handle(
     custom: Annotated[str, Form(max_length=actions.MAX_CUSTOM_DISPOSITION + 100)] = "",
     note: Annotated[str, Form(max_length=actions.MAX_NOTE + 100)] = "",
     seen: Annotated[str, Form(max_length=64)] = "",
+    then: Annotated[str, Form(max_length=16)] = "",
 ) -> Response:
     """Mark handled. Came second (someone handled it meanwhile): the note is added to its
     notes and the page says who handled it and when. Someone else took, assigned or
@@ -293,7 +300,52 @@ def handle(
         )
     except BadRequest as exc:
         return again(notice=Notice(exc.message, "handle", draft), status=400)
+    if then == "next":  # "Handle and next": on to the oldest open one they may take
+        return RedirectResponse("/inbox/next", status_code=303)
     return _back(voicemail_id)
+
+
+@router.post("/{voicemail_id}/take", include_in_schema=False, dependencies=[CsrfChecked])
+def take(
+    voicemail_id: str,
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    back: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Assign it to oneself, in one click from the list or the page; back where the click
+    came from. Someone else had it: a message says who and when, not an error page."""
+    response = RedirectResponse(
+        safe_back(back, default=f"/inbox/voicemails/{voicemail_id}"), status_code=303
+    )
+    try:
+        voicemail = get_visible_voicemail(
+            session, user=user, voicemail_id=voicemail_id, for_update=True
+        )
+    except NotFound:
+        # Moved to a queue they are not in (or deleted) since their list was drawn.
+        response = RedirectResponse(safe_back(back), status_code=303)
+        set_flash(
+            request, response, "Not taken: that voicemail is gone from your queues.", kind="warning"
+        )
+        return response
+    caller = clean_caller_id(voicemail.session.caller_from) or "an unknown caller"
+    try:
+        took = actions.take(session, user=user, voicemail=voicemail)
+    except actions.TakenAlready as exc:
+        message = f"Not taken: the voicemail from {caller} was {_lower(str(exc))}."
+        set_flash(request, response, message, kind="warning")
+        return response
+    set_flash(
+        request,
+        response,
+        f"You took the voicemail from {caller}." if took else "This voicemail is yours already.",
+    )
+    return response
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
 
 
 @router.post("/{voicemail_id}/note", include_in_schema=False, dependencies=[CsrfChecked])

@@ -1,7 +1,7 @@
 """queue handle target
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-03 09:00:00.000000
 
 The time to handle a queue's voicemails in (deposit to handled) that the backlog page
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
