@@ -26,13 +26,6 @@ PHONE = {
 
 
 @pytest.fixture
-def context(browser: Any, world: World) -> Iterator[Any]:
-    ctx = browser.new_context(base_url=world.server.url, viewport={"width": 1280, "height": 900})
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
 def phone(browser: Any, world: World) -> Iterator[Any]:
     ctx = browser.new_context(base_url=world.server.url, **PHONE)
     yield ctx

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.axe import assert_no_axe_violations
 from tests.helpers.inbox_browser import PASSWORD, World, screenshot
 
 pytestmark = pytest.mark.model
@@ -86,6 +87,7 @@ def test_second_agent_sees_who_handled_and_keeps_their_note(
     assert second.input_value("#note") == "Bea: left a voicemail for the caller."
     assert navigations(second) == 1
     screenshot(second, "voicemail-changed-meanwhile")
+    assert_no_axe_violations(second)  # the live notice of what changed
 
     # B sends anyway: the page says who handled it and when; B's note is kept.
     with second.expect_navigation():
@@ -109,6 +111,7 @@ def test_second_agent_sees_who_handled_and_keeps_their_note(
     ]
     assert "Note added by Bea Second" in events
     screenshot(second, "voicemail-handled-first")
+    assert_no_axe_violations(second)  # the notice, the notes and the activity
 
 
 def test_page_opened_while_transcribing_shows_the_transcript(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.axe import assert_no_axe_violations
 from tests.helpers.inbox_browser import PASSWORD, World, screenshot, sign_in
 
 pytestmark = pytest.mark.model
@@ -54,6 +55,7 @@ def test_keyboard_take_bulk_unread_and_next(context: Any, world: World) -> None:
     assert page.evaluate("document.activeElement.id") == "shortcuts-close"
     assert "Take the current voicemail" in dialog.inner_text()
     screenshot(page, "inbox-shortcuts")
+    assert_no_axe_violations(page)  # the list with its dialog open
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
 
@@ -115,6 +117,7 @@ def test_keyboard_take_bulk_unread_and_next(context: Any, world: World) -> None:
     with page.expect_navigation():
         page.locator("#bulk-apply").click()
     assert flash_text(page).strip() == "2 taken"
+    assert_no_axe_violations(page)  # a message after a redirect, the "My" rows
     assert page.locator(f"{ROWS} button.take").count() == 0  # all four are the agent's
 
     # The "My open" view; o opens the current row, which is then read.
@@ -203,5 +206,6 @@ def test_two_agents_take_one_voicemail(browser: Any, world: World) -> None:
         r"already taken by agent\.a@example\.com at \d{4}-\d\d-\d\d \d\d:\d\d UTC", message
     ), message
     assert second.locator("#flash").get_attribute("role") == "alert"
+    assert_no_axe_violations(second)
     for ctx in contexts:
         ctx.close()
