@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -10,16 +11,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -111,3 +113,31 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
         "p99_ms": percentile(seconds, 0.99) * 1000,
         "mean_ms": statistics.fmean(seconds) * 1000,
     }
+
+
+def service_beam_size() -> int:
+    """The beam size the service uses by default (``VOICEMAIL_ASR_BEAM_SIZE``)."""
+    from voicemail.settings import Settings
+
+    return int(Settings.model_fields["asr_beam_size"].default)
+
+
+def add_beams_argument(parser: argparse.ArgumentParser) -> None:
+    """``--beam N [N ...]``: one beam size, or several compared side by side."""
+    parser.add_argument(
+        "--beam",
+        type=int,
+        nargs="+",
+        default=[service_beam_size()],
+        dest="beams",
+        metavar="N",
+        help="beam size(s) to run; several are interleaved item by item "
+        "(default: the service's, %(default)s)",
+    )
+
+
+def interleaved(index: int, variants: Sequence[T]) -> list[T]:
+    """The order in which to run ``variants`` (beam sizes, layouts) for the ``index``-th
+    item (clip, message, round): forwards, then backwards, so that none always goes first
+    and machine noise (other processes, a warm cache) falls on all of them alike."""
+    return list(variants) if index % 2 == 0 else list(reversed(variants))

@@ -349,7 +349,13 @@ class Settings(BaseSettings):
         description="0 means one per CPU this process may use: its affinity mask and its "
         "container's CPU quota (cgroup), not the host's core count",
     )
-    asr_beam_size: int = Field(default=1, ge=1, le=10)
+    asr_beam_size: int = Field(
+        default=5,
+        ge=1,
+        le=10,
+        description="Beam search width. 5 (the default) makes fewer word errors than 1 "
+        "(greedy decoding) for more CPU per transcription; see docs/benchmarks.md",
+    )
     model_cache_dir: Path = Field(
         default_factory=lambda: (
             Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "voicemail"
