@@ -13,10 +13,12 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import jwt
 import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +49,27 @@ def voicemail_cli(env: Mapping[str, str], cwd: Path, *args: str) -> dict[str, An
         raise RuntimeError(f"voicemail {' '.join(args)} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+@dataclass(frozen=True)
+class BenchApp:
+    """A bot, and an app allowed to deposit its voicemails and fetch them."""
+
+    bot: str
+    client_id: str
+    client_secret: str
+
+    def auth(self) -> str:
+        """A fresh token (the ``auth`` header) per request: JTI replay protection may be on."""
+        return jwt.encode({"appId": self.client_id}, self.client_secret)
+
+
+def create_bench_app(env: Mapping[str, str], cwd: Path) -> BenchApp:
+    """A bot named "bench" and its app, made with the CLI."""
+    bot = voicemail_cli(env, cwd, "bots", "create", "bench")["botId"]
+    scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
+    app = voicemail_cli(env, cwd, "apps", "create", "bench", "--bot", bot, *scopes)
+    return BenchApp(bot, app["clientId"], app["clientSecret"])
 
 
 @contextmanager

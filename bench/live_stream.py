@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
@@ -56,10 +55,10 @@ sys.path.insert(0, str(REPO))
 from bench.common import (  # noqa: E402
     add_beams_argument,
     clean_env,
+    create_bench_app,
     interleaved,
     percentile,
     serve,
-    voicemail_cli,
 )
 from tests.helpers.clips import (  # noqa: E402
     audio_dir,
@@ -179,15 +178,9 @@ def start_target(stack: ExitStack, home: Path, beam: int) -> Target:
     )
     base = stack.enter_context(serve(env, home))
     client = stack.enter_context(httpx.Client(base_url=base, timeout=120))
-    bot = voicemail_cli(env, home, "bots", "create", "bench")["botId"]
-    scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
-    app = voicemail_cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
-
-    def auth() -> str:  # a fresh token per request: JTI replay protection may be on
-        return jwt.encode({"appId": app["clientId"]}, app["clientSecret"])
-
-    ws_url = base.replace("http://", "ws://") + f"/api/public/bot/{bot}/voicemail/stream"
-    return Target(beam, home, client, bot, auth, ws_url)
+    app = create_bench_app(env, home)
+    ws_url = base.replace("http://", "ws://") + f"/api/public/bot/{app.bot}/voicemail/stream"
+    return Target(beam, home, client, app.bot, app.auth, ws_url)
 
 
 def run_message(

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,10 +46,10 @@ from bench.common import (
     REPO,
     add_beams_argument,
     clean_env,
+    create_bench_app,
     interleaved,
     postgres_database,
     serve,
-    voicemail_cli,
 )
 from tests.helpers.clips import audio_dir, read_manifest
 
@@ -217,10 +216,8 @@ def main() -> None:
             log_level="INFO",
         )
         subprocess.run([sys.executable, "-m", "voicemail", "db", "upgrade"], env=env, check=True)
-        bot = voicemail_cli(env, home, "bots", "create", "bench")["botId"]
-        scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
-        app = voicemail_cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
-        headers = {"auth": jwt.encode({"appId": app["clientId"]}, app["clientSecret"])}
+        app = create_bench_app(env, home)
+        bot, headers = app.bot, {"auth": app.auth()}
         with serve(env, home) as base:
             for number, clip in enumerate(clips):
                 path = clip.path("telephone")
