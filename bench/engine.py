@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -161,8 +162,13 @@ def summarise(results: list[ClipResult], clips: list[Clip]) -> dict[str, Any]:
     }
 
 
-def compare(summaries: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per set, each beam against the first: corpus WER change and processing-time ratio."""
+def compare(
+    summaries: dict[int, dict[str, Any]], results: list[ClipResult]
+) -> dict[str, dict[str, Any]]:
+    """Per set, each beam against the first: corpus WER change and processing-time ratio,
+    of the totals and the median of the clips' own ratios (each clip's two runs are next to
+    each other, so a burst of other work on the machine moves the totals more)."""
+    seconds = {(r.beam, r.set, r.clip): r.processing_seconds for r in results}
     first, *others = list(summaries)
     comparison: dict[str, dict[str, Any]] = {}
     for name, base in summaries[first].items():
@@ -178,6 +184,14 @@ def compare(summaries: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 ),
                 "processing_ratio": round(
                     summaries[other][name]["processing_seconds"] / base["processing_seconds"], 4
+                ),
+                "processing_ratio_median_clip": round(
+                    statistics.median(
+                        seconds[(other, set_, clip)] / seconds[(first, set_, clip)]
+                        for (beam, set_, clip) in seconds
+                        if beam == first and set_ == name
+                    ),
+                    4,
                 ),
             }
             for other in others
@@ -209,15 +223,19 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {s['not_english']} | {s['no_speech']} | {s['dropped_segments']} |"
             )
     if report.get("comparison"):
-        lines += ["", "| set | comparison | corpus WER change | relative | processing time ratio |"]
-        lines += ["|---|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "| set | comparison | corpus WER change | relative | processing time ratio "
+            "(total) | (median clip) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for name, pairs in report["comparison"].items():
             for pair, c in pairs.items():
                 relative = c["corpus_wer_relative_change"]
                 lines.append(
                     f"| {name} | {pair} | {c['corpus_wer_change'] * 100:+.2f} points "
                     f"| {'–' if relative is None else f'{relative:+.1%}'} "
-                    f"| {c['processing_ratio']:.3f} |"
+                    f"| {c['processing_ratio']:.3f} | {c['processing_ratio_median_clip']:.3f} |"
                 )
     for beam in report["beams"]:
         for name in report["beams"][beam]:
@@ -313,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_after_load_mib": round(rss_after_load, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "beams": {str(beam): sets for beam, sets in summaries.items()},
-        "comparison": compare(summaries) if len(engines) > 1 else {},
+        "comparison": compare(summaries, results) if len(engines) > 1 else {},
         "clips": [asdict(r) for r in results],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
