@@ -371,8 +371,8 @@ class Settings(BaseSettings):
         description="The longest one attempt of a job may run. Past it the attempt counts as "
         "failed (retried up to job_max_attempts) and its hung thread is abandoned. Keep it "
         "well above the longest transcription: max_duration_seconds at the model's real-time "
-        "factor on this hardware (about 0.25 on 2 CPU cores with beam 5: a 600 s message in about "
-        "160 s)",
+        "factor on this hardware (about 0.23 on 2 CPU cores with beam 5: a 600 s message in about "
+        "140 s)",
     )
     job_retry_base_seconds: float = Field(default=10.0, ge=0)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
