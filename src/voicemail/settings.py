@@ -353,8 +353,8 @@ class Settings(BaseSettings):
         default=5,
         ge=1,
         le=10,
-        description="Beam search width. 5 (the default) makes fewer word errors than 1 "
-        "(greedy decoding) for more CPU per transcription; see docs/benchmarks.md",
+        description="Beam search width. 1 (greedy decoding) takes about 10% less CPU per "
+        "transcription than the default 5; see docs/benchmarks.md for their word error rates",
     )
     model_cache_dir: Path = Field(
         default_factory=lambda: (
