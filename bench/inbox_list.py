@@ -301,6 +301,10 @@ def run_database(
             f"search, rare word ({RARE})": (supervisor, f"/inbox?q={RARE}"),
             "search, two words (refund order)": (supervisor, "/inbox?q=refund+order"),
             "search, agent, common word": (agent, "/inbox?q=please"),
+            "view all, with handled (supervisor)": (supervisor, "/inbox?view=all"),
+            "view my open (agent)": (agent, "/inbox?view=mine"),
+            "view unassigned (agent)": (agent, "/inbox?view=unassigned"),
+            "view oldest first (supervisor)": (supervisor, "/inbox?view=oldest"),
         }
         results, plans = {}, {}
         for label, (client, target) in cases.items():

@@ -1,9 +1,10 @@
 """What the SIP benchmarks share: a caller played by ``sipp`` (its scenario, its clocks)
 and the checks of what a call left (``sip_latency.py``, ``sip_concurrent.py``).
 
-A call: INVITE with ``X-Session-Id``, ACK, ``lead`` seconds of waiting through the greeting
-and beep, the message streamed as G.711 µ-law RTP (sipp's ``<exec rtp_stream>``: 20 ms
-packets of a headerless µ-law file), BYE when its last packet's audio ends. Its moments
+A call is the tests' ``tests/sip/leave_message.xml`` (it works through Kamailio too):
+INVITE with ``X-Session-Id``, ACK, then G.711 µ-law RTP from the ACK on (sipp's ``<exec
+rtp_stream>``: 20 ms packets of a headerless µ-law file): ``lead`` seconds of silence
+through the greeting and beep, then the message; BYE when its last packet's audio ends. Its moments
 (200, ACK, BYE, 200 to the BYE) are the stamps of sipp's ``-trace_msg`` log: wall clock,
 microseconds, taken as each message is handed to or read from the socket.
 
@@ -14,8 +15,6 @@ greeting when the call's media is up (its 200), and records from the end of the 
 
 from __future__ import annotations
 
-import io
-import socket
 import subprocess
 import time
 import wave
@@ -27,101 +26,23 @@ from typing import Any
 
 import av
 import numpy as np
-import numpy.typing as npt
+from tests.helpers.net import free_udp_port
+from tests.helpers.recorded_audio import Pcm, compare_audio, decode_8k
+
+__all__ = ["Pcm", "compare_audio", "decode_8k", "free_udp_port"]  # what the scripts import
 
 SAMPLE_RATE = 8000  # G.711's, the messages' (bench/live_stream.py)
-BLOCK_SECONDS = 0.1  # compare_audio's unit: a lost 20 ms packet is a fifth of it
-SEARCH_SAMPLES = 400  # 50 ms either side of where the previous block puts a block
-SPEECH_RMS = 300.0  # a block quieter than this (16-bit) is a pause: not compared
-DAMAGED_BELOW = 0.98  # normalised correlation; intact µ-law blocks: 0.9999, a lost 20 ms: < 0.9
-SLIP_SAMPLES = 16  # 2 ms
-
-Pcm = npt.NDArray[np.int16]
 
 TOLERANCE_SECONDS = 0.2  # stored against sent after the beep (sip.md)
 DEFAULT_BEEP_SECONDS = 0.5  # voicemail.sip.endpoint.BEEP_MS, when it cannot be imported
 SIPP_SLACK_SECONDS = 60  # sipp's -timeout beyond the call's own length
+REPO = Path(__file__).resolve().parents[1]
 
-# A caller leaving a message (after tests/sip/leave_message.xml): INVITE with X-Session-Id,
-# ACK, LEAD_MS of waiting through the greeting and beep, FILE streamed as PCMU RTP, BYE
-# HOLD_MS after the stream began (when its last packet's audio ends).
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="bench message">
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Caller" <sip:+15551230000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:sipp@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      X-Session-Id: [session_id]
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Caller" <sip:+15551230000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: <sip:sipp@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <pause milliseconds="LEAD_MS"/>
-  <nop>
-    <action>
-      <exec rtp_stream="FILE,1,0"/>
-    </action>
-  </nop>
-  <pause milliseconds="HOLD_MS"/>
-  <send retrans="500">
-    <![CDATA[
-
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Caller" <sip:+15551230000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Contact: <sip:sipp@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>
-</scenario>
-"""
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+# A caller leaving a message: the tests' own scenario (INVITE with X-Session-Id, ACK with the
+# 200's Record-Route as Route, so that it works through Kamailio too; clip.ulaw streamed as
+# PCMU RTP from the ACK on; BYE after sipp's -d milliseconds).
+SCENARIO = REPO / "tests" / "sip" / "leave_message.xml"
+MULAW_SILENCE = b"\xff"
 
 
 def greeting_and_beep_seconds() -> float:
@@ -167,7 +88,7 @@ class SippCall:
     exited: float  # wall clock when sipp's process had exited (as seen by us)
     stream_seconds: float  # the audio streamed
     lead_seconds: float  # ACK to the stream's start
-    rtp_packets: int  # 20 ms packets in the streamed file
+    rtp_packets: int  # 20 ms packets in the streamed file (the lead's silence too)
     errors: str
 
 
@@ -181,22 +102,18 @@ def start_sipp(
     lead_seconds: float,
     tail_seconds: float = 0.0,
 ) -> tuple[subprocess.Popen[bytes], SippCall]:
-    """Start one sipp call in its own folder ``work``: streams ``pcm`` as µ-law after
-    ``lead_seconds``, hangs up ``tail_seconds`` after its end. The ``SippCall`` is filled
-    by ``finish_sipp``."""
+    """Start one sipp call in its own folder ``work``: streams ``lead_seconds`` of µ-law
+    silence (the caller listening to the greeting and beep), then ``pcm``, and hangs up
+    ``tail_seconds`` after its end. The ``SippCall`` is filled by ``finish_sipp``."""
     work.mkdir(parents=True, exist_ok=True)
     payload = ulaw(pcm)
-    (work / "message.ulaw").write_bytes(payload)
+    lead = MULAW_SILENCE * round(lead_seconds * SAMPLE_RATE)
+    (work / "clip.ulaw").write_bytes(lead + payload)
     stream_seconds = len(payload) / SAMPLE_RATE
-    scenario = work / "message.xml"
-    scenario.write_text(
-        SCENARIO.replace("LEAD_MS", str(round(lead_seconds * 1000)))
-        .replace("HOLD_MS", str(round((stream_seconds + tail_seconds) * 1000)))
-        .replace("FILE", "message.ulaw")
-    )
+    hold_ms = round((lead_seconds + stream_seconds + tail_seconds) * 1000)
     timeout = round(lead_seconds + stream_seconds + tail_seconds + SIPP_SLACK_SECONDS)
     command = [
-        "sipp", address, "-sf", str(scenario), "-s", mailbox, "-m", "1",
+        "sipp", address, "-sf", str(SCENARIO), "-s", mailbox, "-m", "1", "-d", str(hold_ms),
         "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
         "-key", "session_id", session_id, "-nostdin", "-timeout", f"{timeout}s",
         "-trace_msg", "-trace_err", "-trace_stat",
@@ -207,7 +124,7 @@ def start_sipp(
     call = SippCall(
         returncode=-1, answered=None, acked=None, bye=None, bye_answered=None, exited=0.0,
         stream_seconds=stream_seconds, lead_seconds=lead_seconds,
-        rtp_packets=-(-len(payload) // 160), errors="",
+        rtp_packets=-(-(len(lead) + len(payload)) // 160), errors="",
     )  # fmt: skip
     return process, call
 
@@ -278,94 +195,3 @@ def recording_of(body: dict[str, Any]) -> dict[str, Any]:
     recordings: list[dict[str, Any]] = body["voicemail recording"]
     assert len(recordings) == 1, body
     return recordings[0]
-
-
-# Audio -------------------------------------------------------------------------------------
-
-
-def decode_8k(data: bytes) -> Pcm:
-    """An audio file's first channel as 16-bit PCM at 8 kHz."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    pieces: list[Pcm] = []
-    with av.open(io.BytesIO(data), mode="r") as container:
-        for frame in [*container.decode(audio=0), None]:
-            for out in resampler.resample(frame):
-                pieces.append(out.to_ndarray().reshape(-1).astype(np.int16))
-    return np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
-
-
-def _find(
-    block: npt.NDArray[np.float64], stored: npt.NDArray[np.float64], lo: int, hi: int
-) -> tuple[int, float]:
-    """Where in ``stored[lo:hi + len(block)]`` ``block`` fits best: (start, normalised
-    correlation). Correlated through the FFT: a search of the whole recording is cheap."""
-    lo, hi = max(0, lo), min(len(stored) - len(block), hi)
-    if hi < lo:
-        return lo, 0.0
-    window = stored[lo : hi + len(block)]
-    size = 1 << (len(window) + len(block)).bit_length()
-    spectrum = np.fft.rfft(window, size) * np.conj(np.fft.rfft(block, size))
-    products = np.fft.irfft(spectrum, size)[: hi - lo + 1]
-    energy = np.concatenate([[0.0], np.cumsum(window * window)])
-    norms = np.sqrt(np.maximum(energy[len(block) :] - energy[: -len(block)], 0.0))
-    # Where the recording is (nearly) silent the FFT's rounding noise, divided by a norm
-    # near zero, would score anything: such places cannot hold a block of speech anyway.
-    quiet = norms < np.sqrt(len(block)) * SPEECH_RMS / 4
-    scores = np.where(quiet, 0.0, products / np.maximum(norms * np.linalg.norm(block), 1e-9))
-    best = int(np.argmax(scores))
-    return lo + best, float(scores[best])
-
-
-def compare_audio(sent: Pcm, stored: Pcm) -> dict[str, Any]:
-    """The streamed message against the recording, 0.1 s block by block. A block of speech
-    is looked for near where the previous one was found (50 ms either side), or in the
-    whole recording when none was found yet or the previous one was damaged (a long gap,
-    a cut start). Found with a normalised correlation under ``DAMAGED_BELOW``: damaged (a
-    lost packet concealed, a gap); found more than ``SLIP_SAMPLES`` from where the previous
-    one put it: a slip (audio dropped or added). Whole: speech, neither."""
-    block_len = round(BLOCK_SECONDS * SAMPLE_RATE)
-    sent_f, stored_f = sent.astype(np.float64), stored.astype(np.float64)
-    lag: int | None = None  # stored index minus sent index
-    first_lag = 0
-    speech = damaged = slips = 0
-    worst = 1.0
-    lost = False  # the previous block of speech was damaged
-    first_intact: bool | None = None
-    events: list[str] = []  # the first few damaged blocks and slips, for a look
-    for offset in range(0, len(sent_f) - block_len + 1, block_len):
-        block = sent_f[offset : offset + block_len]
-        if np.sqrt(np.mean(block * block)) < SPEECH_RMS:
-            continue
-        speech += 1
-        at = offset / SAMPLE_RATE
-        if lag is None or lost:
-            low, high = 0, len(stored_f)
-        else:
-            low, high = offset + lag - SEARCH_SAMPLES, offset + lag + SEARCH_SAMPLES
-        found, score = _find(block, stored_f, low, high)
-        worst = min(worst, score)
-        lost = score < DAMAGED_BELOW
-        if first_intact is None:
-            first_intact = not lost
-        if lost:
-            damaged += 1
-            events.append(f"{at:.2f}s damaged ({score:.3f})")
-            continue
-        if lag is None:
-            first_lag = found - offset
-        elif abs(found - offset - lag) > SLIP_SAMPLES:
-            slips += 1
-            events.append(f"{at:.2f}s slip {(found - offset - lag) / SAMPLE_RATE * 1000:+.1f} ms")
-        lag = found - offset
-    return {
-        "start_intact": first_intact is True,  # the message's first block of speech found
-        "end_intact": not lost and speech > 0,  # and its last
-        "speech_blocks": speech,
-        "damaged_blocks": damaged,
-        "slips": slips,
-        "message_starts_at_s": round(first_lag / SAMPLE_RATE, 3),
-        "drift_ms": round(((lag or first_lag) - first_lag) / SAMPLE_RATE * 1000, 1),
-        "worst_correlation": round(worst, 4),
-        "whole": speech > 0 and damaged == 0 and slips == 0,
-        "events": events[:20],
-    }

@@ -8,11 +8,12 @@ the SIP endpoint in-process), the two paths interleaved message by message (odd 
 SIP first, even ones WebSocket first, so neither always runs on a model just warmed by the
 other):
 
-(a) SIP: Debian's ``sipp`` calls the bot (``sip:<bot id>@…``, ``X-Session-Id``), waits
-    ``lead`` seconds after its ACK (the greeting and beep, plus a margin: what the caller
-    says before the end of the beep is not recorded), streams the message as G.711 µ-law
-    RTP (``<exec rtp_stream>``, 20 ms packets, from a headerless µ-law file) and sends BYE
-    when the last packet's audio ends. Measured: BYE to transcript available.
+(a) SIP: Debian's ``sipp`` plays the tests' ``tests/sip/leave_message.xml``: it calls the
+    bot (``sip:<bot id>@…``, ``X-Session-Id``) and, from its ACK on, streams G.711 µ-law
+    RTP (``<exec rtp_stream>``, 20 ms packets, from a headerless µ-law file): ``lead``
+    seconds of silence (the greeting and beep, plus a margin: what the caller says before
+    the end of the beep is not recorded), then the message; it sends BYE when the last
+    packet's audio ends. Measured: BYE to transcript available.
 (b) WebSocket: the same PCM over the live route, exactly as ``live_stream.py`` does (its
     ``stream_call``): 20 ms frames at real-time pace, then close 1000, the hang-up.
     Measured: hang-up to transcript available.

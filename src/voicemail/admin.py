@@ -214,6 +214,20 @@ def set_alerts(
     return found
 
 
+def set_handle_target(session: Session, *, actor: Actor, queue: str, minutes: int) -> Queue:
+    """The time to handle a queue's voicemails in, which the backlog page measures against."""
+    found = find_queue(session, actor=actor, name_or_id=queue)
+    queues.set_handle_target(session, queue=found, minutes=minutes)
+    audit.record_change(
+        session,
+        actor=actor.name,
+        action=audit.QUEUE_SET_HANDLE_TARGET,
+        queueId=found.id,
+        minutes=minutes,
+    )
+    return found
+
+
 def set_bot_queue(session: Session, *, actor: Actor, bot_id: str, queue: str | None) -> Bot:
     """Where a bot's new voicemails go; None: to no queue."""
     bot = _bot(session, actor, bot_id)
@@ -299,6 +313,14 @@ def overview(session: Session, *, account_id: str) -> Overview:
         queues=queues.list_queues(session, account_id=account_id),
         bots=account_bots,
     )
+
+
+def parse_minutes(value: str, label: str) -> int:
+    """A form's number of minutes (required)."""
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise BadRequest(f"{label} must be a whole number of minutes") from None
 
 
 def parse_threshold(value: str, label: str) -> int | None:

@@ -675,6 +675,12 @@ class Settings(BaseSettings):
     inbox_poll_seconds: float = Field(
         default=5.0, gt=0, le=300, description="How often an open inbox looks for new voicemails"
     )
+    backlog_refresh_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="How often an open backlog page (/inbox/supervisor) refreshes its figures",
+    )
     alert_check_seconds: int = Field(
         default=60, ge=1, description="How often workers compare queue backlogs with alerts"
     )

@@ -94,3 +94,21 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def admin(world: World) -> str:
+    """The e-mail of an admin of the world's account (created on first use)."""
+    email = "admin@example.com"
+    world.server.cli(
+        "users", "create", email, "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
+    )
+    return email
+
+
+@pytest.fixture
+def context(browser: Any, world: World) -> Iterator[Any]:
+    """A browser context of its own (its own cookie jar) for one test."""
+    ctx = browser.new_context(base_url=world.server.url, viewport={"width": 1280, "height": 900})
+    yield ctx
+    ctx.close()

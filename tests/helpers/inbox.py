@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from voicemail import ids
 from voicemail.bots import service as bots
-from voicemail.db.models import CallSession, Transcript, Voicemail
+from voicemail.db.models import CallSession, Transcript, Voicemail, VoicemailNote
 from voicemail.runtime import Runtime
 
 PASSWORD = "correct horse battery staple"
@@ -202,3 +203,23 @@ def add_voicemail(
     )
     [voicemail_id] = add_inbox_rows(runtime, row)
     return voicemail_id
+
+
+def voicemail_row(runtime: Runtime, voicemail_id: str) -> Voicemail:
+    """The voicemail's row as it is now, detached (its columns readable)."""
+    with runtime.sessions() as session:
+        row = session.get(Voicemail, voicemail_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def notes_of(runtime: Runtime, voicemail_id: str) -> list[tuple[str | None, str]]:
+    """The voicemail's notes, oldest first: (author id, text)."""
+    with runtime.sessions() as session:
+        query = (
+            select(VoicemailNote.author_id, VoicemailNote.body)
+            .where(VoicemailNote.voicemail_id == voicemail_id)
+            .order_by(VoicemailNote.created_at, VoicemailNote.id)
+        )
+        return [(author, body) for author, body in session.execute(query)]

@@ -9,6 +9,7 @@ click), so a telephone clip is converted to headerless G.711 µ-law at test time
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -312,6 +313,11 @@ class Scenario:
         )
         return self
 
+    def play(self, pcap: Path) -> Scenario:
+        """Start replaying the RTP capture ``pcap`` (root only); the scenario goes on."""
+        self.steps.append(f'<nop><action><exec play_pcap_audio="{pcap}"/></action></nop>')
+        return self
+
     def pound_rfc2833(self) -> Scenario:
         self.steps.append(f'<nop><action><exec play_pcap_audio="{POUND_PCAP}"/></action></nop>')
         return self
@@ -410,3 +416,46 @@ class Scenario:
             f'<scenario name="{self.name}">\n{body}\n</scenario>\n'
         )
         return path
+
+
+RTP_PACKET_BYTES = 160  # 20 ms of G.711
+
+
+def jittery_rtp_pcap(
+    payload: bytes, path: Path, *, every: int, held: int, payload_type: int = 0
+) -> Path:
+    """``payload`` (headerless G.711) as a capture of 20 ms RTP packets that sipp replays
+    with ``play_pcap_audio`` at the captured times, as a jittery line delivers them: after
+    every ``every`` packets sent on time, ``held`` packets are held back and go out at
+    once with the next one (the first ``held`` × 20 ms late). Nothing is lost: each packet
+    keeps its sequence number and timestamp. (sipp puts its own addresses and ports on the
+    packets; replaying needs root.)"""
+    records = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]  # Ethernet
+    packets = [
+        payload[at : at + RTP_PACKET_BYTES] for at in range(0, len(payload), RTP_PACKET_BYTES)
+    ]
+    for number, chunk in enumerate(packets):
+        sent = number
+        if number % (every + held) >= every:  # held back until the next on-time packet
+            sent = number + (every + held) - number % (every + held)
+        micros = sent * 20_000
+        rtp = struct.pack(
+            ">BBHII", 0x80, payload_type | (0x80 if number == 0 else 0), number & 0xFFFF,
+            number * RTP_PACKET_BYTES, 0x5EED5EED,
+        ) + chunk  # fmt: skip
+        udp = struct.pack(">HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp  # no checksum
+        header = struct.pack(
+            ">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), number & 0xFFFF, 0, 64, 17, 0,
+            bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
+        )  # fmt: skip
+        checksum = sum(struct.unpack(">10H", header))
+        checksum = (checksum & 0xFFFF) + (checksum >> 16)
+        checksum = (checksum & 0xFFFF) + (checksum >> 16)
+        header = header[:10] + struct.pack(">H", ~checksum & 0xFFFF) + header[12:]
+        frame = bytes(6) + bytes(6) + b"\x08\x00" + header + udp
+        records.append(
+            struct.pack("<IIII", micros // 1_000_000, micros % 1_000_000, len(frame), len(frame))
+            + frame
+        )
+    path.write_bytes(b"".join(records))
+    return path

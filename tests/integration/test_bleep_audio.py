@@ -29,7 +29,7 @@ from sqlalchemy import update
 from tests.helpers.credentials import Credentials
 from tests.helpers.deposits import deposit_file
 from tests.helpers.http import fetch
-from tests.helpers.inbox import signed_in
+from tests.helpers.inbox import signed_in, voicemail_row
 from tests.helpers.spoken_digits import CachedTranscriber, SpokenNumbers
 from voicemail.bots import service as bots
 from voicemail.db.models import Job, Voicemail
@@ -52,14 +52,6 @@ Samples = npt.NDArray[np.float64]
 def configure(runtime: Runtime, bot_id: str, **changes: Any) -> None:
     with runtime.sessions.begin() as session:
         bots.configure_bot(session, bot_id=bot_id, **changes)
-
-
-def row(runtime: Runtime, voicemail_id: str) -> Voicemail:
-    with runtime.sessions() as session:
-        voicemail = session.get(Voicemail, voicemail_id)
-        assert voicemail is not None
-        session.expunge(voicemail)
-        return voicemail
 
 
 def samples_of(data: bytes) -> tuple[Samples, int]:
@@ -161,7 +153,7 @@ def test_real_card_number_is_bleeped_in_the_stored_audio(
 
     assert build_worker(runtime, housekeeping=False).run_once()  # the real model
 
-    after = row(runtime, vm.id)
+    after = voicemail_row(runtime, vm.id)
     assert after.storage_key != original_key
     assert not runtime.storage.exists(original_key)  # the original is not kept
     body = fetch(client, creds, vm.session.session_id, transcription="true", words="true")
@@ -230,7 +222,7 @@ def test_a_bot_that_does_not_bleep_is_served_at_once(
     before = client.get(signed_path(recording["fileUrl"]))
     assert before.status_code == 200
     assert build_worker(runtime, housekeeping=False).run_once()
-    assert row(runtime, vm.id).storage_key == vm.storage_key
+    assert voicemail_row(runtime, vm.id).storage_key == vm.storage_key
     assert client.get(signed_path(recording["fileUrl"])).content == before.content
 
 
@@ -250,7 +242,7 @@ def test_held_until_transcribed_and_not_bleeped_without_a_number(
     stored = runtime.storage.read_bytes(vm.storage_key)
     assert_held(client, inbox, creds, runtime, vm)
     assert build_worker(runtime, housekeeping=False).run_once()
-    assert row(runtime, vm.id).storage_key == vm.storage_key  # nothing to bleep
+    assert voicemail_row(runtime, vm.id).storage_key == vm.storage_key  # nothing to bleep
     (recording,) = fetch(client, creds, vm.session.session_id)["voicemail recording"]
     assert client.get(signed_path(recording["fileUrl"])).content == stored
     assert inbox.get(f"/inbox/voicemails/{vm.id}/audio").content == stored
@@ -294,7 +286,7 @@ def test_a_lost_lease_keeps_the_original_and_leaves_no_copy(
         )
     prefix = vm.storage_key.removesuffix(".wav")
     assert [o.key for o in runtime.storage.iter_objects(prefix)] == [vm.storage_key]
-    after = row(runtime, vm.id)
+    after = voicemail_row(runtime, vm.id)
     assert after.storage_key == vm.storage_key
 
 
@@ -309,7 +301,7 @@ def test_the_sweep_knows_bleeped_copies(
     stray = voicemails.bleeped_key(vm.storage_key)
     runtime.storage.put_file(stray, speech_clip)
     assert build_worker(runtime, housekeeping=False).run_once()
-    served = row(runtime, vm.id).storage_key
+    served = voicemail_row(runtime, vm.id).storage_key
     assert served.startswith(vm.storage_key.removesuffix(".wav") + "/redacted-")
     assert voicemails.bleeped_key(served) != served
     assert voicemails.bleeped_key(served).rsplit("/", 1)[0] == served.rsplit("/", 1)[0]
@@ -361,7 +353,7 @@ def test_a_live_call_is_bleeped_before_it_is_stored(
         )
     done = runtime.call_finalizer.finalize(call.voicemail_id)
     assert done is not None and done.transcribed
-    vm = row(runtime, call.voicemail_id)
+    vm = voicemail_row(runtime, call.voicemail_id)
     prefix = vm.storage_key.removesuffix(".wav")
     # The parts, the only other copy of the original, are gone.
     assert [o.key for o in runtime.storage.iter_objects(prefix)] == [vm.storage_key]

@@ -155,22 +155,27 @@ def test_each_filter_narrows(inbox: TestClient, runtime: Runtime, creds: Credent
     )
     everything = {new_a, assigned_b, handled_a, french_b, old_a, unqueued}
     signed_in(inbox, runtime, "supervisor")
-    assert set(listed(inbox)) == everything
-    assert set(listed(inbox, queue=queue_a)) == {new_a, handled_a, old_a}
+    # The default view leaves handled voicemails out; "all" (or the state filter) shows them.
+    assert set(listed(inbox)) == everything - {handled_a}
+    assert set(listed(inbox, view="all")) == everything
+    assert set(listed(inbox, queue=queue_a, view="all")) == {new_a, handled_a, old_a}
+    assert set(listed(inbox, queue=queue_a)) == {new_a, old_a}
     assert set(listed(inbox, queue="none")) == {unqueued}
     assert set(listed(inbox, state="new")) == {new_a, french_b, old_a, unqueued}
     assert set(listed(inbox, state="handled")) == {handled_a}
-    assert set(listed(inbox, state="open")) == everything - {handled_a}
+    assert set(listed(inbox, state="open", view="all")) == everything - {handled_a}
     assert set(listed(inbox, state="assigned", queue=queue_b)) == {assigned_b}
     assert set(listed(inbox, language="fr")) == {french_b}
-    assert set(listed(inbox, language="EN")) == everything - {french_b}
+    assert set(listed(inbox, language="EN", view="all")) == everything - {french_b}
     day = BASE.date().isoformat()
-    assert set(listed(inbox, **{"from": day, "to": day})) == everything - {old_a}
+    assert set(listed(inbox, view="all", **{"from": day, "to": day})) == everything - {old_a}
     old_day = (BASE - timedelta(days=40)).date().isoformat()
     assert set(listed(inbox, **{"to": old_day})) == {old_a}
     assert set(listed(inbox, **{"from": "2026-03-11"})) == set()
     # An empty value is "any", as a form submitted with the defaults sends.
-    assert set(listed(inbox, queue="", state="", language="", q="")) == everything
+    assert set(listed(inbox, queue="", state="", language="", q="", view="")) == (
+        everything - {handled_a}
+    )
 
 
 def test_search(inbox: TestClient, runtime: Runtime, creds: Credentials) -> None:
@@ -291,9 +296,13 @@ def test_polling_returns_what_changed_since(
     add_inbox_rows(
         runtime, InboxRow(creds.bot_id, at=now, changed_at=later)
     )  # no queue: not the agent's
-    data = poll()
+    data = poll(view="all")
     assert data["count"] == 3
     assert ROW_ID.findall(data["html"]) == [newer[1], newer[0], newer[2]]  # newest first
+    # The default view: the handled one is not a row of it (a page showing it drops it).
+    data = poll()
+    assert ROW_ID.findall(data["html"]) == [newer[0], newer[2]]
+    assert data["left"] == [newer[1]]
     assert datetime.fromisoformat(data["since"]) >= datetime.fromisoformat(since)
     assert ROW_ID.findall(poll(state="new")["html"]) == [newer[0], newer[2]]
     # Long before: nothing was stored since a time after all of them.
@@ -345,8 +354,16 @@ def test_polling_returns_rows_transcribed_or_handled_since(
     )
     assert handled.status_code == 303
     data = poll(moved_on)
-    assert ROW_ID.findall(data["html"]) == [deposited.voicemail.id]
-    assert '<span class="badge handled">' in data["html"]
+    # Handled: out of the default view, so the page takes the row out.
+    assert ROW_ID.findall(data["html"]) == []
+    assert data["left"] == [deposited.voicemail.id]
+    every = inbox.get(
+        "/inbox/rows",
+        params={"since": moved_on, "view": "all"},
+        headers={"Accept": "application/json"},
+    ).json()
+    assert ROW_ID.findall(every["html"]) == [deposited.voicemail.id]
+    assert '<span class="badge handled">' in every["html"]
 
 
 def test_search_with_many_matches_walks_newest_first(

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from tests.helpers.credentials import Credentials, new_bot
 from tests.helpers.deposits import deposit_file
-from tests.helpers.inbox import InboxUser, csrf_of, make_user, sign_in
+from tests.helpers.inbox import InboxUser, csrf_of, make_user, notes_of, sign_in, voicemail_row
 from tests.helpers.inbox import make_queue as create_queue
 from voicemail.db.models import AuditEntry, Voicemail
 from voicemail.runtime import Runtime
@@ -64,14 +64,6 @@ def _signed_in(inbox: TestClient, user: InboxUser) -> TestClient:
     return inbox
 
 
-def _row(runtime: Runtime, voicemail_id: str) -> Voicemail:
-    with runtime.sessions() as session:
-        row = session.get(Voicemail, voicemail_id)
-        assert row is not None
-        session.expunge(row)
-        return row
-
-
 def _audit(runtime: Runtime, voicemail_id: str, action: str) -> list[AuditEntry]:
     runtime.read_audit.flush()
     with runtime.sessions() as session:
@@ -107,11 +99,15 @@ def test_page_shows_player_words_and_links(
         assert row is not None and row.transcript is not None
         words = row.transcript.words
     spans = re.findall(
-        r'<span class="word" data-start="([\d.]+)" data-end="([\d.]+)" tabindex="0">([^<]*)</span>',
+        r'<span class="word" role="option" id="word-\d+" aria-selected="(?:true|false)"'
+        r' data-start="([\d.]+)" data-end="([\d.]+)" tabindex="(-1|0)">([^<]*)</span>',
         body,
     )
     assert len(spans) == len(words) > 3
-    for (start, end, text), word in zip(spans, words, strict=True):
+    # One composite widget (role="listbox"): one tab stop, on the first word.
+    assert 'id="transcript" class="transcript-words"' in body and 'role="listbox"' in body
+    assert [tab for _, _, tab, _ in spans] == ["0"] + ["-1"] * (len(spans) - 1)
+    for (start, end, _, text), word in zip(spans, words, strict=True):
         assert float(start) == pytest.approx(word["start"], abs=1e-3)
         assert float(end) == pytest.approx(word["end"], abs=1e-3)
         assert html.unescape(text) == word["word"].strip()
@@ -206,7 +202,7 @@ def test_another_queues_agent_gets_404(inbox: TestClient, runtime: Runtime, setu
         f"{base}/assign", data={"csrf_token": token, "target": f"user:{outsider.id}"}
     )
     assert taken.status_code == 404
-    assert _row(runtime, setup.voicemail_id).assignee_id is None
+    assert voicemail_row(runtime, setup.voicemail_id).assignee_id is None
     assert _audit(runtime, setup.voicemail_id, "media.access") == []
 
 
@@ -215,7 +211,7 @@ def test_assign_to_self(inbox: TestClient, runtime: Runtime, setup: Setup) -> No
     answer = _post(inbox, setup, "assign", {"target": f"user:{setup.agent.id}"})
     assert answer.status_code == 303
     assert answer.headers["location"] == f"/inbox/voicemails/{setup.voicemail_id}"
-    row = _row(runtime, setup.voicemail_id)
+    row = voicemail_row(runtime, setup.voicemail_id)
     assert (row.inbox_state, row.assignee_id) == ("assigned", setup.agent.id)
     page = inbox.get(f"/inbox/voicemails/{setup.voicemail_id}").text
     assert '<span id="state" class="badge assigned">assigned</span>' in page
@@ -235,7 +231,7 @@ def test_agent_cannot_assign_outside_their_queues(
     answer = _post(inbox, setup, "assign", {"target": f"user:{stranger.id}"})
     assert answer.status_code == 400
     assert "cannot assign" in answer.text
-    row = _row(runtime, setup.voicemail_id)
+    row = voicemail_row(runtime, setup.voicemail_id)
     assert (row.inbox_state, row.assignee_id) == ("new", None)
     assert _audit(runtime, setup.voicemail_id, "voicemail.assign") == []
 
@@ -248,7 +244,7 @@ def test_supervisor_assigns_to_anyone_of_the_account(
     _signed_in(inbox, supervisor)
     answer = _post(inbox, setup, "assign", {"target": f"user:{stranger.id}"})
     assert answer.status_code == 303
-    assert _row(runtime, setup.voicemail_id).assignee_id == stranger.id
+    assert voicemail_row(runtime, setup.voicemail_id).assignee_id == stranger.id
 
 
 def test_agent_moving_to_a_foreign_queue_loses_sight(
@@ -260,7 +256,7 @@ def test_agent_moving_to_a_foreign_queue_loses_sight(
     answer = _post(inbox, setup, "assign", {"target": f"queue:{billing}"})
     assert answer.status_code == 303
     assert answer.headers["location"] == "/inbox"
-    row = _row(runtime, setup.voicemail_id)
+    row = voicemail_row(runtime, setup.voicemail_id)
     assert (row.queue_id, row.assignee_id, row.inbox_state) == (billing, None, "new")
     assert inbox.get(f"/inbox/voicemails/{setup.voicemail_id}").status_code == 404
 
@@ -277,10 +273,10 @@ def test_handle_with_custom_disposition_then_reopen(
         {"disposition": "Other", "custom": "Sent a brochure", "note": "Asked about <prices>"},
     )
     assert answer.status_code == 303
-    row = _row(runtime, setup.voicemail_id)
+    row = voicemail_row(runtime, setup.voicemail_id)
     assert row.inbox_state == "handled"
     assert row.disposition == "Sent a brochure"
-    assert row.note == "Asked about <prices>"
+    assert notes_of(runtime, setup.voicemail_id) == [(setup.agent.id, "Asked about <prices>")]
     assert row.handled_by_id == setup.agent.id and row.handled_at is not None
     page = inbox.get(f"/inbox/voicemails/{setup.voicemail_id}").text
     assert '<span id="state" class="badge handled">handled</span>' in page
@@ -291,18 +287,18 @@ def test_handle_with_custom_disposition_then_reopen(
     assert [e.detail["disposition"] for e in entries] == ["Sent a brochure"]
 
     assert _post(inbox, setup, "note", {"note": "Follow up Monday"}).status_code == 303
-    assert _row(runtime, setup.voicemail_id).note == "Follow up Monday"
+    assert notes_of(runtime, setup.voicemail_id)[-1] == (setup.agent.id, "Follow up Monday")
     assert len(_audit(runtime, setup.voicemail_id, "voicemail.note")) == 1
 
     assert _post(inbox, setup, "reopen", {}).status_code == 303
-    row = _row(runtime, setup.voicemail_id)
+    row = voicemail_row(runtime, setup.voicemail_id)
     assert (row.inbox_state, row.disposition, row.handled_at, row.handled_by_id) == (
         "assigned",
         None,
         None,
         None,
     )
-    assert row.note == "Follow up Monday"  # the note stays with the voicemail
+    assert len(notes_of(runtime, setup.voicemail_id)) == 2  # the notes stay with the voicemail
     assert len(_audit(runtime, setup.voicemail_id, "voicemail.reopen")) == 1
 
 
@@ -322,7 +318,7 @@ def test_bad_handle_input_is_a_400_page(
     answer = _post(inbox, setup, "handle", data)
     assert answer.status_code == 400
     assert message in answer.text
-    assert _row(runtime, setup.voicemail_id).inbox_state == "new"
+    assert voicemail_row(runtime, setup.voicemail_id).inbox_state == "new"
 
 
 def test_changes_without_csrf_are_refused(
@@ -337,8 +333,9 @@ def test_changes_without_csrf_are_refused(
         ("handle", {"disposition": "Resolved", "csrf_token": "forged"}),
     ):
         assert inbox.post(f"{base}/{action}", data=data).status_code == 403
-    row = _row(runtime, setup.voicemail_id)
-    assert (row.inbox_state, row.assignee_id, row.note) == ("new", None, None)
+    row = voicemail_row(runtime, setup.voicemail_id)
+    assert (row.inbox_state, row.assignee_id) == ("new", None)
+    assert notes_of(runtime, setup.voicemail_id) == []
     with runtime.sessions() as session:
         changes = session.scalars(
             select(AuditEntry).where(
@@ -355,4 +352,4 @@ def test_reopen_of_an_unhandled_voicemail_is_a_conflict(
     _signed_in(inbox, setup.agent)
     answer = _post(inbox, setup, "reopen", {})
     assert answer.status_code == 409
-    assert _row(runtime, setup.voicemail_id).inbox_state == "new"
+    assert voicemail_row(runtime, setup.voicemail_id).inbox_state == "new"

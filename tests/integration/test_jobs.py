@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from tests.helpers.credentials import new_bot
@@ -593,9 +594,24 @@ def test_a_job_that_hangs_on_its_last_attempt_fails_for_good(
         hang.release.set()
 
 
+@pytest.mark.parametrize("slow_database", [False, True], ids=["", "slow-database"])
 def test_a_pool_whose_replacements_hang_too_stops(
-    settings: Settings, speech_clip: Path, tmp_path: Path
+    settings: Settings,
+    speech_clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    slow_database: bool,
 ) -> None:
+    if slow_database:
+        # A loaded machine: the timed-out attempt takes a while to be recorded. The pool
+        # that stops on seeing the loop abandoned must find the attempt recorded already.
+        record = jobs.fail_job
+
+        def slow_fail(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(1.5)
+            return record(*args, **kwargs)
+
+        monkeypatch.setattr(jobs, "fail_job", slow_fail)
     hang = Hang(times=10)  # the model itself is wedged
     transcriber = HookedTranscriber("never", hang)
     with runtime_with(settings, transcriber, job_timeout_seconds=1) as runtime:

@@ -309,3 +309,92 @@ def test_0009_adds_bot_mailboxes_unique_per_account_and_downgrades_without_the_b
     assert "bot_mailboxes" not in tables(engine)
     with engine.connect() as conn:
         assert sorted(conn.scalars(select(bots_table.c.id))) == ["st-a", "st-b"]
+
+
+def test_0012_moves_notes_into_a_list_and_downgrades_back(
+    empty_database_url: str, engine: Engine
+) -> None:
+    """Each ``voicemails.note`` becomes a note by the voicemail's handler (none when it had
+    none), dated when it was handled; the column goes. Downgrading puts the notes back."""
+    upgrade(empty_database_url, "0011")
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    insert_as_is(engine, "accounts", id="o-1", name="default", created_at=now, time_zone="UTC")
+    insert_as_is(engine, "bots", id="st-1", account_id="o-1", name="B", created_at=now)
+    insert_as_is(
+        engine,
+        "users",
+        id="u-1",
+        account_id="o-1",
+        email="ann@example.com",
+        role="agent",
+        password_hash="x",
+        active=True,
+        created_at=now,
+    )
+    insert_as_is(engine, "sessions", id=1, bot_id="st-1", session_id="s" * 24, created_at=now)
+    handled_at = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
+    for seq, (voicemail_id, note, handler) in enumerate(
+        [
+            ("f-handled", "Called back", "u-1"),
+            ("f-open", "Try later", None),
+            ("f-none", None, None),
+        ],
+        start=1,
+    ):
+        insert_as_is(
+            engine,
+            "voicemails",
+            id=voicemail_id,
+            session_pk=1,
+            bot_id="st-1",
+            seq=seq,
+            status="stored",
+            storage_key="k",
+            audio_sha256=str(seq) * 64,
+            duration_seconds=1.0,
+            sample_rate=8000,
+            size_bytes=1,
+            source_format="wav",
+            message_id=f"ms-{seq}",
+            component_id=f"cp-{seq}",
+            created_at=now,
+            inbox_state="handled" if handler else "new",
+            note=note,
+            handled_by_id=handler,
+            handled_at=handled_at if handler else None,
+        )
+
+    upgrade(empty_database_url)
+
+    with make_sessionmaker(engine)() as session:
+        notes = session.scalars(
+            select(models.VoicemailNote).order_by(models.VoicemailNote.voicemail_id)
+        ).all()
+        assert [(n.voicemail_id, n.author_id, n.body, n.created_at) for n in notes] == [
+            ("f-handled", "u-1", "Called back", handled_at),
+            ("f-open", None, "Try later", now),
+        ]
+    assert "note" not in {c["name"] for c in inspect(engine).get_columns("voicemails")}
+
+    with engine.begin() as conn:
+        conn.execute(
+            insert(
+                table(
+                    "voicemail_notes", *(column(n) for n in ("voicemail_id", "body", "created_at"))
+                )
+            ),
+            {
+                "voicemail_id": "f-handled",
+                "body": "Second",
+                "created_at": datetime(2026, 12, 3, tzinfo=UTC),
+            },
+        )
+    downgrade(empty_database_url, "0011")
+    assert "voicemail_notes" not in tables(engine)
+    old = table("voicemails", column("id"), column("note"))
+    with engine.connect() as conn:
+        assert dict(conn.execute(select(old.c.id, old.c.note)).all()) == {
+            "f-handled": "Called back\n\nSecond",
+            "f-open": "Try later",
+            "f-none": None,
+        }

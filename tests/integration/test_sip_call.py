@@ -9,10 +9,12 @@ The stored duration is checked against what the caller sent after the beep (0.2 
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.helpers.audio import tone_wav
@@ -20,6 +22,7 @@ from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, r
 from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_udp_port
 from tests.helpers.processes import embedded_service
+from tests.helpers.recorded_audio import compare_audio, decode_8k
 from tests.helpers.sip import (
     G722,
     PCMA,
@@ -29,6 +32,7 @@ from tests.helpers.sip import (
     Sip,
     fetch,
     headerless_g711,
+    jittery_rtp_pcap,
     sipp_call,
     stored_seconds,
     transcribed,
@@ -39,6 +43,7 @@ from voicemail.sip.call import BEEP_MS, GOODBYE
 pytestmark = [pytest.mark.no_sql, pytest.mark.model]
 
 CLIP = "ast_vm-nobodyavail"  # 2.8 s: "Nobody is available to take your call at the moment"
+JITTERY_CLIP = "ast_vm-opts"  # 7.6 s of speech
 SILENCE_SECONDS = 2.0  # VOICEMAIL_SIP_SILENCE_SECONDS for the module's service
 RTP_TIMEOUT_SECONDS = 4.0  # VOICEMAIL_SIP_RTP_TIMEOUT_SECONDS
 MAX_SECONDS = 5  # the second bot's --max-message-seconds (the least there is)
@@ -236,3 +241,30 @@ def test_a_hang_up_before_the_beep_leaves_nothing(sip: Sip) -> None:
 def recordings_opened(sip: Sip) -> int:
     """The voicemails the service's log shows opened for a call."""
     return sip.service.log.read_text().count('"SIP call recording"')
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sipp replays RTP captures as root only")
+def test_rtp_arriving_late_and_in_bursts_is_recorded_whole(sip: Sip) -> None:
+    """A jittery line: from the answer on (silence through the greeting and beep, then the
+    message), every 2 s the next 60 ms of packets arrive late, all at once. The jitter
+    buffer waits for them (nothing dropped, nothing concealed, no slip): the recording
+    holds the message sample for sample. With PJSIP's phone defaults (an adaptive
+    prefetch that shrinks back between the stalls, frames discarded to keep the delay
+    down) each stall made a damaged block and 10 ms slips."""
+    session = "5e55200000000000000000b1"
+    root = audio_dir()
+    assert root is not None
+    clip = clip_by_name(read_manifest(root), JITTERY_CLIP)
+    silence = b"\xff" * round(PROMPT_SECONDS * 8000)  # µ-law zero
+    payload = headerless_g711(clip, sip.work)[0].read_bytes()
+    pcap = jittery_rtp_pcap(silence + payload, sip.work / "jittery.pcap", every=100, held=3)
+    message = len(payload) / 8000 + 0.5
+    call = Scenario("jittery", session_id=session).play(pcap).pause(PROMPT_SECONDS + message)
+    sipp_call(sip, call.hang_up().write(sip.work), sip.bot)
+    assert stored_seconds(sip, session) == pytest.approx(message, abs=TOLERANCE)
+    [recording] = fetch(sip, session).json()["voicemail recording"]
+    stored = httpx.get(recording["fileUrl"], timeout=30)
+    assert stored.status_code == 200, stored.text[:300]
+    sent = decode_8k(clip.telephone.read_bytes())
+    found = compare_audio(sent, decode_8k(stored.content))
+    assert found["whole"], found["events"]

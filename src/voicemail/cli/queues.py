@@ -11,6 +11,7 @@ from rich.table import Column, Table
 from voicemail import admin
 from voicemail.cli.output import JsonOpt, emit, fail, id_column
 from voicemail.cli.runtime import run_in_transaction
+from voicemail.db.models import DEFAULT_HANDLE_TARGET_MINUTES
 from voicemail.queues import service as queues
 
 app = typer.Typer(no_args_is_help=True)
@@ -24,6 +25,7 @@ def _queues_table(rows: list[dict[str, Any]], title: str) -> Table:
         Column("name", overflow="fold"),
         Column("members", overflow="fold"),
         "alerts",
+        "target",
         title=title,
     )
     for row in rows:
@@ -32,7 +34,11 @@ def _queues_table(rows: list[dict[str, Any]], title: str) -> Table:
             f"age > {row['alertMaxAgeMinutes']} min" if row["alertMaxAgeMinutes"] else "",
         ]
         table.add_row(
-            row["id"], row["name"], "\n".join(row["members"]), "\n".join(a for a in alerts if a)
+            row["id"],
+            row["name"],
+            "\n".join(row["members"]),
+            "\n".join(a for a in alerts if a),
+            f"{row['handleTargetMinutes']} min",
         )
     return table
 
@@ -109,3 +115,25 @@ def queues_alerts(
         )
 
     _queue_change(as_json, action)
+
+
+@app.command("target")
+def queues_target(
+    queue: QueueArg,
+    minutes: Annotated[
+        int,
+        typer.Argument(
+            min=1,
+            max=queues.MAX_HANDLE_TARGET_MINUTES,
+            help="Minutes from deposit to handled (default of a new queue: "
+            f"{DEFAULT_HANDLE_TARGET_MINUTES}).",
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Set the time to handle a queue's voicemails in: the backlog page shows the share
+    handled within it."""
+    _queue_change(
+        as_json,
+        lambda s: admin.set_handle_target(s, actor=admin.CLI, queue=queue, minutes=minutes),
+    )

@@ -163,6 +163,14 @@ class Voicemail(Base):
             sqlite_where=text(UNHANDLED_SQL),
             postgresql_where=text(UNHANDLED_SQL),
         ),
+        # The inbox's default view (open ones, every queue) newest or oldest first, and the
+        # next voicemail: a walk over the open ones alone, however many are handled.
+        Index(
+            "ix_voicemails_open_created_at",
+            "created_at",
+            sqlite_where=text(UNHANDLED_SQL),
+            postgresql_where=text(UNHANDLED_SQL),
+        ),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)  # the file id, f-<uuid>
@@ -202,7 +210,6 @@ class Voicemail(Base):
         String(16), default=InboxState.NEW, server_default=InboxState.NEW.value
     )
     disposition: Mapped[str | None] = mapped_column(String(64))
-    note: Mapped[str | None] = mapped_column(Text)
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     handled_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
@@ -422,7 +429,11 @@ class AuditEntry(Base):
     """Who read, deleted or changed what. No foreign keys: entries outlive what they name."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        # A voicemail's activity timeline, and what changed on it since a page was opened.
+        Index("ix_audit_log_voicemail_id_at", "voicemail_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -453,6 +464,9 @@ class User(Base):
     )
 
 
+DEFAULT_HANDLE_TARGET_MINUTES = 240  # 4 hours: a voicemail called back the same half-day
+
+
 class Queue(Base):
     """A group of bots' voicemails worked by the same agents, with backlog alert thresholds."""
 
@@ -468,6 +482,11 @@ class Queue(Base):
     # Since when the thresholds are exceeded (one webhook per breach, not one per check).
     alert_active_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The time to handle a voicemail that the backlog page measures against (the share
+    # handled within it), from deposit to handled.
+    handle_target_minutes: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_HANDLE_TARGET_MINUTES, server_default="240"
+    )
 
     members: Mapped[list[User]] = relationship(
         secondary="queue_members", back_populates="queues", lazy="selectin"
@@ -497,3 +516,35 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class VoicemailNote(Base):
+    """One note on a voicemail: saving a note adds one, never replaces another's. The notes
+    go with their voicemail (the foreign key cascades on the delete and the purge)."""
+
+    __tablename__ = "voicemail_notes"
+    __table_args__ = (Index("ix_voicemail_notes_voicemail_id_at", "voicemail_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    voicemail_id: Mapped[str] = mapped_column(ForeignKey("voicemails.id", ondelete="CASCADE"))
+    # None: a note from before notes had authors (migration 0012), or a deleted user.
+    author_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VoicemailRead(Base):
+    """That a user has opened a voicemail's page: the inbox list shows the others in bold,
+    per user. Goes with the voicemail or the user (``ON DELETE CASCADE``, which SQLite
+    enforces too: ``PRAGMA foreign_keys``)."""
+
+    __tablename__ = "voicemail_reads"
+    __table_args__ = (UniqueConstraint("user_id", "voicemail_id"),)
+
+    # A key of its own (not the pair): `voicemail migrate-data` copies tables by one key.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    voicemail_id: Mapped[str] = mapped_column(
+        ForeignKey("voicemails.id", ondelete="CASCADE"), index=True
+    )
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -10,11 +10,13 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from voicemail.api.envelope import error_response
 from voicemail.db.base import utcnow
 from voicemail.ids import clean_caller_id
 from voicemail.inbox.alerts import span
+from voicemail.inbox.flash import clear_flash, read_flash
 from voicemail.transcription.callback import display_number
 
 HERE = Path(__file__).parent
@@ -54,7 +56,35 @@ def age(moment: datetime | None, now: datetime | None = None) -> str:
     return f"{seconds // 86400} d"
 
 
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def local_time(moment: datetime | None) -> Markup:
+    """A ``<time>`` in UTC that local-time.js rewrites in the browser's time zone and
+    language (``Intl``); without script it reads ``2026-12-03 09:05 UTC``."""
+    if moment is None:
+        return Markup("")
+    at = _utc(moment)
+    return Markup('<time class="local-time" datetime="{}">{}</time>').format(
+        at.isoformat(), at.strftime("%Y-%m-%d %H:%M UTC")
+    )
+
+
+def relative_time(moment: datetime | None, now: datetime | None = None) -> Markup:
+    """``3 min ago`` in a ``<time>`` that local-time.js keeps up to date (every minute), with
+    the full time, local to the browser, in its title."""
+    if moment is None:
+        return Markup("")
+    at = _utc(moment)
+    return Markup('<time class="relative-time" datetime="{}" title="{}">{} ago</time>').format(
+        at.isoformat(), at.strftime("%Y-%m-%d %H:%M UTC"), age(at, now)
+    )
+
+
 templates.env.filters["duration"] = duration
+templates.env.filters["local_time"] = local_time
+templates.env.filters["relative_time"] = relative_time
 templates.env.filters["age"] = age
 templates.env.filters["iso"] = lambda moment: moment.isoformat() if moment else ""
 templates.env.filters["span"] = span  # "3 h 5 min", as the alert banners say it
@@ -66,15 +96,27 @@ templates.env.filters["caller"] = clean_caller_id
 def render(
     request: Request, template: str, context: dict[str, Any] | None = None, status: int = 200
 ) -> HTMLResponse:
-    """A page, with the signed-in user and CSRF token when there is a session."""
+    """A page, with the signed-in user and CSRF token when there is a session, and the
+    flash message waiting for this browser (shown once)."""
     full = {
         "user": getattr(request.state, "viewer", None),
         "csrf_token": getattr(request.state, "csrf_token", ""),
+        "flash": read_flash(request),
         **(context or {}),
     }
     response = templates.TemplateResponse(request, template, full, status_code=status)
     response.headers.update(SECURITY_HEADERS)
+    clear_flash(request, response)
     return response
+
+
+def safe_back(back: str | None, default: str = "/inbox") -> str:
+    """A page of the inbox to return to after a form (never another site)."""
+    if not back or not back.startswith("/inbox") or back.startswith("/inbox/rows"):
+        return default
+    if any(bad in back for bad in ("\\", "//", "\n", "\r")):
+        return default
+    return back
 
 
 def error_page(request: Request, status: int, message: str) -> Response:

@@ -20,10 +20,10 @@ from sqlalchemy import ColumnElement, Integer, case, cast, extract, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from voicemail.db.base import utcnow
-from voicemail.db.models import UNHANDLED_SQL, Account, Bot, Queue, Voicemail
+from voicemail.db.models import UNHANDLED_SQL, Account, Bot, Queue, User, Voicemail
 from voicemail.inbox import charts
 from voicemail.queues.service import get_queue, list_queues
-from voicemail.states import InboxState, VoicemailStatus
+from voicemail.states import InboxState, Role, VoicemailStatus
 
 CHART_DAYS = 14
 
@@ -44,6 +44,29 @@ class QueueCounts:
 
 
 @dataclass(frozen=True)
+class TargetShare:
+    """Of the voicemails handled in a period, how many within their queue's handle target."""
+
+    handled: int = 0
+    within: int = 0
+
+    @property
+    def percent(self) -> int | None:
+        return round(100 * self.within / self.handled) if self.handled else None
+
+    def add(self, within: bool) -> TargetShare:
+        return TargetShare(self.handled + 1, self.within + int(within))
+
+
+@dataclass(frozen=True)
+class QueueHandled:
+    """A queue's voicemails handled today and in the period (the charts' days)."""
+
+    today: TargetShare = TargetShare()
+    period: TargetShare = TargetShare()
+
+
+@dataclass(frozen=True)
 class BacklogRow:
     queue_id: str | None  # None: the account's voicemails that are in no queue
     name: str
@@ -51,6 +74,8 @@ class BacklogRow:
     max_count: int | None
     max_age_minutes: int | None
     now: datetime
+    target_minutes: int | None = None  # the queue's handle target; None: unqueued
+    handled: QueueHandled = QueueHandled()
 
     @property
     def oldest_age_seconds(self) -> float | None:
@@ -194,10 +219,12 @@ def backlog(
     queues: Sequence[Queue],
     now: datetime | None = None,
     zone: tzinfo = UTC,
+    handled: dict[str | None, QueueHandled] | None = None,
 ) -> list[BacklogRow]:
     """One row per queue of the account (``queues``, in their order), then the unqueued
-    voicemails."""
+    voicemails; ``handled`` (from ``handled_report``) gives each its share within target."""
     moment = now or utcnow()
+    shares = handled or {}
     counts = queue_counts(session, account_id=account_id, now=moment, zone=zone)
     rows = [
         BacklogRow(
@@ -207,6 +234,8 @@ def backlog(
             max_count=queue.alert_max_count,
             max_age_minutes=queue.alert_max_age_minutes,
             now=moment,
+            target_minutes=queue.handle_target_minutes,
+            handled=shares.get(queue.id, QueueHandled()),
         )
         for queue in queues
     ]
@@ -317,6 +346,104 @@ def handle_times(
     ]
 
 
+@dataclass(frozen=True)
+class AgentHandled:
+    """What one person handled today and in the period; ``user_id`` None: users deleted
+    since. ``within`` counts those in a queue handled within its target (of ``queued``)."""
+
+    user_id: str | None
+    name: str
+    today: int = 0
+    period: int = 0
+    within: TargetShare = TargetShare()
+
+
+@dataclass(frozen=True)
+class HandledReport:
+    since: datetime  # the period's start (UTC): the first of the charts' local days
+    queues: dict[str | None, QueueHandled]  # by queue id; None: unqueued (no target)
+    agents: list[AgentHandled]  # most handled in the period first
+
+
+def handled_report(
+    session: Session,
+    *,
+    account_id: str,
+    now: datetime | None = None,
+    days: int = CHART_DAYS,
+    zone: tzinfo = UTC,
+) -> HandledReport:
+    """Who handled how many voicemails today and in the last ``days`` local days, and the
+    share of each queue's handled within its ``handle_target_minutes`` (deposit to handled).
+
+    One query reads the period's handled voicemails through ``handled_at`` (with their
+    queue's target and who handled them); the counting is done here. Every active agent of
+    the account is listed, with zeros when they handled none."""
+    moment = now or utcnow()
+    since = midnight(chart_days(moment, days, zone)[0], zone)
+    today = day_start(moment, zone)
+    query = (
+        select(
+            Voicemail.handled_by_id,
+            Voicemail.queue_id,
+            Voicemail.created_at,
+            Voicemail.handled_at,
+            Queue.handle_target_minutes,
+        )
+        .join(Bot, Bot.id == Voicemail.bot_id)
+        .outerjoin(Queue, Queue.id == Voicemail.queue_id)
+        .where(
+            _in_account(account_id),
+            Voicemail.inbox_state == InboxState.HANDLED,
+            Voicemail.handled_at >= since,
+        )
+    )
+    queues: dict[str | None, QueueHandled] = {}
+    agents: dict[str | None, AgentHandled] = {}
+    for user_id, queue_id, created_at, handled_at, target in session.execute(query):
+        if handled_at is None:
+            continue
+        is_today = handled_at >= today
+        agent = agents.get(user_id, AgentHandled(user_id, ""))
+        agent = replace(agent, today=agent.today + int(is_today), period=agent.period + 1)
+        if target is not None:
+            within = handled_at - created_at <= timedelta(minutes=target)
+            agent = replace(agent, within=agent.within.add(within))
+            found = queues.get(queue_id, QueueHandled())
+            queues[queue_id] = QueueHandled(
+                today=found.today.add(within) if is_today else found.today,
+                period=found.period.add(within),
+            )
+        agents[user_id] = agent
+    people = session.execute(
+        select(User.id, User.name, User.email, User.role, User.active).where(
+            User.account_id == account_id
+        )
+    ).all()
+    listed: dict[str | None, AgentHandled] = {}
+    for user_id, name, email, role, active in people:
+        if user_id in agents:
+            listed[user_id] = replace(agents.pop(user_id), name=name or email)
+        elif active and role == Role.AGENT:
+            listed[user_id] = AgentHandled(user_id, name or email)
+    # Left: people deleted since (their id set to NULL, or dangling), counted as one.
+    former = AgentHandled(None, "Former users")
+    for gone in agents.values():
+        former = replace(
+            former,
+            today=former.today + gone.today,
+            period=former.period + gone.period,
+            within=TargetShare(
+                former.within.handled + gone.within.handled,
+                former.within.within + gone.within.within,
+            ),
+        )
+    if former.period:
+        listed[None] = former
+    ordered = sorted(listed.values(), key=lambda a: (-a.period, -a.today, a.name.lower()))
+    return HandledReport(since=since, queues=queues, agents=ordered)
+
+
 # The page ---------------------------------------------------------------------------------
 
 
@@ -331,6 +458,9 @@ class SupervisorPage:
     handle_unit: str  # "minutes" or "hours": the handle-time chart's y axis
     daily_chart: Markup
     handle_chart: Markup
+    agents: list[AgentHandled]  # handled today and since ``period_start``, per person
+    period_start: date  # the first of the charts' local days
+    now: datetime
 
 
 def supervisor_page(
@@ -342,7 +472,15 @@ def supervisor_page(
     zone = account_zone(session, account_id)
     queue = get_queue(session, queue_id=queue_id, account_id=account_id) if queue_id else None
     queues = list_queues(session, account_id=account_id)  # by name
-    rows = backlog(session, account_id=account_id, queues=queues, now=moment, zone=zone)
+    report = handled_report(session, account_id=account_id, now=moment, zone=zone)
+    rows = backlog(
+        session,
+        account_id=account_id,
+        queues=queues,
+        now=moment,
+        zone=zone,
+        handled=report.queues,
+    )
     in_queue = queue.id if queue else None
     daily = daily_counts(session, account_id=account_id, queue_id=in_queue, now=moment, zone=zone)
     handle = handle_times(session, account_id=account_id, queue_id=in_queue, now=moment, zone=zone)
@@ -407,4 +545,7 @@ def supervisor_page(
         handle_unit=unit,
         daily_chart=daily_chart,
         handle_chart=handle_chart,
+        agents=report.agents,
+        period_start=daily[0].day,
+        now=moment,
     )

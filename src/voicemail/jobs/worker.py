@@ -115,7 +115,6 @@ class Worker:
     def time_out(self, job: ClaimedJob) -> None:
         """The job ran past ``timeout_seconds``: record this attempt as failed (retried, or
         failed for good), and give up on the thread that runs it."""
-        self.abandoned.set()
         log.error(
             "job timed out; its thread is abandoned",
             # Named here: this runs in the heartbeat's thread, outside the job's log context.
@@ -127,8 +126,13 @@ class Worker:
         )
         reason = f"timed out: still running after {self.timeout_seconds:g} s (job_timeout_seconds)"
         # If this fails too (the database is down), the lease, no longer renewed, runs out
-        # and another worker takes the job over: the attempt counts either way.
-        self.fail(job, reason)
+        # and another worker takes the job over: the attempt counts either way. The loop is
+        # marked abandoned only once the attempt is recorded, so that a pool which stops
+        # on seeing it never leaves the job looking still ``running``.
+        try:
+            self.fail(job, reason)
+        finally:
+            self.abandoned.set()
 
     def fail(self, job: ClaimedJob, reason: str) -> None:
         """Record this attempt of ``job`` as failed: retried after the backoff, or failed for

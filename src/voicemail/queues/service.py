@@ -104,6 +104,16 @@ def set_alerts(
     queue.alert_active_since = None
 
 
+MAX_HANDLE_TARGET_MINUTES = 100_000  # about 70 days
+
+
+def set_handle_target(session: Session, *, queue: Queue, minutes: int) -> None:
+    """The time to handle the queue's voicemails in (deposit to handled), in minutes."""
+    if not 1 <= minutes <= MAX_HANDLE_TARGET_MINUTES:
+        raise BadRequest(f"The handle target must be 1 to {MAX_HANDLE_TARGET_MINUTES} minutes")
+    queue.handle_target_minutes = minutes
+
+
 def member_queue_ids(user: User) -> list[str]:
     return [queue.id for queue in user.queues]
 
@@ -136,4 +146,5 @@ def queue_json(queue: Queue) -> dict[str, object]:
         "members": [user.email for user in queue.members],
         "alertMaxCount": queue.alert_max_count,
         "alertMaxAgeMinutes": queue.alert_max_age_minutes,
+        "handleTargetMinutes": queue.handle_target_minutes,
     }

@@ -28,6 +28,7 @@ freed meanwhile crashes the process.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import threading
@@ -65,6 +66,10 @@ GOODBYE = ((160, 660), (260, 440))
 GOODBYE_GRACE_SECONDS = 3.0  # a stalled media clock does not keep the call up for ever
 RTP_CHECK_SECONDS = 0.25
 CODECS = ("PCMU/8000", "PCMA/8000", "G722/16000")  # what we offer and accept
+# The jitter buffer (``configure_jitter_buffer``): its fixed prefetch and its capacity.
+JITTER_PREFETCH_MS = 100
+JITTER_MAX_MS = 2000
+JB_DISCARD_NONE = 0  # pjmedia_jb_discard_algo's PJMEDIA_JB_DISCARD_NONE
 
 # Why a call ended from our side.
 END_DTMF = "dtmf"
@@ -91,6 +96,35 @@ def configure_codecs(endpoint: Any) -> None:
     for codec in endpoint.codecEnum2():
         wanted = any(codec.codecId.startswith(name) for name in CODECS)
         endpoint.codecSetPriority(codec.codecId, 0 if not wanted else 128)
+
+
+def configure_jitter_buffer(media: Any) -> None:
+    """Each call's jitter buffer (``pjsua2.MediaConfig``), set for a recorder rather than a
+    conversation: RTP that arrives late or in bursts (a busy sender, network, or our own
+    media thread starved of CPU) is kept and played out in order, never dropped to bring
+    the delay back down.
+
+    PJSIP's defaults are a phone's: an adaptive prefetch of a frame or two and the
+    progressive discard, which drops frames whenever more are queued than the recent
+    bursts call for. Under load that made 10-120 ms slips in a recording (frames concealed
+    when the buffer ran dry, then frames dropped as the late ones arrived together). Here
+    the prefetch is ``JITTER_PREFETCH_MS`` (a burst or stall shorter than that never empties
+    the buffer), nothing is discarded (a longer stall adds a gap but loses nothing: the
+    buffer keeps the extra delay), and it holds up to ``JITTER_MAX_MS``. The cost is delay:
+    the last ``JITTER_PREFETCH_MS`` or so of a message (still queued when the caller hangs
+    up) is not recorded, and as much from before the beep's end is.
+    """
+    media.jbInit = media.jbMinPre = media.jbMaxPre = JITTER_PREFETCH_MS
+    media.jbMax = JITTER_MAX_MS
+    # SWIG wraps ``jbDiscardAlgo`` (an enum) as an opaque pointer: it is set through
+    # pjsua2's own JSON persistence of the config instead.
+    document = pj.JsonDocument()
+    document.writeObject(media)
+    values = json.loads(document.saveString())
+    values["MediaConfig"]["jbDiscardAlgo"] = JB_DISCARD_NONE
+    document = pj.JsonDocument()
+    document.loadString(json.dumps(values))
+    document.readObject(media)
 
 
 def pcm_at_clock_rate(wav: bytes) -> bytes:

@@ -39,6 +39,7 @@ from voicemail.sip.call import (
     Ports,
     call_plan,
     configure_codecs,
+    configure_jitter_buffer,
 )
 from voicemail.sip.observe import CallObserver
 from voicemail.sip.recording import CallRecorder
@@ -269,7 +270,8 @@ class SipEndpoint:
     def stream_ended(self, call: _Call, index: int) -> None:
         """A call's audio stream is about to go: its RTP statistics to the metrics."""
         try:
-            self.observer.stream_ended(call.getStreamStat(index))
+            call_sid = call.meta.call_sid if call.meta is not None else None
+            self.observer.stream_ended(call.getStreamStat(index), call_sid=call_sid)
         except Exception:
             log.warning("SIP stream statistics not read", exc_info=True)
 
@@ -316,6 +318,7 @@ class SipEndpoint:
         media.clockRate = media.sndClockRate = CLOCK_RATE
         media.channelCount = 1
         media.ecTailLen = 0  # nothing is played back to echo
+        configure_jitter_buffer(media)
         endpoint.libInit(config)
         ipv6 = ":" in self.host
         transport = pj.TransportConfig()

@@ -137,11 +137,28 @@ class CallObserver:
             voicemail_id=voicemail_id,
         )
 
-    def stream_ended(self, stat: Any) -> None:
-        """A call's RTP statistics (``pjsua2.StreamStat``) as its stream ends."""
-        rx = stat.rtcp.rxStat
+    def stream_ended(self, stat: Any, *, call_sid: str | None = None) -> None:
+        """A call's RTP statistics (``pjsua2.StreamStat``) as its stream ends: to the
+        metrics, and to the log with the jitter buffer's (frames it discarded, lost or had
+        none of when the media clock asked: where a call's audio slips)."""
+        rx, jbuf = stat.rtcp.rxStat, stat.jbuf
         self.metrics.observe_sip_stream(
             received=int(rx.pkt), lost=int(rx.loss), jitter_seconds=rx.jitterUsec.mean / 1e6
+        )
+        log.info(
+            "SIP call RTP",
+            extra={
+                "call_sid": call_sid,
+                "received": int(rx.pkt),
+                "lost": int(rx.loss),
+                "discarded": int(rx.discard),
+                "jitter_ms": round(rx.jitterUsec.mean / 1000, 3),
+                "jb_discarded": int(jbuf.discard),
+                "jb_lost": int(jbuf.lost),
+                "jb_empty": int(jbuf.empty),
+                "jb_avg_delay_ms": int(jbuf.avgDelayMsec),
+                "jb_max_delay_ms": int(jbuf.maxDelayMsec),
+            },
         )
 
     def _audit(

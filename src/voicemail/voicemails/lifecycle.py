@@ -2,8 +2,8 @@
 
 Order, so that nothing is lost and nothing is left half deleted:
 
-1. one transaction removes the voicemail rows (their transcripts, jobs and stream parts
-   cascade in the database; the full-text index drops their words:
+1. one transaction removes the voicemail rows (their transcripts, jobs, stream parts and
+   inbox notes cascade in the database; the full-text index drops their words:
    ``fulltext.forget_deleted``), the call sessions left empty (they hold the caller's
    numbers), redacts the webhook deliveries of its earlier events (they hold its data:
    ``webhooks.service.redact_deliveries``) and its e-mail deliveries (their subjects name

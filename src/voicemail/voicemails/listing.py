@@ -55,6 +55,13 @@ class Cursor:
             and_(Voicemail.created_at == self.created_at, Voicemail.id < self.voicemail_id),
         )
 
+    def newer(self) -> ColumnElement[bool]:
+        """The rows after this one in a list oldest first (newer, or as old with a larger id)."""
+        return or_(
+            Voicemail.created_at > self.created_at,
+            and_(Voicemail.created_at == self.created_at, Voicemail.id > self.voicemail_id),
+        )
+
 
 def parse_moment(value: str, *, name: str, what: str = "a time") -> datetime:
     """An ISO 8601 time from the query string, in UTC (UTC when it names no zone)."""

@@ -12,6 +12,7 @@
   var seconds = parseFloat(table.dataset.pollSeconds) || 5;
   var pageSize = parseInt(table.dataset.pageSize, 10) || 50;
   var since = table.dataset.since || "";
+  var ascending = table.dataset.order === "asc"; // the "oldest first" view
   var timer = null;
   var busy = false;
 
@@ -29,16 +30,25 @@
     return time ? Date.parse(time.getAttribute("datetime")) : 0;
   }
 
-  // Before the first shown row received earlier; a row older than the whole page belongs
-  // to a later page and is left there.
+  // Before the first shown row received earlier (later, oldest first); a row beyond the
+  // whole page belongs to a later page and is left there.
   function place(row) {
     var at = receivedAt(row);
     var shown = body.querySelectorAll("tr.voicemail-row");
     for (var i = 0; i < shown.length; i += 1) {
-      if (receivedAt(shown[i]) < at) { body.insertBefore(row, shown[i]); return true; }
+      var other = receivedAt(shown[i]);
+      if (ascending ? other > at : other < at) { body.insertBefore(row, shown[i]); return true; }
     }
     if (shown.length < pageSize) { body.appendChild(row); return true; }
     return false;
+  }
+
+  // Rows that changed and left the view (handled, in a view without handled ones).
+  function drop(ids) {
+    (ids || []).forEach(function (id) {
+      var shown = body.querySelector('tr.voicemail-row[data-id="' + id + '"]');
+      if (shown) shown.remove();
+    });
   }
 
   function insert(html) {
@@ -48,7 +58,7 @@
     var empty = body.querySelector("tr.empty");
     if (empty && rows.length) empty.remove();
     var added = 0;
-    // Oldest first, so that each new one lands above the ones older than itself.
+    // In reverse order, so that each new one lands next to the ones it follows.
     Array.prototype.slice.call(rows).reverse().forEach(function (row) {
       var shown = body.querySelector('tr[data-id="' + row.dataset.id + '"]');
       if (shown) {
@@ -76,6 +86,7 @@
         if (!data) return;
         if (data.more) { window.location.reload(); return; }
         since = data.since;
+        drop(data.left);
         if (data.count > 0) {
           var added = insert(data.html);
           if (added) announce(added);

@@ -6,9 +6,9 @@
   if (!audio) return;
   const canvas = document.getElementById("waveform");
   const speed = document.getElementById("speed");
-  const words = Array.from(document.querySelectorAll("#transcript .word"));
-  const starts = words.map((w) => parseFloat(w.dataset.start));
-  const ends = words.map((w) => parseFloat(w.dataset.end));
+  let words = [];
+  let starts = [];
+  let ends = [];
   let peaks = [];
   let current = null;
 
@@ -109,6 +109,8 @@
     }
     current = next;
     if (current) {
+      // Tab into the transcript lands on the word being played (unless a word has focus).
+      if (transcript && !transcript.contains(document.activeElement)) rove(index, false);
       current.classList.add("current");
       current.setAttribute("aria-current", "true");
       const box = current.getBoundingClientRect();
@@ -133,19 +135,68 @@
   audio.addEventListener("loadedmetadata", update);
   audio.addEventListener("play", () => window.requestAnimationFrame(frame));
 
-  words.forEach((word, i) => {
-    const play = () => {
-      seek(starts[i]);
-      audio.play().catch(() => {});
-    };
-    word.addEventListener("click", play);
-    word.addEventListener("keydown", (event) => {
-      if (event.key === "Enter") {
-        event.preventDefault();
-        play();
-      }
+  // The transcript: one composite widget (a listbox of words, one tab stop). The focused
+  // word has tabindex 0 and the others -1 (a roving tabindex); the arrow keys, Home and End
+  // move it; Enter or Space plays from it, as a click does.
+  let transcript = null;
+  let focusIndex = 0;
+
+  function rove(index, focus) {
+    if (!words.length) return;
+    const next = Math.max(0, Math.min(index, words.length - 1));
+    if (next !== focusIndex) {
+      words[focusIndex].setAttribute("tabindex", "-1");
+      words[focusIndex].setAttribute("aria-selected", "false");
+      focusIndex = next;
+    }
+    words[focusIndex].setAttribute("tabindex", "0");
+    words[focusIndex].setAttribute("aria-selected", "true");
+    if (focus) words[focusIndex].focus();
+  }
+
+  function playFrom(i) {
+    seek(starts[i]);
+    audio.play().catch(() => {});
+  }
+
+  function onTranscriptKey(event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const i = words.indexOf(event.target);
+    if (i < 0) return;
+    if (event.key === "ArrowRight" || event.key === "ArrowDown") rove(i + 1, true);
+    else if (event.key === "ArrowLeft" || event.key === "ArrowUp") rove(i - 1, true);
+    else if (event.key === "Home") rove(0, true);
+    else if (event.key === "End") rove(words.length - 1, true);
+    else if (event.key === "Enter" || event.key === " ") {
+      rove(i, false);
+      playFrom(i);
+    } else return;
+    event.preventDefault();
+    event.stopPropagation(); // Space here plays from the word, not toggles the player
+  }
+
+  function bindWords() {
+    words = Array.from(document.querySelectorAll("#transcript .word"));
+    starts = words.map((w) => parseFloat(w.dataset.start));
+    ends = words.map((w) => parseFloat(w.dataset.end));
+    current = null;
+    focusIndex = Math.max(0, words.findIndex((w) => w.getAttribute("tabindex") === "0"));
+    words.forEach((word, i) => {
+      word.addEventListener("click", () => {
+        rove(i, false);
+        playFrom(i);
+      });
+      word.addEventListener("focus", () => rove(i, false));
     });
-  });
+    const box = document.getElementById("transcript");
+    if (box && box !== transcript && words.length) {
+      transcript = box;
+      box.addEventListener("keydown", onTranscriptKey);
+    }
+  }
+  bindWords();
+  // A page opened while transcribing: voicemail_live.js puts the transcript in once ready.
+  document.addEventListener("voicemail:transcript", bindWords);
 
   // Space toggles play, except while typing in a form field or on a control.
   document.addEventListener("keydown", (event) => {

@@ -33,6 +33,7 @@ DONE = {
     "member-added": "Member added.",
     "member-removed": "Member removed.",
     "alerts-set": "Alert thresholds saved.",
+    "target-set": "Handle target saved.",
     "bot-queue-set": "Bot queue saved.",
     "time-zone-set": "Time zone saved.",
 }
@@ -163,6 +164,22 @@ def set_alerts(
         max_age_minutes=admin.parse_threshold(max_age_minutes, "The age threshold"),
     )
     return _back("alerts-set")
+
+
+@router.post("/queues/{queue_id}/target", include_in_schema=False, dependencies=[CsrfChecked])
+def set_handle_target(
+    session: SessionDep,
+    user: AdminUser,
+    queue_id: str,
+    minutes: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    admin.set_handle_target(
+        session,
+        actor=admin.web_actor(user),
+        queue=queue_id,
+        minutes=admin.parse_minutes(minutes, "The handle target"),
+    )
+    return _back("target-set")
 
 
 # Bots ----------------------------------------------------------------------------------
