@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -10,16 +11,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import jwt
 import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -45,6 +49,27 @@ def voicemail_cli(env: Mapping[str, str], cwd: Path, *args: str) -> dict[str, An
         raise RuntimeError(f"voicemail {' '.join(args)} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+@dataclass(frozen=True)
+class BenchApp:
+    """A bot, and an app allowed to deposit its voicemails and fetch them."""
+
+    bot: str
+    client_id: str
+    client_secret: str
+
+    def auth(self) -> str:
+        """A fresh token (the ``auth`` header) per request: JTI replay protection may be on."""
+        return jwt.encode({"appId": self.client_id}, self.client_secret)
+
+
+def create_bench_app(env: Mapping[str, str], cwd: Path) -> BenchApp:
+    """A bot named "bench" and its app, made with the CLI."""
+    bot = voicemail_cli(env, cwd, "bots", "create", "bench")["botId"]
+    scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
+    app = voicemail_cli(env, cwd, "apps", "create", "bench", "--bot", bot, *scopes)
+    return BenchApp(bot, app["clientId"], app["clientSecret"])
 
 
 @contextmanager
@@ -111,3 +136,31 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
         "p99_ms": percentile(seconds, 0.99) * 1000,
         "mean_ms": statistics.fmean(seconds) * 1000,
     }
+
+
+def service_beam_size() -> int:
+    """The beam size the service uses by default (``VOICEMAIL_ASR_BEAM_SIZE``)."""
+    from voicemail.settings import Settings
+
+    return int(Settings.model_fields["asr_beam_size"].default)
+
+
+def add_beams_argument(parser: argparse.ArgumentParser) -> None:
+    """``--beam N [N ...]``: one beam size, or several compared side by side."""
+    parser.add_argument(
+        "--beam",
+        type=int,
+        nargs="+",
+        default=[service_beam_size()],
+        dest="beams",
+        metavar="N",
+        help="beam size(s) to run; several are interleaved item by item "
+        "(default: the service's, %(default)s)",
+    )
+
+
+def interleaved(index: int, variants: Sequence[T]) -> list[T]:
+    """The order in which to run ``variants`` (beam sizes, layouts) for the ``index``-th
+    item (clip, message, round): forwards, then backwards, so that none always goes first
+    and machine noise (other processes, a warm cache) falls on all of them alike."""
+    return list(variants) if index % 2 == 0 else list(reversed(variants))

@@ -18,7 +18,12 @@ faster would only take CPU from the model. Both transcripts are scored against t
 reference (WER, corpus-level as in ``tests/helpers/clips.py``). One stream at a time: two calls
 at once on a 2-core machine would measure the machine's overload, not the design.
 
-    python bench/live_stream.py [--limit N] [--out FILE]
+With several beam sizes (``--beam 1 5``) one server runs per beam
+(``VOICEMAIL_ASR_BEAM_SIZE``), all started before the first message, and each message goes
+to each server in turn (the order alternating message by message), so machine noise falls
+on all of them. ``--no-upload`` measures the live path only.
+
+    python bench/live_stream.py [--limit N] [--beam N [N ...]] [--no-upload] [--out FILE]
 """
 
 from __future__ import annotations
@@ -34,18 +39,27 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import clean_env, percentile, serve, voicemail_cli  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_beams_argument,
+    clean_env,
+    create_bench_app,
+    interleaved,
+    percentile,
+    serve,
+)
 from tests.helpers.clips import (  # noqa: E402
     audio_dir,
     clip_by_name,
@@ -142,75 +156,87 @@ def transcript_of(body: dict[str, Any]) -> tuple[str, float]:
     return str(document["components"][0]["data"]["text"]), document["timestampValue"] / 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--limit", type=int, default=0, help="first N messages only")
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results/live_stream.json")
-    args = parser.parse_args()
+@dataclass
+class Target:
+    """One ``voicemail serve`` with its bench bot and app."""
 
-    root = audio_dir()
-    if root is None:
-        sys.exit("speech corpus not found; set VOICEMAIL_TEST_AUDIO_DIR")
-    corpus = read_manifest(root)
-    messages = [
-        (names, *spoken_message([clip_by_name(corpus, name) for name in names]))
-        for names in MESSAGES[: args.limit or None]
-    ]
+    beam: int
+    home: Path
+    client: httpx.Client
+    bot: str
+    auth: Callable[[], str]
+    ws_url: str
 
-    load_before = os.getloadavg()
-    home = Path(tempfile.mkdtemp(prefix="vm-bench-live-"))
-    env = clean_env(data_dir=str(home / "data"), rate_limit_per_minute="1000000", log_level="INFO")
-    rows: list[dict[str, Any]] = []
-    with serve(env, home) as base, httpx.Client(base_url=base, timeout=120) as client:
-        bot = voicemail_cli(env, home, "bots", "create", "bench")["botId"]
-        scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
-        app = voicemail_cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
 
-        def auth() -> str:  # a fresh token per request: JTI replay protection may be on
-            return jwt.encode({"appId": app["clientId"]}, app["clientSecret"])
+def start_target(stack: ExitStack, home: Path, beam: int) -> Target:
+    home.mkdir(parents=True, exist_ok=True)
+    env = clean_env(
+        data_dir=str(home / "data"),
+        rate_limit_per_minute="1000000",
+        log_level="INFO",
+        asr_beam_size=str(beam),
+    )
+    base = stack.enter_context(serve(env, home))
+    client = stack.enter_context(httpx.Client(base_url=base, timeout=120))
+    app = create_bench_app(env, home)
+    ws_url = base.replace("http://", "ws://") + f"/api/public/bot/{app.bot}/voicemail/stream"
+    return Target(beam, home, client, app.bot, app.auth, ws_url)
 
-        ws_url = base.replace("http://", "ws://") + f"/api/public/bot/{bot}/voicemail/stream"
-        for number, (names, pcm, reference) in enumerate(messages, start=1):
-            seconds = len(pcm) / 2 / SAMPLE_RATE
-            live_session = f"{number:012x}{0:012x}"
-            hangup = asyncio.run(stream_call(ws_url, pcm, auth=auth(), session_id=live_session))
-            live_body = wait_transcript(client, bot, live_session, {"auth": auth()})
-            live_text, live_created = transcript_of(live_body)
 
-            upload_session = f"{number:012x}{1:012x}"
-            response = client.post(
-                f"/api/public/bot/{bot}/voicemail",
-                headers={"auth": auth()},
-                files={"file": (f"message-{number}.wav", wav_bytes(pcm), "audio/wav")},
-                data={"sessionId": upload_session},
-            )
-            assert response.status_code == 202, response.text
-            accepted_wall = time.time()
-            upload_body = wait_transcript(client, bot, upload_session, {"auth": auth()})
-            upload_text, upload_created = transcript_of(upload_body)
+def run_message(
+    target: Target, number: int, names: list[str], pcm: bytes, reference: str, *, upload: bool
+) -> dict[str, Any]:
+    """Message ``number`` live (and as an upload) through ``target``; its result row."""
+    client, bot, auth = target.client, target.bot, target.auth
+    seconds = len(pcm) / 2 / SAMPLE_RATE
+    live_session = f"{number:012x}{0:012x}"
+    hangup = asyncio.run(stream_call(target.ws_url, pcm, auth=auth(), session_id=live_session))
+    live_body = wait_transcript(client, bot, live_session, {"auth": auth()})
+    live_text, live_created = transcript_of(live_body)
+    row: dict[str, Any] = {
+        "message": number,
+        "beam": target.beam,
+        "clips": names,
+        "audio_seconds": round(seconds, 3),
+        "live_seconds": round(live_created - hangup, 3),
+        "live_wer": round(wer(reference, live_text), 4),
+        "reference": reference,
+        "live_text": live_text,
+    }
+    line = (
+        f"message {number} beam {target.beam}: {seconds:5.1f} s audio  "
+        f"hang-up→transcript {row['live_seconds']:6.3f}s"
+    )
+    if upload:
+        upload_session = f"{number:012x}{1:012x}"
+        response = client.post(
+            f"/api/public/bot/{bot}/voicemail",
+            headers={"auth": auth()},
+            files={"file": (f"message-{number}.wav", wav_bytes(pcm), "audio/wav")},
+            data={"sessionId": upload_session},
+        )
+        assert response.status_code == 202, response.text
+        accepted_wall = time.time()
+        upload_body = wait_transcript(client, bot, upload_session, {"auth": auth()})
+        upload_text, upload_created = transcript_of(upload_body)
+        row |= {
+            "upload_seconds": round(upload_created - accepted_wall, 3),
+            "upload_wer": round(wer(reference, upload_text), 4),
+            "upload_text": upload_text,
+        }
+        line += (
+            f"  upload 202→transcript {row['upload_seconds']:6.3f}s"
+            f"  WER live {row['live_wer']:.3f} upload {row['upload_wer']:.3f}"
+        )
+    else:
+        line += f"  WER live {row['live_wer']:.3f}"
+    print(line, flush=True)
+    return row
 
-            row = {
-                "message": number,
-                "clips": names,
-                "audio_seconds": round(seconds, 3),
-                "live_seconds": round(live_created - hangup, 3),
-                "upload_seconds": round(upload_created - accepted_wall, 3),
-                "live_wer": round(wer(reference, live_text), 4),
-                "upload_wer": round(wer(reference, upload_text), 4),
-                "reference": reference,
-                "live_text": live_text,
-                "upload_text": upload_text,
-            }
-            rows.append(row)
-            print(
-                f"message {number}: {seconds:5.1f} s audio  hang-up→transcript "
-                f"{row['live_seconds']:6.3f}s  upload 202→transcript {row['upload_seconds']:6.3f}s"
-                f"  WER live {row['live_wer']:.3f} upload {row['upload_wer']:.3f}",
-                flush=True,
-            )
 
-    # The server's own split of each hang-up's wait: the tail left to transcribe, and the
-    # time `finish` took (a chunk still in flight, then the tail), in message order.
+def server_split(home: Path, rows: list[dict[str, Any]]) -> None:
+    """The server's own split of each hang-up's wait: the tail left to transcribe, and the
+    time `finish` took (a chunk still in flight, then the tail), in message order."""
     finished = [
         entry
         for log in home.glob("serve-*.log")
@@ -222,7 +248,43 @@ def main() -> None:
         row["server_tail_seconds"] = entry.get("tail_seconds")
         row["server_finish_seconds"] = entry.get("finish_seconds")
 
-    summary = summarize(rows, [reference for _, _, reference in messages])
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, default=0, help="first N messages only")
+    parser.add_argument("--no-upload", action="store_true", help="the live path only")
+    add_beams_argument(parser)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/live_stream.json")
+    args = parser.parse_args()
+
+    root = audio_dir()
+    if root is None:
+        sys.exit("speech corpus not found; set VOICEMAIL_TEST_AUDIO_DIR")
+    corpus = read_manifest(root)
+    messages = [
+        (names, *spoken_message([clip_by_name(corpus, name) for name in names]))
+        for names in MESSAGES[: args.limit or None]
+    ]
+    beams = list(dict.fromkeys(args.beams))
+
+    load_before = os.getloadavg()
+    home = Path(tempfile.mkdtemp(prefix="vm-bench-live-"))
+    rows: dict[int, list[dict[str, Any]]] = {beam: [] for beam in beams}
+    with ExitStack() as stack:
+        targets = {beam: start_target(stack, home / f"beam-{beam}", beam) for beam in beams}
+        for number, (names, pcm, reference) in enumerate(messages, start=1):
+            for beam in interleaved(number, beams):
+                row = run_message(
+                    targets[beam], number, names, pcm, reference, upload=not args.no_upload
+                )
+                rows[beam].append(row)
+
+    references = [reference for _, _, reference in messages]
+    summaries: dict[int, dict[str, float]] = {}
+    for beam, target in targets.items():
+        server_split(target.home, rows[beam])
+        summaries[beam] = summarize(rows[beam], references)
+    comparison = compare(summaries)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -233,32 +295,68 @@ def main() -> None:
                 "poll_seconds": POLL_SECONDS,
                 "pause_seconds": 0.5,
                 "sample_rate": SAMPLE_RATE,
-                "summary": summary,
-                "messages": rows,
+                # One beam: its summary; several: one per beam, and their ratios.
+                "summary": summaries[beams[0]] if len(beams) == 1 else None,
+                "summaries": {str(beam): summary for beam, summary in summaries.items()},
+                "comparison": comparison,
+                "messages": [row for beam in beams for row in rows[beam]],
             },
             indent=2,
         )
     )
-    print_markdown(summary)
+    for beam, summary in summaries.items():
+        if len(beams) > 1:
+            print(f"\nbeam {beam}:")
+        print_markdown(summary)
+    for pair, ratios in comparison.items():
+        print(
+            f"\n{pair}: hang-up→transcript median ratio {ratios['live_p50_ratio']:.3f}, "
+            f"median of per-message ratios {ratios['live_median_message_ratio']:.3f}"
+        )
 
 
-def summarize(rows: list[dict[str, Any]], references: list[str]) -> dict[str, float]:
-    live = [row["live_seconds"] for row in rows]
-    upload = [row["upload_seconds"] for row in rows]
+def compare(summaries: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each beam's live figures against the first beam's."""
+    first, *others = list(summaries)
+    base = summaries[first]
     return {
-        "messages": len(rows),
-        "audio_seconds": sum(row["audio_seconds"] for row in rows),
-        "live_p50_s": statistics.median(live),
-        "live_p90_s": percentile(live, 0.9),
-        "upload_p50_s": statistics.median(upload),
-        "upload_p90_s": percentile(upload, 0.9),
-        "ratio_p50": statistics.median(live) / statistics.median(upload),
-        "live_wer": corpus_wer(references, [row["live_text"] for row in rows]),
-        "upload_wer": corpus_wer(references, [row["upload_text"] for row in rows]),
+        f"beam {other} vs {first}": {
+            "live_p50_ratio": summaries[other]["live_p50_s"] / base["live_p50_s"],
+            "live_p90_ratio": summaries[other]["live_p90_s"] / base["live_p90_s"],
+            "live_median_message_ratio": statistics.median(
+                mine / theirs
+                for mine, theirs in zip(
+                    summaries[other]["live_seconds"], base["live_seconds"], strict=True
+                )
+            ),
+            "live_wer_change": summaries[other]["live_wer"] - base["live_wer"],
+        }
+        for other in others
     }
 
 
-def print_markdown(s: dict[str, float]) -> None:
+def summarize(rows: list[dict[str, Any]], references: list[str]) -> dict[str, Any]:
+    live = [row["live_seconds"] for row in rows]
+    summary: dict[str, Any] = {
+        "messages": len(rows),
+        "audio_seconds": sum(row["audio_seconds"] for row in rows),
+        "live_seconds": live,
+        "live_p50_s": statistics.median(live),
+        "live_p90_s": percentile(live, 0.9),
+        "live_wer": corpus_wer(references, [row["live_text"] for row in rows]),
+    }
+    if all("upload_seconds" in row for row in rows):
+        upload = [row["upload_seconds"] for row in rows]
+        summary |= {
+            "upload_p50_s": statistics.median(upload),
+            "upload_p90_s": percentile(upload, 0.9),
+            "ratio_p50": statistics.median(live) / statistics.median(upload),
+            "upload_wer": corpus_wer(references, [row["upload_text"] for row in rows]),
+        }
+    return summary
+
+
+def print_markdown(s: dict[str, Any]) -> None:
     print()
     print("| path | messages | audio s | median s | p90 s | WER |")
     print("|---|---|---|---|---|---|")
@@ -266,6 +364,8 @@ def print_markdown(s: dict[str, float]) -> None:
         f"| live: hang-up → transcript | {s['messages']:.0f} | {s['audio_seconds']:.1f} | "
         f"{s['live_p50_s']:.2f} | {s['live_p90_s']:.2f} | {s['live_wer']:.3f} |"
     )
+    if "upload_p50_s" not in s:
+        return
     print(
         f"| upload: 202 → transcript | {s['messages']:.0f} | {s['audio_seconds']:.1f} | "
         f"{s['upload_p50_s']:.2f} | {s['upload_p90_s']:.2f} | {s['upload_wer']:.3f} |"

@@ -60,13 +60,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import clean_env, percentile, serve, voicemail_cli  # noqa: E402
+from bench.common import clean_env, create_bench_app, percentile, serve  # noqa: E402
 from bench.live_stream import (  # noqa: E402
     MESSAGES,
     POLL_SECONDS,
@@ -138,13 +137,8 @@ def main() -> None:
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
     with serve(env, home) as base, httpx.Client(base_url=base, timeout=120) as client:
-        bot = voicemail_cli(env, home, "bots", "create", "bench")["botId"]
-        scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
-        app = voicemail_cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
-
-        def auth() -> str:  # a fresh token per request: JTI replay protection may be on
-            return jwt.encode({"appId": app["clientId"]}, app["clientSecret"])
-
+        app = create_bench_app(env, home)
+        bot, auth = app.bot, app.auth
         ws_url = base.replace("http://", "ws://") + f"/api/public/bot/{bot}/voicemail/stream"
 
         def stored_audio(recording: dict[str, Any]) -> Pcm:

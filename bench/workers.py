@@ -1,6 +1,7 @@
 """Transcription throughput with one and two workers, and the job queue's own cost per job.
 
-    python bench/workers.py [--clips 20] [--rounds 2]
+    python bench/workers.py [--clips 20] [--rounds 2] [--layout NAME ...] [--beam N ...]
+                            [--noop-jobs 2000]
 
 On a throwaway PostgreSQL database, the telephone-band copies of the corpus's first
 ``--clips`` clips are deposited through a real `voicemail serve` (no worker in it). Then,
@@ -13,9 +14,12 @@ seconds of audio per second. Layouts:
 - two worker processes, 1 thread each;
 - one worker process running 2 jobs at once (`--concurrency 2`), 1 thread each.
 
-The layouts alternate, round after round, so machine noise falls on all of them. Then the
-queue alone: 2 000 jobs whose handler only completes them, claimed and completed by one and
-by two threads, gives the queue's cost per job (claim, lease heartbeat thread, complete).
+The layouts alternate, round after round, so machine noise falls on all of them. With
+several beam sizes (``--beam 1 5``) every layout runs with each (``VOICEMAIL_ASR_BEAM_SIZE``),
+alternating the same way; ``--layout`` picks layouts (``--layout two`` for the two single-thread
+worker processes alone). Then the queue alone (``--noop-jobs 0`` skips it): 2 000 jobs whose
+handler only completes them, claimed and completed by one and by two threads, gives the
+queue's cost per job (claim, lease heartbeat thread, complete).
 """
 
 from __future__ import annotations
@@ -34,12 +38,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, clean_env, postgres_database, serve, voicemail_cli
+from bench.common import (
+    REPO,
+    add_beams_argument,
+    clean_env,
+    create_bench_app,
+    interleaved,
+    postgres_database,
+    serve,
+)
 from tests.helpers.clips import audio_dir, read_manifest
 
 from voicemail.db.engine import make_engine, make_sessionmaker
@@ -53,6 +64,8 @@ LAYOUTS: dict[str, list[dict[str, str]]] = {
     "2 processes x 1 thread": [{"asr_threads": "1", "worker_concurrency": "1"}] * 2,
     "1 process, 2 jobs at once x 1 thread": [{"asr_threads": "1", "worker_concurrency": "2"}],
 }
+LAYOUT_KEYS = {"one": "1 process x 2 threads", "two": "2 processes x 1 thread"}
+LAYOUT_KEYS["concurrency"] = "1 process, 2 jobs at once x 1 thread"
 HOLD = "2100-01-01 00:00:00+00"
 
 
@@ -160,7 +173,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--noop-jobs", type=int, default=2000)
+    parser.add_argument(
+        "--layout",
+        nargs="+",
+        choices=list(LAYOUT_KEYS),
+        default=list(LAYOUT_KEYS),
+        dest="layouts",
+        help="worker layouts to run (default: all; the first is the baseline)",
+    )
+    add_beams_argument(parser)
+    parser.add_argument("--noop-jobs", type=int, default=2000, help="0: skip the queue's cost")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/workers.json")
     args = parser.parse_args()
     corpus = audio_dir()
@@ -168,9 +190,20 @@ def main() -> None:
         sys.exit("speech corpus not found; set VOICEMAIL_TEST_AUDIO_DIR")
     clips = read_manifest(corpus)[: args.clips]
     audio_seconds = sum(clip.seconds for clip in clips)
+    beams = list(dict.fromkeys(args.beams))
+
+    # (name, worker processes' settings), the first being the baseline.
+    runs: list[tuple[str, list[dict[str, str]]]] = []
+    for key in dict.fromkeys(args.layouts):
+        for beam in beams:
+            name = LAYOUT_KEYS[key] + (f", beam {beam}" if len(beams) > 1 else "")
+            layout = [
+                settings | {"asr_beam_size": str(beam)} for settings in LAYOUTS[LAYOUT_KEYS[key]]
+            ]
+            runs.append((name, layout))
 
     home = Path(tempfile.mkdtemp(prefix="vm-bench-workers-"))
-    times: dict[str, list[float]] = {name: [] for name in LAYOUTS}
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
     with postgres_database() as url:
         env = clean_env(
             data_dir=str(home / "data"),
@@ -183,10 +216,8 @@ def main() -> None:
             log_level="INFO",
         )
         subprocess.run([sys.executable, "-m", "voicemail", "db", "upgrade"], env=env, check=True)
-        bot = voicemail_cli(env, home, "bots", "create", "bench")["botId"]
-        scopes = ["--scope", "SmartAssist Voicemail", "--scope", "Voicemail Deposit"]
-        app = voicemail_cli(env, home, "apps", "create", "bench", "--bot", bot, *scopes)
-        headers = {"auth": jwt.encode({"appId": app["clientId"]}, app["clientSecret"])}
+        app = create_bench_app(env, home)
+        bot, headers = app.bot, {"auth": app.auth()}
         with serve(env, home) as base:
             for number, clip in enumerate(clips):
                 path = clip.path("telephone")
@@ -198,58 +229,62 @@ def main() -> None:
                     timeout=60,
                 ).raise_for_status()
         for round_number in range(1, args.rounds + 1):
-            for name, layout in LAYOUTS.items():
+            for name, layout in interleaved(round_number - 1, runs):
                 elapsed = run_layout(url, env, home, layout, len(clips))
                 times[name].append(elapsed)
                 print(
-                    f"round {round_number} {name:38} {elapsed:6.2f} s "
+                    f"round {round_number} {name:46} {elapsed:6.2f} s "
                     f"({audio_seconds / elapsed:5.2f} s of audio per s)",
                     flush=True,
                 )
         requeue(url, run_after=HOLD)  # keep the transcription jobs out of the no-op run
-        per_job_one = queue_cost(
-            url.replace("postgresql://", "postgresql+psycopg://"), args.noop_jobs, 1
-        )
-        per_job_two = queue_cost(
-            url.replace("postgresql://", "postgresql+psycopg://"), args.noop_jobs, 2
-        )
+        per_job: list[float] = []
+        if args.noop_jobs:
+            sqlalchemy_url = url.replace("postgresql://", "postgresql+psycopg://")
+            per_job = [queue_cost(sqlalchemy_url, args.noop_jobs, n) for n in (1, 2)]
 
     median = {name: statistics.median(values) for name, values in times.items()}
-    baseline = median["1 process x 2 threads"]
+    baseline_name = runs[0][0]
+    baseline = median[baseline_name]
     layouts: dict[str, Any] = {
         name: {
             "seconds": values,
             "median_seconds": median[name],
             "audio_seconds_per_second": audio_seconds / median[name],
             "jobs_per_minute": len(clips) / median[name] * 60,
-            "speed_vs_one_process": baseline / median[name],
+            "speed_vs_baseline": baseline / median[name],
         }
         for name, values in times.items()
     }
-    engine_seconds_per_job = baseline / len(clips)
-    report = {
+    report: dict[str, Any] = {
         "clips": len(clips),
         "audio_seconds": audio_seconds,
+        "beams": beams,
+        "baseline": baseline_name,
         "layouts": layouts,
-        "queue_ms_per_job_1_thread": per_job_one * 1000,
-        "queue_ms_per_job_2_threads": per_job_two * 1000,
-        "queue_share_of_a_job": per_job_one / engine_seconds_per_job,
     }
+    if per_job:
+        report |= {
+            "queue_ms_per_job_1_thread": per_job[0] * 1000,
+            "queue_ms_per_job_2_threads": per_job[1] * 1000,
+            "queue_share_of_a_job": per_job[0] / (baseline / len(clips)),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\n{len(clips)} clips, {audio_seconds:.1f} s of audio; median of {args.rounds} rounds\n")
-    print("| layout | wall s | audio s per s | jobs per minute | vs 1 process x 2 threads |")
+    print(f"| layout | wall s | audio s per s | jobs per minute | vs {baseline_name} |")
     print("|---|---:|---:|---:|---:|")
     for name, row in layouts.items():
         print(
             f"| {name} | {row['median_seconds']:.2f} | {row['audio_seconds_per_second']:.2f} "
-            f"| {row['jobs_per_minute']:.0f} | {row['speed_vs_one_process']:.2f} |"
+            f"| {row['jobs_per_minute']:.0f} | {row['speed_vs_baseline']:.2f} |"
         )
-    print(
-        f"\nqueue cost per job (claim + complete, no-op handler): "
-        f"{per_job_one * 1000:.2f} ms with 1 thread, {per_job_two * 1000:.2f} ms with 2; "
-        f"{report['queue_share_of_a_job']:.2%} of a transcription job's time"
-    )
+    if per_job:
+        print(
+            f"\nqueue cost per job (claim + complete, no-op handler): "
+            f"{per_job[0] * 1000:.2f} ms with 1 thread, {per_job[1] * 1000:.2f} ms with 2; "
+            f"{report['queue_share_of_a_job']:.2%} of a transcription job's time"
+        )
 
 
 if __name__ == "__main__":

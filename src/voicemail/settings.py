@@ -349,7 +349,13 @@ class Settings(BaseSettings):
         description="0 means one per CPU this process may use: its affinity mask and its "
         "container's CPU quota (cgroup), not the host's core count",
     )
-    asr_beam_size: int = Field(default=1, ge=1, le=10)
+    asr_beam_size: int = Field(
+        default=5,
+        ge=1,
+        le=10,
+        description="Beam search width. 1 (greedy decoding) takes about 10% less CPU per "
+        "transcription than the default 5; see docs/benchmarks.md for their word error rates",
+    )
     model_cache_dir: Path = Field(
         default_factory=lambda: (
             Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "voicemail"
@@ -365,7 +371,8 @@ class Settings(BaseSettings):
         description="The longest one attempt of a job may run. Past it the attempt counts as "
         "failed (retried up to job_max_attempts) and its hung thread is abandoned. Keep it "
         "well above the longest transcription: max_duration_seconds at the model's real-time "
-        "factor on this hardware (about 0.2 on 2 CPU cores: a 600 s message in about 140 s)",
+        "factor on this hardware (about 0.23 on 2 CPU cores with beam 5: a 600 s message in about "
+        "140 s)",
     )
     job_retry_base_seconds: float = Field(default=10.0, ge=0)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)

@@ -33,7 +33,14 @@ def whisper_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def whisper(whisper_model_dir: Path) -> WhisperTranscriber:
-    """The packaged model, loaded (one thread per CPU, greedy decoding)."""
+    """The packaged model, loaded (one thread per CPU, greedy decoding).
+
+    Greedy (beam 1) rather than the service's default beam 5 keeps the many model tests
+    faster (beam 5 takes about 1.1 times as long per clip, docs/benchmarks.md); what they
+    check (guards, seams, word times, tolerant WER bounds) does not depend on the beam.
+    The default itself is tested with beam 5 in
+    ``test_the_service_decodes_with_beam_search_5_unless_told_otherwise``, and every test
+    that runs ``voicemail serve`` or ``voicemail worker`` decodes with it."""
     engine = WhisperTranscriber(whisper_model_dir, cpu_threads=0, beam_size=1)
     engine.load()
     return engine

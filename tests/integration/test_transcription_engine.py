@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -564,3 +565,40 @@ def test_vocabulary_not_added_to_speech_followed_by_noise(
     result = transcriber_without_vad.transcribe(audio, language="en", vocabulary=NAMES)
     assert not any(name.lower() in result.text.lower() for name in NAMES), result.text
     assert word_error_rate(clip.reference, result.text) < MAX_WER
+
+
+@pytest.mark.model
+def test_the_service_decodes_with_beam_search_5_unless_told_otherwise(
+    whisper_model_dir: Path, corpus: list[Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accurate transcript by default: the transcriber built from the settings asks
+    faster-whisper for a beam of 5; ``VOICEMAIL_ASR_BEAM_SIZE=1`` still gives greedy
+    decoding (the trade-off: docs/benchmarks.md, "Beam search 1 vs 5")."""
+    import faster_whisper
+
+    from voicemail.runtime import build_transcriber
+    from voicemail.settings import Settings
+
+    asked: list[int] = []
+    decode = faster_whisper.WhisperModel.transcribe
+
+    def spy(model: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs["beam_size"])
+        return decode(model, *args, **kwargs)
+
+    monkeypatch.setattr(faster_whisper.WhisperModel, "transcribe", spy)
+    clip = clip_by_name(corpus, "ast_vm-nobodyavail")  # 2.8 s
+
+    def transcribe_with_settings() -> str:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, data_dir=tmp_path, asr_model=whisper_model_dir, asr_threads=1
+        )
+        return build_transcriber(settings).transcribe(clip.telephone).text
+
+    default_text = transcribe_with_settings()
+    monkeypatch.setenv("VOICEMAIL_ASR_BEAM_SIZE", "1")
+    greedy_text = transcribe_with_settings()
+
+    assert asked == [5, 1]
+    assert word_error_rate(clip.reference, default_text) < MAX_WER, default_text
+    assert word_error_rate(clip.reference, greedy_text) < MAX_WER, greedy_text

@@ -30,6 +30,14 @@ def test_reads_prefixed_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert settings.public_url == "https://vm.example.com"
 
 
+def test_beam_search_5_by_default_and_greedy_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert make(tmp_path).asr_beam_size == 5
+    monkeypatch.setenv("VOICEMAIL_ASR_BEAM_SIZE", "1")
+    assert make(tmp_path).asr_beam_size == 1
+
+
 @pytest.mark.parametrize(
     "values",
     [
@@ -40,6 +48,7 @@ def test_reads_prefixed_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         {"signing_key": "short"},
         {"media_url_ttl_seconds": 10},
         {"asr_beam_size": 0},
+        {"asr_beam_size": 11},
         {"media_environment": "../x"},
         {"sip_silence_seconds": 0},
         {"sip_silence_seconds": 601},

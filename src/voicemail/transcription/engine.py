@@ -111,7 +111,7 @@ class WhisperTranscriber:
         device: str = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 0,
-        beam_size: int = 1,
+        beam_size: int = 5,
         vad_filter: bool = True,
         model_name: str | None = None,
         num_workers: int = 1,
