@@ -82,6 +82,7 @@ def inbox_list(
 
 @router.get("/rows", include_in_schema=False)
 def inbox_rows(
+    request: Request,
     session: ReadSessionDep,
     user: CurrentUser,
     filters: FiltersDep,
@@ -92,7 +93,7 @@ def inbox_rows(
     moment = parse_moment(since, name="since")
     looked_at = utcnow()
     rows, more = listing.changed_since(session, user=user, filters=filters, since=moment)
-    html = templates.get_template("_rows.html").render(rows=rows)
+    html = templates.get_template("_rows.html").render(rows=rows, request=request)
     response = JSONResponse(
         {"count": len(rows), "more": more, "since": looked_at.isoformat(), "html": html}
     )

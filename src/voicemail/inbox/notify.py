@@ -1,0 +1,218 @@
+"""New voicemails for open inbox tabs: the count in the tab title, the ones to notify about,
+and the process-wide watch that pushes them as server-sent events.
+
+"New" here is the inbox state ``new``: stored, and nobody has taken it, been assigned it or
+handled it (read or not: the inbox keeps no per-user read marks for it). "The user's
+queues": the queues they are a member of; a supervisor or admin in no queue is told about
+the whole account's (what their list shows). Voicemails assigned to someone are not new.
+
+One watch per API process (``ChangeWatch``) looks at ``max(changed_at)`` of all voicemails
+every ``inbox_events_poll_seconds`` (one indexed query, however many tabs are open) and
+wakes that process's streams when it moved; only then does each stream run its user's
+queries. Every process polls the database, so any number of them serve streams, and a
+voicemail stored through one process reaches tabs connected to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, false, func, select, true
+from sqlalchemy.orm import Session
+
+from voicemail.db.base import utcnow
+from voicemail.db.models import Bot, CallSession, Queue, User, Voicemail
+from voicemail.errors import RateLimited, ServiceUnavailable
+from voicemail.states import InboxState, Role, VoicemailStatus
+
+log = logging.getLogger(__name__)
+
+# How far back a look goes before the time it was told, as the list's polls do: a change
+# committed after the last look began carries a slightly earlier ``changed_at``.
+OVERLAP = timedelta(seconds=10)
+# The voicemails one event names at most (the count says how many there are in all).
+MAX_NAMED = 10
+# A comment line this often keeps proxies from closing an idle stream, and finds a
+# browser that went away.
+KEEPALIVE_SECONDS = 25.0
+
+
+def new_in_queues(user: User) -> ColumnElement[bool]:
+    """The voicemails a user is told about: new (nobody has it) in their queues."""
+    queue_ids = [queue.id for queue in user.queues]
+    if queue_ids:
+        in_queues: ColumnElement[bool] = Voicemail.queue_id.in_(queue_ids)
+    elif user.role == Role.AGENT:
+        in_queues = false()
+    else:
+        in_queues = true()
+    in_account = (
+        select(Bot.id).where(Bot.id == Voicemail.bot_id, Bot.account_id == user.account_id).exists()
+    )
+    return and_(
+        Voicemail.status == VoicemailStatus.STORED,
+        Voicemail.inbox_state == InboxState.NEW,
+        in_account,
+        in_queues,
+    )
+
+
+@dataclass(frozen=True)
+class NewVoicemail:
+    id: str
+    caller: str | None
+    queue: str | None
+    created_at: datetime
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "id": self.id,
+            "caller": self.caller,
+            "queue": self.queue,
+            "createdAt": self.created_at.isoformat(),
+            "url": f"/inbox/voicemails/{self.id}",
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    count: int  # new voicemails in the user's queues now
+    new: list[NewVoicemail]  # those that became new since the last look, newest first
+    looked_at: datetime  # the ``since`` of the next look
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "count": self.count,
+            "new": [item.as_json() for item in self.new],
+            "since": self.looked_at.isoformat(),
+        }
+
+
+def snapshot(session: Session, *, user: User, since: datetime | None) -> Snapshot:
+    """The count, and the voicemails that became new in the user's queues since ``since``
+    (stored, put back in a queue, or transcribed: the page keeps which it has told)."""
+    looked_at = utcnow()
+    scope = new_in_queues(user)
+    count = session.scalar(select(func.count()).select_from(Voicemail).where(scope)) or 0
+    new: list[NewVoicemail] = []
+    if since is not None:
+        query = (
+            select(Voicemail.id, CallSession.caller_from, Queue.name, Voicemail.created_at)
+            .join(CallSession, CallSession.id == Voicemail.session_pk)
+            .outerjoin(Queue, Queue.id == Voicemail.queue_id)
+            .where(scope, Voicemail.changed_at > since - OVERLAP)
+            .order_by(Voicemail.created_at.desc(), Voicemail.id.desc())
+            .limit(MAX_NAMED)
+        )
+        new = [NewVoicemail(*values) for values in session.execute(query)]
+    return Snapshot(count, new, looked_at)
+
+
+def latest_change(session: Session) -> datetime | None:
+    """When any voicemail last changed (stored, transcribed, taken, handled)."""
+    return session.scalar(select(func.max(Voicemail.changed_at)))
+
+
+class StreamSlots:
+    """The event streams this process holds: at most ``total``, ``per_user`` per user.
+    Asked and given back on the event loop only (no lock needed)."""
+
+    def __init__(self, total: int, per_user: int) -> None:
+        self.total = total
+        self.per_user = per_user
+        self.held: Counter[str] = Counter()
+
+    @property
+    def open(self) -> int:
+        return sum(self.held.values())
+
+    @contextlib.contextmanager
+    def hold(self, user_id: str) -> Iterator[None]:
+        """A slot for one stream, or ServiceUnavailable (the process is full) /
+        RateLimited (this user has too many); the page then polls instead."""
+        if self.open >= self.total:
+            raise ServiceUnavailable("Too many open inbox tabs on this server; polling instead")
+        if self.held[user_id] >= self.per_user:
+            error = RateLimited(60)
+            error.args = ("Too many open inbox tabs for this user; polling instead",)
+            raise error
+        self.held[user_id] += 1
+        try:
+            yield
+        finally:
+            self.held[user_id] -= 1
+            if self.held[user_id] <= 0:
+                del self.held[user_id]
+
+
+class ChangeWatch:
+    """Wakes this process's streams when a voicemail changed anywhere (any process, any
+    worker): it polls ``latest_change`` while at least one stream is open."""
+
+    def __init__(self, look: Callable[[], datetime | None], *, every_seconds: float) -> None:
+        self._look = look
+        self.every_seconds = every_seconds
+        self.version = 0  # bumped at each change seen
+        self.closing = False  # the server is stopping: streams end
+        self.looks = 0  # database looks, for tests and benchmarks
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listeners = 0
+
+    def _bump(self) -> None:
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def close(self) -> None:
+        """End every stream now (the server is stopping: it waits for open responses)."""
+        self.closing = True
+        self._bump()
+
+    async def _run(self) -> None:
+        # The first look also wakes the streams: one may have looked just before it.
+        last: datetime | bool | None = False  # False: not looked yet
+        try:
+            while self._listeners > 0 and not self.closing:
+                try:
+                    seen = await asyncio.to_thread(self._look)
+                except Exception:
+                    # The database away for a moment: the streams wait, the watch looks again.
+                    log.warning("inbox event watch could not look", exc_info=True)
+                else:
+                    self.looks += 1
+                    if last is False or seen != last:
+                        self._bump()
+                    last = seen
+                await asyncio.sleep(self.every_seconds)
+        finally:
+            self._task = None
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        """While a stream is open: the watch runs (started by the first, ending after the
+        last)."""
+        self._listeners += 1
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        try:
+            yield
+        finally:
+            self._listeners -= 1
+
+    async def wait(self, version: int, timeout: float) -> bool:
+        """Whether a change came after ``version`` (at once, or within ``timeout``)."""
+        if self.version != version:
+            return True
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
