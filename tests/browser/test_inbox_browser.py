@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.inbox_browser import PASSWORD, World, screenshot
+from tests.helpers.inbox_browser import World, screenshot, sign_in
 
 pytestmark = pytest.mark.model
 
@@ -23,17 +23,6 @@ def context(browser: Any, world: World) -> Iterator[Any]:
     ctx = browser.new_context(base_url=world.server.url, viewport={"width": 1280, "height": 900})
     yield ctx
     ctx.close()
-
-
-def sign_in(page: Any, email: str, *, shot: str | None = None) -> None:
-    page.goto("/inbox/login")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    if shot:
-        screenshot(page, shot)
-    with page.expect_navigation():
-        page.get_by_role("button", name="Sign in").click()
-    assert page.url.endswith("/inbox"), page.url
 
 
 def row_ids(page: Any) -> list[str]:

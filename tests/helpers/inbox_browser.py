@@ -95,3 +95,15 @@ def screenshot(page: Any, name: str, *, full_page: bool = True) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)
+
+
+def sign_in(page: Any, email: str, *, shot: str | None = None) -> None:
+    """Sign ``email`` in on ``page`` through the login form; the list is then open."""
+    page.goto("/inbox/login")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    if shot:
+        screenshot(page, shot)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+    assert page.url.endswith("/inbox"), page.url

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from voicemail.db.base import utcnow
 from voicemail.db.models import Bot, CallSession, Queue, User, Voicemail
-from voicemail.errors import RateLimited, ServiceUnavailable
+from voicemail.errors import ServiceUnavailable, VoicemailError
 from voicemail.states import InboxState, Role, VoicemailStatus
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ MAX_NAMED = 10
 # A comment line this often keeps proxies from closing an idle stream, and finds a
 # browser that went away.
 KEEPALIVE_SECONDS = 25.0
+
+
+class TooManyTabs(VoicemailError):
+    status_code = 429
 
 
 def new_in_queues(user: User) -> ColumnElement[bool]:
@@ -85,6 +89,7 @@ class Snapshot:
     count: int  # new voicemails in the user's queues now
     new: list[NewVoicemail]  # those that became new since the last look, newest first
     looked_at: datetime  # the ``since`` of the next look
+    audience: Audience  # whose changes concern the user
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -92,6 +97,21 @@ class Snapshot:
             "new": [item.as_json() for item in self.new],
             "since": self.looked_at.isoformat(),
         }
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Which changes concern a user's open tab: those in their queues or assigned to them;
+    every change for a supervisor or an admin (their list shows the whole account)."""
+
+    user_id: str
+    queue_ids: frozenset[str]
+    everything: bool
+
+    def concerned(self, change: Change) -> bool:
+        if self.everything or change.queues is None or change.assignees is None:
+            return True
+        return bool(self.queue_ids & change.queues) or self.user_id in change.assignees
 
 
 def snapshot(session: Session, *, user: User, since: datetime | None) -> Snapshot:
@@ -111,12 +131,56 @@ def snapshot(session: Session, *, user: User, since: datetime | None) -> Snapsho
             .limit(MAX_NAMED)
         )
         new = [NewVoicemail(*values) for values in session.execute(query)]
-    return Snapshot(count, new, looked_at)
+    audience = Audience(
+        user.id, frozenset(queue.id for queue in user.queues), user.role != Role.AGENT
+    )
+    return Snapshot(count, new, looked_at, audience)
 
 
-def latest_change(session: Session) -> datetime | None:
-    """When any voicemail last changed (stored, transcribed, taken, handled)."""
-    return session.scalar(select(func.max(Voicemail.changed_at)))
+# Past this many (queue, assignee) pairs changed between two looks, every tab looks.
+MAX_TOUCHED = 200
+
+
+@dataclass(frozen=True)
+class Change:
+    """What the watch saw. ``mark`` moves when anything changed: the newest ``changed_at``,
+    and how many rows changed within ``OVERLAP`` (a transaction that set its ``changed_at``
+    before another's and committed after it leaves the newest as it was, not that count).
+    ``queues`` and ``assignees``: those of the rows changed since the look before (None:
+    unknown, every tab looks)."""
+
+    mark: tuple[datetime | None, int]
+    looked_at: datetime
+    queues: frozenset[str | None] | None = None
+    assignees: frozenset[str] | None = None
+
+
+def look_for_changes(session: Session, previous: Change | None) -> Change:
+    """One look of the watch: two indexed queries, and a third when something changed."""
+    looked_at = utcnow()
+    latest = session.scalar(select(func.max(Voicemail.changed_at)))
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Voicemail)
+        .where(Voicemail.changed_at > looked_at - OVERLAP)
+    )
+    mark = (latest, recent or 0)
+    if previous is None or mark == previous.mark:
+        return Change(mark, looked_at)
+    touched = session.execute(
+        select(Voicemail.queue_id, Voicemail.assignee_id)
+        .where(Voicemail.changed_at > previous.looked_at - OVERLAP)
+        .distinct()
+        .limit(MAX_TOUCHED + 1)
+    ).all()
+    if len(touched) > MAX_TOUCHED:
+        return Change(mark, looked_at)
+    return Change(
+        mark,
+        looked_at,
+        frozenset(queue for queue, _ in touched),
+        frozenset(assignee for _, assignee in touched if assignee is not None),
+    )
 
 
 class StreamSlots:
@@ -139,9 +203,7 @@ class StreamSlots:
         if self.open >= self.total:
             raise ServiceUnavailable("Too many open inbox tabs on this server; polling instead")
         if self.held[user_id] >= self.per_user:
-            error = RateLimited(60)
-            error.args = ("Too many open inbox tabs for this user; polling instead",)
-            raise error
+            raise TooManyTabs("Too many open inbox tabs for this user; polling instead")
         self.held[user_id] += 1
         try:
             yield
@@ -153,46 +215,58 @@ class StreamSlots:
 
 class ChangeWatch:
     """Wakes this process's streams when a voicemail changed anywhere (any process, any
-    worker): it polls ``latest_change`` while at least one stream is open."""
+    worker): it looks (``look_for_changes``) while at least one stream is open."""
 
-    def __init__(self, look: Callable[[], datetime | None], *, every_seconds: float) -> None:
+    def __init__(self, look: Callable[[Change | None], Change], *, every_seconds: float) -> None:
         self._look = look
         self.every_seconds = every_seconds
         self.version = 0  # bumped at each change seen
+        self.change: Change | None = None  # the last change seen (of ``version``)
         self.closing = False  # the server is stopping: streams end
         self.looks = 0  # database looks, for tests and benchmarks
         self._changed = asyncio.Event()
+        self._ready = asyncio.Event()  # set once the running watch has looked
         self._task: asyncio.Task[None] | None = None
         self._listeners = 0
 
-    def _bump(self) -> None:
+    def _bump(self, change: Change | None) -> None:
         self.version += 1
+        self.change = change
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
     def close(self) -> None:
         """End every stream now (the server is stopping: it waits for open responses)."""
         self.closing = True
-        self._bump()
+        self._bump(None)
 
     async def _run(self) -> None:
-        # The first look also wakes the streams: one may have looked just before it.
-        last: datetime | bool | None = False  # False: not looked yet
+        previous: Change | None = None
         try:
             while self._listeners > 0 and not self.closing:
+                seen: Change | None
                 try:
-                    seen = await asyncio.to_thread(self._look)
+                    seen = await asyncio.to_thread(self._look, previous)
                 except Exception:
                     # The database away for a moment: the streams wait, the watch looks again.
                     log.warning("inbox event watch could not look", exc_info=True)
+                    seen = previous
                 else:
                     self.looks += 1
-                    if last is False or seen != last:
-                        self._bump()
-                    last = seen
+                    if previous is not None and seen is not None and seen.mark != previous.mark:
+                        self._bump(seen)
+                previous = seen
+                self._ready.set()
                 await asyncio.sleep(self.every_seconds)
         finally:
             self._task = None
+            self._ready.set()
+
+    async def ready(self) -> None:
+        """Until the watch has made its first look: a stream looks after it, so that no
+        change falls between the two."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), max(5.0, self.every_seconds * 2))
 
     @contextlib.contextmanager
     def listening(self) -> Iterator[None]:
@@ -200,6 +274,7 @@ class ChangeWatch:
         last)."""
         self._listeners += 1
         if self._task is None:
+            self._ready = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
         try:
             yield
@@ -216,3 +291,10 @@ class ChangeWatch:
         except TimeoutError:
             return False
         return True
+
+    def concerns(self, audience: Audience, since_version: int) -> bool:
+        """Whether the changes after ``since_version`` may concern this audience: when the
+        stream missed one (it was busy), or the watch does not know, they may."""
+        if self.change is None or self.version - since_version != 1:
+            return True
+        return audience.concerned(self.change)

@@ -16,6 +16,7 @@
   var KEYS = { sound: "voicemail.notify.sound", desktop: "voicemail.notify.desktop",
     told: "voicemail.notify.told" };
   var TOLD_KEPT = 200;
+  var LOCK_HELD_MS = 10000;
   var baseTitle = document.title;
   var told = {}; // ids this tab has told about (others' are in localStorage)
   var since = ""; // the time of the last look, for polling
@@ -99,12 +100,30 @@
     } catch (e) { /* a browser that shows notifications only from a service worker */ }
   }
 
+  // Each voicemail is told by one tab of this browser: the first to take its lock (Web
+  // Locks are shared by the site's tabs at once, where localStorage reaches the others a
+  // moment later) holds it a while, and marks it told for tabs that hear of it later.
+  function claim(id) {
+    if (toldBefore(id)) return Promise.resolve(false);
+    if (!navigator.locks) { markTold(id); return Promise.resolve(true); }
+    return new Promise(function (resolve) {
+      navigator.locks.request("voicemail-notify-" + id, { ifAvailable: true }, function (lock) {
+        if (!lock || toldBefore(id)) { resolve(false); return null; }
+        markTold(id);
+        resolve(true);
+        return new Promise(function (done) { window.setTimeout(done, LOCK_HELD_MS); });
+      });
+    });
+  }
+
   function tell(items) {
-    var fresh = (items || []).filter(function (item) { return !toldBefore(item.id); });
-    fresh.forEach(function (item) { markTold(item.id); });
-    if (!fresh.length) return;
-    if (soundOn()) chime();
-    if (desktopOn()) fresh.slice().reverse().forEach(showNotification);
+    items = items || [];
+    Promise.all(items.map(function (item) { return claim(item.id); })).then(function (won) {
+      var fresh = items.filter(function (item, i) { return won[i]; });
+      if (!fresh.length) return;
+      if (soundOn()) chime();
+      if (desktopOn()) fresh.slice().reverse().forEach(showNotification);
+    });
   }
 
   function changed() { document.dispatchEvent(new CustomEvent("inbox:changed")); }

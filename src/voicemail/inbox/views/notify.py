@@ -65,13 +65,14 @@ class Streams:
             settings.inbox_events_max_connections, settings.inbox_events_per_user
         )
         self.watch = notify.ChangeWatch(
-            lambda: _latest_change(runtime), every_seconds=settings.inbox_events_poll_seconds
+            lambda previous: _look_for_changes(runtime, previous),
+            every_seconds=settings.inbox_events_poll_seconds,
         )
 
 
-def _latest_change(runtime: Runtime) -> datetime | None:
+def _look_for_changes(runtime: Runtime, previous: notify.Change | None) -> notify.Change:
     with runtime.read_sessions() as session:
-        return notify.latest_change(session)
+        return notify.look_for_changes(session, previous)
 
 
 def streams_of(app: FastAPI, runtime: Runtime) -> Streams:
@@ -131,30 +132,54 @@ class EventStream(StreamingResponse):
             self._release()
 
 
+class _Named:
+    """The voicemails a stream has named (or found new when it began), the latest
+    ``MAX_REMEMBERED``: a later look overlaps the one before and must not name them again."""
+
+    MAX_REMEMBERED = 1000
+
+    def __init__(self) -> None:
+        self._ids: dict[str, None] = {}
+
+    def fresh(self, items: list[notify.NewVoicemail]) -> list[notify.NewVoicemail]:
+        found = [item for item in items if item.id not in self._ids]
+        for item in found:
+            self._ids[item.id] = None
+        while len(self._ids) > self.MAX_REMEMBERED:
+            del self._ids[next(iter(self._ids))]
+        return found
+
+
 async def _events(
     runtime: Runtime,
     settings: Settings,
     watch: notify.ChangeWatch,
     token: str | None,
-    since: datetime,
+    resumed_from: datetime | None,
 ) -> AsyncIterator[str]:
     """``count`` on connecting and whenever it changes; ``new`` with the voicemails that
-    became new; ``changed`` when anything changed (an open list then asks for its rows);
-    ``signedout`` and the end when the sign-in ended. Each event's id is the time of its
-    look: a browser reconnecting sends it back (``Last-Event-ID``) and misses nothing."""
+    became new (with the count); ``changed`` when anything changed (an open list then asks
+    for its rows); ``signedout`` and the end when the sign-in ended. Each event's id is the
+    time of its look: a browser reconnecting sends it back (``Last-Event-ID``, as
+    ``resumed_from``) and is told what became new while it was away."""
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + settings.inbox_events_max_seconds
     yield f"retry: {RETRY_MS}\n\n"
+    await watch.ready()
     version = watch.version
-    found = await asyncio.to_thread(_look, runtime, token, since)
+    named = _Named()
+    found = await asyncio.to_thread(_look, runtime, token, resumed_from or utcnow())
     if found is None:
         yield _event("signedout", {})
         return
+    event_id = found.looked_at.isoformat()
+    fresh = named.fresh(found.new)
     count = found.count
-    yield _event("count", {"count": count}, found.looked_at.isoformat())
-    if found.new:
-        yield _event("new", found.as_json(), found.looked_at.isoformat())
-    since = found.looked_at
+    if fresh and resumed_from is not None:
+        yield _event("new", _new_json(found, fresh), event_id)
+    else:  # a new page: what was new before it opened is only counted
+        yield _event("count", {"count": count}, event_id)
+    since, audience = found.looked_at, found.audience
     while not watch.closing:
         left = ends_at - loop.time()
         if left <= 0:
@@ -163,20 +188,28 @@ async def _events(
             if ends_at - loop.time() > 0:
                 yield ": keepalive\n\n"
             continue
-        version = watch.version
         if watch.closing:
             return
+        concerned = watch.concerns(audience, version)
+        version = watch.version
+        if not concerned:  # another queue's voicemail: nothing to look at
+            continue
         found = await asyncio.to_thread(_look, runtime, token, since)
         if found is None:
             yield _event("signedout", {})
             return
         event_id = found.looked_at.isoformat()
-        if found.new:
-            yield _event("new", found.as_json(), event_id)
+        fresh = named.fresh(found.new)
+        if fresh:
+            yield _event("new", _new_json(found, fresh), event_id)
         elif found.count != count:
             yield _event("count", {"count": found.count}, event_id)
         yield _event("changed", {}, event_id)
-        count, since = found.count, found.looked_at
+        count, since, audience = found.count, found.looked_at, found.audience
+
+
+def _new_json(found: notify.Snapshot, fresh: list[notify.NewVoicemail]) -> dict[str, object]:
+    return {"count": found.count, "new": [item.as_json() for item in fresh]}
 
 
 @router.get("/events", include_in_schema=False)
@@ -195,6 +228,4 @@ async def notify_events(request: Request, runtime: RuntimeDep) -> Response:
     held = ExitStack()
     held.enter_context(found.slots.hold(user_id))
     held.enter_context(found.watch.listening())
-    return EventStream(
-        _events(runtime, settings, found.watch, token, since or utcnow()), release=held.close
-    )
+    return EventStream(_events(runtime, settings, found.watch, token, since), release=held.close)
