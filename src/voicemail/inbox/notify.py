@@ -143,43 +143,51 @@ MAX_TOUCHED = 200
 
 @dataclass(frozen=True)
 class Change:
-    """What the watch saw. ``mark`` moves when anything changed: the newest ``changed_at``,
-    and how many rows changed within ``OVERLAP`` (a transaction that set its ``changed_at``
-    before another's and committed after it leaves the newest as it was, not that count).
-    ``queues`` and ``assignees``: those of the rows changed since the look before (None:
-    unknown, every tab looks)."""
+    """What one look of the watch saw. ``moved``: something changed since the look before,
+    either the newest ``changed_at`` or how many rows changed after that look's time less
+    ``OVERLAP`` (a transaction that stamped its row before another's and committed after
+    it leaves the newest as it was, not that count). ``queues`` and ``assignees``: those of
+    the rows changed since the look before (None: unknown, every tab looks)."""
 
-    mark: tuple[datetime | None, int]
+    latest: datetime | None
+    recent: int  # rows changed after ``looked_at - OVERLAP``
     looked_at: datetime
+    moved: bool = False
     queues: frozenset[str | None] | None = None
     assignees: frozenset[str] | None = None
 
 
+def _changed_after(session: Session, moment: datetime) -> int:
+    query = select(func.count()).select_from(Voicemail).where(Voicemail.changed_at > moment)
+    return session.scalar(query) or 0
+
+
 def look_for_changes(session: Session, previous: Change | None) -> Change:
-    """One look of the watch: two indexed queries, and a third when something changed."""
+    """One look of the watch: indexed queries only (the newest ``changed_at``, two counts
+    over the last seconds), and the queues touched when something changed."""
     looked_at = utcnow()
     latest = session.scalar(select(func.max(Voicemail.changed_at)))
-    recent = session.scalar(
-        select(func.count())
-        .select_from(Voicemail)
-        .where(Voicemail.changed_at > looked_at - OVERLAP)
-    )
-    mark = (latest, recent or 0)
-    if previous is None or mark == previous.mark:
-        return Change(mark, looked_at)
+    recent = _changed_after(session, looked_at - OVERLAP)
+    if previous is None:
+        return Change(latest, recent, looked_at)
+    window = previous.looked_at - OVERLAP  # the same window as the look before counted
+    if latest == previous.latest and _changed_after(session, window) == previous.recent:
+        return Change(latest, recent, looked_at)
     touched = session.execute(
         select(Voicemail.queue_id, Voicemail.assignee_id)
-        .where(Voicemail.changed_at > previous.looked_at - OVERLAP)
+        .where(Voicemail.changed_at > window)
         .distinct()
         .limit(MAX_TOUCHED + 1)
     ).all()
     if len(touched) > MAX_TOUCHED:
-        return Change(mark, looked_at)
+        return Change(latest, recent, looked_at, moved=True)
     return Change(
-        mark,
+        latest,
+        recent,
         looked_at,
-        frozenset(queue for queue, _ in touched),
-        frozenset(assignee for _, assignee in touched if assignee is not None),
+        moved=True,
+        queues=frozenset(queue for queue, _ in touched),
+        assignees=frozenset(assignee for _, assignee in touched if assignee is not None),
     )
 
 
@@ -253,7 +261,7 @@ class ChangeWatch:
                     seen = previous
                 else:
                     self.looks += 1
-                    if previous is not None and seen is not None and seen.mark != previous.mark:
+                    if seen is not None and seen.moved:
                         self._bump(seen)
                 previous = seen
                 self._ready.set()
