@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete
 
 from tests.helpers.credentials import Credentials
-from tests.helpers.inbox import InboxRow, add_inbox_rows, make_queue, make_user, sign_in
+from tests.helpers.inbox import InboxRow, InboxUser, add_inbox_rows, make_queue, make_user, sign_in
 from tests.helpers.live_server import LiveServer, serving
 from tests.helpers.sse import event_stream
 from voicemail.db.models import Transcript, Voicemail, WebSession
@@ -36,6 +37,20 @@ LIVE = {
 }
 
 
+@dataclass
+class Queues:
+    mine: str  # "Support", where the bot's voicemails go, with ``agent`` in it
+    other: str  # "Sales", without
+    agent: InboxUser
+
+
+@pytest.fixture
+def queues(runtime: Runtime, creds: Credentials) -> Queues:
+    mine = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
+    other = make_queue(runtime, "Sales")
+    return Queues(mine, other, make_user(runtime, "agent", queues=(mine,)))
+
+
 def _count(client: TestClient | httpx.Client, **params: str) -> Any:
     response = client.get("/inbox/notify/count", params=params, headers=JSON)
     assert response.status_code == 200, response.text
@@ -46,13 +61,11 @@ def _count(client: TestClient | httpx.Client, **params: str) -> Any:
 
 
 def test_count_is_new_voicemails_in_my_queues(
-    inbox: TestClient, runtime: Runtime, creds: Credentials
+    inbox: TestClient, runtime: Runtime, creds: Credentials, queues: Queues
 ) -> None:
     """New = nobody has it (not assigned, taken or handled), stored, in one of the user's
     queues; a supervisor in no queue counts the account's."""
-    mine = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
-    other = make_queue(runtime, "Sales")
-    agent = make_user(runtime, "agent", queues=(mine,))
+    mine, other, agent = queues.mine, queues.other, queues.agent
     colleague = make_user(runtime, "agent", queues=(mine,))
     now = datetime.now(UTC) - timedelta(minutes=30)
     add_inbox_rows(
@@ -80,11 +93,9 @@ def test_count_is_new_voicemails_in_my_queues(
 
 
 def test_count_lists_those_new_since(
-    inbox: TestClient, runtime: Runtime, creds: Credentials
+    inbox: TestClient, runtime: Runtime, creds: Credentials, queues: Queues
 ) -> None:
-    mine = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
-    other = make_queue(runtime, "Sales")
-    agent = make_user(runtime, "agent", queues=(mine,))
+    mine, other, agent = queues.mine, queues.other, queues.agent
     now = datetime.now(UTC)
     old, fresh, _elsewhere, _taken = add_inbox_rows(
         runtime,
@@ -154,11 +165,9 @@ def _browser(live: LiveServer, email: str) -> Iterator[httpx.Client]:
 
 @pytest.mark.parametrize("overrides", [LIVE])
 def test_stream_pushes_new_voicemails_of_my_queues(
-    live: LiveServer, runtime: Runtime, creds: Credentials
+    live: LiveServer, runtime: Runtime, creds: Credentials, queues: Queues
 ) -> None:
-    mine = make_queue(runtime, "Support", bot_ids=(creds.bot_id,))
-    other = make_queue(runtime, "Sales")
-    agent = make_user(runtime, "agent", queues=(mine,))
+    mine, other, agent = queues.mine, queues.other, queues.agent
     before = datetime.now(UTC) - timedelta(minutes=1)
     add_inbox_rows(runtime, InboxRow(creds.bot_id, at=before, queue_id=mine))
     with _browser(live, agent.email) as client, event_stream(client, "/inbox/notify/events") as s:
