@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 import secrets
+import string
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -58,6 +59,52 @@ def parse_port_range(text: str) -> tuple[int, int]:
 _ADDRESS_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 MAX_ADDRESS_LENGTH = 254
 STARTTLS_MODES = ("auto", "required", "never")
+
+
+# Click-to-call (inbox): the schemes a call URI template may use without being named in
+# VOICEMAIL_INBOX_CALL_URI_SCHEMES, and those never allowed (they run code or show content).
+CALL_URI_SCHEMES = ("tel", "sip", "sips", "callto", "https")
+_UNSAFE_SCHEMES = frozenset(
+    {"javascript", "vbscript", "data", "file", "blob", "about", "filesystem", "view-source"}
+)
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]{0,31}$")
+
+
+def parse_call_schemes(text: str) -> tuple[str, ...]:
+    """``VOICEMAIL_INBOX_CALL_URI_SCHEMES``: extra schemes (a CTI's own, such as
+    ``mycti``), comma-separated; ValueError for a malformed or unsafe one."""
+    schemes = []
+    for part in text.split(","):
+        scheme = part.strip().lower()
+        if not scheme:
+            continue
+        if not _SCHEME_RE.match(scheme):
+            raise ValueError(f"{scheme[:40]!r} is not a URI scheme")
+        if scheme in _UNSAFE_SCHEMES:
+            raise ValueError(f"the {scheme}: scheme is not allowed")
+        schemes.append(scheme)
+    return tuple(schemes)
+
+
+def check_call_uri_template(template: str, extra_schemes: tuple[str, ...] = ()) -> str:
+    """A click-to-call URI template: a safe scheme (tel, sip, sips, callto, https, or one of
+    ``extra_schemes``), then text with ``{number}`` once, the only placeholder."""
+    scheme, colon, _ = template.partition(":")
+    if not colon or not _SCHEME_RE.match(scheme.lower()):
+        raise ValueError("must start with a scheme such as tel: or sip:")
+    allowed = (*CALL_URI_SCHEMES, *extra_schemes)
+    if scheme.lower() not in allowed:
+        raise ValueError(
+            f"the {scheme.lower()}: scheme is not allowed (allowed: {', '.join(allowed)}; "
+            "add a CTI scheme with VOICEMAIL_INBOX_CALL_URI_SCHEMES)"
+        )
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"is not a template: {exc} (write {{{{ and }}}} for braces)") from None
+    if fields != ["number"] or "{number}" not in template:
+        raise ValueError("must contain {number} once, and no other placeholder")
+    return template
 
 
 def check_email_address(text: str) -> str:
@@ -681,6 +728,58 @@ class Settings(BaseSettings):
         le=3600,
         description="How often an open backlog page (/inbox/supervisor) refreshes its figures",
     )
+    # New voicemails pushed to open inbox pages (server-sent events, /inbox/notify/events):
+    # each open tab holds one connection to one API process; each process looks at the
+    # database for changes, so any number of processes serve them.
+    inbox_events_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often each API process looks in the database for changed "
+        "voicemails to push to its open inbox tabs (one small indexed query, whatever the "
+        "number of tabs)",
+    )
+    inbox_events_max_connections: int = Field(
+        default=500,
+        ge=0,
+        le=100_000,
+        description="Inbox event streams one API process holds at once (one per open tab); "
+        "past it a tab is answered 503 and polls instead. 0 turns the streams off",
+    )
+    inbox_events_per_user: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Inbox event streams one user may hold on one API process; past it 429 "
+        "(that tab polls instead)",
+    )
+    inbox_events_max_seconds: float = Field(
+        default=300.0,
+        ge=5,
+        le=24 * 3600,
+        description="An event stream is ended after this long and the browser reconnects "
+        "(to any process): the sign-in and the user's queues are looked at again",
+    )
+    inbox_call_uri_template: str = Field(
+        default="tel:{number}",
+        max_length=500,
+        description="The link of a caller's number in the inbox: {number} is the number in "
+        "E.164 where it can be read as one, URL-encoded; e.g. sip:{number}@pbx.example.com "
+        "or https://cti.example.com/dial?n={number}",
+    )
+    inbox_call_uri_schemes: str = Field(
+        default="",
+        max_length=500,
+        description="Schemes the call URI template may use besides tel, sip, sips, callto "
+        "and https (a CTI's own, such as mycti), comma-separated; never javascript, data, "
+        "file...",
+    )
+
+    @field_validator("inbox_call_uri_schemes")
+    @classmethod
+    def _inbox_call_uri_schemes_parse(cls, value: str) -> str:
+        return ",".join(parse_call_schemes(value))
+
     alert_check_seconds: int = Field(
         default=60, ge=1, description="How often workers compare queue backlogs with alerts"
     )
@@ -788,6 +887,17 @@ class Settings(BaseSettings):
         if self.stream_flush_seconds >= self.stream_reconnect_seconds:
             # A live connection must write a part before its call looks abandoned.
             raise ValueError("stream_flush_seconds must be below stream_reconnect_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _call_uri_template_safe(self) -> Settings:
+        # After the schemes' own check: the template may use the schemes named there.
+        try:
+            check_call_uri_template(
+                self.inbox_call_uri_template, parse_call_schemes(self.inbox_call_uri_schemes)
+            )
+        except ValueError as exc:
+            raise ValueError(f"VOICEMAIL_INBOX_CALL_URI_TEMPLATE {exc}") from None
         return self
 
     # Derived values ---------------------------------------------------------------------

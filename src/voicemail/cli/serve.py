@@ -14,6 +14,11 @@ from voicemail.cli.output import err, fail
 from voicemail.cli.runtime import load_settings
 
 if TYPE_CHECKING:
+    import socket
+    from types import FrameType
+
+    import uvicorn
+
     from voicemail.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ def serve(
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
         settings = settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
     application = create_app(settings, run_worker=worker)
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -61,6 +66,7 @@ def serve(
         # A live WebSocket message is held whole in memory: bound it (1009 above).
         ws_max_size=settings.stream_max_message_bytes,
     )
+    _server_class()(config).run()
 
 
 def worker(
@@ -150,3 +156,28 @@ def _serve_worker_metrics(runtime: Runtime, host: str, port: int) -> None:
     except OSError as exc:
         fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
     log.info("serving metrics", extra={"url": f"http://{host}:{server.server_port}/metrics"})
+
+
+def _server_class() -> type[uvicorn.Server]:
+    import uvicorn
+
+    from voicemail.inbox.views.notify import close_streams
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, ending the inbox's event streams when told to stop: it waits
+        for every open response before it stops, and a stream has no end of its own."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            app = self.config.app
+            loop = getattr(self, "_loop", None)
+            if loop is not None:
+                loop.call_soon_threadsafe(close_streams, app)
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            import asyncio
+
+            self._loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+    return Server

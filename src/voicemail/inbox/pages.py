@@ -16,6 +16,7 @@ from voicemail.api.envelope import error_response
 from voicemail.db.base import utcnow
 from voicemail.ids import clean_caller_id
 from voicemail.inbox.alerts import span
+from voicemail.inbox.calls import call_link, same_number
 from voicemail.inbox.flash import clear_flash, read_flash
 from voicemail.transcription.callback import display_number
 
@@ -91,6 +92,9 @@ templates.env.filters["span"] = span  # "3 h 5 min", as the alert banners say it
 templates.env.filters["phone"] = display_number  # "+1 415-555-0134"; other text as it is
 # Callers are cleaned when stored; this also cleans rows stored before that (bidi controls).
 templates.env.filters["caller"] = clean_caller_id
+# Click-to-call links (the URI template setting) and whether a spoken number is the caller's.
+templates.env.filters["call_uri"] = call_link
+templates.env.globals["same_number"] = same_number
 
 
 def render(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from voicemail.inbox.views import admin, login, supervisor
+from voicemail.inbox.views import admin, login, notify, supervisor
 from voicemail.inbox.views import inbox as inbox_list
 from voicemail.inbox.views import voicemail as voicemail_page
 
@@ -16,3 +16,4 @@ router.add_api_route("", inbox_list.inbox_list, methods=["GET"], include_in_sche
 router.include_router(voicemail_page.router)
 router.include_router(admin.router)
 router.include_router(supervisor.router)
+router.include_router(notify.router)

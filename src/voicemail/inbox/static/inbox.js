@@ -74,8 +74,10 @@
     return added;
   }
 
-  function poll() {
-    if (busy || document.hidden) return;
+  // force: notify.js's event stream said something changed, which it does in a background
+  // tab too (its events are not throttled as timers are).
+  function poll(force) {
+    if (busy || (document.hidden && force !== true)) return;
     busy = true;
     fetch(url(), { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (response) {
@@ -99,6 +101,7 @@
   function start() { if (timer === null) timer = window.setInterval(poll, seconds * 1000); }
   function stop() { if (timer !== null) { window.clearInterval(timer); timer = null; } }
 
+  document.addEventListener("inbox:changed", function () { poll(true); });
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) { stop(); } else { poll(); start(); }
   });

@@ -170,6 +170,7 @@ def inbox_rows(
     left = listing.left_since(session, user=user, since=moment, kept={row.id for row in rows})
     html = templates.get_template("_rows.html").render(
         rows=rows,
+        request=request,
         csrf_token=request.state.csrf_token,
         viewer_id=user.id,
         back="/inbox" + (f"?{urlencode(filters.params())}" if filters.params() else ""),
