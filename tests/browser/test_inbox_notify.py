@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.axe import assert_no_axe_violations
 from tests.helpers.inbox_browser import World, sign_in
 
 pytestmark = pytest.mark.model
@@ -102,6 +103,7 @@ def test_a_background_tab_counts_notifies_and_lists_a_new_voicemail(
     row = inbox.locator(f'#voicemail-list tr.voicemail-row[data-id="{deposit.voicemail_id}"]')
     row.wait_for(timeout=10_000)
     assert row.locator("a.call").get_attribute("href") == "tel:+15550100009"
+    assert_no_axe_violations(inbox)  # the top bar's choices on, a live row with its link
     # Handled in the front tab: the background tab's count goes back down. That page
     # shows the count too, and does not notify again what the other tab told.
     other.goto(f"/inbox/voicemails/{deposit.voicemail_id}")
@@ -141,3 +143,4 @@ def test_callers_are_click_to_call_links(context: Any, world: World) -> None:
     # The choices stay off until the agent turns them on.
     assert not page.get_by_label("Desktop notification").is_checked()
     assert not page.get_by_label("Sound").is_checked()
+    assert_no_axe_violations(page)
