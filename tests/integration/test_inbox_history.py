@@ -36,6 +36,7 @@ from voicemail.db.models import (
     CallSession,
     EmailDelivery,
     EmailNotification,
+    Job,
     Transcript,
     User,
     Voicemail,
@@ -43,8 +44,11 @@ from voicemail.db.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from voicemail.jobs import service as jobs
 from voicemail.runtime import Runtime
+from voicemail.states import JobStatus
 from voicemail.voicemails import lifecycle
+from voicemail.voicemails.service import TRANSCRIBE
 
 
 @dataclass
@@ -255,7 +259,12 @@ def test_live_json_reports_the_transcript_and_others_changes(
     seen = page.field("seen")
     live = two.ann_client.get(f"/inbox/voicemails/{pending}/live.json", params={"since": seen})
     assert live.status_code == 200
-    assert live.json() == {"transcribed": False, "state": "new", "changes": []}
+    assert live.json() == {
+        "transcribed": False,
+        "transcriptionFailed": False,
+        "state": "new",
+        "changes": [],
+    }
 
     bob = _open(two.bob_client, f"/inbox/voicemails/{pending}")
     assert bob.post("assign", target=f"user:{two.bob.id}").status_code == 303
@@ -431,3 +440,27 @@ def test_a_view_is_audited_but_not_the_pages_own_refresh(two: Two, runtime: Runt
             )
         ).all()
     assert [(entry.actor, entry.detail) for entry in views] == [(f"user:{two.ann.email}", {})]
+
+
+def test_a_transcription_that_failed_for_good_is_said_not_awaited(
+    two: Two, runtime: Runtime, creds: Credentials
+) -> None:
+    queue_id = voicemail_row(runtime, two.voicemail_id).queue_id
+    [failed] = add_inbox_rows(runtime, InboxRow(creds.bot_id, text=None, queue_id=queue_id))
+    with runtime.sessions.begin() as session:
+        job = jobs.enqueue(session, kind=TRANSCRIBE, voicemail_id=failed, max_attempts=2)
+        job.status, job.attempts = JobStatus.FAILED, 1  # one attempt left: still awaited
+    page = _open(two.ann_client, f"/inbox/voicemails/{failed}")
+    assert 'id="transcript" data-pending>Transcribing…' in page.html
+    live = f"/inbox/voicemails/{failed}/live.json"
+    seen = {"since": page.field("seen")}
+    assert two.ann_client.get(live, params=seen).json()["transcriptionFailed"] is False
+
+    with runtime.sessions.begin() as session:
+        session.get(Job, job.id).attempts = 2  # type: ignore[union-attr]
+    data = two.ann_client.get(live, params=seen).json()
+    assert (data["transcribed"], data["transcriptionFailed"]) == (False, True)
+    page = _open(two.ann_client, f"/inbox/voicemails/{failed}")
+    assert "data-pending" not in page.html
+    assert "No transcript: transcription failed on every attempt" in page.html
+    assert 'data-transcribed="true"' in page.html  # the page stops waiting for one

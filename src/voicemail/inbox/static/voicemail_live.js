@@ -78,7 +78,11 @@
         }
         swap(fresh, "#transcript");
         var status = document.getElementById("transcript-status");
-        if (status) status.textContent = "The transcript is ready.";
+        if (status) {
+          status.textContent = next.hasAttribute("data-failed")
+            ? "Transcription failed: no transcript will come."
+            : "The transcript is ready.";
+        }
         swap(fresh, "dl.facts"); // its language
         if (held && swap(fresh, "section.player")) {
           // The player was not there: player.js found nothing to drive; run it now.
@@ -106,7 +110,8 @@
       .then(function (r) { return r.ok ? r.json() : Promise.reject(new Error(r.status)); })
       .then(function (data) {
         showChanges(data.changes || []);
-        if (data.transcribed && !transcribed) return showTranscript();
+        // Ready, or never coming (failed on every attempt): the page's text says which.
+        if ((data.transcribed || data.transcriptionFailed) && !transcribed) return showTranscript();
         return null;
       })
       .catch(function () { /* the next poll tries again */ })

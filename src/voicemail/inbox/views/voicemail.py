@@ -39,9 +39,10 @@ from voicemail.media.service import HELD_MESSAGE, media_held
 from voicemail.media.streaming import RangeNotSatisfiable, audit_access, stream_object
 from voicemail.queues.service import can_see
 from voicemail.runtime import Runtime
-from voicemail.states import InboxState
+from voicemail.states import InboxState, TranscriptionStatus
 from voicemail.voicemails import kore
 from voicemail.voicemails.listing import parse_moment
+from voicemail.voicemails.service import transcription_state
 
 router = APIRouter(prefix="/voicemails")
 SPEEDS = ("0.75", "1", "1.25", "1.5", "2")
@@ -105,6 +106,7 @@ def _page(
             "notice": notice,
             "draft": notice.draft if notice else {},
             "handled_first": handled_first,
+            "transcription_failed": _transcription_failed(session, voicemail),
             "can_take": voicemail.inbox_state != "handled" and voicemail.assignee_id is None,
         },
         status=status,
@@ -150,6 +152,8 @@ def voicemail_live(
     response = JSONResponse(
         {
             "transcribed": voicemail.transcript is not None,
+            # No transcript will come (its job has no attempts left): the page says so.
+            "transcriptionFailed": _transcription_failed(session, voicemail),
             "state": voicemail.inbox_state,
             "changes": [
                 {"at": change.at.isoformat(), "kind": change.kind, "text": change.text}
@@ -223,6 +227,12 @@ def _changes(session: Session, voicemail: Voicemail, user: User, seen: str) -> l
     if moment is None:
         return []
     return history.changes_since(session, voicemail=voicemail, since=moment, user=user)
+
+
+def _transcription_failed(session: Session, voicemail: Voicemail) -> bool:
+    if voicemail.transcript is not None:
+        return False
+    return transcription_state(session, voicemail) == TranscriptionStatus.FAILED
 
 
 STALE = "This voicemail changed after you opened this page."
