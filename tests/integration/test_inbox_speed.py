@@ -364,6 +364,14 @@ def test_unread_in_bold_per_user_and_gone_with_the_voicemail_or_user(
         assert unread(other) == {first, second}  # per user
         assert other.get(f"/inbox/voicemails/{second}").status_code == 200
         assert unread(other) == {first}
+        # Marked unread again by its reader: back to bold for them only.
+        marked = other.post(
+            f"/inbox/voicemails/{second}/unread", data={"csrf_token": csrf_of(other)}
+        )
+        assert (marked.status_code, marked.headers["location"]) == (303, "/inbox")
+        assert unread(other) == {first, second}
+        assert other.post(f"/inbox/voicemails/{second}/unread").status_code == 403  # no token
+        assert other.get(f"/inbox/voicemails/{second}").status_code == 200
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(VoicemailRead)) == 2
 

@@ -354,6 +354,17 @@ def take(
     return response
 
 
+@router.post("/{voicemail_id}/unread", include_in_schema=False, dependencies=[CsrfChecked])
+def unread(voicemail_id: str, request: Request, session: SessionDep, user: CurrentUser) -> Response:
+    """Bold again in this user's list (to come back to it), and back to the list."""
+    voicemail = get_visible_voicemail(session, user=user, voicemail_id=voicemail_id)
+    reads.mark_unread(session, user_id=user.id, voicemail_id=voicemail.id)
+    response = RedirectResponse("/inbox", status_code=303)
+    caller = clean_caller_id(voicemail.session.caller_from) or "an unknown caller"
+    set_flash(request, response, f"The voicemail from {caller} is unread again.")
+    return response
+
+
 def _lower(text: str) -> str:
     return text[:1].lower() + text[1:]
 
