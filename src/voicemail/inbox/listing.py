@@ -8,6 +8,7 @@ the transcript's word timings, which are large) in one query with joins.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -163,6 +164,14 @@ class Row:
     @property
     def cursor(self) -> Cursor:
         return Cursor(self.created_at, self.id)
+
+    @property
+    def version(self) -> str:
+        """What the row shows that can change: a live update replaces a shown row only when
+        this differs (a row swapped under the pointer loses the click on its Take button)."""
+        shown = (self.preview, self.state, self.queue_name, self.assignee, self.assignee_id,
+                 self.language, self.unread)  # fmt: skip
+        return hashlib.sha256(repr(shown).encode()).hexdigest()[:16]
 
 
 @dataclass

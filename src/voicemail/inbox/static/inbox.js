@@ -62,8 +62,11 @@
     Array.prototype.slice.call(rows).reverse().forEach(function (row) {
       var shown = body.querySelector('tr[data-id="' + row.dataset.id + '"]');
       if (shown) {
-        // Shown already: its transcript, assignee or state changed (or the poll looked
-        // back over it). Replaced where it is, keeping any highlight of a new row.
+        // The poll looked back over it and nothing it shows changed: left alone, so that a
+        // click or a focus on it is not lost to a row swapped underneath.
+        if (shown.dataset.version && shown.dataset.version === row.dataset.version) return;
+        // Shown already: its transcript, assignee or state changed. Replaced where it is,
+        // keeping any highlight of a new row.
         if (shown.classList.contains("fresh")) row.classList.add("fresh");
         shown.replaceWith(row);
         return;
