@@ -1,12 +1,13 @@
-"""The end of a live call (``live.connection.end_call``) when finishing its transcript is
-slow, as on a busy machine: the call keeps beating meanwhile, so the housekeeping does not
-take it for abandoned and drop it before its last audio is stored (a SIP call's whole
-message is often that last audio)."""
+"""A live call on a busy machine: when finishing its transcript at the end
+(``live.connection.end_call``) or storing a part while it streams is slow, the call keeps
+beating meanwhile, so the housekeeping does not take it for abandoned and finalize it
+before all its audio is stored (a SIP call's whole message is often that last audio)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,3 +73,68 @@ def test_a_slow_transcript_finish_does_not_make_the_call_abandoned(
         voicemail = session.get(Voicemail, opened.voicemail_id)
         assert voicemail is not None
         assert voicemail.duration_seconds == pytest.approx(2.0)
+
+
+class SlowStorage:
+    """The runtime's storage, with the first part's write stalled for longer than the
+    reconnect grace period (a file system's sync on a saturated machine)."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self.stalled = False
+
+    def put_file(self, key: str, path: Any) -> None:
+        if not self.stalled:
+            self.stalled = True
+            time.sleep(2.5 * GRACE)
+        self.storage.put_file(key, path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"stream_reconnect_seconds": GRACE, "stream_flush_seconds": 0.2}]
+)
+def test_a_part_slow_to_store_does_not_make_the_call_abandoned(
+    runtime: Runtime, creds: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = calls.CallMetadata(
+        call_sid="slow-storage",
+        session_id=ids.new_session_id(),
+        caller_from=None,
+        caller_to=None,
+        sample_rate=8000,
+        mix_type="mono",
+        language=None,
+    )
+    opened = open_call(runtime, creds.bot_id, meta)
+    connection = Connection(runtime, opened, meta)
+    connection.transcription = None
+    storage = SlowStorage(runtime.storage)
+    monkeypatch.setattr(runtime, "storage", storage)
+    tone = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(800) / 8000)).astype("<i2")
+    abandoned: list[int] = []
+
+    async def stream() -> None:
+        flusher = asyncio.create_task(connection.flush_periodically())
+        for _ in range(int(4 * GRACE / 0.1)):  # 0.1 s of audio every 0.1 s
+            assert connection.add(tone.tobytes())
+            await asyncio.sleep(0.1)
+            if not abandoned and storage.stalled and connection.seqs == []:
+                # The first part is still being written: no part, no sign of life but beats.
+                await asyncio.sleep(1.5 * GRACE)
+                finalize = runtime.call_finalizer.finalize_abandoned
+                abandoned.append(await asyncio.to_thread(finalize))
+        flusher.cancel()
+        await end_call(runtime, connection, hangup_at=utcnow())
+
+    asyncio.run(stream())
+    assert abandoned == [0]
+    assert not connection.finished
+    with runtime.sessions() as session:
+        voicemail = session.get(Voicemail, opened.voicemail_id)
+        assert voicemail is not None
+        assert voicemail.status == "stored"
+        assert voicemail.duration_seconds == pytest.approx(connection.seconds)
+        assert connection.seconds == pytest.approx(4 * GRACE, abs=0.05)

@@ -194,13 +194,28 @@ class Connection:
             )
 
     async def flush_periodically(self) -> None:
+        """Store a part every flush period; while one is slow to store (storage that stalls,
+        a file system's sync on a busy machine), beat every period: the part was the call's
+        sign of life, and the housekeeping would finalize a call that shows none for the
+        reconnect grace period, as abandoned, while it is still streaming (issue 11: two
+        SIP calls of a 20-call run were cut short so)."""
         every = self.runtime.settings.stream_flush_seconds
         while not self.finished:
             await asyncio.sleep(every)
+            # A task of its own: when the connection ends mid-flush, the part being stored
+            # must still be counted among the parts the connection's transcript covers.
+            flushing = asyncio.ensure_future(self.flush())
             try:
-                # Shielded: when the connection ends mid-flush, the part being stored must
-                # still be counted among the parts the connection's transcript covers.
-                await asyncio.shield(self.flush())
+                while not (await asyncio.wait({flushing}, timeout=every))[0]:
+                    log.warning(
+                        "live audio slow to store; the call beats meanwhile",
+                        extra={"voicemail_id": self.call.voicemail_id},
+                    )
+                    try:
+                        await self._beat()
+                    except Exception:
+                        log.warning("live call's heartbeat failed", exc_info=True)
+                flushing.result()
             except Exception:
                 log.exception(
                     "live audio not stored; retried at the next flush",

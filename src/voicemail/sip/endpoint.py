@@ -8,7 +8,15 @@ callbacks, which only hand frames over (to the call's ``RecordedCall``).
 A call: the source must be in ``sip_allowed_networks`` (else 403), this process must have a
 free call (else 503 with Retry-After), and ``routing.Router`` must find its bot (a bot id or
 mailbox in the Request-URI, or the number that forwarded it; else 404) and, with
-``VOICEMAIL_SIP_AUTH``, accept its digest credentials (401, 403). Answered, the call's audio
+``VOICEMAIL_SIP_AUTH``, accept its digest credentials (401, 403). The first two are checked
+on the SIP thread as the INVITE arrives; the rest reads the database (the route, the bot,
+its greeting), so it runs in a pool of admission threads while PJSIP's ``100 Trying`` tells
+the caller (or Kamailio, whose 2 s ``FR_TIMER`` would fail the call over) that the INVITE is
+in hand, and the SIP thread answers when the pool is done: a slow database holds up that
+one call's answer, never the SIP thread (issue 11: with the reads on the SIP thread, INVITEs
+queued behind each other and half the calls of a 20-call run were lost to Kamailio's
+failover). An admission the database holds up longer than ``ADMIT_TIMEOUT_SECONDS`` is
+answered 503. Answered, the call's audio
 is ``call.CallAudio``'s: the bot's greeting, a beep, then the message until the caller's BYE
 or ours (``#``, the bot's maximum length, silence, no RTP). REFER is declined. OPTIONS is
 answered 200 by PJSIP itself.
@@ -17,9 +25,12 @@ answered 200 by PJSIP itself.
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pjsua2 as pj
@@ -44,11 +55,15 @@ from voicemail.sip.call import (
 from voicemail.sip.observe import CallObserver
 from voicemail.sip.recording import CallRecorder
 from voicemail.sip.requests import SipRequest, parse_request, source_allowed
-from voicemail.sip.routing import Refusal, Router
+from voicemail.sip.routing import Refusal, Route, Router
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+ADMIT_THREADS = 4  # INVITEs whose database reads run at once (``_admit``)
+# An INVITE not admitted by then (the database is that slow) is answered 503: the caller
+# fails over rather than waiting in silence.
+ADMIT_TIMEOUT_SECONDS = 8.0
 EVENTS_MS = 20  # how long one turn of the SIP thread waits for events
 GIL_SWITCH_SECONDS = 0.001
 _ANY_HOSTS = ("0.0.0.0", "::")  # noqa: S104
@@ -77,6 +92,10 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.media: CallAudio | None = None  # the greeting, beep and message (sip.call)
         self.disconnected = False
         self.hung_up = False
+        # Its INVITE's, while its admission runs (``SipEndpoint.receive``).
+        self.source = ""
+        self.request: SipRequest | None = None
+        self.admitting_since: float | None = None  # monotonic
 
     def onCallState(self, prm: Any) -> None:
         if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
@@ -121,20 +140,31 @@ class _Account(pj.Account):  # type: ignore[misc]
     def onIncomingCall(self, prm: Any) -> None:
         call = _Call(self, prm.callId)
         self.endpoint.calls[prm.callId] = call
-        status, headers = self.endpoint.admit(call, prm.rdata.srcAddress, prm.rdata.wholeMsg)
-        answer = pj.CallOpParam(True)
-        answer.statusCode = status
-        extra = pj.SipHeaderVector()
-        for name, value in headers:
-            header = pj.SipHeader()
-            header.hName, header.hValue = name, value
-            extra.append(header)
-        # Assigned whole: SWIG hands out a copy of a vector member, so appending to
-        # ``txOption.headers`` itself would add nothing.
-        answer.txOption.headers = extra
-        # A refusal is an answer too: within this callback PJSIP keeps an answer's headers
-        # for the response it sends afterwards, but a hang-up's it drops.
-        call.answer(answer)
+        self.endpoint.receive(call, prm.rdata.srcAddress, prm.rdata.wholeMsg)
+
+
+def _answer(call: _Call, status: int, headers: list[tuple[str, str]]) -> None:
+    """Send the INVITE's final answer (a refusal is an answer too: a hang-up's headers
+    PJSIP drops)."""
+    answer = pj.CallOpParam(True)
+    answer.statusCode = status
+    extra = pj.SipHeaderVector()
+    for name, value in headers:
+        header = pj.SipHeader()
+        header.hName, header.hValue = name, value
+        extra.append(header)
+    # Assigned whole: SWIG hands out a copy of a vector member, so appending to
+    # ``txOption.headers`` itself would add nothing.
+    answer.txOption.headers = extra
+    call.answer(answer)
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """An INVITE the admission threads found a bot for: what answering it needs."""
+
+    route: Route
+    plan: CallPlan
 
 
 class SipEndpoint:
@@ -159,6 +189,13 @@ class SipEndpoint:
             rtp_timeout_seconds=settings.sip_rtp_timeout_seconds,
         )
         self.calls: dict[int, _Call] = {}
+        # INVITEs' database reads (``_admit``), and their results for the SIP thread.
+        self._admissions = ThreadPoolExecutor(
+            ADMIT_THREADS, thread_name_prefix="voicemail-sip-admit"
+        )
+        self._admitted: queue.SimpleQueue[tuple[_Call, Future[_Admitted | Refusal]]] = (
+            queue.SimpleQueue()
+        )
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -190,30 +227,130 @@ class SipEndpoint:
         self._stop.set()
         if self._thread.ident is not None:  # started
             self._thread.join(timeout=timeout)
+        self._admissions.shutdown(wait=False, cancel_futures=True)
         self.recorder.stop(timeout=timeout)
 
     # On the SIP thread -----------------------------------------------------------------
 
-    def admit(self, call: _Call, source: str, message: str) -> tuple[int, list[tuple[str, str]]]:
-        """The answer to an INVITE: its status and extra headers."""
+    def receive(self, call: _Call, source: str, message: str) -> None:
+        """A new INVITE (in PJSIP's callback): refused at once when its source or this
+        process's load says so; else its admission goes to the pool (``_admit``), and
+        ``_turn`` answers it when that is done."""
         try:
             request = parse_request(message)
         except ValueError:
             self.observer.refused(
                 source, call_id=None, mailbox=None, status=400, reason="bad_request"
             )
-            return 400, []
-        refusal = self._decide(call, source, request)
+            _answer(call, 400, [])
+            return
+        refusal = self._screen(call, source)
         if refusal is not None:
-            self.observer.refused(
-                source,
-                call_id=request.header("call-id"),
-                mailbox=request.mailbox,
-                status=refusal.status,
-                reason=refusal.reason,
+            self._refuse(call, source, request, refusal)
+            return
+        call.source, call.request = source, request
+        call.admitting_since = time.monotonic()
+        admission = self._admissions.submit(self._admit, source, request)
+        admission.add_done_callback(lambda done: self._admitted.put((call, done)))
+
+    def _screen(self, call: _Call, source: str) -> Refusal | None:
+        """What is known without the database: the source, and whether a call is free
+        (calls being admitted count)."""
+        if not source_allowed(source, self.networks):
+            return Refusal(403, "forbidden_source")
+        active = sum(
+            1
+            for other in self.calls.values()
+            if other is not call
+            and (other.bot_id or other.admitting_since is not None)
+            and not other.disconnected
+        )
+        if active >= self.max_calls:
+            return Refusal(503, "busy", [("Retry-After", str(RETRY_AFTER_SECONDS))])
+        return None
+
+    def _refuse(self, call: _Call, source: str, request: SipRequest, refusal: Refusal) -> None:
+        self.observer.refused(
+            source,
+            call_id=request.header("call-id"),
+            mailbox=request.mailbox,
+            status=refusal.status,
+            reason=refusal.reason,
+        )
+        _answer(call, refusal.status, refusal.headers)
+
+    # On an admission thread ------------------------------------------------------------
+
+    def _admit(self, source: str, request: SipRequest) -> _Admitted | Refusal:
+        """The database's part of an INVITE's answer: its route, its bot's greeting."""
+        route = self.router.route(source, request)
+        if isinstance(route, Refusal):
+            return route
+        try:
+            with self.runtime.read_sessions() as session:
+                bot = bots.get_bot(session, bot_id=route.bot_id)
+                plan = call_plan(session, self.runtime.storage, bot)
+        except NotFound:  # deleted since it was routed
+            return Refusal(404, "unknown_mailbox")
+        except Exception:
+            log.exception("SIP call refused: the bot's greeting is unavailable")
+            return Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))])
+        return _Admitted(route, plan)
+
+    # On the SIP thread -----------------------------------------------------------------
+
+    def _answer_admitted(self) -> None:
+        """Answer the INVITEs whose admission is done, and 503 those that took too long."""
+        while True:
+            try:
+                call, admission = self._admitted.get_nowait()
+            except queue.Empty:
+                break
+            if call.admitting_since is None:  # answered already: it took too long
+                continue
+            call.admitting_since = None
+            source, request = call.source, call.request
+            assert request is not None
+            if call.disconnected:  # the caller gave up (CANCEL) meanwhile
+                log.info(
+                    "SIP call cancelled before it was answered",
+                    extra={"source": source, "call_id": request.header("call-id")},
+                )
+                continue
+            try:
+                result = admission.result()
+            except Exception:  # _admit catches what it expects; this is a bug's way out
+                log.exception("SIP call refused: its admission failed")
+                result = Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            if isinstance(result, Refusal):
+                self._refuse(call, source, request, result)
+            else:
+                self._accept(call, source, request, result)
+        now = time.monotonic()
+        for call in list(self.calls.values()):
+            since = call.admitting_since
+            if since is None or call.disconnected or now - since <= ADMIT_TIMEOUT_SECONDS:
+                continue
+            call.admitting_since = None
+            assert call.request is not None
+            log.warning(
+                "SIP call refused: the database did not answer in time",
+                extra={"source": call.source, "seconds": round(now - since, 3)},
             )
-            return refusal.status, refusal.headers
-        assert call.meta is not None
+            self._refuse(
+                call,
+                call.source,
+                call.request,
+                Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))]),
+            )
+
+    def _accept(self, call: _Call, source: str, request: SipRequest, admitted: _Admitted) -> None:
+        route = admitted.route
+        call.plan = admitted.plan
+        call.bot_id = route.bot_id
+        call.meta = route.metadata(CLOCK_RATE)
+        self.answered[id(call.meta)] = (source, route.bot_id)
+        self.observer.answered()
         log.info(
             "SIP call",
             extra={
@@ -223,31 +360,7 @@ class SipEndpoint:
                 "status": 200,
             },
         )
-        return 200, []
-
-    def _decide(self, call: _Call, source: str, request: SipRequest) -> Refusal | None:
-        if not source_allowed(source, self.networks):
-            return Refusal(403, "forbidden_source")
-        active = sum(1 for other in self.calls.values() if other.bot_id and not other.disconnected)
-        if active >= self.max_calls:
-            return Refusal(503, "busy", [("Retry-After", str(RETRY_AFTER_SECONDS))])
-        route = self.router.route(source, request)
-        if isinstance(route, Refusal):
-            return route
-        try:
-            with self.runtime.read_sessions() as session:
-                bot = bots.get_bot(session, bot_id=route.bot_id)
-                call.plan = call_plan(session, self.runtime.storage, bot)
-        except NotFound:  # deleted since it was routed
-            return Refusal(404, "unknown_mailbox")
-        except Exception:
-            log.exception("SIP call refused: the bot's greeting is unavailable")
-            return Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))])
-        call.bot_id = route.bot_id
-        call.meta = route.metadata(CLOCK_RATE)
-        self.answered[id(call.meta)] = (source, route.bot_id)
-        self.observer.answered()
-        return None
+        _answer(call, 200, [])
 
     def call_ended(
         self, meta: calls.CallMetadata, outcome: str, voicemail_id: str | None = None
@@ -352,7 +465,9 @@ class SipEndpoint:
         return account
 
     def _turn(self) -> None:
-        """Send our BYE where the recording ended, forget the calls that are over."""
+        """Answer the INVITEs admitted meanwhile, send our BYE where a recording ended,
+        forget the calls that are over."""
+        self._answer_admitted()
         for call_id, call in list(self.calls.items()):
             if call.disconnected:
                 del self.calls[call_id]
