@@ -81,6 +81,8 @@ class SippCall:
     """One sipp call's moments (epoch seconds, sipp's ``-trace_msg`` stamps) and outcome."""
 
     returncode: int
+    invited: float | None  # the first INVITE sent
+    trying: float | None  # the first provisional answer (100, 180) received
     answered: float | None  # the 200 to the INVITE received
     acked: float | None  # the ACK sent
     bye: float | None  # the BYE sent: the hang-up
@@ -122,7 +124,8 @@ def start_sipp(
         command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     call = SippCall(
-        returncode=-1, answered=None, acked=None, bye=None, bye_answered=None, exited=0.0,
+        returncode=-1, invited=None, trying=None, answered=None, acked=None, bye=None,
+        bye_answered=None, exited=0.0,
         stream_seconds=stream_seconds, lead_seconds=lead_seconds,
         rtp_packets=-(-(len(lead) + len(payload)) // 160), errors="",
     )  # fmt: skip
@@ -136,7 +139,12 @@ def finish_sipp(process: subprocess.Popen[bytes], call: SippCall, work: Path) ->
     call.errors = "".join(path.read_text(errors="replace") for path in work.glob("*_errors.log"))
     for log in work.glob("*_messages.log"):
         for stamp, direction, first_line, cseq in trace_messages(log.read_text(errors="replace")):
-            if direction == "received" and first_line.startswith("SIP/2.0 200"):
+            if direction == "sent" and first_line.startswith("INVITE") and call.invited is None:
+                call.invited = stamp
+            elif direction == "received" and first_line.startswith("SIP/2.0 1"):
+                if cseq.endswith("INVITE") and call.trying is None:
+                    call.trying = stamp
+            elif direction == "received" and first_line.startswith("SIP/2.0 200"):
                 if cseq.endswith("INVITE") and call.answered is None:
                     call.answered = stamp
                 elif cseq.endswith("BYE"):

@@ -65,7 +65,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,7 @@ KAMAILIO_HOST = "127.0.0.1"  # the only source the SIP processes take calls from
 # or a ping under this load is not taken for dead.
 PING_INTERVAL = 5
 FR_TIMER_MS = 2000
+SLOW_STORE = "live audio slow to store; the call beats meanwhile"  # live.connection's warning
 
 
 def build_messages(
@@ -360,17 +361,22 @@ def summed_metrics(processes: list[SipProcess]) -> dict[str, float]:
 def call_logs(processes: list[SipProcess]) -> dict[str, Any]:
     """What the SIP processes logged of their calls: how many each answered, the media
     clock's ticks against wall time per call (``SIP call audio``), each stream's RTP and
-    jitter-buffer counters (``SIP call RTP``), and PJSIP's own warnings."""
+    jitter-buffer counters (``SIP call RTP``), PJSIP's own warnings, the INVITEs refused
+    (busy, or the database too slow to admit them) and the parts slow to store."""
     answered: list[int] = []
     audio: list[dict[str, Any]] = []
     streams: list[dict[str, Any]] = []
     warnings: list[str] = []
+    refusals: list[dict[str, Any]] = []
+    slow_stores = 0
     for sip in processes:
         lines = sip.proc.lines()
         answered.append(sum(1 for line in lines if line.get("event") == "SIP call recording"))
         audio += [line for line in lines if line.get("event") == "SIP call audio"]
         streams += [line for line in lines if line.get("event") == "SIP call RTP"]
         warnings += [line["event"] for line in lines if str(line.get("event")).startswith("PJSIP")]
+        refusals += [line for line in lines if line.get("event") == "SIP call refused"]
+        slow_stores += sum(1 for line in lines if line.get("event") == SLOW_STORE)
     # A tick the media clock missed: wall time the call lasted that no frame was asked for.
     missed = [
         round(line["wall"] * FRAMES_PER_SECOND - line["played"]) for line in audio if "wall" in line
@@ -390,6 +396,8 @@ def call_logs(processes: list[SipProcess]) -> dict[str, Any]:
         ),
         "pjsip_warnings": len(warnings),
         "pjsip_warning_samples": warnings[:10],
+        "refused": dict(Counter(f"{line['status']} {line['reason']}" for line in refusals)),
+        "parts_slow_to_store": slow_stores,
     }
 
 
@@ -586,6 +594,9 @@ def run(
                     "audio_seconds": round(len(sent) / SAMPLE_RATE, 3),
                     "rtp_packets_sent": call.rtp_packets,
                     "answered": call.answered,
+                    # Through Kamailio: its 100 first, then the SIP process's answer.
+                    "invite_to_provisional_s": round((call.trying or 0) - (call.invited or 0), 3),
+                    "invite_to_answer_s": round((call.answered or 0) - (call.invited or 0), 3),
                     "transcript_at": created,
                     **figures,
                     **compare_audio(sent, stored),
@@ -655,6 +666,8 @@ def run(
         "bye_to_transcript_p90_s": percentile(
             [row["transcript_at"] - row["bye"] for row in rows], 0.9
         ),
+        "invite_to_answer_p50_s": statistics.median(row["invite_to_answer_s"] for row in rows),
+        "invite_to_answer_max_s": max(row["invite_to_answer_s"] for row in rows),
         "rate": args.rate,
         "calls_started_within_s": round(
             max(row["answered"] for row in rows) - min(row["answered"] for row in rows), 3
@@ -712,6 +725,12 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     print(f"| PJSIP warnings in the logs | {logs['pjsip_warnings']} |")
     print(f"| calls finalized by a worker as abandoned | {len(s['finalized_by_workers'])} |")
+    print(
+        f"| INVITE → 200, median / worst | {s['invite_to_answer_p50_s']:.3f} / "
+        f"{s['invite_to_answer_max_s']:.3f} s |"
+    )
+    print(f"| INVITEs refused by the SIP processes | {logs['refused'] or 'none'} |")
+    print(f"| parts slow to store (beats meanwhile) | {logs['parts_slow_to_store']} |")
     print(f"| machine busy while all calls streamed | {s['machine_busy_share_during_calls']} |")
     print(
         f"| SIP processes' CPUs: idle / load alone / all calls | {s['process_cpus_idle']} / "
