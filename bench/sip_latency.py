@@ -14,9 +14,13 @@ other):
     seconds of silence (the greeting and beep, plus a margin: what the caller says before
     the end of the beep is not recorded), then the message; it sends BYE when the last
     packet's audio ends. Measured: BYE to transcript available.
-(b) WebSocket: the same PCM over the live route, exactly as ``live_stream.py`` does (its
-    ``stream_call``): 20 ms frames at real-time pace, then close 1000, the hang-up.
-    Measured: hang-up to transcript available.
+(b) WebSocket: what the SIP path records, over the live route, exactly as
+    ``live_stream.py`` does (its ``stream_call``): the ``--lead-margin`` of silence that
+    sipp streams between the end of the beep and the message, then the same PCM, in 20 ms
+    frames at real-time pace, then close 1000, the hang-up. Measured: hang-up to transcript
+    available. (With the message alone the two recordings would differ by that half
+    second: live transcription would cut them into chunks at other places and leave a
+    different tail to transcribe at the hang-up, a difference of audio, not of path.)
 
 Clocks. "Available" is the transcript's ``timestampValue`` from the Kore fetch API (its
 ``createdOn``, server clock, written in the transaction that makes it visible). The SIP
@@ -164,8 +168,9 @@ def main() -> None:
                 | {"sip_text": text}
             )
 
-        def ws_path(number: int, pcm: bytes) -> dict[str, Any]:
+        def ws_path(number: int, message: bytes) -> dict[str, Any]:
             session = f"{number:012x}{0:012x}"
+            pcm = bytes(2 * round(args.lead_margin * SAMPLE_RATE)) + message  # as SIP records
             hangup = asyncio.run(stream_call(ws_url, pcm, auth=auth(), session_id=session))
             body = wait_transcript(client, bot, session, {"auth": auth()})
             text, created = transcript_of(body)

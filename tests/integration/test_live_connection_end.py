@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 
 from tests.helpers.credentials import Credentials
 from voicemail import ids
 from voicemail.db.base import utcnow
-from voicemail.db.models import Voicemail
+from voicemail.db.models import StreamPart, Voicemail
 from voicemail.live import calls
 from voicemail.live.connection import Connection, end_call, open_call
 from voicemail.live.transcription import FellBehind
@@ -138,3 +140,51 @@ def test_a_part_slow_to_store_does_not_make_the_call_abandoned(
         assert voicemail.status == "stored"
         assert voicemail.duration_seconds == pytest.approx(connection.seconds)
         assert connection.seconds == pytest.approx(4 * GRACE, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"stream_reconnect_seconds": GRACE, "stream_flush_seconds": 0.8 * GRACE}]
+)
+def test_a_slow_opening_does_not_make_the_call_abandoned(
+    runtime: Runtime, creds: Credentials
+) -> None:
+    meta = calls.CallMetadata(
+        call_sid="slow-open",
+        session_id=ids.new_session_id(),
+        caller_from=None,
+        caller_to=None,
+        sample_rate=8000,
+        mix_type="mono",
+        language=None,
+    )
+    opened = open_call(runtime, creds.bot_id, meta)
+    # An opening that took most of the grace period on a saturated machine: its signs of
+    # life are stamped when its transaction started.
+    long_ago = utcnow() - timedelta(seconds=0.9 * GRACE)
+    with runtime.sessions.begin() as session:
+        session.execute(
+            update(Voicemail)
+            .where(Voicemail.id == opened.voicemail_id)
+            .values(heartbeat_at=long_ago)
+        )
+        session.execute(
+            update(StreamPart)
+            .where(StreamPart.voicemail_id == opened.voicemail_id)
+            .values(created_at=long_ago)
+        )
+    connection = Connection(runtime, opened, meta)
+    connection.transcription = None
+    abandoned: list[int] = []
+
+    async def stream() -> None:
+        flusher = asyncio.create_task(connection.flush_periodically())
+        assert connection.add(bytes(1600))
+        await asyncio.sleep(0.4 * GRACE)  # before the first part: only the opening's stamps
+        finalize = runtime.call_finalizer.finalize_abandoned
+        abandoned.append(await asyncio.to_thread(finalize))
+        flusher.cancel()
+        await end_call(runtime, connection, hangup_at=utcnow())
+
+    asyncio.run(stream())
+    assert abandoned == [0]
+    assert not connection.finished

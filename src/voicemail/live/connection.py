@@ -194,33 +194,45 @@ class Connection:
             )
 
     async def flush_periodically(self) -> None:
-        """Store a part every flush period; while one is slow to store (storage that stalls,
-        a file system's sync on a busy machine), beat every period: the part was the call's
-        sign of life, and the housekeeping would finalize a call that shows none for the
-        reconnect grace period, as abandoned, while it is still streaming (issue 11: two
-        SIP calls of a 20-call run were cut short so)."""
-        every = self.runtime.settings.stream_flush_seconds
+        """Store a part every flush period, and keep the call's signs of life coming
+        whatever the storage and the database are doing.
+
+        The housekeeping finalizes a call that shows no sign of life (a part or a beat) for
+        the reconnect grace period as abandoned, so a live call must show one well within
+        it. Two moments have none on their own (issue 11, both seen with 20 SIP calls on a
+        saturated machine, each time cutting calls short that were still streaming): the
+        opening, whose sign of life is stamped when its transaction starts, however long it
+        then takes (6 s there), and a part slow to store (storage that stalls, a file
+        system's sync). So the call beats once as it starts, and every quarter of the grace
+        period while a part is being stored."""
+        settings = self.runtime.settings
+        every = settings.stream_flush_seconds
+        beat_every = settings.stream_reconnect_seconds / 4
+        await self._beat_safely()
         while not self.finished:
             await asyncio.sleep(every)
             # A task of its own: when the connection ends mid-flush, the part being stored
             # must still be counted among the parts the connection's transcript covers.
             flushing = asyncio.ensure_future(self.flush())
             try:
-                while not (await asyncio.wait({flushing}, timeout=every))[0]:
+                while not (await asyncio.wait({flushing}, timeout=beat_every))[0]:
                     log.warning(
                         "live audio slow to store; the call beats meanwhile",
                         extra={"voicemail_id": self.call.voicemail_id},
                     )
-                    try:
-                        await self._beat()
-                    except Exception:
-                        log.warning("live call's heartbeat failed", exc_info=True)
+                    await self._beat_safely()
                 flushing.result()
             except Exception:
                 log.exception(
                     "live audio not stored; retried at the next flush",
                     extra={"voicemail_id": self.call.voicemail_id},
                 )
+
+    async def _beat_safely(self) -> None:
+        try:
+            await self._beat()
+        except Exception:
+            log.warning("live call's heartbeat failed", exc_info=True)
 
     def _finish_transcript(self) -> dict[str, Any] | None:
         if self.transcription is None or self.received_bytes == 0:

@@ -120,7 +120,11 @@ class CallRecorder:
             # Every end of a SIP call is a hang-up: no gateway comes back for it.
             hangup_at = handle.hangup_at or utcnow()
             await asyncio.shield(end_call(runtime, connection, hangup_at=hangup_at))
-        if (
+        if outcome == outcomes.SIP_STORED and connection.finished:
+            # Finalized meanwhile by the housekeeping, as abandoned: what came after its last
+            # stored part is lost (the call was hung up on).
+            outcome = outcomes.SIP_FAILED
+        elif (
             outcome == outcomes.SIP_STORED
             and connection.seconds < runtime.settings.min_duration_seconds
         ):
