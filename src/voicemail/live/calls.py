@@ -46,6 +46,7 @@ import json
 import logging
 import tempfile
 import threading
+import time
 import uuid
 import wave
 from collections.abc import Mapping, Sequence
@@ -303,6 +304,9 @@ def open_connection(
     )
 
 
+SLOW_PART_SECONDS = 2.0  # a part that took longer to store is logged, with where the time went
+
+
 class CallFinished(Exception):
     """The voicemail is no longer receiving (finalized meanwhile): the part has no home."""
 
@@ -323,15 +327,18 @@ def store_part(
     Owns its transaction because it orders it around the object write, as a deposit does.
     """
     key = part_key_for(call.storage_key)
+    started = time.monotonic()
     if pcm:
         scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=scratch_dir, prefix="part-", suffix=".pcm") as tmp:
             tmp.write(pcm)
             tmp.flush()
             storage.put_file(key, Path(tmp.name))
+    written = time.monotonic()
     try:
         with sessions.begin() as session:
             _lock_receiving_and_beat(session, call.voicemail_id)
+            locked = time.monotonic()
             seq = _next_part_seq(session, call.voicemail_id)
             if transcript is not None:
                 transcript = {**transcript, "seqs": [*covers, seq]}
@@ -349,6 +356,18 @@ def store_part(
         if pcm:
             storage.delete(key)
         raise
+    done = time.monotonic()
+    if done - started >= SLOW_PART_SECONDS:
+        # Where a slow part's time went, for an operator (issue 11: a busy host's flushes).
+        log.warning(
+            "live part stored slowly",
+            extra={
+                "voicemail_id": call.voicemail_id,
+                "object_s": round(written - started, 3),
+                "lock_s": round(locked - written, 3),
+                "row_s": round(done - locked, 3),
+            },
+        )
     return seq
 
 

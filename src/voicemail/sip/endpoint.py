@@ -165,6 +165,11 @@ class _Admitted:
 
     route: Route
     plan: CallPlan
+    # Monotonic: when an admission thread took it up, when its route and its greeting
+    # were known (the log's account of an answer's wait).
+    started: float
+    routed: float
+    planned: float
 
 
 class SipEndpoint:
@@ -283,7 +288,9 @@ class SipEndpoint:
 
     def _admit(self, source: str, request: SipRequest) -> _Admitted | Refusal:
         """The database's part of an INVITE's answer: its route, its bot's greeting."""
+        started = time.monotonic()
         route = self.router.route(source, request)
+        routed = time.monotonic()
         if isinstance(route, Refusal):
             return route
         try:
@@ -295,7 +302,7 @@ class SipEndpoint:
         except Exception:
             log.exception("SIP call refused: the bot's greeting is unavailable")
             return Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))])
-        return _Admitted(route, plan)
+        return _Admitted(route, plan, started, routed, time.monotonic())
 
     # On the SIP thread -----------------------------------------------------------------
 
@@ -308,7 +315,7 @@ class SipEndpoint:
                 break
             if call.admitting_since is None:  # answered already: it took too long
                 continue
-            call.admitting_since = None
+            since, call.admitting_since = call.admitting_since, None
             source, request = call.source, call.request
             assert request is not None
             if call.disconnected:  # the caller gave up (CANCEL) meanwhile
@@ -325,17 +332,17 @@ class SipEndpoint:
             if isinstance(result, Refusal):
                 self._refuse(call, source, request, result)
             else:
-                self._accept(call, source, request, result)
+                self._accept(call, source, request, result, since)
         now = time.monotonic()
         for call in list(self.calls.values()):
-            since = call.admitting_since
-            if since is None or call.disconnected or now - since <= ADMIT_TIMEOUT_SECONDS:
+            waiting = call.admitting_since
+            if waiting is None or call.disconnected or now - waiting <= ADMIT_TIMEOUT_SECONDS:
                 continue
             call.admitting_since = None
             assert call.request is not None
             log.warning(
                 "SIP call refused: the database did not answer in time",
-                extra={"source": call.source, "seconds": round(now - since, 3)},
+                extra={"source": call.source, "seconds": round(now - waiting, 3)},
             )
             self._refuse(
                 call,
@@ -344,7 +351,9 @@ class SipEndpoint:
                 Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))]),
             )
 
-    def _accept(self, call: _Call, source: str, request: SipRequest, admitted: _Admitted) -> None:
+    def _accept(
+        self, call: _Call, source: str, request: SipRequest, admitted: _Admitted, since: float
+    ) -> None:
         route = admitted.route
         call.plan = admitted.plan
         call.bot_id = route.bot_id
@@ -358,6 +367,14 @@ class SipEndpoint:
                 "call_id": request.header("call-id"),
                 "mailbox": call.meta.caller_to,
                 "status": 200,
+                # From the INVITE to this answer: waiting for an admission thread, the
+                # route's reads, the bot's and its greeting's, then for the SIP thread.
+                "admission_ms": {
+                    "queued": round((admitted.started - since) * 1000, 1),
+                    "route": round((admitted.routed - admitted.started) * 1000, 1),
+                    "greeting": round((admitted.planned - admitted.routed) * 1000, 1),
+                    "total": round((time.monotonic() - since) * 1000, 1),
+                },
             },
         )
         _answer(call, 200, [])
