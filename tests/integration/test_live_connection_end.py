@@ -26,6 +26,19 @@ from voicemail.runtime import Runtime
 GRACE = 1.0
 
 
+def call_metadata(call_sid: str) -> calls.CallMetadata:
+    """A new 8 kHz mono call's."""
+    return calls.CallMetadata(
+        call_sid=call_sid,
+        session_id=ids.new_session_id(),
+        caller_from=None,
+        caller_to=None,
+        sample_rate=8000,
+        mix_type="mono",
+        language=None,
+    )
+
+
 class SlowTranscription:
     """A live transcription whose finish takes longer than the reconnect grace period."""
 
@@ -46,15 +59,7 @@ class SlowTranscription:
 def test_a_slow_transcript_finish_does_not_make_the_call_abandoned(
     runtime: Runtime, creds: Credentials
 ) -> None:
-    meta = calls.CallMetadata(
-        call_sid="slow-finish",
-        session_id=ids.new_session_id(),
-        caller_from=None,
-        caller_to=None,
-        sample_rate=8000,
-        mix_type="mono",
-        language=None,
-    )
+    meta = call_metadata("slow-finish")
     opened = open_call(runtime, creds.bot_id, meta)
     connection = Connection(runtime, opened, meta)
     connection.transcription = SlowTranscription()  # type: ignore[assignment]
@@ -101,15 +106,7 @@ class SlowStorage:
 def test_a_part_slow_to_store_does_not_make_the_call_abandoned(
     runtime: Runtime, creds: Credentials, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    meta = calls.CallMetadata(
-        call_sid="slow-storage",
-        session_id=ids.new_session_id(),
-        caller_from=None,
-        caller_to=None,
-        sample_rate=8000,
-        mix_type="mono",
-        language=None,
-    )
+    meta = call_metadata("slow-storage")
     opened = open_call(runtime, creds.bot_id, meta)
     connection = Connection(runtime, opened, meta)
     connection.transcription = None
@@ -148,15 +145,7 @@ def test_a_part_slow_to_store_does_not_make_the_call_abandoned(
 def test_a_slow_opening_does_not_make_the_call_abandoned(
     runtime: Runtime, creds: Credentials
 ) -> None:
-    meta = calls.CallMetadata(
-        call_sid="slow-open",
-        session_id=ids.new_session_id(),
-        caller_from=None,
-        caller_to=None,
-        sample_rate=8000,
-        mix_type="mono",
-        language=None,
-    )
+    meta = call_metadata("slow-open")
     opened = open_call(runtime, creds.bot_id, meta)
     # An opening that took most of the grace period on a saturated machine: its signs of
     # life are stamped when its transaction started.

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 
 from tests.helpers.net import free_sip_port, free_udp_port
-from tests.helpers.processes import Admin, Cluster, Proc, cluster_at
+from tests.helpers.processes import Admin, Cluster, Proc
 from tests.helpers.sip import (
     PROMPT_SECONDS,
     SCENARIOS,
@@ -36,18 +35,6 @@ from voicemail.sip.endpoint import ADMIT_TIMEOUT_SECONDS
 
 ULAW_SILENCE = b"\xff"
 MESSAGE_SECONDS = 2.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_url: str) -> Iterator[Cluster]:
-    yield from cluster_at(tmp_path, postgres_url)
-
-
-@pytest.fixture
-def admin(cluster: Cluster) -> Iterator[Admin]:
-    admin = Admin(cluster)
-    yield admin
-    admin.close()
 
 
 def start_sip(cluster: Cluster) -> tuple[Proc, str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ from sqlalchemy import func, select
 from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 from tests.helpers.clips import wer as word_error_rate
 from tests.helpers.net import free_sip_port, free_udp_port
-from tests.helpers.processes import Admin, Cluster, Proc, cluster_at
+from tests.helpers.processes import Admin, Cluster, Proc
 from tests.helpers.sip import (
     PROMPT_SECONDS,
     SCENARIOS,
@@ -64,18 +63,6 @@ CALL_SETTINGS = {
     "VOICEMAIL_STREAM_FLUSH_SECONDS": str(FLUSH_SECONDS),
     "VOICEMAIL_STREAM_RECONNECT_SECONDS": str(GRACE_SECONDS),
 }
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_url: str) -> Iterator[Cluster]:
-    yield from cluster_at(tmp_path, postgres_url)
-
-
-@pytest.fixture
-def admin(cluster: Cluster) -> Iterator[Admin]:
-    admin = Admin(cluster)
-    yield admin
-    admin.close()
 
 
 def start_sip(cluster: Cluster, name: str, address: str | None = None) -> tuple[Proc, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 
 from tests.helpers.audio import write_wav
 from tests.helpers.clips import read_manifest
-from tests.helpers.processes import Admin, Cluster, Proc, cluster_at, worker_pid
+from tests.helpers.processes import Admin, Cluster, Proc, worker_pid
 from tests.helpers.waiting import wait_until
 from voicemail.db.models import Job
 from voicemail.runtime import build_transcriber
@@ -33,18 +32,6 @@ pytestmark = pytest.mark.model
 
 SHORT_LEASE = {"VOICEMAIL_JOB_LEASE_SECONDS": "5"}
 LEASE_SECONDS = 5
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_url: str) -> Iterator[Cluster]:
-    yield from cluster_at(tmp_path, postgres_url)
-
-
-@pytest.fixture
-def admin(cluster: Cluster) -> Iterator[Admin]:
-    admin = Admin(cluster)
-    yield admin
-    admin.close()
 
 
 def speech_of_at_least(seconds: float, folder: Path, target: Path) -> Path:
