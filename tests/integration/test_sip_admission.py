@@ -61,7 +61,6 @@ def test_a_slow_database_holds_up_one_answer_not_the_sip_thread(
     proc, address = start_sip(cluster)
     work = tmp_path / "sipp"
     work.mkdir()
-    (work / "clip.ulaw").write_bytes(ULAW_SILENCE * 8000 * 10)
     late, given_up = work / "late", work / "given-up"
     late.mkdir()
     given_up.mkdir()

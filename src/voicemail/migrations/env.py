@@ -29,7 +29,7 @@ def sqlite_migration_lock(url: str) -> Iterator[None]:
     of its own and reads the version before them, so SQLite's write lock alone let two
     hosts both find a migration to do (CI: "table audit_log already exists")."""
     path = sqlite_path(url)
-    if path is None:  # in memory: one process
+    if path is None:  # PostgreSQL (its advisory lock, below), or SQLite in memory
         yield
         return
     secure_sqlite_file(url)  # the folder, private
@@ -45,10 +45,7 @@ def sqlite_migration_lock(url: str) -> Iterator[None]:
 def run_migrations_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None
-    if url.startswith("sqlite"):
-        with sqlite_migration_lock(url):
-            _run_migrations(url)
-    else:
+    with sqlite_migration_lock(url):
         _run_migrations(url)
 
 

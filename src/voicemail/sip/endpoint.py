@@ -55,11 +55,10 @@ from voicemail.sip.call import (
 from voicemail.sip.observe import CallObserver
 from voicemail.sip.recording import CallRecorder
 from voicemail.sip.requests import SipRequest, parse_request, source_allowed
-from voicemail.sip.routing import Refusal, Route, Router
+from voicemail.sip.routing import Refusal, Route, Router, retry_later
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = 5
 ADMIT_THREADS = 4  # INVITEs whose database reads run at once (``_admit``)
 # An INVITE not admitted by then (the database is that slow) is answered 503: the caller
 # fails over rather than waiting in silence.
@@ -271,7 +270,7 @@ class SipEndpoint:
             and not other.disconnected
         )
         if active >= self.max_calls:
-            return Refusal(503, "busy", [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            return retry_later("busy")
         return None
 
     def _refuse(self, call: _Call, source: str, request: SipRequest, refusal: Refusal) -> None:
@@ -301,7 +300,7 @@ class SipEndpoint:
             return Refusal(404, "unknown_mailbox")
         except Exception:
             log.exception("SIP call refused: the bot's greeting is unavailable")
-            return Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            return retry_later("unavailable")
         return _Admitted(route, plan, started, routed, time.monotonic())
 
     # On the SIP thread -----------------------------------------------------------------
@@ -328,7 +327,7 @@ class SipEndpoint:
                 result = admission.result()
             except Exception:  # _admit catches what it expects; this is a bug's way out
                 log.exception("SIP call refused: its admission failed")
-                result = Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))])
+                result = retry_later("unavailable")
             if isinstance(result, Refusal):
                 self._refuse(call, source, request, result)
             else:
@@ -348,7 +347,7 @@ class SipEndpoint:
                 call,
                 call.source,
                 call.request,
-                Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))]),
+                retry_later("unavailable"),
             )
 
     def _accept(

@@ -72,6 +72,11 @@ class Refusal:
         return self.status == 401
 
 
+def retry_later(reason: str) -> Refusal:
+    """A 503 the caller (or Kamailio) may retry elsewhere or later: ``busy``, ``unavailable``."""
+    return Refusal(503, reason, [("Retry-After", str(RETRY_AFTER_SECONDS))])
+
+
 def session_id_of(request: SipRequest) -> str:
     """``X-Session-Id`` when it is a sessionId the rest of the service accepts, else a new
     one. The design allows ``[A-Za-z0-9_-]{1,64}``, but every other path (deposit, fetch,
@@ -145,7 +150,7 @@ class Router:
             return self._route(source, request)
         except Exception:
             log.exception("SIP call refused: the database is unavailable")
-            return Refusal(503, "unavailable", [("Retry-After", str(RETRY_AFTER_SECONDS))])
+            return retry_later("unavailable")
 
     def _route(self, source: str, request: SipRequest) -> Route | Refusal:
         app_id: str | None = None
