@@ -167,6 +167,12 @@ def test_transcript_is_one_composite_widget(context: Any, world: World) -> None:
 
 def focus_rings(page: Any, limit: int = 80) -> list[dict[str, Any]]:
     """Every element Tab reaches on the page, in order, with its focus ring."""
+    # A page's autofocus lands at a rendering step after load: wait for it, or it could take
+    # the focus back after the click below.
+    page.wait_for_function(
+        "() => !document.querySelector('[autofocus]')"
+        " || document.activeElement === document.querySelector('[autofocus]')"
+    )
     # From the top of the page (a click where nothing is focusable: Tab starts from there).
     page.mouse.click(1, 1)
     seen: list[dict[str, Any]] = []

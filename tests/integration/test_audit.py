@@ -170,7 +170,10 @@ def test_a_failed_audit_write_does_not_fail_the_read(
     assert body["status"] == "success" and len(body["voicemail recording"]) == 1
     assert media.status_code == 200 and media.content[:4] == b"RIFF"
     failures = [r for r in caplog.records if r.getMessage().startswith("audit entries not written")]
-    assert failures and all(getattr(r, "count", None) == 2 for r in failures)
+    # The flush thread may have tried once between the two reads (with the first entry alone);
+    # the last try holds both, and both are still queued.
+    assert failures and getattr(failures[-1], "count", None) == 2
+    assert all(getattr(r, "count", None) in (1, 2) for r in failures)
     with runtime.sessions() as db:
         assert len(db.scalars(select(AuditEntry)).all()) == written
     # The entries were kept: once the database is back, the next batch writes them.
