@@ -55,7 +55,10 @@ class NumberClip:
 
 # The clips the tests use, by name.
 CLIPS: dict[str, NumberClip] = {
-    "phone": NumberClip(("415", "555", "0134")),
+    # Greedy decoding of these cuts depends on the CPU's arithmetic: an AMD EPYC without
+    # AVX-512 wrote 415 555 0134 as "415-555-010134" (Intel hosts wrote it right); 0162 is
+    # written right there.
+    "phone": NumberClip(("415", "555", "0162")),
     "card": NumberClip(("4123", "4560", "1234", "5612")),
     # Speech after the number too ("Sorry, but the user's mailbox can't accept more
     # messages."): the number lies between two stretches of speech.
