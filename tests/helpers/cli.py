@@ -80,7 +80,15 @@ def invoke_cli(
     changes in the process is put back afterwards: the environment (``CliRunner`` does it),
     the logging configuration, the consoles' width and the working folder. An exception
     the command does not turn into an exit status is raised here, not captured."""
-    environment = cli_environment(settings, env)
+    return invoke_cli_in(cli_environment(settings, env), *args, stdin=stdin, cwd=cwd)
+
+
+def invoke_cli_in(
+    environment: dict[str, str], *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``voicemail ARGS`` in this process, with ``environment`` (its ``VOICEMAIL_*``: the
+    only settings; ``COLUMNS`` 200 unless given); what ``invoke_cli`` runs."""
+    environment = {"COLUMNS": COLUMNS} | environment
     # None removes a variable for the run: the test process's own VOICEMAIL_* do not apply.
     cleared: dict[str, str | None] = {k: None for k in os.environ if k.startswith("VOICEMAIL_")}
     with _logging_kept(), _consoles_at(int(environment["COLUMNS"])), chdir(cwd or Path.cwd()):

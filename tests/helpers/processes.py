@@ -22,6 +22,7 @@ import httpx
 import jwt
 from sqlalchemy import select
 
+from tests.helpers.cli import invoke_cli_in
 from tests.helpers.deposits import deposit_file
 from tests.helpers.net import free_port
 from tests.helpers.waiting import wait_until
@@ -248,16 +249,11 @@ class Service:
     log: Path
 
     def cli(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
-        """``voicemail ARGS --json``; its JSON output (the command must succeed)."""
-        done = subprocess.run(
-            [*VOICEMAIL, *args, "--json"],
-            env=self.env,
-            cwd=self.cwd,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        """``voicemail ARGS --json`` on the service's data; its JSON output (the command must
+        succeed). Run in this process (``invoke_cli_in``): a new Python process would spend
+        seconds importing for each of a fixture's commands."""
+        settings = {key: value for key, value in self.env.items() if key.startswith("VOICEMAIL_")}
+        done = invoke_cli_in(settings, *args, "--json", stdin=stdin, cwd=self.cwd)
         assert done.returncode == 0, f"voicemail {' '.join(args)}: {done.stderr}"
         result: dict[str, Any] = json.loads(done.stdout)
         return result
