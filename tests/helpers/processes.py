@@ -39,6 +39,24 @@ SIGNING_KEY = "process-test-signing-key-" + "k" * 32
 START_TIMEOUT = 120.0
 
 
+def log_lines(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a process's log (other lines, PJSIP's say, left out)."""
+    parsed = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            parsed.append(entry)
+    return parsed
+
+
+def log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    """The lines of a process's JSON log with this ``event``."""
+    return [line for line in log_lines(log) if line.get("event") == event]
+
+
 @dataclass
 class Proc:
     name: str
@@ -54,18 +72,10 @@ class Proc:
         return self.popen.poll() is None
 
     def lines(self) -> list[dict[str, Any]]:
-        parsed = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                parsed.append(entry)
-        return parsed
+        return log_lines(self.log)
 
     def events(self, event: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines() if line.get("event") == event]
+        return log_events(self.log, event)
 
     def wait_for(self, event: str, *, count: int = 1, timeout: float = START_TIMEOUT) -> None:
         def seen() -> bool:

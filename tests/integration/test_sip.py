@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import sip as sipp_calls
 from tests.helpers.clips import audio_dir, clip_by_name, missing_audio_reason, read_manifest
 from tests.helpers.net import free_sip_port, free_udp_port
-from tests.helpers.processes import embedded_service
+from tests.helpers.processes import embedded_service, log_events
 from tests.helpers.sip import (
     PROMPT_SECONDS,
     SCENARIOS,
@@ -106,6 +106,7 @@ def test_a_call_under_a_second_after_the_beep_leaves_no_voicemail(sip: Sip) -> N
     assert root is not None
     headerless_ulaw(clip_by_name(read_manifest(root), CLIP), sip.work)
     session = "5e55100000000000000000b2"
+    transcribed_before = len(log_events(sip.service.log, "live transcription finished"))
     hold_ms = str(round((PROMPT_SECONDS + 0.6) * 1000))
     sipp_call(sip, SCENARIOS / "leave_message.xml", sip.bot,
               "-d", hold_ms, "-key", "session_id", session)  # fmt: skip
@@ -125,6 +126,10 @@ def test_a_call_under_a_second_after_the_beep_leaves_no_voicemail(sip: Sip) -> N
             assert time.monotonic() < deadline, response.text
             time.sleep(0.25)
     assert response.json()["status"] == "media_unavailable", response.text
+    [ended] = [e for e in log_events(sip.service.log, "SIP call ended") if e["seconds"] < 1]
+    assert ended["outcome"] == "too_short"
+    # Too short to keep, so not transcribed either (Whisper took 9 s over its 0.6 s here).
+    assert len(log_events(sip.service.log, "live transcription finished")) == transcribed_before
 
 
 def calls_answered(sip: Sip) -> int:

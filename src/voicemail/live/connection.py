@@ -235,7 +235,13 @@ class Connection:
             log.warning("live call's heartbeat failed", exc_info=True)
 
     def _finish_transcript(self) -> dict[str, Any] | None:
-        if self.transcription is None or self.received_bytes == 0:
+        # A call with less audio than a message's minimum is dropped when it is finalized:
+        # no transcript of its tail (a caller who hangs up at the beep is common, and Whisper
+        # can take seconds over half a second of breath or line noise).
+        too_short = (
+            self.call.stored_seconds + self.seconds < self.runtime.settings.min_duration_seconds
+        )
+        if self.transcription is None or self.received_bytes == 0 or too_short:
             if self.transcription is not None:
                 self.transcription.close()
             return None
