@@ -49,8 +49,9 @@ def speech_of_at_least(seconds: float, folder: Path, target: Path) -> Path:
 
 @pytest.fixture
 def long_speech(speech_clip: Path, tmp_path: Path) -> Path:
-    """About 2 minutes of speech: with one thread, transcription takes well over a 5 s lease."""
-    return speech_of_at_least(120, speech_clip.parent, tmp_path / "long.wav")
+    """The longest clip, about a minute of speech: with one thread, its transcription takes
+    well over a 5 s lease (about 15 s on a quiet machine here)."""
+    return speech_of_at_least(50, speech_clip.parent, tmp_path / "long.wav")
 
 
 @pytest.fixture
