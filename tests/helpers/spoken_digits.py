@@ -56,7 +56,7 @@ class NumberClip:
 # The clips the tests use, by name.
 CLIPS: dict[str, NumberClip] = {
     # Greedy decoding of these cuts depends on the CPU's arithmetic. An AMD EPYC wrote
-    # 415 555 0134 as "415-555-010134" (Intel hosts, which use MKL, wrote it right). Of 21
+    # 415 555 0134 as "415-555-010134" (Intel hosts, which use MKL, wrote it right). Of 23
     # numbers tried there, 0132, 0146 and 0152 came out right both with CTranslate2's
     # default backend and with MKL (``CT2_USE_MKL=1``, as on Intel).
     "phone": NumberClip(("415", "555", "0146")),
