@@ -22,7 +22,7 @@ import numpy as np
 
 from tests.helpers.clips import Clip
 from tests.helpers.net import free_udp_port
-from tests.helpers.processes import Service
+from tests.helpers.processes import Service, log_events
 from tests.services import unavailable
 from voicemail.bots.greetings import default_greeting
 from voicemail.sip.call import BEEP_MS, CLOCK_RATE, FRAME_BYTES, pcm_at_clock_rate
@@ -163,8 +163,7 @@ def fetch_stored(
 
 def calls_answered(log: Path) -> int:
     """The calls a SIP process's JSON log shows answered (200)."""
-    lines = log.read_text(errors="replace").splitlines()
-    return sum(1 for line in lines if '"SIP call"' in line and '"status": 200' in line)
+    return sum(1 for entry in log_events(log, "SIP call") if entry.get("status") == 200)
 
 
 def headerless_g711(clip: Clip, folder: Path, law: str = "mulaw") -> tuple[Path, float]:
